@@ -1,0 +1,84 @@
+"""The FastAPI application: the REST API under /api/v1 and the console, in one app."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hongyan import __version__
+from hongyan.db.migrate import require_migrated
+from hongyan.errors import HongyanError, ValidationFailed
+from hongyan.runtime import Runtime
+
+log = logging.getLogger("hongyan.api")
+
+
+def _error(status: int, code: str, en: str, zh: str, **extra: object) -> JSONResponse:
+    body: dict[str, object] = {"code": code, "message": {"zh": zh, "en": en}}
+    body.update(extra)
+    return JSONResponse(body, status_code=status)
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    from hongyan.api.routers import account, health
+    from hongyan.web import console
+
+    app = FastAPI(
+        title="hongyan (鸿雁) API",
+        version=__version__,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    app.state.migrated = False
+
+    @app.middleware("http")
+    async def require_schema(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if not app.state.migrated and not request.url.path.startswith("/static/"):
+            try:
+                require_migrated(runtime.engine)
+                app.state.migrated = True
+            except HongyanError as exc:
+                if request.url.path != "/api/v1/health":
+                    return JSONResponse(exc.body(), status_code=exc.status)
+        response: Response = await call_next(request)
+        return response
+
+    @app.exception_handler(HongyanError)
+    async def typed_error(request: Request, exc: HongyanError) -> Response:
+        log.info("%s %s -> %s", request.method, request.url.path, exc.code)
+        if not request.url.path.startswith("/api/"):
+            return await console.error_page(request, exc)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            {"location": [str(p) for p in err.get("loc", ())], "problem": err.get("msg", "")}
+            for err in exc.errors()
+        ]
+        err = ValidationFailed(
+            "The request body or parameters are not valid",
+            "请求内容或参数不正确",
+            details={"problems": problems},
+        )
+        return JSONResponse(err.body(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return _error(404, "not_found", "Not found", "找不到该资源")
+        if exc.status_code == 405:
+            return _error(405, "method_not_allowed", "Method not allowed", "不支持该请求方法")
+        return _error(exc.status_code, "http_error", str(exc.detail), str(exc.detail))
+
+    app.include_router(health.router, prefix="/api/v1")
+    app.include_router(account.router, prefix="/api/v1")
+    console.install(app)
+    return app

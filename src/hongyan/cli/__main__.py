@@ -1,0 +1,3 @@
+from hongyan.cli.main import app
+
+app(prog_name="hongyan")

@@ -1,0 +1,316 @@
+"""`hongyan`: the command line. One command group per capability; `--json` on every report."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from hongyan.cli.output import emit, fail, note
+from hongyan.errors import HongyanError
+from hongyan.logs import configure as configure_logs
+from hongyan.runtime import Runtime
+from hongyan.security.roles import Role
+from hongyan.settings import Settings, get_settings
+
+app = typer.Typer(help="鸿雁 hongyan: SMS marketing platform", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants (businesses on the platform)", no_args_is_help=True)
+user_app = typer.Typer(help="Console users", no_args_is_help=True)
+apikey_app = typer.Typer(help="API keys", no_args_is_help=True)
+keys_app = typer.Typer(help="The key ring that encrypts phone numbers", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(user_app, name="user")
+app.add_typer(apikey_app, name="apikey")
+app.add_typer(keys_app, name="keys")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object")]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(func: F) -> F:
+    """Turn typed errors into a clear message (or a JSON error object) and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HongyanError as exc:
+            fail(exc, bool(kwargs.get("as_json")))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def open_runtime(settings: Settings | None = None, *, need_schema: bool = True) -> Runtime:
+    """The runtime for a command; refuses early when the schema is behind the code."""
+    from hongyan.db.migrate import require_migrated
+
+    settings = settings or get_settings()
+    runtime = Runtime.create(settings, generate_secrets=settings.env != "production")
+    for message in runtime.notes:
+        note(message)
+    if need_schema:
+        require_migrated(runtime.engine)
+    return runtime
+
+
+@db_app.command("upgrade")
+@reports_errors
+def db_upgrade(as_json: JsonOpt = False) -> None:
+    """Create or migrate the schema to the newest revision."""
+    from hongyan.db import migrate
+
+    runtime = open_runtime(need_schema=False)
+    revision = migrate.upgrade(runtime.engine)
+    emit(
+        {"revision": revision, "database": runtime.engine.dialect.name},
+        as_json,
+        f"[green]✓[/green] schema at revision {revision} ({runtime.engine.dialect.name})",
+    )
+
+
+@tenant_app.command("create")
+@reports_errors
+def tenant_create(
+    slug: str,
+    name: Annotated[str, typer.Option(help="Display name, e.g. 鸿雁茶饮")],
+    signature: Annotated[
+        str | None, typer.Option(help="Approved signature, e.g. 【鸿雁茶饮】")
+    ] = None,
+    timezone: Annotated[str, typer.Option(help="IANA time zone")] = "Asia/Shanghai",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a tenant with its policy and, optionally, an approved signature."""
+    from hongyan.security import audit
+    from hongyan.tenants import service
+
+    runtime = open_runtime()
+    with runtime.engine.begin() as conn:
+        tenant = service.create_tenant(
+            conn, runtime.clock, slug=slug, name=name, signature=signature, timezone=timezone
+        )
+        audit.record(
+            conn,
+            runtime.clock,
+            tenant_id=tenant.id,
+            actor="cli",
+            action="tenant.create",
+            target=f"tenant:{tenant.slug}",
+        )
+    emit(
+        {
+            "id": tenant.id,
+            "slug": tenant.slug,
+            "name": tenant.name,
+            "timezone": tenant.timezone,
+            "signature": signature,
+        },
+        as_json,
+        f"[green]✓[/green] tenant {tenant.slug} ({tenant.name}) created, id {tenant.id}",
+    )
+
+
+@tenant_app.command("list")
+@reports_errors
+def tenant_list(as_json: JsonOpt = False) -> None:
+    """List tenants."""
+    from hongyan.tenants import service
+
+    runtime = open_runtime()
+    with runtime.engine.connect() as conn:
+        items = service.list_tenants(conn)
+    rows = [t.__dict__ for t in items]
+    emit(
+        {"tenants": rows},
+        as_json,
+        "\n".join(f"{t.id:>4}  {t.slug:<20} {t.name}  ({t.timezone})" for t in items)
+        or "no tenants",
+    )
+
+
+@user_app.command("create")
+@reports_errors
+def user_create(
+    tenant: Annotated[str, typer.Option(help="Tenant slug")],
+    email: Annotated[str, typer.Option()],
+    role: Annotated[Role, typer.Option()] = Role.OWNER,
+    name: Annotated[str, typer.Option()] = "",
+    password: Annotated[
+        str | None,
+        typer.Option(help="Omit to be asked (input hidden)", envvar="HONGYAN_NEW_PASSWORD"),
+    ] = None,
+    phone: Annotated[str | None, typer.Option(help="Mobile, stored encrypted")] = None,
+    locale: Annotated[str, typer.Option()] = "zh-CN",
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a console user to a tenant."""
+    from hongyan.security import audit
+    from hongyan.tenants import service
+
+    if password is None:
+        password = getpass.getpass("Password (10+ characters): ")
+    runtime = open_runtime()
+    with runtime.engine.begin() as conn:
+        t = service.get_tenant(conn, tenant)
+        user = service.create_user(
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            tenant_id=t.id,
+            email=email,
+            name=name,
+            role=role,
+            password=password,
+            phone=phone,
+            locale=locale,
+        )
+        audit.record(
+            conn,
+            runtime.clock,
+            tenant_id=t.id,
+            actor="cli",
+            action="user.create",
+            target=f"user:{user.id}",
+            detail={"role": user.role.value},
+        )
+    emit(
+        {"id": user.id, "tenant": t.slug, "email": user.email, "role": user.role.value},
+        as_json,
+        f"[green]✓[/green] user {user.email} ({user.role.value}) added to {t.slug}",
+    )
+
+
+@apikey_app.command("create")
+@reports_errors
+def apikey_create(
+    tenant: Annotated[str, typer.Option(help="Tenant slug")],
+    name: Annotated[str, typer.Option(help="What the key is for")],
+    role: Annotated[Role, typer.Option()] = Role.OPERATOR,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key; the key is printed once and cannot be shown again."""
+    from hongyan.security import apikeys, audit
+    from hongyan.tenants import service
+
+    runtime = open_runtime()
+    with runtime.engine.begin() as conn:
+        t = service.get_tenant(conn, tenant)
+        new = apikeys.create(conn, runtime.clock, t.id, name, role)
+        audit.record(
+            conn,
+            runtime.clock,
+            tenant_id=t.id,
+            actor="cli",
+            action="apikey.create",
+            target=f"apikey:{new.id}",
+            detail={"name": name, "role": new.role.value},
+        )
+    emit(
+        {"id": new.id, "tenant": t.slug, "name": new.name, "role": new.role.value, "key": new.key},
+        as_json,
+        f"[green]✓[/green] API key {new.id} for {t.slug}:\n  {new.key}\n"
+        "[yellow]Store it now: it will not be shown again.[/yellow]",
+    )
+
+
+@keys_app.command("rotate")
+@reports_errors
+def keys_rotate(
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 500,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-encrypt every stored phone number under the active key (HONGYAN_ACTIVE_KEY)."""
+    from rich.progress import Progress
+
+    from hongyan.security.rotation import rotate
+
+    runtime = open_runtime()
+    if as_json:
+        report = rotate(runtime.engine, runtime.keyring, batch_size=batch_size)
+    else:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("re-encrypting", total=None)
+            report = rotate(
+                runtime.engine,
+                runtime.keyring,
+                batch_size=batch_size,
+                progress=lambda _c, n: bar.update(task, completed=n),
+            )
+    emit(
+        report.__dict__,
+        as_json,
+        f"[green]✓[/green] {report.rotated} ciphertexts moved to key {report.active_key} "
+        f"({report.scanned} scanned, {report.skipped_changed} changed meanwhile)",
+    )
+
+
+@keys_app.command("generate")
+def keys_generate(as_json: JsonOpt = False) -> None:
+    """Print a new random 256-bit key for HONGYAN_DATA_KEYS."""
+    from hongyan.security.keyring import KeyRing
+
+    key = KeyRing.generate_key()
+    emit({"key": key}, as_json, key)
+
+
+@app.command()
+@reports_errors
+def serve(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Serve the API and the console."""
+    import uvicorn
+
+    from hongyan.api.app import create_app
+
+    runtime = open_runtime()
+    configure_logs()
+    uvicorn.run(
+        create_app(runtime),
+        host=host or runtime.settings.host,
+        port=port or runtime.settings.port,
+        log_config=None,
+    )
+
+
+@app.command()
+@reports_errors
+def demo(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Prepare only")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Migrate, create the demo tenant and its owner login, and serve the platform."""
+    from hongyan.demo import prepare
+
+    runtime = open_runtime(need_schema=False)
+    info = prepare(runtime)
+    host = host or runtime.settings.host
+    port = port or runtime.settings.port
+    url = f"http://{host}:{port}/login"
+    emit(
+        {**info, "url": url},
+        as_json,
+        "\n[bold]鸿雁 hongyan demo[/bold]\n"
+        f"  console:  [cyan]{url}[/cyan]\n"
+        f"  login:    {info['email']}\n"
+        f"  password: {info['password']}\n"
+        f"  API key:  {info['api_key_note']}\n",
+    )
+    if not no_serve:
+        import uvicorn
+
+        from hongyan.api.app import create_app
+
+        configure_logs(logging.WARNING)
+        uvicorn.run(create_app(runtime), host=host, port=port, log_config=None)
+
+
+__all__ = ["app"]

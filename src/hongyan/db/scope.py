@@ -1,0 +1,117 @@
+"""The one path to a tenant's rows.
+
+Every statement that touches a table marked ``tenant_scoped`` must either come from a
+:class:`TenantScope` (which adds ``tenant_id = :tenant`` itself) or carry an explicit, named
+cross-tenant permission (:func:`unscoped`), used by the platform's own machinery (login lookup,
+dispatcher, key rotation). Anything else is refused by an engine hook before it reaches the
+database, so a query that forgets its tenant fails loudly in tests instead of leaking data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.dml import Delete, Insert, Update
+from sqlalchemy.sql.selectable import Select
+
+TENANT_OPTION = "hongyan_tenant"
+UNSCOPED_OPTION = "hongyan_unscoped"
+
+S = TypeVar("S", bound=sa.Executable)
+
+
+class TenantScopeViolation(RuntimeError):
+    """A statement touched tenant data without a tenant scope: a programming error."""
+
+
+def is_scoped_table(table: sa.Table) -> bool:
+    return bool(table.info.get("tenant_scoped"))
+
+
+def _scoped_tables(statement: Any) -> set[str]:
+    found: set[str] = set()
+    for element in visitors.iterate(statement):
+        if isinstance(element, sa.Table) and is_scoped_table(element):
+            found.add(element.name)
+    for attr in ("table",):  # DML targets are not always visited
+        target = getattr(statement, attr, None)
+        if isinstance(target, sa.Table) and is_scoped_table(target):
+            found.add(target.name)
+    return found
+
+
+def _check(
+    conn: Connection,
+    clauseelement: Any,
+    multiparams: Any,
+    params: Any,
+    execution_options: Mapping[str, Any],
+) -> None:
+    if not isinstance(clauseelement, Select | Insert | Update | Delete):
+        return
+    options = {**conn.get_execution_options(), **clauseelement.get_execution_options()}
+    options.update(execution_options)
+    if options.get(TENANT_OPTION) is not None or options.get(UNSCOPED_OPTION):
+        return
+    tables = _scoped_tables(clauseelement)
+    if tables:
+        raise TenantScopeViolation(
+            f"statement on tenant tables {sorted(tables)} has no tenant scope; "
+            "build it with TenantScope or mark it with unscoped(reason)"
+        )
+
+
+def install_guard(engine: Engine) -> None:
+    sa.event.listen(engine, "before_execute", _check)
+
+
+def unscoped(statement: S, reason: str) -> S:
+    """Mark a statement as deliberately crossing tenants. ``reason`` documents why."""
+    if not reason:
+        raise ValueError("unscoped() needs a reason")
+    return statement.execution_options(**{UNSCOPED_OPTION: reason})
+
+
+class TenantScope:
+    """Builds statements that can only see one tenant's rows."""
+
+    def __init__(self, tenant_id: int) -> None:
+        if not isinstance(tenant_id, int) or tenant_id <= 0:
+            raise ValueError("tenant id must be a positive integer")
+        self.tenant_id = tenant_id
+
+    def _opts(self, statement: S) -> S:
+        return statement.execution_options(**{TENANT_OPTION: self.tenant_id})
+
+    def owns(self, table: sa.Table) -> sa.ColumnElement[bool]:
+        """The condition that keeps ``table`` (e.g. a joined one) to this tenant."""
+        if not is_scoped_table(table):
+            raise TenantScopeViolation(f"table {table.name} is not tenant-scoped")
+        return table.c.tenant_id == self.tenant_id
+
+    def select(self, table: sa.Table, *columns: Any) -> Select[Any]:
+        stmt = sa.select(*(columns or (table,))).where(self.owns(table))
+        return self._opts(stmt)
+
+    def insert(self, table: sa.Table) -> Insert:
+        self.owns(table)
+        return self._opts(sa.insert(table).values(tenant_id=self.tenant_id))
+
+    def update(self, table: sa.Table) -> Update:
+        return self._opts(sa.update(table).where(self.owns(table)))
+
+    def delete(self, table: sa.Table) -> Delete:
+        return self._opts(sa.delete(table).where(self.owns(table)))
+
+    def insert_many(
+        self, conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """executemany with the tenant id forced onto every row."""
+        if not rows:
+            return
+        stmt = self._opts(sa.insert(table))
+        conn.execute(stmt, [{**row, "tenant_id": self.tenant_id} for row in rows])

@@ -1,0 +1,150 @@
+"""Every table, in SQLAlchemy Core. Alembic migrations in ``migrations/`` create them.
+
+A table that holds a tenant's data has a ``tenant_id`` column and ``info={"tenant_scoped": True}``;
+the guard in :mod:`hongyan.db.scope` refuses any statement on such a table that did not come
+through a :class:`~hongyan.db.scope.TenantScope` or an explicit, named cross-tenant access.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from hongyan.db.types import UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = sa.MetaData(naming_convention=NAMING)
+SCOPED = {"tenant_scoped": True}
+
+
+def tenant_fk() -> sa.Column[int]:
+    return sa.Column(
+        "tenant_id",
+        sa.Integer,
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
+
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("slug", sa.String(40), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False, server_default="Asia/Shanghai"),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Signatures (【品牌名】) a tenant may send under; the operator approves them.
+signatures = sa.Table(
+    "signatures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(),
+    sa.Column("text", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("is_default", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("reviewed_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("tenant_id", "text", name="uq_signatures_tenant_text"),
+    info=SCOPED,
+)
+
+# One policy row per tenant: the rules later capabilities enforce (quiet hours, caps, marketing).
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.Integer,
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("marketing_allowed", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("quiet_start", sa.String(5), nullable=False, server_default="21:00"),
+    sa.Column("quiet_end", sa.String(5), nullable=False, server_default="08:00"),
+    sa.Column("require_ad_mark", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("unsubscribe_text", sa.String(40), nullable=False, server_default="回T退订"),
+    sa.Column("max_parts", sa.Integer, nullable=False, server_default="6"),
+    sa.Column("extra", sa.JSON, nullable=False, default=dict),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    info=SCOPED,
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(),
+    sa.Column("email", sa.String(254), nullable=False, unique=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    # The user's own mobile (alerts, second factor): ciphertext and blind index, never plaintext.
+    sa.Column("phone_cipher", sa.LargeBinary, nullable=True),
+    sa.Column("phone_index", sa.LargeBinary(32), nullable=True),
+    sa.Column("locale", sa.String(8), nullable=False, server_default="zh-CN"),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_login_at", UTCDateTime, nullable=True),
+    info=SCOPED,
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("prefix", sa.String(24), nullable=False, unique=True),
+    sa.Column("secret_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    info=SCOPED,
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("token_hash", sa.LargeBinary(32), nullable=False, unique=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
+    info=SCOPED,
+)
+
+# Append-only record of who did what. Details never hold secrets or plaintext phone numbers.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "tenant_id",
+        sa.Integer,
+        sa.ForeignKey("tenants.id", ondelete="SET NULL"),
+        nullable=True,
+        index=True,
+    ),
+    sa.Column("actor", sa.String(80), nullable=False),
+    sa.Column("action", sa.String(80), nullable=False),
+    sa.Column("target", sa.String(200), nullable=True),
+    sa.Column("detail", sa.JSON, nullable=False, default=dict),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    info=SCOPED,
+)

@@ -1,0 +1,45 @@
+"""Configuration: one Settings object read from ``HONGYAN_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the platform reads from its environment.
+
+    Secrets have no default: ``hongyan demo`` writes them once into ``./var/`` for the embedded
+    default; a production process (``HONGYAN_ENV=production``) refuses to start without them.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HONGYAN_", extra="ignore")
+
+    env: Literal["development", "production", "test"] = "development"
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Key ring: "id:base64key,id2:base64key"; the active key encrypts, all keys decrypt.
+    data_keys: str = ""
+    active_key: str = ""
+    index_key: str = ""
+    # Signs session cookies and CSRF tokens.
+    session_secret: str = ""
+    session_max_age: int = Field(default=8 * 3600, ge=60)
+    default_timezone: str = "Asia/Shanghai"
+    run_dispatcher: bool = True
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'hongyan.db').as_posix()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,164 @@
+"""The REST API: health, authentication, typed errors, and tenant isolation."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from hongyan.api.app import create_app
+from hongyan.runtime import Runtime
+from hongyan.security import apikeys
+from hongyan.security.roles import Role
+from hongyan.tenants import service
+
+
+def _tenant_with_key(runtime: Runtime, slug: str, role: Role = Role.OWNER) -> tuple[int, str]:
+    with runtime.engine.begin() as conn:
+        t = service.create_tenant(
+            conn, runtime.clock, slug=slug, name=slug.upper(), signature="【鸿雁测试】"
+        )
+        key = apikeys.create(conn, runtime.clock, t.id, "k", role)
+    return t.id, key.key
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_health_reports_database(client: TestClient, runtime: Runtime) -> None:
+    r = client.get("/api/v1/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok"
+    assert body["database"] == runtime.engine.dialect.name
+    assert body["schema"]["current"] == body["schema"]["expected"]
+
+
+def test_unmigrated_database_is_a_typed_error(bare_runtime: Runtime) -> None:
+    with TestClient(create_app(bare_runtime)) as c:
+        r = c.get("/api/v1/health")
+        assert r.status_code == 503
+        assert r.json()["code"] == "database_not_migrated"
+        r = c.get("/api/v1/tenant", headers=auth("hy_x_y"))
+        assert r.status_code == 503
+        assert r.json()["code"] == "database_not_migrated"
+        assert r.json()["message"]["zh"]
+
+
+def test_openapi_documents_every_route(client: TestClient) -> None:
+    from hongyan.api.routers import account, health
+
+    doc = client.get("/api/v1/openapi.json").json()
+    documented = {(p, m) for p, ops in doc["paths"].items() for m in ops}
+    declared = {
+        ("/api/v1" + route.path, method.lower())
+        for router in (health.router, account.router)
+        for route in router.routes
+        for method in getattr(route, "methods", ())
+    }
+    assert len(declared) >= 8
+    assert declared <= documented, declared - documented
+
+
+def test_no_credentials_and_bad_key(client: TestClient, runtime: Runtime) -> None:
+    r = client.get("/api/v1/tenant")
+    assert r.status_code == 401 and r.json()["code"] == "authentication_failed"
+    for bad in ["nonsense", "hy_abc_def", "hy__", "Bearer"]:
+        r = client.get("/api/v1/tenant", headers=auth(bad))
+        assert r.status_code == 401, bad
+    _, key = _tenant_with_key(runtime, "tea")
+    r = client.get("/api/v1/tenant", headers=auth(key[:-1] + ("A" if key[-1] != "A" else "B")))
+    assert r.status_code == 401
+
+
+def test_my_tenant(client: TestClient, runtime: Runtime) -> None:
+    _, key = _tenant_with_key(runtime, "tea")
+    r = client.get("/api/v1/tenant", headers=auth(key))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["slug"] == "tea" and body["signatures"] == ["【鸿雁测试】"]
+    assert body["policy"]["quiet_start"] == "21:00"
+    assert body["timezone"] == "Asia/Shanghai"
+
+
+def test_malformed_json_is_typed_and_changes_nothing(client: TestClient, runtime: Runtime) -> None:
+    _, key = _tenant_with_key(runtime, "tea")
+    before = client.get("/api/v1/api-keys", headers=auth(key)).json()
+    r = client.post(
+        "/api/v1/api-keys",
+        content=b"{not json",
+        headers={**auth(key), "content-type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert r.json()["code"] == "validation_failed"
+    r = client.post("/api/v1/api-keys", json={"name": "", "role": "emperor"}, headers=auth(key))
+    assert r.status_code == 422
+    assert client.get("/api/v1/api-keys", headers=auth(key)).json() == before
+
+
+def test_key_lifecycle_and_audit(client: TestClient, runtime: Runtime) -> None:
+    _, key = _tenant_with_key(runtime, "tea")
+    r = client.post("/api/v1/api-keys", json={"name": "shop backend"}, headers=auth(key))
+    assert r.status_code == 201
+    new = r.json()
+    assert new["key"].startswith("hy_") and new["role"] == "operator"
+    listed = client.get("/api/v1/api-keys", headers=auth(key)).json()
+    assert all("key" not in k and "secret_hash" not in k for k in listed)
+    assert client.get("/api/v1/tenant", headers=auth(new["key"])).status_code == 200
+    # An operator key may not manage keys.
+    assert client.get("/api/v1/api-keys", headers=auth(new["key"])).status_code == 403
+    assert client.delete(f"/api/v1/api-keys/{new['id']}", headers=auth(key)).status_code == 204
+    assert client.get("/api/v1/tenant", headers=auth(new["key"])).status_code == 401
+    assert client.delete(f"/api/v1/api-keys/{new['id']}", headers=auth(key)).status_code == 404
+    actions = [e["action"] for e in client.get("/api/v1/audit", headers=auth(key)).json()]
+    assert actions[:2] == ["apikey.revoke", "apikey.create"]
+
+
+def test_one_tenant_can_read_or_change_nothing_of_another(
+    client: TestClient, runtime: Runtime
+) -> None:
+    a_id, a_key = _tenant_with_key(runtime, "tea-a")
+    b_id, b_key = _tenant_with_key(runtime, "tea-b")
+    b_new = client.post("/api/v1/api-keys", json={"name": "b2"}, headers=auth(b_key)).json()
+    client.post(
+        "/api/v1/users",
+        headers=auth(b_key),
+        json={"email": "b@b.cn", "role": "analyst", "password": "b-password-1"},
+    )
+    # A sees only itself.
+    assert client.get("/api/v1/tenant", headers=auth(a_key)).json()["id"] == a_id
+    a_keys = client.get("/api/v1/api-keys", headers=auth(a_key)).json()
+    assert {k["id"] for k in a_keys}.isdisjoint({b_new["id"]})
+    assert all(
+        u["email"] != "b@b.cn" for u in client.get("/api/v1/users", headers=auth(a_key)).json()
+    )
+    assert all("b2" not in str(e) for e in client.get("/api/v1/audit", headers=auth(a_key)).json())
+    # A cannot revoke B's key by id; B's key still works.
+    r = client.delete(f"/api/v1/api-keys/{b_new['id']}", headers=auth(a_key))
+    assert r.status_code == 404
+    assert client.get("/api/v1/tenant", headers=auth(b_new["key"])).json()["id"] == b_id
+    # A session of A (console login) sees the same boundary.
+    with runtime.engine.begin() as conn:
+        service.create_user(
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            tenant_id=a_id,
+            email="a@a.cn",
+            name="a",
+            role="owner",
+            password="a-password-1",
+        )
+    r = client.post(
+        "/login", data={"email": "a@a.cn", "password": "a-password-1"}, follow_redirects=False
+    )
+    if client.cookies.get("hongyan_session"):
+        assert client.get("/api/v1/tenant").json()["id"] == a_id
+        r = client.delete(f"/api/v1/api-keys/{b_new['id']}")
+        assert r.status_code in (403, 404)
+
+
+def test_unknown_route_and_method(client: TestClient) -> None:
+    r = client.get("/api/v1/nowhere")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    r = client.put("/api/v1/health")
+    assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"

@@ -1,0 +1,291 @@
+"""How an SMS text is encoded and split into parts.
+
+Pure functions, no I/O. Used by the message editor (live character count, "还可输入 N 字") and by
+the SMPP channel (the actual payload bytes of every part).
+
+Encoding choice
+    A message is sent in the GSM 03.38 default alphabet (7-bit, SMPP ``data_coding`` 0) only if
+    *every* character is in the basic table or the extension table. A single other character
+    anywhere in the text -- one Chinese character, the full-width brackets ``【】`` that Chinese
+    operators require around the signature, Chinese punctuation such as ``，。！``, an emoji --
+    makes the *whole* message UCS-2 (UTF-16BE, ``data_coding`` 8). Marketing texts for Chinese
+    businesses are therefore almost always UCS-2.
+
+Counting
+    GSM-7 counts septets: basic characters take 1, extension characters (``^ { } \\ [ ~ ] | €``
+    and form feed) take 2, because they are sent as the escape 0x1B followed by their code.
+    UCS-2 counts UTF-16 code units: characters in the BMP (all common Chinese) take 1, characters
+    outside it (emoji, rare CJK extension ideographs) take 2 as a surrogate pair.
+
+Splitting
+    A text that fits a single message is sent as one part (160 septets / 70 units). A longer text
+    becomes a concatenated ("long") message whose parts each carry a 6-octet User Data Header,
+    leaving 153 septets / 67 units per part. Parts are filled greedily; an escape pair (GSM-7) or a
+    surrogate pair (UCS-2) is never split across parts -- the whole character moves to the next
+    part, so a part may hold one unit less than the limit.
+
+Empty text
+    ``plan("")`` has 0 parts, no segments, encoding ``gsm7`` and ``remaining`` equal to a single
+    GSM-7 message (160): nothing is sent, and the editor shows the full capacity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+__all__ = [
+    "DATA_CODING_GSM7",
+    "DATA_CODING_UCS2",
+    "GSM7_BASIC",
+    "GSM7_ESCAPE",
+    "GSM7_EXTENSION",
+    "MULTI_GSM7",
+    "MULTI_UCS2",
+    "SINGLE_GSM7",
+    "SINGLE_UCS2",
+    "UDH_OCTETS",
+    "Encoding",
+    "SmsPlan",
+    "char_units",
+    "decode_gsm7_unpacked",
+    "encode_gsm7_unpacked",
+    "encode_segments",
+    "gsm7_septets",
+    "is_gsm7",
+    "plan",
+    "utf16_units",
+]
+
+Encoding = Literal["gsm7", "ucs2"]
+
+#: SMPP ``data_coding`` for the SMSC default alphabet (GSM 03.38, one septet per octet).
+DATA_CODING_GSM7: Final = 0
+#: SMPP ``data_coding`` for UCS-2 (sent as UTF-16BE, so surrogate pairs pass through).
+DATA_CODING_UCS2: Final = 8
+
+#: Octets of the concatenation User Data Header (UDHL + IEI 0x00 + IEDL + ref + total + seq).
+UDH_OCTETS: Final = 6
+
+#: Septets in a single GSM-7 message: 140 octets * 8 / 7.
+SINGLE_GSM7: Final = 160
+#: Septets per part of a long GSM-7 message: (140 - 6 UDH octets) * 8 / 7, rounded down.
+MULTI_GSM7: Final = 153
+#: UTF-16 code units in a single UCS-2 message: 140 octets / 2. Chinese operators (China Mobile,
+#: China Unicom, China Telecom) bill and count a Chinese SMS as 70 characters.
+SINGLE_UCS2: Final = 70
+#: UTF-16 code units per part of a long UCS-2 message: (140 - 6 UDH octets) / 2. Chinese operators
+#: count 67 characters per part of a long message.
+MULTI_UCS2: Final = 67
+
+#: The escape septet that precedes every extension-table character.
+GSM7_ESCAPE: Final = 0x1B
+
+# GSM 03.38 basic character table, indexed by septet value (0x00-0x7F). 0x1B is the escape to the
+# extension table and is not a character; it is written here as a placeholder and excluded below.
+_BASIC_TABLE: Final = (
+    "@£$¥èéùìòÇ\nØø\rÅå"
+    "Δ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ"
+    " !\"#¤%&'()*+,-./"
+    "0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNO"
+    "PQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmno"
+    "pqrstuvwxyzäöñüà"
+)
+assert len(_BASIC_TABLE) == 128
+
+#: Basic table: character -> septet.
+GSM7_BASIC: Final[dict[str, int]] = {
+    ch: code for code, ch in enumerate(_BASIC_TABLE) if code != GSM7_ESCAPE
+}
+
+#: Extension table: character -> septet sent after the escape 0x1B.
+GSM7_EXTENSION: Final[dict[str, int]] = {
+    "\f": 0x0A,
+    "^": 0x14,
+    "{": 0x28,
+    "}": 0x29,
+    "\\": 0x2F,
+    "[": 0x3C,
+    "~": 0x3D,
+    "]": 0x3E,
+    "|": 0x40,
+    "€": 0x65,
+}
+
+_BASIC_DECODE: Final[dict[int, str]] = {code: ch for ch, code in GSM7_BASIC.items()}
+_EXTENSION_DECODE: Final[dict[int, str]] = {code: ch for ch, code in GSM7_EXTENSION.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class SmsPlan:
+    """How a text goes out: encoding, size and the parts it is split into.
+
+    ``units`` are septets for ``gsm7`` and UTF-16 code units for ``ucs2``. ``per_part`` is the
+    limit that applies to every part (160/70 for a single message, 153/67 for a long one).
+    ``remaining`` is how many more units fit in the last part before another part is needed
+    (what the editor shows as "还可输入 N 字"; with 1 remaining a 2-unit character would not fit).
+    """
+
+    encoding: Encoding
+    data_coding: int
+    units: int
+    parts: int
+    per_part: int
+    remaining: int
+    segments: list[str] = field(default_factory=list)
+
+
+def is_gsm7(text: str) -> bool:
+    """True if every character is in the GSM 03.38 basic or extension table."""
+    return all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text)
+
+
+def gsm7_septets(text: str) -> int:
+    """Septets needed for ``text`` in GSM-7; extension characters count 2.
+
+    Raises ``ValueError`` if a character is not in the GSM 03.38 alphabet.
+    """
+    total = 0
+    for ch in text:
+        if ch in GSM7_BASIC:
+            total += 1
+        elif ch in GSM7_EXTENSION:
+            total += 2
+        else:
+            raise ValueError(f"character {ch!r} is not in the GSM 03.38 alphabet")
+    return total
+
+
+def utf16_units(text: str) -> int:
+    """UTF-16 code units in ``text``: 1 per BMP character, 2 per character outside the BMP."""
+    return sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
+
+
+def char_units(ch: str, encoding: Encoding) -> int:
+    """Units one character takes in ``encoding`` (septets or UTF-16 code units)."""
+    if encoding == "gsm7":
+        return 2 if ch in GSM7_EXTENSION else 1
+    return 2 if ord(ch) > 0xFFFF else 1
+
+
+def encode_gsm7_unpacked(text: str) -> bytes:
+    """GSM-7 with one septet per octet, as SMPP ``data_coding`` 0 usually carries it.
+
+    Extension characters become ``0x1B`` followed by their code. Raises ``ValueError`` if a
+    character is not in the GSM 03.38 alphabet.
+    """
+    out = bytearray()
+    for ch in text:
+        code = GSM7_BASIC.get(ch)
+        if code is not None:
+            out.append(code)
+            continue
+        ext = GSM7_EXTENSION.get(ch)
+        if ext is None:
+            raise ValueError(f"character {ch!r} is not in the GSM 03.38 alphabet")
+        out += bytes((GSM7_ESCAPE, ext))
+    return bytes(out)
+
+
+def decode_gsm7_unpacked(data: bytes) -> str:
+    """Inverse of :func:`encode_gsm7_unpacked`.
+
+    An escape followed by a code with no extension character decodes as the basic character of
+    that code, as GSM 03.38 asks receivers to do. Raises ``ValueError`` for octets above 0x7F
+    and for a trailing escape with nothing after it.
+    """
+    out: list[str] = []
+    i = 0
+    n = len(data)
+    while i < n:
+        code = data[i]
+        if code > 0x7F:
+            raise ValueError(f"octet 0x{code:02X} at {i} is not a septet")
+        if code != GSM7_ESCAPE:
+            out.append(_BASIC_DECODE[code])
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise ValueError("escape 0x1B at end of data")
+        nxt = data[i + 1]
+        if nxt > 0x7F:
+            raise ValueError(f"octet 0x{nxt:02X} at {i + 1} is not a septet")
+        ext = _EXTENSION_DECODE.get(nxt)
+        if ext is not None:
+            out.append(ext)
+        elif nxt == GSM7_ESCAPE:
+            # A double escape is reserved; show a space as the specification suggests.
+            out.append(" ")
+        else:
+            out.append(_BASIC_DECODE[nxt])
+        i += 2
+    return "".join(out)
+
+
+def _split(text: str, encoding: Encoding, limit: int) -> list[str]:
+    """Greedy split: fill each part up to ``limit`` units, never splitting a character."""
+    segments: list[str] = []
+    start = 0
+    used = 0
+    for i, ch in enumerate(text):
+        cost = char_units(ch, encoding)
+        if used + cost > limit:
+            segments.append(text[start:i])
+            start = i
+            used = 0
+        used += cost
+    if start < len(text):
+        segments.append(text[start:])
+    return segments
+
+
+def plan(text: str) -> SmsPlan:
+    """Decide encoding, count units and split ``text`` into SMS parts.
+
+    One non-GSM character anywhere makes the whole message UCS-2. Empty text plans 0 parts.
+    """
+    if not text:
+        return SmsPlan(
+            encoding="gsm7",
+            data_coding=DATA_CODING_GSM7,
+            units=0,
+            parts=0,
+            per_part=SINGLE_GSM7,
+            remaining=SINGLE_GSM7,
+            segments=[],
+        )
+    encoding: Encoding
+    if is_gsm7(text):
+        encoding, data_coding = "gsm7", DATA_CODING_GSM7
+        units = gsm7_septets(text)
+        single, multi = SINGLE_GSM7, MULTI_GSM7
+    else:
+        encoding, data_coding = "ucs2", DATA_CODING_UCS2
+        units = utf16_units(text)
+        single, multi = SINGLE_UCS2, MULTI_UCS2
+    if units <= single:
+        per_part = single
+        segments = [text]
+    else:
+        per_part = multi
+        segments = _split(text, encoding, multi)
+    last_units = sum(char_units(ch, encoding) for ch in segments[-1])
+    return SmsPlan(
+        encoding=encoding,
+        data_coding=data_coding,
+        units=units,
+        parts=len(segments),
+        per_part=per_part,
+        remaining=per_part - last_units,
+        segments=segments,
+    )
+
+
+def encode_segments(sms: SmsPlan) -> list[bytes]:
+    """Payload bytes of every part, without UDH: GSM-7 unpacked or UTF-16BE."""
+    if sms.encoding == "gsm7":
+        return [encode_gsm7_unpacked(seg) for seg in sms.segments]
+    # surrogatepass keeps a stray lone surrogate as its own code unit instead of failing.
+    return [seg.encode("utf-16-be", "surrogatepass") for seg in sms.segments]

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from hongyan.dispatch import outbox
+from hongyan.dispatch.outbox import NewMessage
 from hongyan.runtime import Runtime
 from hongyan.tenants import service
 
@@ -38,6 +40,15 @@ def _store(runtime: Runtime) -> None:
                 role="operator",
                 password="long-enough-pw",
                 phone=number,
+            )
+        for number in NUMBERS:
+            outbox.enqueue(
+                conn,
+                runtime.clock,
+                runtime.keyring,
+                t.id,
+                NewMessage(number, "您的验证码是 4821"),
+                max_parts=6,
             )
         masked = [service.user_phone_masked(conn, runtime.keyring, t.id, uid) for uid in (1, 2, 3)]
     assert masked == ["138****5678", "199****0000", "171****1111"]
@@ -80,6 +91,7 @@ def test_no_plaintext_number_at_rest(runtime: Runtime, tmp_path: Path) -> None:
     _store(runtime)
     data = _database_bytes(runtime, tmp_path)
     assert b"u0@p.cn" in data  # the check reads the real storage
+    assert "验证码".encode() in data
     for number in NUMBERS:
         for form in _forms(number):
             assert form not in data, f"{form!r} found in storage"

@@ -128,6 +128,69 @@ sessions = sa.Table(
     info=SCOPED,
 )
 
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# The outbox: every message that leaves the platform, whatever planned it (design.md).
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(),
+    sa.Column(
+        "lane", sa.SmallInteger, nullable=False
+    ),  # 0 verification, 1 notification, 2 marketing
+    sa.Column("category", sa.String(16), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # api, campaign, journey, ab_test
+    sa.Column("source_ref", sa.String(64), nullable=True),
+    sa.Column("idempotency_key", sa.String(100), nullable=True),
+    sa.Column("dest_cipher", sa.LargeBinary, nullable=False),
+    sa.Column("dest_index", sa.LargeBinary(32), nullable=False),
+    sa.Column("dest_masked", sa.String(24), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("encoding", sa.String(8), nullable=False),
+    sa.Column("parts", sa.SmallInteger, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("due_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("attempts", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("channel", sa.String(64), nullable=True),
+    sa.Column("reason", sa.String(24), nullable=True),
+    sa.Column("carrier_code", sa.String(32), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("submitted_at", UTCDateTime, nullable=True),
+    sa.Column("done_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_messages_tenant_idempotency"),
+    sa.Index("ix_messages_claim", "state", "lane", "due_at"),
+    sa.Index("ix_messages_lease", "state", "lease_until"),
+    info=SCOPED,
+)
+
+# One row per part of a submitted message: the carrier's id for that part, for receipt matching.
+message_parts = sa.Table(
+    "message_parts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(),
+    sa.Column(
+        "message_id",
+        BigId,
+        sa.ForeignKey("messages.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("part_no", sa.SmallInteger, nullable=False),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("carrier_id", sa.String(72), nullable=False),
+    sa.Column("stat", sa.String(16), nullable=True),
+    sa.Column("err", sa.String(16), nullable=True),
+    sa.Column("submitted_at", UTCDateTime, nullable=False),
+    sa.Column("done_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("channel", "carrier_id", name="uq_message_parts_channel_carrier"),
+    info=SCOPED,
+)
+
 # Append-only record of who did what. Details never hold secrets or plaintext phone numbers.
 audit_log = sa.Table(
     "audit_log",

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from hongyan.db.scope import unscoped
-from hongyan.db.tables import users
+from hongyan.db.tables import messages, users
 from hongyan.security.keyring import KeyRing
 
 
@@ -28,6 +28,7 @@ class EncryptedColumn:
 
 ENCRYPTED_COLUMNS: list[EncryptedColumn] = [
     EncryptedColumn(users, "phone_cipher", lambda r: f"tenant:{r.tenant_id}:user-phone"),
+    EncryptedColumn(messages, "dest_cipher", lambda r: f"tenant:{r.tenant_id}:phone"),
 ]
 
 

@@ -1,0 +1,244 @@
+"""The outbox: putting messages in, and dispatchers taking them out under a lease.
+
+Every path that sends (API, campaign, A/B phase, journey) ends in :func:`enqueue`; only a
+dispatcher calls :func:`claim`. On PostgreSQL a claim is ``UPDATE … WHERE id IN (SELECT … FOR
+UPDATE SKIP LOCKED) RETURNING``, so any number of dispatchers on any number of machines take
+disjoint batches; on SQLite the database's single writer gives the same guarantee to the one
+dispatcher. A lease that runs out (the dispatcher died) makes the message claimable again.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from hongyan.clock import Clock
+from hongyan.content.encoding import plan
+from hongyan.db.scope import TenantScope, unscoped
+from hongyan.db.tables import messages
+from hongyan.dispatch.states import Lane, State, check_move
+from hongyan.errors import Conflict, NotFound, ValidationFailed
+from hongyan.security.keyring import KeyRing, mask_phone
+
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+DEFAULT_VALIDITY = {
+    Lane.VERIFICATION: timedelta(minutes=10),
+    Lane.NOTIFICATION: timedelta(hours=24),
+    Lane.MARKETING: timedelta(hours=24),
+}
+
+
+def dest_context(tenant_id: int) -> str:
+    return f"tenant:{tenant_id}:phone"
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    to: str  # E.164
+    text: str
+    lane: Lane = Lane.NOTIFICATION
+    source: str = "api"
+    source_ref: str | None = None
+    idempotency_key: str | None = None
+    due_at: datetime | None = None
+    validity: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    tenant_id: int
+    lane: Lane
+    dest_cipher: bytes
+    body: str
+    attempts: int
+    expires_at: datetime
+
+
+class InvalidNumber(ValidationFailed):
+    code = "invalid_number"
+    message_zh = "手机号码格式不正确（需要 E.164 格式，如 +8613812345678）"
+    message_en = "Not a valid phone number (E.164 expected, e.g. +8613812345678)"
+
+
+class TooLong(ValidationFailed):
+    code = "text_too_long"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+    message_zh = "该幂等键已用于另一条不同的短信"
+    message_en = "This idempotency key was already used for a different message"
+
+
+def enqueue(
+    conn: Connection,
+    clock: Clock,
+    keyring: KeyRing,
+    tenant_id: int,
+    new: NewMessage,
+    *,
+    max_parts: int,
+) -> tuple[int, bool]:
+    """Plan one message; returns (id, created). A repeated idempotency key returns the first id."""
+    if not E164.match(new.to):
+        raise InvalidNumber()
+    text_plan = plan(new.text)
+    if text_plan.parts == 0:
+        raise ValidationFailed("The text is empty", "短信内容不能为空")
+    if text_plan.parts > max_parts:
+        raise TooLong(
+            f"The text needs {text_plan.parts} parts; the limit is {max_parts}",
+            f"短信需拆分为 {text_plan.parts} 条，超过上限 {max_parts} 条",
+        )
+    scope = TenantScope(tenant_id)
+    context = dest_context(tenant_id)
+    index = keyring.blind_index(new.to, context)
+    if new.idempotency_key:
+        found = _by_key(conn, scope, new.idempotency_key)
+        if found is not None:
+            return _same_or_conflict(found, index, new.text), False
+    now = clock.now()
+    due = new.due_at or now
+    row: dict[str, Any] = {
+        "lane": int(new.lane),
+        "category": new.lane.name.lower(),
+        "source": new.source,
+        "source_ref": new.source_ref,
+        "idempotency_key": new.idempotency_key,
+        "dest_cipher": keyring.encrypt(new.to, context),
+        "dest_index": index,
+        "dest_masked": mask_phone(new.to),
+        "body": new.text,
+        "encoding": text_plan.encoding,
+        "parts": text_plan.parts,
+        "state": State.PLANNED.value,
+        "due_at": due,
+        "expires_at": due + (new.validity or DEFAULT_VALIDITY[new.lane]),
+        "created_at": now,
+    }
+    try:
+        with conn.begin_nested():
+            result = conn.execute(scope.insert(messages), row)
+    except IntegrityError:
+        # Another request with the same idempotency key won the race.
+        found = _by_key(conn, scope, new.idempotency_key or "")
+        if found is None:
+            raise
+        return _same_or_conflict(found, index, new.text), False
+    assert result.inserted_primary_key is not None
+    return int(result.inserted_primary_key[0]), True
+
+
+def _by_key(conn: Connection, scope: TenantScope, key: str) -> Any:
+    stmt = scope.select(messages, messages.c.id, messages.c.dest_index, messages.c.body).where(
+        messages.c.idempotency_key == key
+    )
+    return conn.execute(stmt).first()
+
+
+def _same_or_conflict(found: Any, index: bytes, text: str) -> int:
+    if bytes(found.dest_index) != index or found.body != text:
+        raise IdempotencyConflict()
+    return int(found.id)
+
+
+def claim(
+    conn: Connection, clock: Clock, *, owner: str, limit: int, lease: timedelta
+) -> list[Claimed]:
+    """Take up to ``limit`` due messages (or ones whose lease ran out), most urgent lane first."""
+    now = clock.now()
+    due = sa.or_(
+        sa.and_(messages.c.state == State.PLANNED.value, messages.c.due_at <= now),
+        sa.and_(messages.c.state == State.SENDING.value, messages.c.lease_until < now),
+    )
+    pick = (
+        sa.select(messages.c.id)
+        .where(due)
+        .order_by(messages.c.lane, messages.c.due_at, messages.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(messages)
+        .where(messages.c.id.in_(pick.scalar_subquery()))
+        .values(
+            state=State.SENDING.value,
+            lease_owner=owner,
+            lease_until=now + lease,
+            attempts=messages.c.attempts + 1,
+        )
+        .returning(
+            messages.c.id,
+            messages.c.tenant_id,
+            messages.c.lane,
+            messages.c.dest_cipher,
+            messages.c.body,
+            messages.c.attempts,
+            messages.c.expires_at,
+        )
+    )
+    rows = conn.execute(unscoped(stmt, "the dispatcher serves every tenant")).all()
+    return sorted(
+        (
+            Claimed(
+                r.id,
+                r.tenant_id,
+                Lane(r.lane),
+                bytes(r.dest_cipher),
+                r.body,
+                r.attempts,
+                r.expires_at,
+            )
+            for r in rows
+        ),
+        key=lambda c: (c.lane, c.id),
+    )
+
+
+def move(
+    conn: Connection,
+    message_id: int,
+    current: State,
+    target: State,
+    *,
+    owner: str | None = None,
+    **fields: Any,
+) -> bool:
+    """Compare-and-set a state change; False when another actor changed the message first.
+
+    With ``owner``, the change only applies while that dispatcher still holds the lease.
+    """
+    check_move(current, target)
+    values: dict[str, Any] = {"state": target.value, **fields}
+    if target is not State.SENDING:
+        values.setdefault("lease_owner", None)
+        values.setdefault("lease_until", None)
+    stmt = sa.update(messages).where(messages.c.id == message_id, messages.c.state == current.value)
+    if owner is not None:
+        stmt = stmt.where(messages.c.lease_owner == owner)
+    result = conn.execute(unscoped(stmt.values(values), "the dispatcher serves every tenant"))
+    return result.rowcount == 1
+
+
+def get(conn: Connection, tenant_id: int, message_id: int) -> dict[str, Any]:
+    """A message as its tenant may see it: the number masked, no ciphertext."""
+    hidden = {"dest_cipher", "dest_index", "lease_owner", "lease_until"}
+    cols = [c for c in messages.c if c.name not in hidden]
+    row = (
+        conn.execute(
+            TenantScope(tenant_id).select(messages, *cols).where(messages.c.id == message_id)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound("No such message", "找不到该短信")
+    return dict(row)

@@ -46,13 +46,13 @@ def test_unmigrated_database_is_a_typed_error(bare_runtime: Runtime) -> None:
 
 
 def test_openapi_documents_every_route(client: TestClient) -> None:
-    from hongyan.api.routers import account, health
+    from hongyan.api.routers import account, health, messages
 
     doc = client.get("/api/v1/openapi.json").json()
     documented = {(p, m) for p, ops in doc["paths"].items() for m in ops}
     declared = {
         ("/api/v1" + route.path, method.lower())
-        for router in (health.router, account.router)
+        for router in (health.router, account.router, messages.router)
         for route in router.routes
         for method in getattr(route, "methods", ())
     }

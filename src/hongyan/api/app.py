@@ -24,7 +24,7 @@ def _error(status: int, code: str, en: str, zh: str, **extra: object) -> JSONRes
 
 
 def create_app(runtime: Runtime) -> FastAPI:
-    from hongyan.api.routers import account, health
+    from hongyan.api.routers import account, health, messages
     from hongyan.web import console
 
     app = FastAPI(
@@ -80,5 +80,6 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app.include_router(health.router, prefix="/api/v1")
     app.include_router(account.router, prefix="/api/v1")
+    app.include_router(messages.router, prefix="/api/v1")
     console.install(app)
     return app

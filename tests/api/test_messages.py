@@ -1,0 +1,74 @@
+"""POST /api/v1/messages and GET /api/v1/messages/{id}: queued, masked, idempotent, isolated."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from hongyan.runtime import Runtime
+from hongyan.security.roles import Role
+from tests.api.test_api import _tenant_with_key, auth
+
+
+def test_send_and_show(client: TestClient, runtime: Runtime) -> None:
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    r = client.post(
+        "/api/v1/messages",
+        headers=auth(key),
+        json={
+            "to": "+8613812345678",
+            "text": "【鸿雁测试】您的订单已发货",
+            "category": "notification",
+        },
+    )
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["state"] == "planned" and body["created"]
+    shown = client.get(f"/api/v1/messages/{body['id']}", headers=auth(key)).json()
+    assert shown["to"] == "138****5678" and shown["parts"] == 1 and shown["encoding"] == "ucs2"
+    assert "13812345678" not in str(shown)
+
+
+def test_idempotency_header_and_conflict(client: TestClient, runtime: Runtime) -> None:
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    msg = {"to": "+8613812345678", "text": "验证码 4821", "category": "verification"}
+    headers = {**auth(key), "Idempotency-Key": "order-77"}
+    first = client.post("/api/v1/messages", headers=headers, json=msg).json()
+    second = client.post("/api/v1/messages", headers=headers, json=msg).json()
+    assert first["id"] == second["id"] and first["created"] and not second["created"]
+    r = client.post("/api/v1/messages", headers=headers, json={**msg, "text": "验证码 0000"})
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_conflict"
+
+
+def test_bad_input_is_typed_and_queues_nothing(client: TestClient, runtime: Runtime) -> None:
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    cases = [
+        ({"to": "13812345678", "text": "hi"}, "invalid_number"),
+        ({"to": "+8613812345678", "text": ""}, "validation_failed"),
+        ({"to": "+8613812345678", "text": "hi", "category": "spam"}, "validation_failed"),
+        ({"to": "+8613812345678", "text": "长" * 500}, "text_too_long"),
+        (
+            {"to": "+8613812345678", "text": "hi", "send_at": "2026-12-01T10:00:00"},
+            "validation_failed",
+        ),
+    ]
+    for payload, code in cases:
+        r = client.post("/api/v1/messages", headers=auth(key), json=payload)
+        assert r.status_code == 422 and r.json()["code"] == code, (payload, r.text)
+    r = client.post(
+        "/api/v1/messages", headers=auth(key), json={"to": "+8613812345678", "text": "ok"}
+    )
+    assert r.json()["id"] == 1  # nothing was written before
+
+
+def test_roles_and_tenants(client: TestClient, runtime: Runtime) -> None:
+    _, a_key = _tenant_with_key(runtime, "tea-a", Role.OPERATOR)
+    _, analyst = _tenant_with_key(runtime, "tea-c", Role.ANALYST)
+    _, b_key = _tenant_with_key(runtime, "tea-b", Role.OPERATOR)
+    mid = client.post(
+        "/api/v1/messages", headers=auth(a_key), json={"to": "+8613812345678", "text": "hi"}
+    ).json()["id"]
+    assert client.get(f"/api/v1/messages/{mid}", headers=auth(b_key)).status_code == 404
+    r = client.post(
+        "/api/v1/messages", headers=auth(analyst), json={"to": "+8613812345678", "text": "hi"}
+    )
+    assert r.status_code == 403

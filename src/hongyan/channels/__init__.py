@@ -1,0 +1,1 @@
+"""Delivery channels (carrier protocols) for outbound and inbound SMS."""

@@ -1,0 +1,1 @@
+"""SMPP 3.4 support. :mod:`hongyan.channels.smpp.pdu` holds the pure (no I/O) PDU codec."""

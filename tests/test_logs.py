@@ -39,3 +39,21 @@ def test_filter_rewrites_records(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
         log.info("reply from %s", "+8619912345678")
     assert "19912345678" not in caplog.text and "199****5678" in caplog.text
+
+
+def test_tracebacks_are_redacted() -> None:
+    import io
+
+    from hongyan.logs import RedactingFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter("%(message)s"))
+    log = logging.getLogger("hongyan.test.tb")
+    log.addHandler(handler)
+    try:
+        raise ValueError("could not send to +8613812345678")
+    except ValueError:
+        log.exception("send failed")
+    log.removeHandler(handler)
+    assert "ValueError" in stream.getvalue() and "13812345678" not in stream.getvalue()

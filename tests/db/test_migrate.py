@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from hongyan.db import migrate
 from hongyan.db.tables import metadata
 from hongyan.runtime import Runtime
+from hongyan.tenants import service
 
 
 def test_upgrade_creates_every_table_and_is_idempotent(bare_runtime: Runtime) -> None:
@@ -32,3 +33,16 @@ def test_sqlite_pragmas(runtime: Runtime) -> None:
     with runtime.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_a_failed_transaction_leaves_nothing(runtime: Runtime) -> None:
+    """Savepoints inside a transaction must not commit it (SQLite's driver did, by default)."""
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), runtime.engine.begin() as conn:
+        service.create_tenant(conn, runtime.clock, slug="half", name="H", signature="【半成品】")
+        raise Boom
+    with runtime.engine.connect() as conn:
+        assert service.list_tenants(conn) == []

@@ -107,3 +107,48 @@ def test_unscoped_needs_a_reason() -> None:
 def test_scope_rejects_bad_ids(bad) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError):
         TenantScope(bad)
+
+
+def test_scoped_writes_cannot_name_another_tenant(runtime: Runtime) -> None:
+    a, b = _two_tenants(runtime)
+    row = {"email": "x@x.cn", "name": "x", "role": "owner", "password_hash": "h", "created_at": NOW}
+    with runtime.engine.begin() as conn:
+        with pytest.raises(TenantScopeViolation):
+            conn.execute(TenantScope(a).insert(users), {**row, "tenant_id": b})
+        with pytest.raises(TenantScopeViolation):
+            conn.execute(TenantScope(a).insert(users), [{**row, "tenant_id": b}])
+        with pytest.raises(TenantScopeViolation):
+            conn.execute(TenantScope(a).update(users).values(tenant_id=b))
+        # Naming one's own tenant is harmless.
+        conn.execute(TenantScope(a).insert(users), {**row, "tenant_id": a})
+
+
+def test_every_scoped_table_in_a_statement_must_be_limited(runtime: Runtime) -> None:
+    from hongyan.db.tables import api_keys
+
+    a, _ = _two_tenants(runtime)
+    scope = TenantScope(a)
+    with runtime.engine.connect() as conn:
+        # Columns of a second table are limited automatically.
+        rows = conn.execute(scope.select(users, users.c.email, api_keys.c.prefix)).all()
+        assert rows == []
+        joined = scope.select(users, users.c.email).join(
+            api_keys, api_keys.c.tenant_id == users.c.tenant_id
+        )
+        with pytest.raises(TenantScopeViolation):
+            conn.execute(joined)
+        conn.execute(joined.where(scope.owns(api_keys)))
+        sub = sa.select(api_keys.c.tenant_id).scalar_subquery()
+        with pytest.raises(TenantScopeViolation):
+            conn.execute(scope.select(users).where(users.c.tenant_id == sub))
+        union = sa.union(sa.select(users.c.email), sa.select(users.c.name))
+        with pytest.raises(TenantScopeViolation):
+            conn.execute(union)
+
+
+def test_sql_text_naming_tenant_tables_is_refused(runtime: Runtime) -> None:
+    with runtime.engine.connect() as conn:
+        with pytest.raises(TenantScopeViolation):
+            conn.execute(sa.text("SELECT email FROM users"))
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+        assert conn.execute(unscoped(sa.text("SELECT count(*) FROM users"), "test")).scalar() == 0

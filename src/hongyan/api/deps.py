@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -27,6 +28,11 @@ def get_conn(runtime: Runtime = Depends(get_runtime)) -> Iterator[Connection]:
         yield conn
 
 
+# scope="function": commit before the response is sent, so a failed commit is a 5xx, never a
+# 2xx for something that was not stored. Use this everywhere instead of Depends(get_conn).
+CONN = Depends(get_conn, scope="function")
+
+
 @dataclass(frozen=True)
 class Principal:
     tenant_id: int
@@ -49,7 +55,7 @@ def bearer_key(request: Request) -> str | None:
 
 def get_principal(
     request: Request,
-    conn: Connection = Depends(get_conn),
+    conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
 ) -> Principal:
     key = bearer_key(request)
@@ -61,7 +67,7 @@ def get_principal(
         sess = sessions.resolve(conn, runtime.clock, token)
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             sent = request.headers.get("x-csrf-token", "")
-            if sent != sess.csrf_token:
+            if not sent or not secrets.compare_digest(sent, sess.csrf_token):
                 raise PermissionDenied("Missing or wrong CSRF token", "CSRF 校验失败")
         return Principal(sess.tenant_id, sess.role, f"user:{sess.user_id}", sess.user_id, sess)
     raise AuthenticationFailed(

@@ -9,14 +9,17 @@ database, so a query that forgets its tenant fails loudly in tests instead of le
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import visitors
+from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.dml import Delete, Insert, Update
-from sqlalchemy.sql.selectable import Select
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, TextClause
+from sqlalchemy.sql.selectable import CompoundSelect, Select
 
 TENANT_OPTION = "hongyan_tenant"
 UNSCOPED_OPTION = "hongyan_unscoped"
@@ -26,6 +29,13 @@ S = TypeVar("S", bound=sa.Executable)
 
 class TenantScopeViolation(RuntimeError):
     """A statement touched tenant data without a tenant scope: a programming error."""
+
+
+@functools.cache
+def _scoped_table_names() -> frozenset[str]:
+    from hongyan.db.tables import metadata
+
+    return frozenset(t.name for t in metadata.sorted_tables if is_scoped_table(t))
 
 
 def is_scoped_table(table: sa.Table) -> bool:
@@ -44,6 +54,43 @@ def _scoped_tables(statement: Any) -> set[str]:
     return found
 
 
+def _constrained(statement: Any, tenant_id: int) -> set[str]:
+    """Tables that the statement limits with ``<table>.tenant_id = <tenant_id>``."""
+    found: set[str] = set()
+    for element in visitors.iterate(statement):
+        if not isinstance(element, BinaryExpression) or element.operator is not operators.eq:
+            continue
+        left, right = element.left, element.right
+        if isinstance(right, sa.Column) and isinstance(left, BindParameter):
+            left, right = right, left
+        if (
+            isinstance(left, sa.Column)
+            and left.name == "tenant_id"
+            and isinstance(left.table, sa.Table)
+            and isinstance(right, BindParameter)
+            and right.value == tenant_id
+        ):
+            found.add(left.table.name)
+    return found
+
+
+def _param_sets(multiparams: Any, params: Any) -> list[Mapping[str, Any]]:
+    out: list[Mapping[str, Any]] = []
+    for item in multiparams or ():
+        if isinstance(item, Mapping):
+            out.append(item)
+        elif isinstance(item, Sequence) and not isinstance(item, str | bytes):
+            out.extend(p for p in item if isinstance(p, Mapping))
+    if isinstance(params, Mapping):
+        out.append(params)
+    return out
+
+
+def _value_keys(statement: Any) -> set[str]:
+    values = getattr(statement, "_values", None) or {}
+    return {getattr(k, "name", k) for k in values}
+
+
 def _check(
     conn: Connection,
     clauseelement: Any,
@@ -51,17 +98,43 @@ def _check(
     params: Any,
     execution_options: Mapping[str, Any],
 ) -> None:
-    if not isinstance(clauseelement, Select | Insert | Update | Delete):
+    if isinstance(clauseelement, TextClause):
+        if not clauseelement.get_execution_options().get(UNSCOPED_OPTION):
+            words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", clauseelement.text.lower()))
+            hit = words & _scoped_table_names()
+            if hit:
+                raise TenantScopeViolation(
+                    f"SQL text names tenant tables {sorted(hit)}; use TenantScope or unscoped()"
+                )
         return
-    options = {**conn.get_execution_options(), **clauseelement.get_execution_options()}
-    options.update(execution_options)
-    if options.get(TENANT_OPTION) is not None or options.get(UNSCOPED_OPTION):
+    if not isinstance(clauseelement, Select | CompoundSelect | Insert | Update | Delete):
+        return
+    options = {**clauseelement.get_execution_options(), **execution_options}
+    if options.get(UNSCOPED_OPTION):
         return
     tables = _scoped_tables(clauseelement)
-    if tables:
+    tenant_id = options.get(TENANT_OPTION)
+    if tenant_id is None:
+        if tables:
+            raise TenantScopeViolation(
+                f"statement on tenant tables {sorted(tables)} has no tenant scope; "
+                "build it with TenantScope or mark it with unscoped(reason)"
+            )
+        return
+    target = clauseelement.table if isinstance(clauseelement, Insert) else None
+    if isinstance(clauseelement, Insert | Update):
+        for row in _param_sets(multiparams, params):
+            if "tenant_id" in row and row["tenant_id"] != tenant_id:
+                raise TenantScopeViolation("a scoped statement may not write another tenant_id")
+    if isinstance(clauseelement, Update) and "tenant_id" in _value_keys(clauseelement):
+        raise TenantScopeViolation("a scoped update may not change tenant_id")
+    unguarded = tables - _constrained(clauseelement, tenant_id)
+    if target is not None:
+        unguarded.discard(target.name)
+    if unguarded:
         raise TenantScopeViolation(
-            f"statement on tenant tables {sorted(tables)} has no tenant scope; "
-            "build it with TenantScope or mark it with unscoped(reason)"
+            f"scoped statement reads tenant tables {sorted(unguarded)} without "
+            "limiting them to its tenant; add scope.owns(table) to the join or where clause"
         )
 
 
@@ -95,6 +168,8 @@ class TenantScope:
 
     def select(self, table: sa.Table, *columns: Any) -> Select[Any]:
         stmt = sa.select(*(columns or (table,))).where(self.owns(table))
+        for extra in _scoped_tables(stmt) - {table.name}:
+            stmt = stmt.where(self.owns(table.metadata.tables[extra]))
         return self._opts(stmt)
 
     def insert(self, table: sa.Table) -> Insert:

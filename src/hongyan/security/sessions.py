@@ -79,7 +79,10 @@ def resolve(conn: Connection, clock: Clock, token: str) -> SessionPrincipal:
             users.c.is_active,
             tenants.c.status,
         )
-        .join(users, users.c.id == sessions.c.user_id)
+        .join(
+            users,
+            sa.and_(users.c.id == sessions.c.user_id, users.c.tenant_id == sessions.c.tenant_id),
+        )
         .join(tenants, tenants.c.id == sessions.c.tenant_id)
         .where(sessions.c.token_hash == _digest(token)),
         "a session token is resolved before the tenant is known",

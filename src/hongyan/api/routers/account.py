@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from hongyan.api.deps import Principal, get_conn, get_principal, get_runtime
+from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.errors import NotFound
 from hongyan.runtime import Runtime
 from hongyan.security import apikeys, audit
@@ -82,9 +82,7 @@ def _ip(request: Request) -> str | None:
 
 
 @router.get("/tenant", response_model=TenantOut, summary="The caller's tenant")
-def my_tenant(
-    who: Principal = Depends(get_principal), conn: Connection = Depends(get_conn)
-) -> TenantOut:
+def my_tenant(who: Principal = Depends(get_principal), conn: Connection = CONN) -> TenantOut:
     tenant = service.get_tenant_by_id(conn, who.tenant_id)
     sigs = [
         s["text"] for s in service.signatures_of(conn, who.tenant_id) if s["status"] == "approved"
@@ -103,9 +101,7 @@ def my_tenant(
 
 
 @router.get("/api-keys", response_model=list[ApiKeyOut], summary="The tenant's API keys")
-def list_keys(
-    who: Principal = Depends(get_principal), conn: Connection = Depends(get_conn)
-) -> list[ApiKeyOut]:
+def list_keys(who: Principal = Depends(get_principal), conn: Connection = CONN) -> list[ApiKeyOut]:
     who.require(Permission.MANAGE_KEYS)
     return [ApiKeyOut(**row) for row in apikeys.listing(conn, who.tenant_id)]
 
@@ -115,7 +111,7 @@ def create_key(
     body: ApiKeyIn,
     request: Request,
     who: Principal = Depends(get_principal),
-    conn: Connection = Depends(get_conn),
+    conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
 ) -> ApiKeyCreated:
     who.require(Permission.MANAGE_KEYS)
@@ -138,7 +134,7 @@ def revoke_key(
     key_id: int,
     request: Request,
     who: Principal = Depends(get_principal),
-    conn: Connection = Depends(get_conn),
+    conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
 ) -> None:
     who.require(Permission.MANAGE_KEYS)
@@ -156,9 +152,7 @@ def revoke_key(
 
 
 @router.get("/users", response_model=list[UserOut], summary="The tenant's users")
-def list_users(
-    who: Principal = Depends(get_principal), conn: Connection = Depends(get_conn)
-) -> list[UserOut]:
+def list_users(who: Principal = Depends(get_principal), conn: Connection = CONN) -> list[UserOut]:
     who.require(Permission.MANAGE_USERS)
     return [UserOut(**u.__dict__) for u in service.list_users(conn, who.tenant_id)]
 
@@ -168,7 +162,7 @@ def create_user(
     body: UserIn,
     request: Request,
     who: Principal = Depends(get_principal),
-    conn: Connection = Depends(get_conn),
+    conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
 ) -> UserOut:
     who.require(Permission.MANAGE_USERS)
@@ -200,7 +194,7 @@ def create_user(
 def audit_log(
     limit: int = 50,
     who: Principal = Depends(get_principal),
-    conn: Connection = Depends(get_conn),
+    conn: Connection = CONN,
 ) -> list[AuditEntry]:
     who.require(Permission.READ_AUDIT)
     limit = max(1, min(limit, 500))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from hongyan.api.deps import Principal, get_conn, get_principal, get_runtime
+from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.dispatch import outbox
 from hongyan.dispatch.states import Lane
 from hongyan.errors import ValidationFailed
@@ -66,7 +66,7 @@ def send(
     body: MessageIn,
     idempotency_header: str | None = Header(default=None, alias="Idempotency-Key", max_length=100),
     who: Principal = Depends(get_principal),
-    conn: Connection = Depends(get_conn),
+    conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
 ) -> MessageAccepted:
     who.require(Permission.SEND)
@@ -92,7 +92,7 @@ def send(
 def show(
     message_id: int,
     who: Principal = Depends(get_principal),
-    conn: Connection = Depends(get_conn),
+    conn: Connection = CONN,
 ) -> MessageOut:
     who.require(Permission.READ_REPORTS)
     m = outbox.get(conn, who.tenant_id, message_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import logging
@@ -256,6 +257,61 @@ def keys_generate(as_json: JsonOpt = False) -> None:
 
     key = KeyRing.generate_key()
     emit({"key": key}, as_json, key)
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 2775,
+    system_id: Annotated[str, typer.Option(help="Account the platform binds with")] = "hongyan",
+    # A simulated carrier on loopback: a well-known default credential is the point.
+    password: Annotated[str, typer.Option(envvar="HONGYAN_SANDBOX_PASSWORD")] = "sandbox",  # noqa: S107
+    receipt_delay: Annotated[float, typer.Option(help="Seconds before a receipt")] = 1.0,
+    delivered: Annotated[float, typer.Option(help="Weight of DELIVRD outcomes")] = 0.92,
+    undeliverable: Annotated[float, typer.Option(help="Weight of UNDELIV outcomes")] = 0.04,
+    expired: Annotated[float, typer.Option(help="Weight of EXPIRED outcomes")] = 0.02,
+    rejected: Annotated[float, typer.Option(help="Weight of REJECTD outcomes")] = 0.01,
+    no_receipt: Annotated[float, typer.Option(help="Weight of no receipt at all")] = 0.01,
+    invalid: Annotated[
+        list[str] | None, typer.Option(help="A number (digits, no +) that is 空号; repeatable")
+    ] = None,
+    throttle: Annotated[
+        float | None, typer.Option(help="Submits per second before THROTTLED")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Run the carrier sandbox: a real SMPP 3.4 SMSC for the demo, tests and benchmarks."""
+    import asyncio
+
+    from hongyan.channels.sandbox.smsc import SandboxConfig, SandboxSmsc
+
+    config = SandboxConfig(
+        host=host,
+        port=port,
+        credentials={system_id: password},
+        receipt_delay=receipt_delay,
+        delivered=delivered,
+        undeliverable=undeliverable,
+        expired=expired,
+        rejected=rejected,
+        no_receipt=no_receipt,
+        invalid_numbers=set(invalid or []),
+        throttle_per_second=throttle,
+        seed=seed,
+    )
+
+    async def main() -> None:
+        smsc = SandboxSmsc(config)
+        bound_host, bound_port = await smsc.start()
+        note(f"sandbox SMSC listening on {bound_host}:{bound_port} (system_id {system_id})")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await smsc.stop()
+
+    configure_logs()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 @app.command()

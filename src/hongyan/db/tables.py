@@ -191,6 +191,21 @@ message_parts = sa.Table(
     info=SCOPED,
 )
 
+# Receipts whose carrier id matches no stored part yet (a receipt can beat the submit response
+# to the database): kept, never dropped, and matched when the part is recorded.
+unmatched_receipts = sa.Table(
+    "unmatched_receipts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("carrier_id", sa.String(72), nullable=False),
+    sa.Column("stat", sa.String(16), nullable=False),
+    sa.Column("err", sa.String(16), nullable=False),
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Index("ix_unmatched_receipts_channel_carrier", "channel", "carrier_id"),
+)
+
 # Append-only record of who did what. Details never hold secrets or plaintext phone numbers.
 audit_log = sa.Table(
     "audit_log",

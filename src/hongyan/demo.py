@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from hongyan.db import migrate
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import users
+from hongyan.dispatch import outbox
+from hongyan.dispatch.outbox import NewMessage
+from hongyan.dispatch.states import Lane
 from hongyan.errors import NotFound
 from hongyan.runtime import Runtime
 from hongyan.security import apikeys, audit
@@ -33,6 +39,63 @@ def _login_password(runtime: Runtime) -> str:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(password + "\n")
     return password
+
+
+SANDBOX_ACCOUNT = ("hongyan", "demo-pw")
+EMPTY_NUMBER = "+8613900000000"  # the sandbox answers 空号 for this one
+
+
+def sandbox_jobs(runtime: Runtime) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
+    """The carrier sandbox and a dispatcher bound to it, to run inside the demo server."""
+    from hongyan.channels.sandbox.smsc import SandboxConfig, SandboxSmsc
+    from hongyan.channels.smpp.client import SmppConfig
+    from hongyan.dispatch import service
+
+    port = runtime.settings.sandbox_port
+    system_id, password = SANDBOX_ACCOUNT
+    smsc_config = SandboxConfig(
+        port=port,
+        credentials={system_id: password},
+        receipt_delay=2.0,
+        delivered=0.93,
+        undeliverable=0.03,
+        expired=0.02,
+        rejected=0.01,
+        no_receipt=0.01,
+        invalid_numbers={EMPTY_NUMBER.removeprefix("+")},
+    )
+
+    async def run_sandbox(stop: asyncio.Event) -> None:
+        smsc = SandboxSmsc(smsc_config)
+        await smsc.start()
+        try:
+            await stop.wait()
+        finally:
+            await smsc.stop()
+
+    channel = SmppConfig("127.0.0.1", port, system_id, password)
+
+    async def run_dispatcher(stop: asyncio.Event) -> None:
+        await service.run(runtime, channel, stop, channel="sandbox")
+
+    return [run_sandbox, run_dispatcher]
+
+
+def _demo_messages(conn: Connection, runtime: Runtime, tenant_id: int) -> None:
+    samples = [
+        ("+8613800138000", "【鸿雁茶饮】您的订单已发货，预计明天送达。", Lane.NOTIFICATION),
+        ("+8613800138000", "【鸿雁茶饮】您的验证码是 482915，5 分钟内有效。", Lane.VERIFICATION),
+        (EMPTY_NUMBER, "【鸿雁茶饮】会员日满199减80，回T退订", Lane.MARKETING),
+    ]
+    for to, text, lane in samples:
+        outbox.enqueue(
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            tenant_id,
+            NewMessage(to, text, lane=lane, source="demo"),
+            max_parts=6,
+        )
 
 
 def prepare(runtime: Runtime) -> dict[str, Any]:
@@ -66,6 +129,7 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
                 phone="+8613800138000",
             )
             new = apikeys.create(conn, clock, tenant.id, "demo", Role.OPERATOR)
+            _demo_messages(conn, runtime, tenant.id)
             key_note = new.key
             audit.record(
                 conn,

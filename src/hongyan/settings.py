@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     session_max_age: int = Field(default=8 * 3600, ge=60)
     default_timezone: str = "Asia/Shanghai"
     run_dispatcher: bool = True
+    # The SMPP channel the dispatcher binds to: smpp://system_id:password@host:port
+    smpp_url: str = ""
+    sandbox_port: int = 2775
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,11 +27,27 @@ def _error(status: int, code: str, en: str, zh: str, **extra: object) -> JSONRes
     return JSONResponse(body, status_code=status)
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastAPI:
+    """The app; ``background`` tasks (dispatcher, sandbox) run for the server's lifetime."""
     from hongyan.api.routers import account, health, messages
     from hongyan.web import console
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(job(stop)) for job in background]
+        yield
+        stop.set()
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=10)
+            for task in pending:
+                task.cancel()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="hongyan (鸿雁) API",
         version=__version__,
         openapi_url="/api/v1/openapi.json",

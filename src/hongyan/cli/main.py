@@ -259,6 +259,46 @@ def keys_generate(as_json: JsonOpt = False) -> None:
     emit({"key": key}, as_json, key)
 
 
+def _dispatcher_jobs(runtime: Runtime) -> list[Any]:
+    """The dispatcher to run inside the server, when a channel is configured and not disabled."""
+    from hongyan.dispatch import service
+
+    settings = runtime.settings
+    if not settings.run_dispatcher or not settings.smpp_url:
+        if settings.run_dispatcher:
+            note("no HONGYAN_SMPP_URL: the dispatcher is not started; messages stay queued")
+        return []
+    config = service.parse_smpp_url(settings.smpp_url)
+    return [lambda stop: service.run(runtime, config, stop)]
+
+
+@app.command()
+@reports_errors
+def dispatcher() -> None:
+    """Run one dispatcher against HONGYAN_SMPP_URL (any number may run on one PostgreSQL)."""
+    import asyncio
+    import signal
+
+    from hongyan.dispatch import service
+
+    runtime = open_runtime()
+    if not runtime.settings.smpp_url:
+        from hongyan.errors import ConfigurationError
+
+        raise ConfigurationError("Set HONGYAN_SMPP_URL", "请设置 HONGYAN_SMPP_URL")
+    config = service.parse_smpp_url(runtime.settings.smpp_url)
+    configure_logs()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(runtime, config, stop)
+
+    asyncio.run(main())
+
+
 @app.command()
 def sandbox(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
@@ -328,7 +368,7 @@ def serve(
     runtime = open_runtime()
     configure_logs()
     uvicorn.run(
-        create_app(runtime),
+        create_app(runtime, _dispatcher_jobs(runtime)),
         host=host or runtime.settings.host,
         port=port or runtime.settings.port,
         log_config=None,
@@ -364,9 +404,11 @@ def demo(
         import uvicorn
 
         from hongyan.api.app import create_app
+        from hongyan.demo import sandbox_jobs
 
         configure_logs(logging.WARNING)
-        uvicorn.run(create_app(runtime), host=host, port=port, log_config=None)
+        jobs = sandbox_jobs(runtime)
+        uvicorn.run(create_app(runtime, jobs), host=host, port=port, log_config=None)
 
 
 __all__ = ["app"]

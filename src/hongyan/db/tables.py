@@ -187,7 +187,9 @@ message_parts = sa.Table(
     sa.Column("err", sa.String(16), nullable=True),
     sa.Column("submitted_at", UTCDateTime, nullable=False),
     sa.Column("done_at", UTCDateTime, nullable=True),
-    sa.UniqueConstraint("channel", "carrier_id", name="uq_message_parts_channel_carrier"),
+    # Not unique: carriers wrap or reuse ids (a restarted SMSC starts again); receipts match the
+    # newest part with that id that has no receipt yet.
+    sa.Index("ix_message_parts_channel_carrier", "channel", "carrier_id"),
     info=SCOPED,
 )
 

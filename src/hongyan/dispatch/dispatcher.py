@@ -239,9 +239,12 @@ class Dispatcher:
         part = message_parts.c
         row = conn.execute(
             unscoped(
-                sa.select(part.id, part.message_id).where(
-                    part.channel == self.channel, part.carrier_id == carrier_id
-                ),
+                # The newest part with this id that has no receipt yet: carriers wrap and
+                # reuse ids; a repeated receipt lands on the newest part again, harmlessly.
+                sa.select(part.id, part.message_id)
+                .where(part.channel == self.channel, part.carrier_id == carrier_id)
+                .order_by(part.stat.is_not(None), part.id.desc())
+                .limit(1),
                 WHY,
             )
         ).first()

@@ -31,7 +31,7 @@ from hongyan.db.scope import TenantScope, unscoped
 from hongyan.db.tables import message_parts, messages, unmatched_receipts
 from hongyan.dispatch import outbox
 from hongyan.dispatch.outbox import Claimed
-from hongyan.dispatch.states import Reason, State, retry_delay
+from hongyan.dispatch.states import Reason, State, check_move, retry_delay
 from hongyan.runtime import Runtime
 
 log = logging.getLogger("hongyan.dispatch")
@@ -125,6 +125,8 @@ class Dispatcher:
     # -- database side (run in a worker thread) -------------------------------------------------
     def _record(self, outcomes: list[Outcome]) -> None:
         now = self.runtime.clock.now()
+        parts_by_tenant: dict[int, list[dict[str, Any]]] = {}
+        submitted: list[dict[str, Any]] = []
         with self.runtime.engine.begin() as conn:
             for o in outcomes:
                 c = o.claimed
@@ -152,20 +154,15 @@ class Dispatcher:
                         done_at=now,
                     )
                     continue
-                if o.carrier_ids:
-                    TenantScope(c.tenant_id).insert_many(
-                        conn,
-                        message_parts,
-                        [
-                            {
-                                "message_id": c.id,
-                                "part_no": n,
-                                "channel": self.channel,
-                                "carrier_id": cid,
-                                "submitted_at": now,
-                            }
-                            for n, cid in enumerate(o.carrier_ids, start=1)
-                        ],
+                for n, cid in enumerate(o.carrier_ids, start=1):
+                    parts_by_tenant.setdefault(c.tenant_id, []).append(
+                        {
+                            "message_id": c.id,
+                            "part_no": n,
+                            "channel": self.channel,
+                            "carrier_id": cid,
+                            "submitted_at": now,
+                        }
                     )
                 if o.kind == "failed":
                     outbox.move(
@@ -180,15 +177,28 @@ class Dispatcher:
                         done_at=now,
                     )
                 else:
-                    outbox.move(
-                        conn,
-                        c.id,
-                        State.SENDING,
-                        State.SUBMITTED,
-                        owner=self.owner,
+                    submitted.append({"mid": c.id})
+            # The common case in two set-based statements: parts per tenant, one executemany.
+            for tenant_id, rows in parts_by_tenant.items():
+                TenantScope(tenant_id).insert_many(conn, message_parts, rows)
+            if submitted:
+                check_move(State.SENDING, State.SUBMITTED)
+                stmt = (
+                    sa.update(messages)
+                    .where(
+                        messages.c.id == sa.bindparam("mid"),
+                        messages.c.state == State.SENDING.value,
+                        messages.c.lease_owner == self.owner,
+                    )
+                    .values(
+                        state=State.SUBMITTED.value,
+                        lease_owner=None,
+                        lease_until=None,
                         channel=self.channel,
                         submitted_at=now,
                     )
+                )
+                conn.execute(unscoped(stmt, WHY), submitted)
             recorded = [cid for o in outcomes for cid in o.carrier_ids]
             if recorded:
                 self._match_waiting(conn, recorded)
@@ -213,25 +223,59 @@ class Dispatcher:
         self._settle(conn, {m for m in touched if m is not None})
 
     def _apply_reports(self, reports: list[Report]) -> None:
+        """Apply a batch of receipts with one lookup and one executemany per chunk."""
         now = self.runtime.clock.now()
+        part = message_parts.c
         with self.runtime.engine.begin() as conn:
             touched: set[int] = set()
-            for r in reports:
-                mid = self._apply_one(conn, r.message_id, r.stat, r.err)
-                if mid is None:
-                    conn.execute(
-                        unscoped(sa.insert(unmatched_receipts), WHY),
-                        {
-                            "channel": self.channel,
-                            "carrier_id": r.message_id,
-                            "stat": r.stat,
-                            "err": r.err,
-                            "raw": r.raw,
-                            "received_at": now,
-                        },
+            for i in range(0, len(reports), 500):
+                chunk = reports[i : i + 500]
+                found = conn.execute(
+                    unscoped(
+                        sa.select(part.id, part.message_id, part.carrier_id, part.stat)
+                        .where(
+                            part.channel == self.channel,
+                            part.carrier_id.in_({r.message_id for r in chunk}),
+                        )
+                        .order_by(part.id.desc()),
+                        WHY,
                     )
-                else:
-                    touched.add(mid)
+                ).all()
+                candidates: dict[str, list[Any]] = {}
+                for row in found:
+                    candidates.setdefault(row.carrier_id, []).append(row)
+                updates: list[dict[str, Any]] = []
+                used: set[int] = set()
+                for r in chunk:
+                    rows = candidates.get(r.message_id, [])
+                    # The newest part with this id that has no receipt yet; else the newest.
+                    pick = next(
+                        (x for x in rows if x.stat is None and x.id not in used),
+                        rows[0] if rows else None,
+                    )
+                    if pick is None:
+                        conn.execute(
+                            unscoped(sa.insert(unmatched_receipts), WHY),
+                            {
+                                "channel": self.channel,
+                                "carrier_id": r.message_id,
+                                "stat": r.stat,
+                                "err": r.err,
+                                "raw": r.raw,
+                                "received_at": now,
+                            },
+                        )
+                        continue
+                    used.add(pick.id)
+                    touched.add(int(pick.message_id))
+                    updates.append({"pid": pick.id, "stat": r.stat, "err": r.err})
+                if updates:
+                    stmt = (
+                        sa.update(message_parts)
+                        .where(part.id == sa.bindparam("pid"))
+                        .values(stat=sa.bindparam("stat"), err=sa.bindparam("err"), done_at=now)
+                    )
+                    conn.execute(unscoped(stmt, WHY), updates)
             self._settle(conn, touched)
 
     def _apply_one(self, conn: Connection, carrier_id: str, stat: str, err: str) -> int | None:
@@ -278,6 +322,7 @@ class Dispatcher:
         for r in rows:
             by_message.setdefault(r.message_id, []).append(r)
         now = self.runtime.clock.now()
+        settled: list[dict[str, Any]] = []
         for mid, parts in by_message.items():
             state, total = State(parts[0].state), parts[0].parts
             if len(parts) < total or any(p.stat is None for p in parts):
@@ -287,12 +332,30 @@ class Dispatcher:
             verdict, reason = final_state(
                 [p.stat for p in parts], [p.err or "" for p in parts], self.invalid_errs
             )
-            outbox.move(
-                conn,
-                mid,
-                state,
-                verdict,
-                reason=reason.value if reason else None,
-                carrier_code=next((p.err for p in parts if p.stat != "DELIVRD"), None),
-                done_at=now,
+            check_move(state, verdict)
+            settled.append(
+                {
+                    "mid": mid,
+                    "from_state": state.value,
+                    "to_state": verdict.value,
+                    "why": reason.value if reason else None,
+                    "code": next((p.err for p in parts if p.stat != "DELIVRD"), None),
+                }
             )
+        if settled:
+            stmt = (
+                sa.update(messages)
+                .where(
+                    messages.c.id == sa.bindparam("mid"),
+                    messages.c.state == sa.bindparam("from_state"),
+                )
+                .values(
+                    state=sa.bindparam("to_state"),
+                    reason=sa.bindparam("why"),
+                    carrier_code=sa.bindparam("code"),
+                    done_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+            conn.execute(unscoped(stmt, WHY), settled)

@@ -99,3 +99,39 @@ def test_demo_prepares_tenant_and_login(cli, tmp_path: Path) -> None:  # type: i
     assert again["password"] == first["password"]
     login = tmp_path / "var" / "demo-login.txt"
     assert stat.S_IMODE(login.stat().st_mode) == 0o600
+
+
+def test_send_and_show(cli) -> None:  # type: ignore[no-untyped-def]
+    cli("db", "upgrade")
+    cli("tenant", "create", "tea", "--name", "T", "--signature", "【鸿雁茶饮】")
+    sent = cli(
+        "send",
+        "--tenant",
+        "tea",
+        "--to",
+        "+8613812345678",
+        "--text",
+        "【鸿雁茶饮】您好",
+        "--idempotency-key",
+        "k1",
+    )
+    assert sent["state"] == "planned" and sent["to"] == "138****5678" and sent["created"]
+    again = cli(
+        "send",
+        "--tenant",
+        "tea",
+        "--to",
+        "+8613812345678",
+        "--text",
+        "【鸿雁茶饮】您好",
+        "--idempotency-key",
+        "k1",
+    )
+    assert again["id"] == sent["id"] and not again["created"]
+    shown = cli("messages", "show", str(sent["id"]), "--tenant", "tea")
+    assert shown["id"] == sent["id"] and "13812345678" not in json.dumps(shown)
+    bad = cli("send", "--tenant", "tea", "--to", "12345", "--text", "x", ok=False)
+    assert bad["error"]["code"] == "invalid_number"
+    assert cli("messages", "show", "999", "--tenant", "tea", ok=False)["error"]["code"] == (
+        "not_found"
+    )

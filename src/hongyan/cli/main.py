@@ -259,6 +259,99 @@ def keys_generate(as_json: JsonOpt = False) -> None:
     emit({"key": key}, as_json, key)
 
 
+messages_app = typer.Typer(help="Messages in the outbox", no_args_is_help=True)
+app.add_typer(messages_app, name="messages")
+FINAL_STATES = {"delivered", "undelivered", "expired", "failed", "cancelled"}
+
+
+def _message_view(runtime: Runtime, tenant_id: int, message_id: int) -> dict[str, Any]:
+    from hongyan.dispatch import outbox
+
+    with runtime.engine.connect() as conn:
+        m = outbox.get(conn, tenant_id, message_id)
+    view = {k: v for k, v in m.items() if k != "dest_masked"}
+    view["to"] = m["dest_masked"]
+    return view
+
+
+@app.command()
+@reports_errors
+def send(
+    tenant: Annotated[str, typer.Option(help="Tenant slug")],
+    to: Annotated[str, typer.Option(help="E.164 number, e.g. +8613812345678")],
+    text: Annotated[str, typer.Option(help="The whole text, signature included")],
+    category: Annotated[str, typer.Option(help="verification, notification or marketing")] = (
+        "notification"
+    ),
+    idempotency_key: Annotated[str | None, typer.Option()] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for a final state")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue one message; with --wait, follow it until a dispatcher has settled it."""
+    import time
+
+    from hongyan.dispatch import outbox
+    from hongyan.dispatch.states import Lane
+    from hongyan.errors import ValidationFailed
+    from hongyan.tenants import service
+
+    lanes = {
+        "verification": Lane.VERIFICATION,
+        "notification": Lane.NOTIFICATION,
+        "marketing": Lane.MARKETING,
+    }
+    if category not in lanes:
+        raise ValidationFailed(f"Unknown category {category!r}", f"未知类别 {category!r}")
+    runtime = open_runtime()
+    with runtime.engine.begin() as conn:
+        t = service.get_tenant(conn, tenant)
+        policy = service.policy_of(conn, t.id)
+        mid, created = outbox.enqueue(
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            t.id,
+            outbox.NewMessage(
+                to.strip(),
+                text,
+                lane=lanes[category],
+                source="cli",
+                idempotency_key=idempotency_key,
+            ),
+            max_parts=policy["max_parts"],
+        )
+    view = _message_view(runtime, t.id, mid)
+    deadline = time.monotonic() + timeout
+    while wait and view["state"] not in FINAL_STATES and time.monotonic() < deadline:
+        time.sleep(0.25)
+        view = _message_view(runtime, t.id, mid)
+    view["created"] = created
+    emit(
+        view,
+        as_json,
+        f"message {mid} to {view['to']}: [bold]{view['state']}[/bold]"
+        + (f" ({view['reason']})" if view.get("reason") else ""),
+    )
+
+
+@messages_app.command("show")
+@reports_errors
+def messages_show(
+    message_id: int,
+    tenant: Annotated[str, typer.Option(help="Tenant slug")],
+    as_json: JsonOpt = False,
+) -> None:
+    """One message as its tenant sees it (number masked)."""
+    from hongyan.tenants import service
+
+    runtime = open_runtime()
+    with runtime.engine.connect() as conn:
+        t = service.get_tenant(conn, tenant)
+    view = _message_view(runtime, t.id, message_id)
+    emit(view, as_json, "\n".join(f"{k:>14}: {v}" for k, v in view.items()))
+
+
 def _dispatcher_jobs(runtime: Runtime) -> list[Any]:
     """The dispatcher to run inside the server, when a channel is configured and not disabled."""
     from hongyan.dispatch import service

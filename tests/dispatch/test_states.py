@@ -64,3 +64,12 @@ def test_retry_delay_grows_and_is_capped(n: int) -> None:
 def test_retry_delay_rejects_zero() -> None:
     with pytest.raises(ValueError):
         retry_delay(0)
+
+
+def test_lane_for() -> None:
+    from hongyan.dispatch.states import Lane, lane_for
+
+    assert lane_for("verification") is Lane.VERIFICATION
+    assert lane_for("Marketing") is Lane.MARKETING
+    with pytest.raises(ValueError):
+        lane_for("spam")

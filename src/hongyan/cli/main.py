@@ -292,17 +292,14 @@ def send(
     import time
 
     from hongyan.dispatch import outbox
-    from hongyan.dispatch.states import Lane
+    from hongyan.dispatch.states import lane_for
     from hongyan.errors import ValidationFailed
     from hongyan.tenants import service
 
-    lanes = {
-        "verification": Lane.VERIFICATION,
-        "notification": Lane.NOTIFICATION,
-        "marketing": Lane.MARKETING,
-    }
-    if category not in lanes:
-        raise ValidationFailed(f"Unknown category {category!r}", f"未知类别 {category!r}")
+    try:
+        lane = lane_for(category)
+    except ValueError as exc:
+        raise ValidationFailed(f"Unknown category {category!r}", f"未知类别 {category!r}") from exc
     runtime = open_runtime()
     with runtime.engine.begin() as conn:
         t = service.get_tenant(conn, tenant)
@@ -315,7 +312,7 @@ def send(
             outbox.NewMessage(
                 to.strip(),
                 text,
-                lane=lanes[category],
+                lane=lane,
                 source="cli",
                 idempotency_key=idempotency_key,
             ),

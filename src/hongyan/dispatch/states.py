@@ -62,6 +62,14 @@ class Lane(IntEnum):
     MARKETING = 2
 
 
+def lane_for(category: str) -> Lane:
+    """The lane of a message category name (verification, notification, marketing)."""
+    try:
+        return Lane[category.upper()]
+    except KeyError:
+        raise ValueError(f"unknown category {category!r}") from None
+
+
 class Reason(StrEnum):
     """Why a message did not arrive, normalised across carriers and providers."""
 

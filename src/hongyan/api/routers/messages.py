@@ -10,19 +10,13 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.dispatch import outbox
-from hongyan.dispatch.states import Lane
+from hongyan.dispatch.states import lane_for
 from hongyan.errors import ValidationFailed
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
 from hongyan.tenants import service
 
 router = APIRouter(tags=["messages"])
-
-CATEGORIES = {
-    "verification": Lane.VERIFICATION,
-    "notification": Lane.NOTIFICATION,
-    "marketing": Lane.MARKETING,
-}
 
 
 class MessageIn(BaseModel):
@@ -76,7 +70,7 @@ def send(
     new = outbox.NewMessage(
         to=body.to.strip(),
         text=body.text,
-        lane=CATEGORIES[body.category],
+        lane=lane_for(body.category),
         source="api",
         idempotency_key=body.idempotency_key or idempotency_header,
         due_at=body.send_at,

@@ -40,6 +40,9 @@ tenants = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("timezone", sa.String(64), nullable=False, server_default="Asia/Shanghai"),
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    # Extension code appended to the channel's sender number (扩展码): replies to it reach us
+    # addressed to <channel source><sms_ext>, which is how a reply finds its tenant.
+    sa.Column("sms_ext", sa.String(8), nullable=True, unique=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
@@ -155,7 +158,13 @@ messages = sa.Table(
     sa.Column("attempts", sa.SmallInteger, nullable=False, server_default="0"),
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_until", UTCDateTime, nullable=True),
+    # The last channel tried (a transient failure there makes the next attempt fail over).
     sa.Column("channel", sa.String(64), nullable=True),
+    # cmcc / cucc / ctcc / cbn for Chinese mobiles, intl otherwise: routing and reports.
+    sa.Column("carrier", sa.String(8), nullable=True),
+    # How many carrier ids (receipts) the channel gave at submit: SMPP one per part, an HTTP
+    # provider one per message. The message is final when that many receipts are in.
+    sa.Column("carrier_parts", sa.SmallInteger, nullable=True),
     sa.Column("reason", sa.String(24), nullable=True),
     sa.Column("carrier_code", sa.String(32), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -185,6 +194,8 @@ message_parts = sa.Table(
     sa.Column("carrier_id", sa.String(72), nullable=False),
     sa.Column("stat", sa.String(16), nullable=True),
     sa.Column("err", sa.String(16), nullable=True),
+    # The normalised reason the channel read from the receipt (None when delivered).
+    sa.Column("reason", sa.String(24), nullable=True),
     sa.Column("submitted_at", UTCDateTime, nullable=False),
     sa.Column("done_at", UTCDateTime, nullable=True),
     # Not unique: carriers wrap or reuse ids (a restarted SMSC starts again); receipts match the
@@ -226,5 +237,198 @@ audit_log = sa.Table(
     sa.Column("detail", sa.JSON, nullable=False, default=dict),
     sa.Column("ip", sa.String(64), nullable=True),
     sa.Column("at", UTCDateTime, nullable=False, index=True),
+    info=SCOPED,
+)
+
+# -- channels and routes (the operator's side) ---------------------------------------------------
+
+# A carrier connection or HTTP provider account. Platform-level: the operator owns channels and
+# tenants are routed onto them. Secrets (passwords, access keys) are encrypted in secret_cipher.
+channels = sa.Table(
+    "channels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # smpp, aliyun, tencent, twilio
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    # Lower first when a tenant has no route of its own.
+    sa.Column("priority", sa.Integer, nullable=False, server_default="100"),
+    sa.Column("config", sa.JSON, nullable=False, default=dict),
+    sa.Column("secret_cipher", sa.LargeBinary, nullable=True),
+    # Messages per second across all dispatchers (0: no limit), requests outstanding per bind.
+    sa.Column("rate", sa.Float, nullable=False, server_default="0"),
+    sa.Column("window", sa.Integer, nullable=False, server_default="10"),
+    sa.Column("binds", sa.Integer, nullable=False, server_default="1"),
+    # Comma-separated carriers it can reach (cmcc,cucc,ctcc,cbn,intl); empty: all.
+    sa.Column("carriers", sa.String(64), nullable=False, server_default=""),
+    sa.Column("price_per_part", sa.Numeric(10, 4), nullable=False, server_default="0"),
+    sa.Column("currency", sa.String(3), nullable=False, server_default="CNY"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# A tenant's route: for a lane (-1: every lane) and a carrier ('*': any), the channels to use in
+# order; the second and later ones are the failover.
+routes = sa.Table(
+    "routes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(),
+    sa.Column("lane", sa.SmallInteger, nullable=False, server_default="-1"),
+    sa.Column("carrier", sa.String(8), nullable=False, server_default="*"),
+    sa.Column("channels", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "lane", "carrier", name="uq_routes_tenant_lane_carrier"),
+    info=SCOPED,
+)
+
+# Live dispatchers: each writes its heartbeat; a channel's rate is shared among the live ones.
+dispatchers = sa.Table(
+    "dispatchers",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("seen_at", UTCDateTime, nullable=False),
+    sa.Column("channels", sa.JSON, nullable=False, default=list),
+)
+
+# -- suppression, consent, replies ---------------------------------------------------------------
+
+# Numbers a tenant must not send to: opted out (marketing only), invalid / 空号 (everything,
+# until expires_at), complained, blocked by hand. One row per (number, reason).
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(),
+    sa.Column("phone_index", sa.LargeBinary(32), nullable=False),
+    sa.Column("phone_cipher", sa.LargeBinary, nullable=False),
+    sa.Column("phone_masked", sa.String(24), nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),  # opt_out, invalid, complaint, manual
+    sa.Column("scope", sa.String(16), nullable=False),  # marketing, all
+    sa.Column("source", sa.String(32), nullable=False),  # reply, receipt, import, console, api
+    sa.Column("detail", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("tenant_id", "phone_index", "reason", name="uq_suppressions_number"),
+    sa.Index("ix_suppressions_phone_index", "phone_index"),
+    info=SCOPED,
+)
+
+# Append-only consent ledger: a number's current consent for a purpose is its latest record.
+consent_records = sa.Table(
+    "consent_records",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(),
+    sa.Column("phone_index", sa.LargeBinary(32), nullable=False),
+    sa.Column("purpose", sa.String(16), nullable=False),  # marketing, notification
+    sa.Column("action", sa.String(8), nullable=False),  # granted, revoked
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("proof", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(80), nullable=False),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("ix_consent_records_number", "tenant_id", "phone_index", "purpose", "at"),
+    info=SCOPED,
+)
+
+# Replies from recipients (mobile-originated messages), per tenant.
+inbound_messages = sa.Table(
+    "inbound_messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("phone_index", sa.LargeBinary(32), nullable=False),
+    sa.Column("phone_cipher", sa.LargeBinary, nullable=False),
+    sa.Column("phone_masked", sa.String(24), nullable=False),
+    sa.Column("destination", sa.String(32), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # opt_out, reply
+    # The latest message this tenant sent to the number before the reply, if any.
+    sa.Column(
+        "message_id", BigId, sa.ForeignKey("messages.id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Index("ix_inbound_messages_tenant_received", "tenant_id", "received_at"),
+    info=SCOPED,
+)
+
+# Replies no tenant could be found for (unknown extension, number never messaged): kept for the
+# operator, the number encrypted under the platform's own context.
+unrouted_inbound = sa.Table(
+    "unrouted_inbound",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("phone_cipher", sa.LargeBinary, nullable=False),
+    sa.Column("phone_masked", sa.String(24), nullable=False),
+    sa.Column("destination", sa.String(32), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+)
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(),
+    sa.Column("url", sa.String(500), nullable=False),
+    sa.Column("secret_cipher", sa.LargeBinary, nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),  # e.g. ["message.status", "message.reply"]
+    sa.Column("description", sa.String(200), nullable=False, server_default=""),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    info=SCOPED,
+)
+
+# One event for one endpoint, retried with backoff until delivered or given up (dead).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(),
+    sa.Column(
+        "endpoint_id",
+        sa.Integer,
+        sa.ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("event", sa.String(40), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(12), nullable=False),  # pending, sending, delivered, dead
+    sa.Column("attempts", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("next_at", UTCDateTime, nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.String(300), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Index("ix_webhook_deliveries_due", "state", "next_at"),
+    info=SCOPED,
+)
+
+# The delivery log: every attempt, with what the receiver answered.
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(),
+    sa.Column(
+        "delivery_id",
+        BigId,
+        sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.String(300), nullable=True),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
     info=SCOPED,
 )

@@ -15,7 +15,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from hongyan.db.scope import unscoped
-from hongyan.db.tables import messages, users
+from hongyan.db.tables import (
+    channels,
+    inbound_messages,
+    messages,
+    suppressions,
+    unrouted_inbound,
+    users,
+    webhook_endpoints,
+)
 from hongyan.security.keyring import KeyRing
 
 
@@ -24,11 +32,19 @@ class EncryptedColumn:
     table: sa.Table
     column: str
     context: Callable[[Any], str]  # row -> associated-data context used at encryption
+    needs: tuple[str, ...] = ("tenant_id",)  # the columns the context is made of
 
 
 ENCRYPTED_COLUMNS: list[EncryptedColumn] = [
     EncryptedColumn(users, "phone_cipher", lambda r: f"tenant:{r.tenant_id}:user-phone"),
     EncryptedColumn(messages, "dest_cipher", lambda r: f"tenant:{r.tenant_id}:phone"),
+    EncryptedColumn(suppressions, "phone_cipher", lambda r: f"tenant:{r.tenant_id}:phone"),
+    EncryptedColumn(inbound_messages, "phone_cipher", lambda r: f"tenant:{r.tenant_id}:phone"),
+    EncryptedColumn(unrouted_inbound, "phone_cipher", lambda r: "platform:phone", ()),
+    EncryptedColumn(channels, "secret_cipher", lambda r: f"channel:{r.name}", ("name",)),
+    EncryptedColumn(
+        webhook_endpoints, "secret_cipher", lambda r: f"tenant:{r.tenant_id}:webhook-secret"
+    ),
 ]
 
 
@@ -59,7 +75,7 @@ def rotate(
             with engine.begin() as conn:
                 rows = conn.execute(
                     unscoped(
-                        sa.select(table.c.id, table.c.tenant_id, col)
+                        sa.select(table.c.id, col, *(table.c[n] for n in spec.needs))
                         .where(table.c.id > last_id, col.is_not(None))
                         .order_by(table.c.id)
                         .limit(batch_size),
@@ -71,9 +87,9 @@ def rotate(
                 last_id = rows[-1].id
                 report.scanned += len(rows)
                 updates = [
-                    {"row_id": r.id, "old": r[2], "new": keyring.reencrypt(r[2], spec.context(r))}
+                    {"row_id": r.id, "old": r[1], "new": keyring.reencrypt(r[1], spec.context(r))}
                     for r in rows
-                    if keyring.needs_rotation(r[2])
+                    if keyring.needs_rotation(r[1])
                 ]
                 for u in updates:
                     result = conn.execute(

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hongyan.channels.base import Inbound, Report
 from hongyan.channels.smpp import pdu as P
 from hongyan.content.encoding import decode_gsm7_unpacked, encode_segments, plan
 
@@ -33,7 +34,7 @@ class SmppConfig:
     system_id: str
     password: str
     system_type: str = ""
-    bind: Literal["transceiver", "transmitter"] = "transceiver"
+    bind: Literal["transceiver", "transmitter", "receiver"] = "transceiver"
     window: int = 10
     enquire_interval: float = 30.0
     response_timeout: float = 10.0
@@ -41,26 +42,6 @@ class SmppConfig:
     # How this carrier writes ids in submit_sm_resp and in receipts (see normalise_message_id).
     resp_id_style: IdStyle = "hex"
     receipt_id_style: IdStyle = "hex"
-
-
-@dataclass(frozen=True)
-class Report:
-    """A delivery receipt, with the carrier id normalised for matching."""
-
-    message_id: str
-    stat: str
-    err: str
-    state: int | None
-    raw: str
-
-
-@dataclass(frozen=True)
-class Inbound:
-    """A mobile-originated message (a reply)."""
-
-    source: str
-    destination: str
-    text: str
 
 
 class SmppError(Exception):
@@ -129,6 +110,7 @@ class SmppClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_io = 0.0
         self.closed = asyncio.Event()
+        self._bound = False
 
     # -- connection --------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -137,16 +119,23 @@ class SmppClient:
         self.closed.clear()
         self._last_io = asyncio.get_running_loop().time()
         self._tasks = [asyncio.create_task(self._read_loop())]
-        bind_cls: type[P.Bind] = (
-            P.BindTransceiver if cfg.bind == "transceiver" else P.BindTransmitter
-        )
+        bind_cls: type[P.Bind] = {
+            "transceiver": P.BindTransceiver,
+            "transmitter": P.BindTransmitter,
+            "receiver": P.BindReceiver,
+        }[cfg.bind]
         resp = await self._request(
             bind_cls(system_id=cfg.system_id, password=cfg.password, system_type=cfg.system_type)
         )
         if resp.command_status != P.CommandStatus.ESME_ROK:
             await self._drop()
             raise SmppError(f"bind refused: 0x{resp.command_status:08x}", resp.command_status)
+        self._bound = True
         self._tasks.append(asyncio.create_task(self._keepalive()))
+
+    @property
+    def bound(self) -> bool:
+        return self._bound and not self.closed.is_set()
 
     async def close(self) -> None:
         """Unbind politely, then close."""
@@ -174,7 +163,13 @@ class SmppClient:
         self._pending.clear()
 
     # -- sending -----------------------------------------------------------------------------
-    async def submit(self, destination: str, text: str, *, receipt: bool = True) -> list[str]:
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def submit(
+        self, destination: str, text: str, *, receipt: bool = True, source: str | None = None
+    ) -> list[str]:
         """Submit one message (split into parts as needed); returns each part's carrier id.
 
         Raises :class:`Throttled` or :class:`SmppError` when the carrier refuses a part; the ids
@@ -183,7 +178,8 @@ class SmppClient:
         text_plan = plan(text)
         payloads = encode_segments(text_plan)
         ton, npi, digits = smpp_address(destination)
-        src_ton = 1 if self.config.source_addr.startswith("+") else 0
+        source_addr = self.config.source_addr if source is None else source
+        src_ton = 1 if source_addr.startswith("+") else 0
         esm = 0
         ref = next(self._ref) & 0xFF
         ids: list[str] = []
@@ -195,7 +191,7 @@ class SmppClient:
                 P.SubmitSm(
                     source_addr_ton=src_ton,
                     source_addr_npi=1,
-                    source_addr=self.config.source_addr.removeprefix("+"),
+                    source_addr=source_addr.removeprefix("+"),
                     dest_addr_ton=ton,
                     dest_addr_npi=npi,
                     destination_addr=digits,

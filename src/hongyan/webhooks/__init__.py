@@ -1,0 +1,1 @@
+"""Webhooks: status changes and replies pushed to a tenant's endpoints, signed and retried."""

@@ -19,13 +19,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hongyan.channels.base import ChannelSpec
 from hongyan.channels.sandbox.smsc import SandboxConfig, SandboxSmsc
 from hongyan.channels.smpp.client import Report, SmppClient, SmppConfig
 from hongyan.clock import SystemClock
 from hongyan.db import migrate
 from hongyan.db.scope import TenantScope, unscoped
 from hongyan.db.tables import messages
-from hongyan.dispatch.dispatcher import Dispatcher
+from hongyan.dispatch.dispatcher import ChannelPool, Dispatcher
 from hongyan.dispatch.outbox import dest_context
 from hongyan.runtime import Runtime
 from hongyan.security.keyring import KeyRing, mask_phone
@@ -80,15 +81,17 @@ def _plan(runtime: Runtime) -> None:
 async def _spine(runtime: Runtime) -> dict[str, Any]:
     smsc = SandboxSmsc(SandboxConfig(credentials=CREDS))
     host, port = await smsc.start()
-    holder: list[Dispatcher] = []
-
-    async def on_report(r: Report) -> None:
-        await holder[0].on_report(r)
-
-    client = SmppClient(SmppConfig(host, port, "bench", "pw", window=64), on_report=on_report)
-    d = Dispatcher(runtime, "bench", client, owner="bench", batch=1000)
-    holder.append(d)
-    await client.connect()
+    spec = ChannelSpec(
+        name="bench",
+        kind="smpp",
+        config={"host": host, "port": port, "system_id": "bench"},
+        secrets={"password": "pw"},
+        window=64,
+    )
+    pool = ChannelPool(runtime)
+    await pool.sync([spec])
+    await pool.channels["bench"].wait_ready(5)  # type: ignore[attr-defined]
+    d = Dispatcher(runtime, pool, owner="bench", batch=1000)
     final = (
         sa.select(sa.func.count())
         .select_from(messages)
@@ -107,7 +110,7 @@ async def _spine(runtime: Runtime) -> dict[str, Any]:
         if claimed == 0:
             await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - t0
-    await client.close()
+    await pool.stop()
     await smsc.stop()
     return {
         "messages": N,

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from hongyan.channels import service as channel_store
 from hongyan.db import migrate
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import users
@@ -45,16 +46,50 @@ SANDBOX_ACCOUNT = ("hongyan", "demo-pw")
 EMPTY_NUMBER = "+8613900000000"  # the sandbox answers 空号 for this one
 
 
+SANDBOX_CHANNEL = "sandbox"
+SENDER = "10690"  # the demo channel's sender number; the demo tenant's extension follows it
+DEMO_EXT = "01"
+
+
+def _sandbox_channel(conn: Connection, runtime: Runtime) -> None:
+    """(Re)register the channel to the in-process sandbox, on the configured port."""
+    system_id, password = SANDBOX_ACCOUNT
+    config = {
+        "host": "127.0.0.1",
+        "port": runtime.settings.sandbox_port,
+        "system_id": system_id,
+        "source_addr": SENDER,
+    }
+    try:
+        current = channel_store.get_spec(conn, runtime.keyring, SANDBOX_CHANNEL)
+        if dict(current.config) == config:
+            return
+        channel_store.remove_channel(conn, SANDBOX_CHANNEL)
+    except channel_store.UnknownChannel:
+        pass
+    channel_store.add_channel(
+        conn,
+        runtime.clock,
+        runtime.keyring,
+        name=SANDBOX_CHANNEL,
+        kind="smpp",
+        config=config,
+        secrets={"password": password},
+        rate=200,
+        window=10,
+        binds=2,
+        price_per_part="0.04",
+    )
+
+
 def sandbox_jobs(runtime: Runtime) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
-    """The carrier sandbox and a dispatcher bound to it, to run inside the demo server."""
+    """The carrier sandbox and a dispatcher (on the channels, the sandbox's among them)."""
     from hongyan.channels.sandbox.smsc import SandboxConfig, SandboxSmsc
-    from hongyan.channels.smpp.client import SmppConfig
     from hongyan.dispatch import service
 
-    port = runtime.settings.sandbox_port
     system_id, password = SANDBOX_ACCOUNT
     smsc_config = SandboxConfig(
-        port=port,
+        port=runtime.settings.sandbox_port,
         credentials={system_id: password},
         receipt_delay=2.0,
         delivered=0.93,
@@ -73,10 +108,8 @@ def sandbox_jobs(runtime: Runtime) -> list[Callable[[asyncio.Event], Coroutine[A
         finally:
             await smsc.stop()
 
-    channel = SmppConfig("127.0.0.1", port, system_id, password)
-
     async def run_dispatcher(stop: asyncio.Event) -> None:
-        await service.run(runtime, channel, stop, channel="sandbox")
+        await service.run(runtime, stop)
 
     return [run_sandbox, run_dispatcher]
 
@@ -103,6 +136,7 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
     password = _login_password(runtime)
     clock = runtime.clock
     with runtime.engine.begin() as conn:
+        _sandbox_channel(conn, runtime)
         try:
             tenant = service.get_tenant(conn, SLUG)
             scope = TenantScope(tenant.id)
@@ -128,6 +162,7 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
                 password=password,
                 phone="+8613800138000",
             )
+            service.set_sms_ext(conn, tenant.id, DEMO_EXT)
             new = apikeys.create(conn, clock, tenant.id, "demo", Role.OPERATOR)
             _demo_messages(conn, runtime, tenant.id)
             key_note = new.key

@@ -1,146 +1,310 @@
-"""The dispatcher end to end: outbox → SMPP over loopback → sandbox → receipts → final states."""
+"""The dispatcher end to end: outbox → channel over loopback → sandbox → receipts → final states."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import socket
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
-from hongyan.channels.sandbox.smsc import SandboxConfig, SandboxSmsc
-from hongyan.channels.smpp.client import Report, SmppClient, SmppConfig
+from hongyan.channels.base import Report
+from hongyan.channels.sandbox.smsc import SandboxConfig
+from hongyan.channels.service import Route
 from hongyan.clock import FixedClock
-from hongyan.db.scope import unscoped
-from hongyan.db.tables import message_parts, unmatched_receipts
-from hongyan.dispatch import outbox
-from hongyan.dispatch.dispatcher import Dispatcher, Outcome, final_state
-from hongyan.dispatch.outbox import NewMessage
+from hongyan.contacts import suppression
+from hongyan.db.scope import TenantScope, unscoped
+from hongyan.db.tables import consent_records, inbound_messages, message_parts, unmatched_receipts
+from hongyan.dispatch import outbox, receipts
+from hongyan.dispatch.dispatcher import Outcome
+from hongyan.dispatch.receipts import final_state
 from hongyan.dispatch.states import Lane, Reason, State
 from hongyan.runtime import Runtime
-from hongyan.tenants import service
+from tests.dispatch.conftest import (
+    CREDS,
+    dispatcher_on,
+    drain,
+    make_tenant,
+    put,
+    sandboxes,
+    smpp_spec,
+    state,
+)
 
-CREDS = {"hongyan": "pw-1"}
 LONG = "【鸿雁茶饮】" + "春季新品上市，会员专享八折优惠。" * 6
+ME = "+8613812345678"
 
 
-def _tenant(runtime: Runtime) -> int:
-    with runtime.engine.begin() as conn:
-        return service.create_tenant(conn, runtime.clock, slug="tea", name="tea").id
-
-
-def _put(runtime: Runtime, tenant: int, to: str, text: str, **kw: object) -> int:
-    with runtime.engine.begin() as conn:
-        return outbox.enqueue(
-            conn, runtime.clock, runtime.keyring, tenant, NewMessage(to, text, **kw), max_parts=6
-        )[0]  # type: ignore[arg-type]
-
-
-def _state(runtime: Runtime, tenant: int, mid: int) -> dict[str, object]:
+def _count(runtime: Runtime, table: sa.Table) -> int:
     with runtime.engine.connect() as conn:
-        return outbox.get(conn, tenant, mid)
+        return int(
+            conn.execute(unscoped(sa.select(sa.func.count()).select_from(table), "test")).scalar()
+        )
 
 
-async def _with_dispatcher(
-    runtime: Runtime,
-    config: SandboxConfig,
-    body: Callable[[Dispatcher, SandboxSmsc], Awaitable[None]],
-) -> None:
-    smsc = SandboxSmsc(config)
-    host, port = await smsc.start()
-    holder: list[Dispatcher] = []
-
-    async def on_report(r: Report) -> None:
-        await holder[0].on_report(r)
-
-    client = SmppClient(SmppConfig(host, port, "hongyan", CREDS["hongyan"]), on_report=on_report)
-    dispatcher = Dispatcher(runtime, "sandbox", client, owner="d1")
-    holder.append(dispatcher)
-    await client.connect()
-    try:
-        await body(dispatcher, smsc)
-    finally:
-        await client.close()
-        await smsc.stop()
-
-
-async def _drain(d: Dispatcher, smsc: SandboxSmsc, receipts: int) -> None:
-    for _ in range(500):
-        if len(smsc.receipts) >= receipts and not d._reports:
-            break
-        await asyncio.sleep(0.01)
-        await d.flush_reports()
-
-
-def test_outcomes_long_messages_and_receipts(runtime: Runtime) -> None:
-    t = _tenant(runtime)
-    ok = _put(runtime, t, "+8613812345678", "【鸿雁茶饮】您的订单已发货")
-    long_id = _put(runtime, t, "+8613812345678", LONG)
-    bad = _put(runtime, t, "+8613900000000", "【鸿雁茶饮】您好", lane=Lane.MARKETING)
+def test_delivered_invalid_long_and_suppression(runtime: Runtime) -> None:
+    t = make_tenant(runtime)
+    ok = put(runtime, t, ME, "【鸿雁茶饮】您的订单已发货")
+    long_id = put(runtime, t, ME, LONG)
+    bad = put(runtime, t, "+8613900000000", "【鸿雁茶饮】您好", lane=Lane.MARKETING)
     cfg = SandboxConfig(credentials=CREDS, invalid_numbers={"8613900000000"})
 
-    async def body(d: Dispatcher, smsc: SandboxSmsc) -> None:
-        assert await d.run_once() == 3
-        await _drain(d, smsc, 4)
-        assert await d.run_once() == 0
-        assert LONG in [m.text for m in smsc.reassembled()]
+    async def scenario() -> None:
+        async with sandboxes(cfg) as [(smsc, port)]:
+            async with dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d:
+                assert await d.run_once() == 3
+                await drain(d, smsc, 4)
+                assert await d.run_once() == 0
+            assert LONG in [m.text for m in smsc.reassembled() if m.complete]
+            long_submits = [s for s in smsc.submits if s.concat is not None]
+            assert len(long_submits) == 2 and long_submits[0].data_coding == 8
 
-    asyncio.run(asyncio.wait_for(_with_dispatcher(runtime, cfg, body), 20))
-    assert _state(runtime, t, ok)["state"] == "delivered"
-    long_msg = _state(runtime, t, long_id)
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert state(runtime, t, ok)["state"] == "delivered"
+    long_msg = state(runtime, t, long_id)
     assert long_msg["state"] == "delivered" and long_msg["parts"] == 2
-    bad_msg = _state(runtime, t, bad)
+    bad_msg = state(runtime, t, bad)
     assert bad_msg["state"] == "undelivered" and bad_msg["reason"] == "invalid_number"
+    assert _count(runtime, message_parts) == 4
+    # 空号 learned from the receipt: the number is now filtered for every category.
     with runtime.engine.connect() as conn:
-        parts = conn.execute(
-            unscoped(sa.select(sa.func.count()).select_from(message_parts), "test")
-        ).scalar()
-    assert parts == 4
+        rows = suppression.list_for(conn, t)
+        assert [(r["reason"], r["source"], r["phone_masked"]) for r in rows] == [
+            ("invalid", "receipt", "139****0000")
+        ]
+    with pytest.raises(outbox.Suppressed), runtime.engine.begin() as conn:
+        outbox.enqueue(
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            t,
+            outbox.NewMessage("+8613900000000", "【鸿雁茶饮】验证码 1234", lane=Lane.VERIFICATION),
+            max_parts=6,
+        )
+
+
+def test_expired_receipts(runtime: Runtime) -> None:
+    t = make_tenant(runtime)
+    mid = put(runtime, t, ME, "【鸿雁茶饮】您好")
+    cfg = SandboxConfig(credentials=CREDS, delivered=0.0, expired=1.0)
+
+    async def scenario() -> None:
+        async with sandboxes(cfg) as [(smsc, port)]:
+            async with dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d:
+                await d.run_once()
+                await drain(d, smsc, 1)
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    m = state(runtime, t, mid)
+    assert (m["state"], m["reason"]) == ("expired", "expired")
+
+
+def test_td_reply_stops_the_next_marketing_send(runtime: Runtime) -> None:
+    t = make_tenant(runtime)
+    first = put(runtime, t, ME, "【鸿雁茶饮】会员日满199减80，回T退订", lane=Lane.MARKETING)
+    cfg = SandboxConfig(credentials=CREDS)
+
+    async def scenario() -> tuple[int, int]:
+        async with sandboxes(cfg) as [(smsc, port)]:
+            async with dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d:
+                await d.run_once()
+                await drain(d, smsc, 1)
+                # Planned before the reply arrives: must still not go.
+                queued = put(
+                    runtime, t, ME, "【鸿雁茶饮】周末第二杯半价，回T退订", lane=Lane.MARKETING
+                )
+                notice = put(runtime, t, ME, "【鸿雁茶饮】您的订单已发货")
+                assert await smsc.inject_mo("hongyan", ME[1:], "10690", " ｔｄ。") == 0
+                for _ in range(100):
+                    if await d.flush():
+                        break
+                    await asyncio.sleep(0.01)
+                await d.run_once()
+                await drain(d, smsc, 2)
+                return queued, notice
+
+    queued, notice = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert state(runtime, t, first)["state"] == "delivered"
+    q = state(runtime, t, queued)
+    assert (q["state"], q["reason"]) == ("failed", "suppressed")
+    assert state(runtime, t, notice)["state"] == "delivered"  # notifications still go
+    with runtime.engine.connect() as conn:
+        inbox = conn.execute(TenantScope(t).select(inbound_messages)).mappings().all()
+        assert [(i["kind"], i["text"], i["message_id"]) for i in inbox] == [
+            ("opt_out", "ｔｄ。", first)
+        ]
+        consent = suppression.current_consent(conn, runtime.keyring, t, ME, "marketing")
+        assert consent is not None and consent["action"] == "revoked"
+        assert consent["source"] == "reply"
+    assert _count(runtime, consent_records) == 1
+    with pytest.raises(outbox.Suppressed), runtime.engine.begin() as conn:
+        outbox.enqueue(
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            t,
+            outbox.NewMessage(ME, "【鸿雁茶饮】新品上市，回T退订", lane=Lane.MARKETING),
+            max_parts=6,
+        )
 
 
 def test_throttle_puts_back_with_backoff_and_expiry(runtime: Runtime, clock: FixedClock) -> None:
-    t = _tenant(runtime)
-    ids = [_put(runtime, t, "+8613812345678", f"m{i}") for i in range(6)]
-    stale = _put(runtime, t, "+8613812345678", "too late", validity=timedelta(seconds=1))
+    t = make_tenant(runtime)
+    ids = [put(runtime, t, ME, f"m{i}") for i in range(6)]
+    stale = put(runtime, t, ME, "too late", validity=timedelta(seconds=1))
     clock.advance(timedelta(seconds=2))
     cfg = SandboxConfig(credentials=CREDS, throttle_per_second=2)
 
-    async def body(d: Dispatcher, smsc: SandboxSmsc) -> None:
-        await d.run_once()
+    async def scenario() -> None:
+        async with sandboxes(cfg) as [(_smsc, port)]:
+            async with dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d:
+                await d.run_once()
 
-    asyncio.run(asyncio.wait_for(_with_dispatcher(runtime, cfg, body), 20))
-    states = [_state(runtime, t, i) for i in ids]
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    states = [state(runtime, t, i) for i in ids]
     retried = [s for s in states if s["state"] == "planned"]
     assert retried and all(s["reason"] == "throttled" for s in retried)
     assert all(s["due_at"] > clock.now() for s in retried)  # type: ignore[operator]
     assert any(s["state"] in ("submitted", "delivered") for s in states)
-    assert _state(runtime, t, stale)["state"] == "expired"
+    assert state(runtime, t, stale)["state"] == "expired"
+
+
+def test_failover_to_the_second_channel(runtime: Runtime, clock: FixedClock) -> None:
+    """The first channel throttles; what it refuses goes out on the second at once."""
+    t = make_tenant(runtime)
+    ids = [put(runtime, t, ME, f"【鸿雁茶饮】通知 {i}") for i in range(8)]
+    a = SandboxConfig(credentials=CREDS, throttle_per_second=1)
+    b = SandboxConfig(credentials=CREDS)
+
+    async def scenario() -> tuple[int, int]:
+        async with sandboxes(a, b) as [(sa_, pa), (sb_, pb)]:
+            specs = [smpp_spec("a", "127.0.0.1", pa), smpp_spec("b", "127.0.0.1", pb)]
+            async with dispatcher_on(runtime, specs) as d:
+                d.routes = {t: [Route(t, -1, "*", ("a", "b"))]}
+                for _ in range(5):
+                    await d.run_once()
+                await drain(d, sb_, len(sb_.submits))
+                await drain(d, sa_, len(sa_.submits))
+            return len(sa_.submits), len(sb_.submits)
+
+    on_a, on_b = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert on_a >= 1 and on_b >= 1 and on_a + on_b == 8
+    finals = [state(runtime, t, i) for i in ids]
+    assert all(m["state"] == "delivered" for m in finals)
+    assert {m["channel"] for m in finals} == {"a", "b"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_channel_that_is_down_is_skipped(runtime: Runtime) -> None:
+    t = make_tenant(runtime)
+    mid = put(runtime, t, ME, "【鸿雁茶饮】您好")
+    cfg = SandboxConfig(credentials=CREDS)
+
+    async def scenario() -> None:
+        async with sandboxes(cfg) as [(smsc, port)]:
+            dead = smpp_spec("dead", "127.0.0.1", _free_port(), priority=1)
+            live = smpp_spec("live", "127.0.0.1", port, priority=2)
+            from hongyan.dispatch.dispatcher import ChannelPool, Dispatcher
+
+            pool = ChannelPool(runtime)
+            await pool.sync([dead, live])
+            await pool.channels["live"].wait_ready(5)  # type: ignore[attr-defined]
+            d = Dispatcher(runtime, pool, owner="d1")
+            try:
+                await d.run_once()
+                await drain(d, smsc, 1)
+            finally:
+                await pool.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    m = state(runtime, t, mid)
+    assert (m["state"], m["channel"]) == ("delivered", "live")
+
+
+def test_routes_by_carrier_and_no_route(runtime: Runtime) -> None:
+    t = make_tenant(runtime)
+    cmcc = put(runtime, t, "+8613812345678", "【鸿雁茶饮】移动")
+    ctcc = put(runtime, t, "+8618912345678", "【鸿雁茶饮】电信")
+    cucc = put(runtime, t, "+8613012345678", "【鸿雁茶饮】联通")
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        cfg = SandboxConfig(credentials=CREDS)
+        async with sandboxes(cfg, SandboxConfig(credentials=CREDS)) as [(s1, p1), (s2, p2)]:
+            specs = [
+                smpp_spec("mobile", "127.0.0.1", p1, carriers=frozenset({"cmcc"})),
+                smpp_spec("telecom", "127.0.0.1", p2, carriers=frozenset({"ctcc"})),
+            ]
+            async with dispatcher_on(runtime, specs) as d:
+                assert await d.run_once() == 3
+                await drain(d, s1, 1)
+                await drain(d, s2, 1)
+            return [s.destination for s in s1.submits], [s.destination for s in s2.submits]
+
+    one, two = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert one == ["8613812345678"] and two == ["8618912345678"]
+    assert state(runtime, t, cmcc)["channel"] == "mobile"
+    assert state(runtime, t, ctcc)["channel"] == "telecom"
+    m = state(runtime, t, cucc)
+    assert (m["state"], m["reason"]) == ("failed", "no_route")
 
 
 def test_receipt_before_the_part_is_kept_and_matched(runtime: Runtime) -> None:
-    t = _tenant(runtime)
-    mid = _put(runtime, t, "+8613812345678", "hi")
+    t = make_tenant(runtime)
+    mid = put(runtime, t, ME, "hi")
     early = Report(message_id="ab12", stat="DELIVRD", err="000", state=2, raw="id:ab12 ...")
-    d = Dispatcher(runtime, "sandbox", None, owner="d1")  # type: ignore[arg-type]
-    d._apply_reports([early])
+    with runtime.engine.begin() as conn:
+        receipts.apply_reports(conn, runtime.clock, "sb", [early])
     with runtime.engine.connect() as conn:
         kept = conn.execute(unscoped(sa.select(unmatched_receipts.c.carrier_id), "t")).all()
     assert [k.carrier_id for k in kept] == ["ab12"]
-    with runtime.engine.begin() as conn:
-        claimed = outbox.claim(
-            conn, runtime.clock, owner="d1", limit=1, lease=timedelta(seconds=30)
-        )
 
-    d._record([Outcome(claimed[0], "submitted", ["ab12"])])
-    assert _state(runtime, t, mid)["state"] == "delivered"
+    async def scenario() -> None:
+        from hongyan.dispatch.dispatcher import ChannelPool, Dispatcher
+
+        d = Dispatcher(runtime, ChannelPool(runtime), owner="d1")
+        with runtime.engine.begin() as conn:
+            claimed = outbox.claim(
+                conn, runtime.clock, owner="d1", limit=1, lease=timedelta(seconds=30)
+            )
+        d._record([Outcome(claimed[0], "submitted", ["ab12"], "sb")])
+
+    asyncio.run(scenario())
+    assert state(runtime, t, mid)["state"] == "delivered"
     with runtime.engine.connect() as conn:
         assert conn.execute(unscoped(sa.select(unmatched_receipts.c.id), "t")).all() == []
 
 
+def test_submitted_without_receipt_expires_after_grace(runtime: Runtime, clock: FixedClock) -> None:
+    t = make_tenant(runtime)
+    mid = put(runtime, t, ME, "hi", validity=timedelta(minutes=5))
+    with runtime.engine.begin() as conn:
+        [c] = outbox.claim(conn, clock, owner="d1", limit=1, lease=timedelta(seconds=30))
+        outbox.move(conn, c.id, State.SENDING, State.SUBMITTED, owner="d1", carrier_parts=1)
+        assert receipts.expire_unreceipted(conn, clock, grace=timedelta(hours=1)) == 0
+    clock.advance(timedelta(hours=1, minutes=6))
+    with runtime.engine.begin() as conn:
+        assert receipts.expire_unreceipted(conn, clock, grace=timedelta(hours=1)) == 1
+    assert state(runtime, t, mid)["state"] == "expired"
+
+
 def test_final_state_rules() -> None:
-    inv = frozenset({"001"})
-    assert final_state(["DELIVRD", "DELIVRD"], ["000", "000"], inv) == (State.DELIVERED, None)
-    assert final_state(["DELIVRD", "EXPIRED"], ["000", "003"], inv)[1] is Reason.EXPIRED
-    assert final_state(["UNDELIV"], ["001"], inv) == (State.UNDELIVERED, Reason.INVALID_NUMBER)
-    assert final_state(["UNDELIV"], ["099"], inv) == (State.UNDELIVERED, Reason.CARRIER_ERROR)
-    assert final_state(["REJECTD"], ["008"], inv) == (State.UNDELIVERED, Reason.REJECTED)
+    assert final_state([("DELIVRD", None), ("DELIVRD", None)]) == (State.DELIVERED, None)
+    assert final_state([("DELIVRD", None), ("EXPIRED", "expired")]) == (
+        State.EXPIRED,
+        Reason.EXPIRED,
+    )
+    assert final_state([("UNDELIV", "invalid_number")]) == (
+        State.UNDELIVERED,
+        Reason.INVALID_NUMBER,
+    )
+    assert final_state([("UNDELIV", None)]) == (State.UNDELIVERED, Reason.CARRIER_ERROR)
+    assert final_state([("REJECTD", "rejected"), ("UNDELIV", "invalid_number")]) == (
+        State.UNDELIVERED,
+        Reason.INVALID_NUMBER,
+    )

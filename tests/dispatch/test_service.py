@@ -24,13 +24,9 @@ def _free_port() -> int:
 
 
 def test_parse_smpp_url() -> None:
-    cfg = service.parse_smpp_url("smpp://hong%40yan:p%3Aw@127.0.0.1:2776")
-    assert (cfg.system_id, cfg.password, cfg.host, cfg.port) == (
-        "hong@yan",
-        "p:w",
-        "127.0.0.1",
-        2776,
-    )
+    spec = service.parse_smpp_url("smpp://hong%40yan:p%3Aw@127.0.0.1:2776")
+    assert (spec.name, spec.kind, spec.secrets["password"]) == ("smpp", "smpp", "p:w")
+    assert dict(spec.config) == {"host": "127.0.0.1", "port": 2776, "system_id": "hong@yan"}
     for bad in ["http://a:b@h:1", "smpp://h:1", "smpp://user@"]:
         with pytest.raises(ConfigurationError):
             service.parse_smpp_url(bad)
@@ -71,7 +67,7 @@ def test_loop_delivers_and_reconnects(runtime: Runtime) -> None:
     async def scenario() -> None:
         stop = asyncio.Event()
         first = put("one")
-        loop = asyncio.create_task(service.run(runtime, cfg, stop, idle=0.05))
+        loop = asyncio.create_task(service.run(runtime, stop, extra=[cfg], idle=0.05))
         await asyncio.sleep(0.3)  # no carrier yet: the loop keeps trying
         smsc = SandboxSmsc(SandboxConfig(port=port, credentials=CREDS))
         await smsc.start()

@@ -350,33 +350,29 @@ def messages_show(
 
 
 def _dispatcher_jobs(runtime: Runtime) -> list[Any]:
-    """The dispatcher to run inside the server, when a channel is configured and not disabled."""
+    """The dispatcher to run inside the server, unless HONGYAN_RUN_DISPATCHER=false."""
     from hongyan.dispatch import service
 
-    settings = runtime.settings
-    if not settings.run_dispatcher or not settings.smpp_url:
-        if settings.run_dispatcher:
-            note("no HONGYAN_SMPP_URL: the dispatcher is not started; messages stay queued")
+    if not runtime.settings.run_dispatcher:
         return []
-    config = service.parse_smpp_url(settings.smpp_url)
-    return [lambda stop: service.run(runtime, config, stop)]
+    return [lambda stop: service.run(runtime, stop)]
 
 
 @app.command()
 @reports_errors
 def dispatcher() -> None:
-    """Run one dispatcher against HONGYAN_SMPP_URL (any number may run on one PostgreSQL)."""
+    """Run one dispatcher on the configured channels (any number may run on one PostgreSQL).
+
+    Channels come from `hongyan channels add` (and HONGYAN_SMPP_URL, when set).
+    """
     import asyncio
     import signal
 
     from hongyan.dispatch import service
 
     runtime = open_runtime()
-    if not runtime.settings.smpp_url:
-        from hongyan.errors import ConfigurationError
-
-        raise ConfigurationError("Set HONGYAN_SMPP_URL", "请设置 HONGYAN_SMPP_URL")
-    config = service.parse_smpp_url(runtime.settings.smpp_url)
+    if runtime.settings.smpp_url:
+        service.parse_smpp_url(runtime.settings.smpp_url)  # a bad URL is an error now
     configure_logs()
 
     async def main() -> None:
@@ -384,7 +380,7 @@ def dispatcher() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await service.run(runtime, config, stop)
+        await service.run(runtime, stop)
 
     asyncio.run(main())
 

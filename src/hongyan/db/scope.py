@@ -190,3 +190,19 @@ class TenantScope:
             return
         stmt = self._opts(sa.insert(table))
         conn.execute(stmt, [{**row, "tenant_id": self.tenant_id} for row in rows])
+
+    def insert_ignore(
+        self, conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
+    ) -> int:
+        """executemany of ``INSERT … ON CONFLICT DO NOTHING`` (SQLite and PostgreSQL alike),
+        the tenant id forced onto every row; returns how many rows were new where the driver
+        says (0 when it cannot tell)."""
+        if not rows:
+            return 0
+        self.owns(table)
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = self._opts(dialect.insert(table).on_conflict_do_nothing())
+        result = conn.execute(stmt, [{**row, "tenant_id": self.tenant_id} for row in rows])
+        return max(result.rowcount or 0, 0)

@@ -173,6 +173,8 @@ messages = sa.Table(
     sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_messages_tenant_idempotency"),
     sa.Index("ix_messages_claim", "state", "lane", "due_at"),
     sa.Index("ix_messages_lease", "state", "lease_until"),
+    # A number's messages: reply attribution, the console's exact-number filter.
+    sa.Index("ix_messages_dest", "tenant_id", "dest_index"),
     info=SCOPED,
 )
 

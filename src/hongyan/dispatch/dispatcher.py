@@ -1,157 +1,263 @@
 """The dispatcher: the only code that hands messages to carriers.
 
-One pass (:meth:`Dispatcher.run_once`) claims a batch under a lease, submits each message on the
-channel concurrently (the channel's window bounds what is in flight), and records the outcome:
-``submitted`` with one ``message_parts`` row per carrier id, back to ``planned`` with a backoff
-for a transient refusal (throttled, queue full), ``failed`` for a permanent one, ``expired`` when
-the validity ran out before sending. Receipts arrive on the channel's callback and are applied in
-the next pass: matched to a part by (channel, carrier id); a receipt whose part is not recorded
-yet is kept in ``unmatched_receipts`` and applied when the part is recorded. A message becomes
-final when every part has a receipt.
+One pass (:meth:`Dispatcher.run_once`) claims a batch under a lease, drops what the suppression
+list forbids, routes each message to a channel (:mod:`hongyan.dispatch.routing`: the tenant's
+route, the number's carrier, failover away from a channel that just failed), paces each channel
+(:mod:`hongyan.dispatch.pacing`), submits concurrently (each channel's window bounds what is in
+flight), and records the outcome: ``submitted`` with one ``message_parts`` row per carrier id,
+back to ``planned`` for a transient refusal (at once when another channel is ready, else with a
+backoff), ``failed`` for a permanent one or after ``max_attempts``, ``expired`` when the validity
+ran out before sending. Receipts and replies arrive on the channels' callbacks and are applied at
+the end of the pass (:mod:`hongyan.dispatch.receipts`, :mod:`hongyan.dispatch.replies`).
 
-Which messages can be sent twice: a message whose submit reached the carrier but whose
-``submitted`` record was never written (the process died between the two, or its lease ran out
-while the submit was in flight) is claimed again after the lease and submitted again. That set
-is bounded by the batch in flight at the crash; SMPP offers no idempotent submit to close it.
+Which messages can be sent twice, exactly: a message whose submit reached the carrier but whose
+``submitted`` record was never written. That happens when (a) the dispatcher process dies
+between the carrier's acceptance and the commit of the batch's record (at most the batch in
+flight: ``batch`` messages), (b) its lease runs out while the submit is in flight (the lease is
+60 s against a 10 s response timeout, so only a stalled process), or (c) the connection drops
+after the carrier took a submit but before its response arrived (at most ``window`` per bind):
+the submit fails as transient and the message is tried again. SMPP 3.4 has no idempotent submit
+that would let us ask the carrier; a long message refused part-way is also sent again whole.
+Everything else is sent once: a claim is exclusive (``FOR UPDATE SKIP LOCKED``), every state
+change is compare-and-set, and a message whose record was written is never claimed again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
-from hongyan.channels.smpp.client import Report, SmppClient, SmppError
+from hongyan.channels import registry
+from hongyan.channels.base import Channel, ChannelSpec, Inbound, Outgoing, Report, SubmitError
+from hongyan.channels.service import Route
+from hongyan.contacts import suppression
 from hongyan.db.scope import TenantScope, unscoped
-from hongyan.db.tables import message_parts, messages, unmatched_receipts
-from hongyan.dispatch import outbox
+from hongyan.db.tables import message_parts, messages
+from hongyan.dispatch import outbox, receipts, replies, routing
 from hongyan.dispatch.outbox import Claimed
-from hongyan.dispatch.states import Reason, State, check_move, retry_delay
+from hongyan.dispatch.pacing import TokenBucket, share
+from hongyan.dispatch.states import TRANSIENT, Reason, State, check_move, retry_delay
 from hongyan.runtime import Runtime
 
 log = logging.getLogger("hongyan.dispatch")
 WHY = "the dispatcher serves every tenant"
-# Receipt error codes that mean the number does not exist (空号); carrier-specific, configurable.
-DEFAULT_INVALID_ERRS = frozenset({"001"})
 
 
 @dataclass(frozen=True)
 class Outcome:
     claimed: Claimed
-    kind: str  # submitted, transient, failed, expired
+    # submitted, transient, waiting (no channel up), failed, expired, suppressed, unroutable
+    kind: str
     carrier_ids: list[str]
-    status: int | None = None
+    channel: str | None = None
+    reason: Reason | None = None
+    code: str | None = None
+    retry_now: bool = False
 
 
-def final_state(
-    stats: list[str], errs: list[str], invalid_errs: frozenset[str]
-) -> tuple[State, Reason | None]:
-    """A message's verdict from the receipts of all its parts."""
-    if all(s == "DELIVRD" for s in stats):
-        return State.DELIVERED, None
-    if any(s == "EXPIRED" for s in stats):
-        return State.EXPIRED, Reason.EXPIRED
-    if any(s == "REJECTD" for s in stats):
-        return State.UNDELIVERED, Reason.REJECTED
-    if any(e in invalid_errs for s, e in zip(stats, errs, strict=True) if s == "UNDELIV"):
-        return State.UNDELIVERED, Reason.INVALID_NUMBER
-    return State.UNDELIVERED, Reason.CARRIER_ERROR
+class ChannelPool:
+    """The channels one dispatcher runs, each with its token bucket."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        build: Callable[[ChannelSpec], Channel] = registry.build,
+    ) -> None:
+        self.runtime = runtime
+        self.build = build
+        self.specs: dict[str, ChannelSpec] = {}
+        self.channels: dict[str, Channel] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+        self.reports: list[tuple[str, Report]] = []
+        self.inbounds: list[tuple[str, Inbound]] = []
+        self.live_dispatchers = 1
+
+    async def sync(self, specs: Sequence[ChannelSpec]) -> None:
+        """Start new channels, stop removed or changed ones, update rates."""
+        wanted = {s.name: s for s in specs if s.enabled}
+        for name in list(self.channels):
+            if wanted.get(name) != self.specs.get(name):
+                await self._stop(name)
+        for name, spec in wanted.items():
+            if name in self.channels:
+                continue
+            try:
+                channel = self.build(spec)
+            except ValueError as exc:
+                log.error("channel %s: %s", name, exc)
+                continue
+            self.specs[name] = spec
+            self.channels[name] = channel
+            self.buckets[name] = TokenBucket(share(spec.rate, self.live_dispatchers))
+            await channel.start(self._report_sink(name), self._inbound_sink(name))
+        self.set_live(self.live_dispatchers)
+
+    def set_live(self, live: int) -> None:
+        self.live_dispatchers = max(1, live)
+        for name, bucket in self.buckets.items():
+            rate = share(self.specs[name].rate, self.live_dispatchers)
+            if rate != bucket.rate:
+                bucket.set_rate(rate)
+
+    def _report_sink(self, name: str) -> Callable[[Report], Any]:
+        async def sink(report: Report) -> None:
+            self.reports.append((name, report))
+
+        return sink
+
+    def _inbound_sink(self, name: str) -> Callable[[Inbound], Any]:
+        async def sink(inbound: Inbound) -> None:
+            self.inbounds.append((name, inbound))
+
+        return sink
+
+    def ready(self) -> set[str]:
+        return {n for n, c in self.channels.items() if c.ready}
+
+    async def _stop(self, name: str) -> None:
+        channel = self.channels.pop(name, None)
+        self.specs.pop(name, None)
+        self.buckets.pop(name, None)
+        if channel is not None:
+            await channel.stop()
+
+    async def stop(self) -> None:
+        for name in list(self.channels):
+            await self._stop(name)
 
 
 class Dispatcher:
     def __init__(
         self,
         runtime: Runtime,
-        channel: str,
-        client: SmppClient,
+        pool: ChannelPool,
         *,
         owner: str,
         batch: int = 200,
         lease: timedelta = timedelta(seconds=60),
-        invalid_errs: frozenset[str] = DEFAULT_INVALID_ERRS,
+        max_attempts: int = 12,
     ) -> None:
         self.runtime = runtime
-        self.channel = channel
-        self.client = client
+        self.pool = pool
         self.owner = owner
         self.batch = batch
         self.lease = lease
-        self.invalid_errs = invalid_errs
-        self._reports: list[Report] = []
+        self.max_attempts = max_attempts
+        self.routes: dict[int, list[Route]] = {}
+        self.extensions: dict[int, str] = {}
 
-    async def on_report(self, report: Report) -> None:
-        """The channel's receipt callback: queue for the next pass (no I/O on the read loop)."""
-        self._reports.append(report)
-
+    # -- one pass ----------------------------------------------------------------------------
     async def run_once(self) -> int:
         engine = self.runtime.engine
         clock = self.runtime.clock
 
-        def claim() -> list[Claimed]:
+        def claim() -> tuple[list[Claimed], dict[tuple[int, bytes], set[str]]]:
             with engine.begin() as conn:
-                return outbox.claim(
+                claimed = outbox.claim(
                     conn, clock, owner=self.owner, limit=self.batch, lease=self.lease
                 )
+                blocked = suppression.lookup(
+                    conn, ((c.tenant_id, c.dest_index) for c in claimed), clock.now()
+                )
+            return claimed, blocked
 
-        claimed = await asyncio.to_thread(claim)
-        outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
+        claimed, blocked = await asyncio.to_thread(claim)
+        ready = self.pool.ready()
+        outcomes = await asyncio.gather(*(self._send(c, blocked, ready) for c in claimed))
         if outcomes:
             await asyncio.to_thread(self._record, outcomes)
-        await self.flush_reports()
+        await self.flush()
         return len(claimed)
 
-    async def flush_reports(self) -> int:
-        reports, self._reports = self._reports, []
-        if reports:
-            await asyncio.to_thread(self._apply_reports, reports)
-        return len(reports)
+    async def flush(self) -> int:
+        """Apply the receipts and replies the channels handed over since the last flush."""
+        reports, self.pool.reports = self.pool.reports, []
+        inbounds, self.pool.inbounds = self.pool.inbounds, []
+        if reports or inbounds:
+            await asyncio.to_thread(self._apply, reports, inbounds)
+        return len(reports) + len(inbounds)
 
-    async def _send(self, c: Claimed) -> Outcome:
+    def _candidates(self, c: Claimed) -> list[str]:
+        return routing.candidates(
+            list(self.pool.specs.values()), self.routes.get(c.tenant_id, []), c.lane, c.carrier
+        )
+
+    async def _send(
+        self, c: Claimed, blocked: dict[tuple[int, bytes], set[str]], ready: set[str]
+    ) -> Outcome:
         if self.runtime.clock.now() >= c.expires_at:
-            return Outcome(c, "expired", [])
+            return Outcome(c, "expired", [], c.channel, Reason.EXPIRED)
+        scopes = blocked.get((c.tenant_id, c.dest_index), set())
+        if any(suppression.stops(s, c.lane) for s in scopes):
+            return Outcome(c, "suppressed", [], None, Reason.SUPPRESSED)
+        names = self._candidates(c)
+        failed_on = c.channel if c.reason in {r.value for r in TRANSIENT} else None
+        name = routing.choose(names, ready, failed_on)
+        if name is None:
+            # Channels exist but none reaches this number (a configuration gap: fail now), or
+            # none is up, or none is configured yet (wait for the operator).
+            kind = "unroutable" if self.pool.specs and not names else "waiting"
+            return Outcome(c, kind, [], None, Reason.NO_ROUTE)
+        await self.pool.buckets[name].take()
+        channel = self.pool.channels.get(name)
+        if channel is None:  # stopped while we waited
+            return Outcome(c, "transient", [], name, Reason.CARRIER_ERROR, "stopped")
         to = self.runtime.keyring.decrypt(c.dest_cipher, outbox.dest_context(c.tenant_id))
+        message = Outgoing(c.id, to, c.body, c.lane, source=self.extensions.get(c.tenant_id, ""))
         try:
-            ids = await self.client.submit(to, c.body)
-        except SmppError as exc:
-            kind = "transient" if exc.transient and not exc.accepted else "failed"
-            return Outcome(c, kind, exc.accepted, exc.status)
-        return Outcome(c, "submitted", ids)
+            ids = await channel.submit(message)
+        except SubmitError as exc:
+            if exc.transient and not exc.accepted:
+                other = routing.choose(names, self.pool.ready() - {name}, None)
+                return Outcome(
+                    c, "transient", [], name, exc.reason, exc.code, retry_now=other is not None
+                )
+            return Outcome(c, "failed", exc.accepted, name, exc.reason, exc.code)
+        return Outcome(c, "submitted", ids, name)
 
     # -- database side (run in a worker thread) -------------------------------------------------
     def _record(self, outcomes: list[Outcome]) -> None:
         now = self.runtime.clock.now()
         parts_by_tenant: dict[int, list[dict[str, Any]]] = {}
         submitted: list[dict[str, Any]] = []
+        finals: list[int] = []
+        recorded: dict[str, list[str]] = {}
         with self.runtime.engine.begin() as conn:
             for o in outcomes:
                 c = o.claimed
-                code = f"0x{o.status:08x}" if o.status is not None else None
-                if o.kind == "transient":
+                why = o.reason.value if o.reason else None
+                if o.kind == "waiting":
+                    # No attempt was made: give the attempt back and look again shortly.
                     outbox.move(
                         conn,
                         c.id,
                         State.SENDING,
                         State.PLANNED,
                         owner=self.owner,
-                        due_at=now + timedelta(seconds=retry_delay(c.attempts)),
-                        reason=Reason.THROTTLED.value,
-                        carrier_code=code,
+                        due_at=now + timedelta(seconds=1),
+                        attempts=max(0, c.attempts - 1),
+                        reason=why,
                     )
                     continue
-                if o.kind == "expired":
+                if o.kind == "transient" and c.attempts < self.max_attempts:
+                    delay = 0.0 if o.retry_now else retry_delay(c.attempts)
                     outbox.move(
                         conn,
                         c.id,
                         State.SENDING,
-                        State.EXPIRED,
+                        State.PLANNED,
                         owner=self.owner,
-                        reason=Reason.EXPIRED.value,
-                        done_at=now,
+                        due_at=now + timedelta(seconds=delay),
+                        reason=why,
+                        carrier_code=o.code,
+                        channel=o.channel,
                     )
                     continue
                 for n, cid in enumerate(o.carrier_ids, start=1):
@@ -159,25 +265,28 @@ class Dispatcher:
                         {
                             "message_id": c.id,
                             "part_no": n,
-                            "channel": self.channel,
+                            "channel": o.channel,
                             "carrier_id": cid,
                             "submitted_at": now,
                         }
                     )
-                if o.kind == "failed":
-                    outbox.move(
-                        conn,
-                        c.id,
-                        State.SENDING,
-                        State.FAILED,
-                        owner=self.owner,
-                        reason=Reason.CARRIER_ERROR.value,
-                        carrier_code=code,
-                        channel=self.channel,
-                        done_at=now,
-                    )
-                else:
-                    submitted.append({"mid": c.id})
+                    recorded.setdefault(o.channel or "", []).append(cid)
+                if o.kind == "submitted":
+                    submitted.append({"mid": c.id, "ch": o.channel, "n": len(o.carrier_ids)})
+                    continue
+                target = State.EXPIRED if o.kind == "expired" else State.FAILED
+                if outbox.move(
+                    conn,
+                    c.id,
+                    State.SENDING,
+                    target,
+                    owner=self.owner,
+                    reason=why,
+                    carrier_code=o.code,
+                    channel=o.channel,
+                    done_at=now,
+                ):
+                    finals.append(c.id)
             # The common case in two set-based statements: parts per tenant, one executemany.
             for tenant_id, rows in parts_by_tenant.items():
                 TenantScope(tenant_id).insert_many(conn, message_parts, rows)
@@ -194,168 +303,28 @@ class Dispatcher:
                         state=State.SUBMITTED.value,
                         lease_owner=None,
                         lease_until=None,
-                        channel=self.channel,
+                        channel=sa.bindparam("ch"),
+                        carrier_parts=sa.bindparam("n"),
+                        reason=None,
+                        carrier_code=None,
                         submitted_at=now,
                     )
                 )
                 conn.execute(unscoped(stmt, WHY), submitted)
-            recorded = [cid for o in outcomes for cid in o.carrier_ids]
-            if recorded:
-                self._match_waiting(conn, recorded)
+            receipts.after_final(conn, self.runtime.clock, finals)
+            for channel, ids in recorded.items():
+                receipts.match_waiting(conn, self.runtime.clock, channel, ids)
 
-    def _match_waiting(self, conn: Connection, carrier_ids: list[str]) -> None:
-        stmt = sa.select(unmatched_receipts).where(
-            unmatched_receipts.c.channel == self.channel,
-            unmatched_receipts.c.carrier_id.in_(carrier_ids),
-        )
-        waiting = conn.execute(unscoped(stmt, WHY)).mappings().all()
-        if not waiting:
-            return
-        touched = {self._apply_one(conn, w["carrier_id"], w["stat"], w["err"]) for w in waiting}
-        conn.execute(
-            unscoped(
-                sa.delete(unmatched_receipts).where(
-                    unmatched_receipts.c.id.in_([w["id"] for w in waiting])
-                ),
-                WHY,
-            )
-        )
-        self._settle(conn, {m for m in touched if m is not None})
-
-    def _apply_reports(self, reports: list[Report]) -> None:
-        """Apply a batch of receipts with one lookup and one executemany per chunk."""
-        now = self.runtime.clock.now()
-        part = message_parts.c
+    def _apply(
+        self, reports: list[tuple[str, Report]], inbounds: list[tuple[str, Inbound]]
+    ) -> None:
+        clock = self.runtime.clock
+        by_channel: dict[str, list[Report]] = {}
+        for name, report in reports:
+            by_channel.setdefault(name, []).append(report)
         with self.runtime.engine.begin() as conn:
-            touched: set[int] = set()
-            for i in range(0, len(reports), 500):
-                chunk = reports[i : i + 500]
-                found = conn.execute(
-                    unscoped(
-                        sa.select(part.id, part.message_id, part.carrier_id, part.stat)
-                        .where(
-                            part.channel == self.channel,
-                            part.carrier_id.in_({r.message_id for r in chunk}),
-                        )
-                        .order_by(part.id.desc()),
-                        WHY,
-                    )
-                ).all()
-                candidates: dict[str, list[Any]] = {}
-                for row in found:
-                    candidates.setdefault(row.carrier_id, []).append(row)
-                updates: list[dict[str, Any]] = []
-                used: set[int] = set()
-                for r in chunk:
-                    rows = candidates.get(r.message_id, [])
-                    # The newest part with this id that has no receipt yet; else the newest.
-                    pick = next(
-                        (x for x in rows if x.stat is None and x.id not in used),
-                        rows[0] if rows else None,
-                    )
-                    if pick is None:
-                        conn.execute(
-                            unscoped(sa.insert(unmatched_receipts), WHY),
-                            {
-                                "channel": self.channel,
-                                "carrier_id": r.message_id,
-                                "stat": r.stat,
-                                "err": r.err,
-                                "raw": r.raw,
-                                "received_at": now,
-                            },
-                        )
-                        continue
-                    used.add(pick.id)
-                    touched.add(int(pick.message_id))
-                    updates.append({"pid": pick.id, "stat": r.stat, "err": r.err})
-                if updates:
-                    stmt = (
-                        sa.update(message_parts)
-                        .where(part.id == sa.bindparam("pid"))
-                        .values(stat=sa.bindparam("stat"), err=sa.bindparam("err"), done_at=now)
-                    )
-                    conn.execute(unscoped(stmt, WHY), updates)
-            self._settle(conn, touched)
-
-    def _apply_one(self, conn: Connection, carrier_id: str, stat: str, err: str) -> int | None:
-        """Store a receipt on its part; returns the message id, or None if no part matches."""
-        part = message_parts.c
-        row = conn.execute(
-            unscoped(
-                # The newest part with this id that has no receipt yet: carriers wrap and
-                # reuse ids; a repeated receipt lands on the newest part again, harmlessly.
-                sa.select(part.id, part.message_id)
-                .where(part.channel == self.channel, part.carrier_id == carrier_id)
-                .order_by(part.stat.is_not(None), part.id.desc())
-                .limit(1),
-                WHY,
-            )
-        ).first()
-        if row is None:
-            return None
-        conn.execute(
-            unscoped(
-                sa.update(message_parts)
-                .where(part.id == row.id)
-                .values(stat=stat, err=err, done_at=self.runtime.clock.now()),
-                WHY,
-            )
-        )
-        return int(row.message_id)
-
-    def _settle(self, conn: Connection, message_ids: set[int]) -> None:
-        """Give each message whose parts all have receipts its final state."""
-        if not message_ids:
-            return
-        part = message_parts.c
-        rows = conn.execute(
-            unscoped(
-                sa.select(part.message_id, part.stat, part.err, messages.c.state, messages.c.parts)
-                .join(messages, messages.c.id == part.message_id)
-                .where(part.message_id.in_(message_ids))
-                .order_by(part.message_id, part.part_no),
-                WHY,
-            )
-        ).all()
-        by_message: dict[int, list[Any]] = {}
-        for r in rows:
-            by_message.setdefault(r.message_id, []).append(r)
-        now = self.runtime.clock.now()
-        settled: list[dict[str, Any]] = []
-        for mid, parts in by_message.items():
-            state, total = State(parts[0].state), parts[0].parts
-            if len(parts) < total or any(p.stat is None for p in parts):
-                continue
-            if state not in (State.SUBMITTED, State.EXPIRED):
-                continue
-            verdict, reason = final_state(
-                [p.stat for p in parts], [p.err or "" for p in parts], self.invalid_errs
-            )
-            check_move(state, verdict)
-            settled.append(
-                {
-                    "mid": mid,
-                    "from_state": state.value,
-                    "to_state": verdict.value,
-                    "why": reason.value if reason else None,
-                    "code": next((p.err for p in parts if p.stat != "DELIVRD"), None),
-                }
-            )
-        if settled:
-            stmt = (
-                sa.update(messages)
-                .where(
-                    messages.c.id == sa.bindparam("mid"),
-                    messages.c.state == sa.bindparam("from_state"),
-                )
-                .values(
-                    state=sa.bindparam("to_state"),
-                    reason=sa.bindparam("why"),
-                    carrier_code=sa.bindparam("code"),
-                    done_at=now,
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
-            conn.execute(unscoped(stmt, WHY), settled)
+            for name, items in by_channel.items():
+                receipts.apply_reports(conn, clock, name, items)
+            for name, inbound in inbounds:
+                spec = self.pool.specs.get(name) or ChannelSpec(name=name, kind="unknown")
+                replies.apply_inbound(conn, clock, self.runtime.keyring, spec, [inbound])

@@ -19,6 +19,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from hongyan.clock import Clock
+from hongyan.contacts import suppression
+from hongyan.contacts.numbers import carrier_of
 from hongyan.content.encoding import plan
 from hongyan.db.scope import TenantScope, unscoped
 from hongyan.db.tables import messages
@@ -59,6 +61,10 @@ class Claimed:
     body: str
     attempts: int
     expires_at: datetime
+    dest_index: bytes = b""
+    carrier: str | None = None
+    channel: str | None = None  # the channel of the previous attempt, if any
+    reason: str | None = None  # why the previous attempt did not go
 
 
 class InvalidNumber(ValidationFailed):
@@ -69,6 +75,12 @@ class InvalidNumber(ValidationFailed):
 
 class TooLong(ValidationFailed):
     code = "text_too_long"
+
+
+class Suppressed(ValidationFailed):
+    code = "number_suppressed"
+    message_zh = "该号码在屏蔽名单中（已退订或为空号），不能发送此类短信"
+    message_en = "This number is on the suppression list (opted out or invalid) for this category"
 
 
 class IdempotencyConflict(Conflict):
@@ -105,6 +117,9 @@ def enqueue(
         if found is not None:
             return _same_or_conflict(found, index, new.text), False
     now = clock.now()
+    why = suppression.is_suppressed(conn, keyring, tenant_id, new.to, new.lane, now)
+    if why is not None:
+        raise Suppressed(details={"reason": why})
     due = new.due_at or now
     row: dict[str, Any] = {
         "lane": int(new.lane),
@@ -115,6 +130,7 @@ def enqueue(
         "dest_cipher": keyring.encrypt(new.to, context),
         "dest_index": index,
         "dest_masked": mask_phone(new.to),
+        "carrier": carrier_of(new.to),
         "body": new.text,
         "encoding": text_plan.encoding,
         "parts": text_plan.parts,
@@ -183,6 +199,10 @@ def claim(
             messages.c.body,
             messages.c.attempts,
             messages.c.expires_at,
+            messages.c.dest_index,
+            messages.c.carrier,
+            messages.c.channel,
+            messages.c.reason,
         )
     )
     rows = conn.execute(unscoped(stmt, "the dispatcher serves every tenant")).all()
@@ -196,6 +216,10 @@ def claim(
                 r.body,
                 r.attempts,
                 r.expires_at,
+                bytes(r.dest_index),
+                r.carrier,
+                r.channel,
+                r.reason,
             )
             for r in rows
         ),

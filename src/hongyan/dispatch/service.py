@@ -1,7 +1,12 @@
-"""The long-running dispatcher: keep a channel bound, pass over the outbox, reconnect on loss.
+"""The long-running dispatcher: keep the channels up, pass over the outbox, keep house.
 
-``hongyan dispatcher`` runs one; ``hongyan serve`` and ``hongyan demo`` run one inside the server
-when a channel is configured (``HONGYAN_SMPP_URL=smpp://system_id:password@host:port``).
+``hongyan dispatcher`` runs one; ``hongyan serve`` and ``hongyan demo`` run one inside the server.
+Channels come from the ``channels`` table (``hongyan channels add``), re-read every
+``reload_every`` seconds so an operator's change needs no restart, plus the one named by
+``HONGYAN_SMPP_URL`` (``smpp://system_id:password@host:port``, channel name ``smpp``) when set.
+Every ``heartbeat_every`` seconds the dispatcher writes its heartbeat to the ``dispatchers``
+table and divides each channel's rate by the number of live dispatchers; it also expires
+submitted messages whose receipts never came (validity + ``receipt_grace``).
 """
 
 from __future__ import annotations
@@ -11,28 +16,41 @@ import contextlib
 import logging
 import os
 import socket
+from datetime import timedelta
 from urllib.parse import unquote, urlsplit
 
-from hongyan.channels.smpp.client import SmppClient, SmppConfig, SmppError
-from hongyan.dispatch.dispatcher import Dispatcher
+import sqlalchemy as sa
+
+from hongyan.channels import service as channel_store
+from hongyan.channels.base import ChannelSpec
+from hongyan.channels.service import Route
+from hongyan.db.scope import unscoped
+from hongyan.db.tables import dispatchers, tenants
+from hongyan.dispatch import receipts
+from hongyan.dispatch.dispatcher import ChannelPool, Dispatcher
 from hongyan.errors import ConfigurationError
 from hongyan.runtime import Runtime
 
 log = logging.getLogger("hongyan.dispatch")
+LIVE_FOR = timedelta(seconds=15)
 
 
-def parse_smpp_url(url: str) -> SmppConfig:
+def parse_smpp_url(url: str, *, name: str = "smpp") -> ChannelSpec:
     parts = urlsplit(url)
     if parts.scheme != "smpp" or not parts.hostname or not parts.username:
         raise ConfigurationError(
             "HONGYAN_SMPP_URL must look like smpp://system_id:password@host:port",
             "HONGYAN_SMPP_URL 格式应为 smpp://system_id:password@host:port",
         )
-    return SmppConfig(
-        host=parts.hostname,
-        port=parts.port or 2775,
-        system_id=unquote(parts.username),
-        password=unquote(parts.password or ""),
+    return ChannelSpec(
+        name=name,
+        kind="smpp",
+        config={
+            "host": parts.hostname,
+            "port": parts.port or 2775,
+            "system_id": unquote(parts.username),
+        },
+        secrets={"password": unquote(parts.password or "")},
     )
 
 
@@ -40,49 +58,125 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+class Housekeeping:
+    """The dispatcher's periodic database chores, each in its own short transaction."""
+
+    def __init__(self, runtime: Runtime, name: str) -> None:
+        self.runtime = runtime
+        self.name = name
+        self.started = runtime.clock.now()
+
+    def heartbeat(self, channels: list[str]) -> int:
+        """Write this dispatcher's heartbeat; returns how many dispatchers are live."""
+        now = self.runtime.clock.now()
+        why = "dispatchers are platform machinery"
+        with self.runtime.engine.begin() as conn:
+            done = conn.execute(
+                unscoped(
+                    sa.update(dispatchers)
+                    .where(dispatchers.c.name == self.name)
+                    .values(seen_at=now, channels=channels),
+                    why,
+                )
+            )
+            if done.rowcount == 0:
+                conn.execute(
+                    unscoped(sa.insert(dispatchers), why),
+                    {
+                        "name": self.name,
+                        "started_at": self.started,
+                        "seen_at": now,
+                        "channels": channels,
+                    },
+                )
+            conn.execute(
+                unscoped(
+                    sa.delete(dispatchers).where(dispatchers.c.seen_at < now - 20 * LIVE_FOR), why
+                )
+            )
+            return int(
+                conn.execute(
+                    unscoped(
+                        sa.select(sa.func.count()).where(dispatchers.c.seen_at >= now - LIVE_FOR),
+                        why,
+                    )
+                ).scalar_one()
+            )
+
+    def leave(self) -> None:
+        with self.runtime.engine.begin() as conn:
+            conn.execute(
+                unscoped(
+                    sa.delete(dispatchers).where(dispatchers.c.name == self.name),
+                    "dispatchers are platform machinery",
+                )
+            )
+
+    def load(
+        self, extra: list[ChannelSpec]
+    ) -> tuple[list[ChannelSpec], dict[int, list[Route]], dict[int, str]]:
+        with self.runtime.engine.connect() as conn:
+            specs = channel_store.load_specs(conn, self.runtime.keyring)
+            routes = channel_store.all_routes(conn)
+            exts = {
+                r.id: r.sms_ext
+                for r in conn.execute(
+                    sa.select(tenants.c.id, tenants.c.sms_ext).where(tenants.c.sms_ext.is_not(None))
+                )
+            }
+        names = {s.name for s in specs}
+        return specs + [s for s in extra if s.name not in names], routes, exts
+
+    def sweep(self, grace: timedelta) -> int:
+        with self.runtime.engine.begin() as conn:
+            return receipts.expire_unreceipted(conn, self.runtime.clock, grace=grace)
+
+
 async def run(
     runtime: Runtime,
-    config: SmppConfig,
     stop: asyncio.Event,
     *,
-    channel: str = "smpp",
+    extra: list[ChannelSpec] | None = None,
     idle: float = 0.2,
-    reconnect_max: float = 30.0,
+    reload_every: float = 10.0,
+    heartbeat_every: float = 5.0,
+    receipt_grace: timedelta = timedelta(hours=1),
+    batch: int = 200,
+    name: str | None = None,
 ) -> None:
-    """Dispatch until ``stop`` is set; reconnects with capped exponential backoff."""
-    holder: list[Dispatcher] = []
-
-    async def on_report(report: object) -> None:
-        await holder[0].on_report(report)  # type: ignore[arg-type]
-
-    delay = 0.5
-    while not stop.is_set():
-        client = SmppClient(config, on_report=on_report)
-        dispatcher = Dispatcher(runtime, channel, client, owner=worker_name())
-        holder[:] = [dispatcher]
-        try:
-            await client.connect()
-        except (OSError, SmppError) as exc:
-            log.warning(
-                "channel %s: cannot bind to %s:%s (%s); retry in %.1fs",
-                channel,
-                config.host,
-                config.port,
-                exc,
-                delay,
-            )
-            await _sleep(stop, delay)
-            delay = min(reconnect_max, delay * 2)
-            continue
-        log.info("channel %s bound to %s:%s", channel, config.host, config.port)
-        delay = 0.5
-        try:
-            while not stop.is_set() and not client.closed.is_set():
-                if await dispatcher.run_once() == 0:
-                    await _sleep(stop, idle)
-        finally:
-            await dispatcher.flush_reports()
-            await client.close()
+    """Dispatch until ``stop`` is set."""
+    extra = list(extra or [])
+    if runtime.settings.smpp_url and not any(s.name == "smpp" for s in extra):
+        extra.append(parse_smpp_url(runtime.settings.smpp_url))
+    name = name or worker_name()
+    chores = Housekeeping(runtime, name)
+    pool = ChannelPool(runtime)
+    dispatcher = Dispatcher(runtime, pool, owner=name, batch=batch)
+    loop = asyncio.get_running_loop()
+    next_reload = next_beat = 0.0
+    try:
+        while not stop.is_set():
+            now = loop.time()
+            if now >= next_reload:
+                specs, routes, exts = await asyncio.to_thread(chores.load, extra)
+                dispatcher.routes, dispatcher.extensions = routes, exts
+                await pool.sync(specs)
+                next_reload = now + reload_every
+            if now >= next_beat:
+                live = await asyncio.to_thread(chores.heartbeat, sorted(pool.channels))
+                pool.set_live(live)
+                expired = await asyncio.to_thread(chores.sweep, receipt_grace)
+                if expired:
+                    log.info("expired %d messages whose receipts never came", expired)
+                next_beat = now + heartbeat_every
+            if await dispatcher.run_once() == 0:
+                await _sleep(stop, idle)
+    finally:
+        await dispatcher.flush()
+        await pool.stop()
+        await dispatcher.flush()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(chores.leave)
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

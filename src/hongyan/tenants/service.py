@@ -109,6 +109,37 @@ def create_tenant(
     return Tenant(tenant_id, slug, name.strip(), timezone, "active")
 
 
+def set_sms_ext(conn: Connection, tenant_id: int, ext: str | None) -> None:
+    """Give a tenant its extension code (扩展码): 1 to 8 digits, unique, or None to clear.
+
+    Messages go out from ``<channel source_addr><ext>``; replies addressed there find the tenant.
+    """
+    if ext is not None and not (ext.isascii() and ext.isdigit() and 1 <= len(ext) <= 8):
+        raise ValidationFailed("An extension code is 1 to 8 digits", "扩展码须为 1 到 8 位数字")
+    taken = conn.execute(
+        sa.select(tenants.c.id).where(tenants.c.sms_ext == ext, tenants.c.id != tenant_id)
+    ).first()
+    if ext is not None and taken is not None:
+        raise Conflict(f"Extension {ext} is taken", f"扩展码 {ext} 已被占用")
+    # A code that is a prefix of another would make replies ambiguous.
+    if ext is not None:
+        others = [
+            r.sms_ext
+            for r in conn.execute(
+                sa.select(tenants.c.sms_ext).where(
+                    tenants.c.sms_ext.is_not(None), tenants.c.id != tenant_id
+                )
+            )
+        ]
+        clash = next((o for o in others if o.startswith(ext) or ext.startswith(o)), None)
+        if clash is not None:
+            raise Conflict(
+                f"Extension {ext} and {clash} would be ambiguous (one is a prefix of the other)",
+                f"扩展码 {ext} 与 {clash} 互为前缀，回复无法区分",
+            )
+    conn.execute(sa.update(tenants).where(tenants.c.id == tenant_id).values(sms_ext=ext))
+
+
 def get_tenant(conn: Connection, slug: str) -> Tenant:
     row = conn.execute(sa.select(tenants).where(tenants.c.slug == slug)).first()
     if row is None:

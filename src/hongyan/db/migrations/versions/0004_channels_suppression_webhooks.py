@@ -275,6 +275,7 @@ def upgrade() -> None:
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("carrier", sa.String(length=8), nullable=True))
         batch_op.add_column(sa.Column("carrier_parts", sa.SmallInteger(), nullable=True))
+        batch_op.create_index("ix_messages_dest", ["tenant_id", "dest_index"], unique=False)
 
     with op.batch_alter_table("message_parts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("reason", sa.String(length=24), nullable=True))
@@ -296,6 +297,7 @@ def downgrade() -> None:
         batch_op.drop_column("reason")
 
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_messages_dest")
         batch_op.drop_column("carrier_parts")
         batch_op.drop_column("carrier")
 

@@ -140,18 +140,27 @@ async def run(
     idle: float = 0.2,
     reload_every: float = 10.0,
     heartbeat_every: float = 5.0,
-    receipt_grace: timedelta = timedelta(hours=1),
-    batch: int = 200,
+    receipt_grace: timedelta | None = None,
+    batch: int | None = None,
     name: str | None = None,
 ) -> None:
-    """Dispatch until ``stop`` is set."""
+    """Dispatch until ``stop`` is set; batch, lease and grace default to the settings."""
+    settings = runtime.settings
+    batch = batch or settings.dispatch_batch
+    grace = receipt_grace or timedelta(seconds=settings.receipt_grace_seconds)
     extra = list(extra or [])
     if runtime.settings.smpp_url and not any(s.name == "smpp" for s in extra):
         extra.append(parse_smpp_url(runtime.settings.smpp_url))
     name = name or worker_name()
     chores = Housekeeping(runtime, name)
     pool = ChannelPool(runtime)
-    dispatcher = Dispatcher(runtime, pool, owner=name, batch=batch)
+    dispatcher = Dispatcher(
+        runtime,
+        pool,
+        owner=name,
+        batch=batch,
+        lease=timedelta(seconds=settings.dispatch_lease_seconds),
+    )
     loop = asyncio.get_running_loop()
     next_reload = next_beat = 0.0
     try:
@@ -165,7 +174,7 @@ async def run(
             if now >= next_beat:
                 live = await asyncio.to_thread(chores.heartbeat, sorted(pool.channels))
                 pool.set_live(live)
-                expired = await asyncio.to_thread(chores.sweep, receipt_grace)
+                expired = await asyncio.to_thread(chores.sweep, grace)
                 if expired:
                     log.info("expired %d messages whose receipts never came", expired)
                 next_beat = now + heartbeat_every

@@ -497,4 +497,31 @@ def demo(
         uvicorn.run(create_app(runtime, jobs), host=host, port=port, log_config=None)
 
 
+@tenant_app.command("ext")
+@reports_errors
+def tenant_ext(
+    slug: str,
+    code: Annotated[str, typer.Argument(help="1-8 digits; 'none' to clear")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a tenant's extension code (扩展码): its sender number suffix, how replies find it."""
+    from hongyan.tenants import service
+
+    runtime = open_runtime()
+    with runtime.engine.begin() as conn:
+        t = service.get_tenant(conn, slug)
+        service.set_sms_ext(conn, t.id, None if code == "none" else code)
+    emit({"tenant": slug, "sms_ext": None if code == "none" else code}, as_json, "[green]✓[/green]")
+
+
+def _register_groups() -> None:
+    from hongyan.cli.channels import channels_app, routes_app, suppressions_app
+
+    app.add_typer(channels_app, name="channels")
+    app.add_typer(routes_app, name="routes")
+    app.add_typer(suppressions_app, name="suppressions")
+
+
+_register_groups()
+
 __all__ = ["app"]

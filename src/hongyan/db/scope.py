@@ -195,14 +195,14 @@ class TenantScope:
         self, conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
     ) -> int:
         """executemany of ``INSERT … ON CONFLICT DO NOTHING`` (SQLite and PostgreSQL alike),
-        the tenant id forced onto every row; returns how many rows were new where the driver
-        says (0 when it cannot tell)."""
+        the tenant id forced onto every row; returns how many rows were new."""
         if not rows:
             return 0
         self.owns(table)
         from sqlalchemy.dialects import postgresql, sqlite
 
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = self._opts(dialect.insert(table).on_conflict_do_nothing())
+        key = next(iter(table.primary_key.columns))
+        stmt = self._opts(dialect.insert(table).on_conflict_do_nothing().returning(key))
         result = conn.execute(stmt, [{**row, "tenant_id": self.tenant_id} for row in rows])
-        return max(result.rowcount or 0, 0)
+        return len(result.all())

@@ -36,12 +36,16 @@ class Settings(BaseSettings):
     # The SMPP channel the dispatcher binds to: smpp://system_id:password@host:port
     smpp_url: str = ""
     sandbox_port: int = 2775
+    # The platform's public address (behind a proxy), for provider callbacks' signatures.
+    public_url: str = ""
     # The dispatcher: messages claimed per pass, and how long a claim is held before another
     # dispatcher may take the message over (a crashed dispatcher's messages wait this long).
     dispatch_batch: int = Field(default=200, ge=1, le=10000)
     dispatch_lease_seconds: float = Field(default=60.0, gt=0)
     # How long after a message's validity a missing receipt makes it expired.
     receipt_grace_seconds: float = Field(default=3600.0, ge=0)
+    # Webhook URLs may point at loopback, private or link-local addresses (tests, a trusted LAN).
+    webhook_allow_private: bool = False
 
     def resolved_database_url(self) -> str:
         if self.database_url:

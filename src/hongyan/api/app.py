@@ -32,7 +32,7 @@ Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastAPI:
     """The app; ``background`` tasks (dispatcher, sandbox) run for the server's lifetime."""
-    from hongyan.api.routers import account, health, messages
+    from hongyan.api.routers import account, callbacks, health, messages, suppressions
     from hongyan.web import console
 
     @contextlib.asynccontextmanager
@@ -101,5 +101,7 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
     app.include_router(health.router, prefix="/api/v1")
     app.include_router(account.router, prefix="/api/v1")
     app.include_router(messages.router, prefix="/api/v1")
+    app.include_router(callbacks.router, prefix="/api/v1")
+    app.include_router(suppressions.router, prefix="/api/v1")
     console.install(app)
     return app

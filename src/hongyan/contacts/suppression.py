@@ -203,3 +203,13 @@ def current_consent(
         .first()
     )
     return dict(row) if row else None
+
+
+def remove_manual(conn: Connection, tenant_id: int, suppression_id: int) -> bool:
+    """Lift a manual block (opt-outs and complaints are the recipient's to undo, not ours)."""
+    result = conn.execute(
+        TenantScope(tenant_id)
+        .delete(suppressions)
+        .where(suppressions.c.id == suppression_id, suppressions.c.reason == "manual")
+    )
+    return result.rowcount == 1

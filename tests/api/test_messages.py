@@ -72,3 +72,36 @@ def test_roles_and_tenants(client: TestClient, runtime: Runtime) -> None:
         "/api/v1/messages", headers=auth(analyst), json={"to": "+8613812345678", "text": "hi"}
     )
     assert r.status_code == 403
+
+
+def test_template_and_params(client: TestClient, runtime: Runtime) -> None:
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    ok = client.post(
+        "/api/v1/messages",
+        headers=auth(key),
+        json={
+            "to": "+8613812345678",
+            "template": "【鸿雁测试】{name}您好，验证码{code}",
+            "params": {"name": "李女士", "code": 4821},
+            "category": "verification",
+        },
+    )
+    assert ok.status_code == 202, ok.text
+    shown = client.get(f"/api/v1/messages/{ok.json()['id']}", headers=auth(key)).json()
+    assert shown["text"] == "【鸿雁测试】李女士您好，验证码4821"
+    cases = [
+        (
+            {"template": "{name}", "params": {"name": "x", "extra": "y"}},
+            "template_parameter_unknown",
+        ),
+        ({"template": "{name}{code}", "params": {"name": "x"}}, "template_parameter_missing"),
+        ({"template": "{name.__class__}", "params": {}}, "template_invalid"),
+        ({"text": "hi", "template": "{a}"}, "validation_failed"),
+        ({"text": "hi", "params": {"a": "b"}}, "validation_failed"),
+        ({}, "validation_failed"),
+    ]
+    for extra, code in cases:
+        r = client.post(
+            "/api/v1/messages", headers=auth(key), json={"to": "+8613812345678", **extra}
+        )
+        assert r.status_code == 422 and r.json()["code"] == code, (extra, r.text)

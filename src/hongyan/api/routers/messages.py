@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.content.placeholders import render
 from hongyan.dispatch import outbox
 from hongyan.dispatch.states import lane_for
 from hongyan.errors import ValidationFailed
@@ -21,7 +22,14 @@ router = APIRouter(tags=["messages"])
 
 class MessageIn(BaseModel):
     to: str = Field(description="E.164 number, e.g. +8613812345678", max_length=20)
-    text: str = Field(min_length=1, max_length=2000)
+    text: str | None = Field(default=None, min_length=1, max_length=2000)
+    template: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2000,
+        description="Instead of text: a text with {name} placeholders, filled from params",
+    )
+    params: dict[str, str | int | float] = Field(default_factory=dict)
     category: str = Field(default="notification", pattern="^(verification|notification|marketing)$")
     idempotency_key: str | None = Field(default=None, max_length=100)
     send_at: datetime | None = Field(default=None, description="Timezone-aware; default now")
@@ -66,10 +74,17 @@ def send(
     who.require(Permission.SEND)
     if body.send_at is not None and body.send_at.tzinfo is None:
         raise ValidationFailed("send_at needs a time zone offset", "send_at 需要带时区")
+    if (body.text is None) == (body.template is None):
+        raise ValidationFailed(
+            "Send either text or template (with params)", "请提供 text 或 template（及 params）之一"
+        )
+    if body.text is not None and body.params:
+        raise ValidationFailed("params need a template", "params 只能与 template 一起使用")
+    text = body.text if body.text is not None else render(body.template or "", body.params)
     policy = service.policy_of(conn, who.tenant_id)
     new = outbox.NewMessage(
         to=body.to.strip(),
-        text=body.text,
+        text=text,
         lane=lane_for(body.category),
         source="api",
         idempotency_key=body.idempotency_key or idempotency_header,

@@ -21,9 +21,13 @@ def register(kind: str, factory: ChannelFactory, parser: CallbackParser | None =
 def _load_builtin() -> None:
     if _FACTORIES:
         return
+    from hongyan.channels.http import aliyun, tencent, twilio
     from hongyan.channels.smpp.channel import SmppChannel
 
     register("smpp", SmppChannel)
+    register("aliyun", aliyun.AliyunChannel, aliyun.parse_callback)
+    register("tencent", tencent.TencentChannel, tencent.parse_callback)
+    register("twilio", twilio.TwilioChannel, twilio.parse_callback)
 
 
 def kinds() -> list[str]:

@@ -115,11 +115,13 @@ def test_td_reply_stops_the_next_marketing_send(runtime: Runtime) -> None:
                     runtime, t, ME, "【鸿雁茶饮】周末第二杯半价，回T退订", lane=Lane.MARKETING
                 )
                 notice = put(runtime, t, ME, "【鸿雁茶饮】您的订单已发货")
-                assert await smsc.inject_mo("hongyan", ME[1:], "10690", " ｔｄ。") == 0
+                # The reply is acknowledged once stored, i.e. by the dispatcher's flush.
+                mo = asyncio.create_task(smsc.inject_mo("hongyan", ME[1:], "10690", " ｔｄ。"))
                 for _ in range(100):
                     if await d.flush():
                         break
                     await asyncio.sleep(0.01)
+                assert await mo == 0
                 await d.run_once()
                 await drain(d, smsc, 2)
                 return queued, notice

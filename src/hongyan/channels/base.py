@@ -108,6 +108,9 @@ class SubmitError(Exception):
         self.accepted = accepted or []
 
 
+# Awaiting a sink returns once the platform has stored what it was given (it raises when that
+# failed): a channel acknowledges a receipt or a reply to the carrier only then, so that one
+# taken in by a process killed a moment later is sent again by the carrier, not lost.
 ReportSink = Callable[[Report], Awaitable[None]]
 InboundSink = Callable[[Inbound], Awaitable[None]]
 

@@ -20,6 +20,11 @@ the submit fails as transient and the message is tried again. SMPP 3.4 has no id
 that would let us ask the carrier; a long message refused part-way is also sent again whole.
 Everything else is sent once: a claim is exclusive (``FOR UPDATE SKIP LOCKED``), every state
 change is compare-and-set, and a message whose record was written is never claimed again.
+
+Receipts and replies are never lost either: a channel acknowledges one to the carrier only after
+:meth:`Dispatcher.flush` has stored it, so one taken in by a process killed before that is sent
+again by the carrier (one stored but not yet acknowledged comes twice and changes nothing).
+``tests/dispatch/test_crash.py`` kills a dispatcher process again and again and checks all this.
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ class ChannelPool:
         self.buckets: dict[str, TokenBucket] = {}
         self.reports: list[tuple[str, Report]] = []
         self.inbounds: list[tuple[str, Inbound]] = []
+        # One future per report or reply handed over, resolved once it is stored: a channel
+        # acknowledges to the carrier only then (see :meth:`Dispatcher.flush`).
+        self.stored: list[asyncio.Future[None]] = []
         self.live_dispatchers = 1
 
     async def sync(self, specs: Sequence[ChannelSpec]) -> None:
@@ -109,14 +117,21 @@ class ChannelPool:
     def _report_sink(self, name: str) -> Callable[[Report], Any]:
         async def sink(report: Report) -> None:
             self.reports.append((name, report))
+            await self._stored()
 
         return sink
 
     def _inbound_sink(self, name: str) -> Callable[[Inbound], Any]:
         async def sink(inbound: Inbound) -> None:
             self.inbounds.append((name, inbound))
+            await self._stored()
 
         return sink
+
+    def _stored(self) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.stored.append(done)
+        return done
 
     def ready(self) -> set[str]:
         return {n for n, c in self.channels.items() if c.ready}
@@ -180,8 +195,19 @@ class Dispatcher:
         """Apply the receipts and replies the channels handed over since the last flush."""
         reports, self.pool.reports = self.pool.reports, []
         inbounds, self.pool.inbounds = self.pool.inbounds, []
-        if reports or inbounds:
-            await asyncio.to_thread(self._apply, reports, inbounds)
+        waiting, self.pool.stored = self.pool.stored, []
+        try:
+            if reports or inbounds:
+                await asyncio.to_thread(self._apply, reports, inbounds)
+        except BaseException as exc:
+            # Not stored: the channels answer the carrier with an error, and it sends them again.
+            for done in waiting:
+                if not done.done():
+                    done.set_exception(RuntimeError(f"not stored: {exc!r}"))
+            raise
+        for done in waiting:
+            if not done.done():
+                done.set_result(None)
         return len(reports) + len(inbounds)
 
     def _candidates(self, c: Claimed) -> list[str]:

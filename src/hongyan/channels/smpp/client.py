@@ -108,6 +108,7 @@ class SmppClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._deliveries: set[asyncio.Task[None]] = set()
         self._last_io = 0.0
         self.closed = asyncio.Event()
         self._bound = False
@@ -149,7 +150,7 @@ class SmppClient:
         if self.closed.is_set():
             return
         self.closed.set()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._deliveries]:
             if task is not asyncio.current_task():
                 task.cancel()
         if self._writer is not None:
@@ -279,14 +280,30 @@ class SmppClient:
             self._write(P.UnbindResp(sequence_number=item.sequence_number))
             await self._drop()
         elif isinstance(item, P.DeliverSm):
-            self._write(P.DeliverSmResp(sequence_number=item.sequence_number))
-            await self._deliver(item)
+            # Answered once the callback has returned, i.e. once the platform has stored it: a
+            # receipt acknowledged and then lost with a killed process would never come again,
+            # an unanswered one is sent again by the carrier. A task, so reading goes on.
+            task = asyncio.create_task(self._deliver_and_answer(item))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
         else:
             self._write(
                 P.GenericNack(
                     sequence_number=item.sequence_number,
                     command_status=P.CommandStatus.ESME_RINVCMDID,
                 )
+            )
+
+    async def _deliver_and_answer(self, item: P.DeliverSm) -> None:
+        status: int = P.CommandStatus.ESME_ROK
+        try:
+            await self._deliver(item)
+        except Exception:
+            log.exception("deliver_sm not taken in; asking the carrier to send it again")
+            status = P.CommandStatus.ESME_RX_T_APPN
+        if not self.closed.is_set():
+            self._write(
+                P.DeliverSmResp(sequence_number=item.sequence_number, command_status=status)
             )
 
     async def _deliver(self, item: P.DeliverSm) -> None:

@@ -166,7 +166,7 @@ messages = sa.Table(
     # provider one per message. The message is final when that many receipts are in.
     sa.Column("carrier_parts", sa.SmallInteger, nullable=True),
     sa.Column("reason", sa.String(24), nullable=True),
-    sa.Column("carrier_code", sa.String(32), nullable=True),
+    sa.Column("carrier_code", sa.String(64), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("submitted_at", UTCDateTime, nullable=True),
     sa.Column("done_at", UTCDateTime, nullable=True),
@@ -195,7 +195,7 @@ message_parts = sa.Table(
     sa.Column("channel", sa.String(64), nullable=False),
     sa.Column("carrier_id", sa.String(72), nullable=False),
     sa.Column("stat", sa.String(16), nullable=True),
-    sa.Column("err", sa.String(16), nullable=True),
+    sa.Column("err", sa.String(64), nullable=True),
     # The normalised reason the channel read from the receipt (None when delivered).
     sa.Column("reason", sa.String(24), nullable=True),
     sa.Column("submitted_at", UTCDateTime, nullable=False),
@@ -215,7 +215,7 @@ unmatched_receipts = sa.Table(
     sa.Column("channel", sa.String(64), nullable=False),
     sa.Column("carrier_id", sa.String(72), nullable=False),
     sa.Column("stat", sa.String(16), nullable=False),
-    sa.Column("err", sa.String(16), nullable=False),
+    sa.Column("err", sa.String(64), nullable=False),
     sa.Column("raw", sa.Text, nullable=False),
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Index("ix_unmatched_receipts_channel_carrier", "channel", "carrier_id"),

@@ -276,9 +276,22 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("carrier", sa.String(length=8), nullable=True))
         batch_op.add_column(sa.Column("carrier_parts", sa.SmallInteger(), nullable=True))
         batch_op.create_index("ix_messages_dest", ["tenant_id", "dest_index"], unique=False)
+        batch_op.alter_column(
+            "carrier_code", existing_type=sa.String(length=32), type_=sa.String(length=64)
+        )
 
     with op.batch_alter_table("message_parts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("reason", sa.String(length=24), nullable=True))
+        # HTTP providers' codes are long (isv.BUSINESS_LIMIT_CONTROL, Tencent's dotted codes).
+        batch_op.alter_column("err", existing_type=sa.String(length=16), type_=sa.String(length=64))
+
+    with op.batch_alter_table("unmatched_receipts", schema=None) as batch_op:
+        batch_op.alter_column(
+            "err",
+            existing_type=sa.String(length=16),
+            type_=sa.String(length=64),
+            existing_nullable=False,
+        )
 
     with op.batch_alter_table("tenants", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sms_ext", sa.String(length=8), nullable=True))
@@ -293,10 +306,22 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f("uq_tenants_sms_ext"), type_="unique")
         batch_op.drop_column("sms_ext")
 
+    with op.batch_alter_table("unmatched_receipts", schema=None) as batch_op:
+        batch_op.alter_column(
+            "err",
+            existing_type=sa.String(length=64),
+            type_=sa.String(length=16),
+            existing_nullable=False,
+        )
+
     with op.batch_alter_table("message_parts", schema=None) as batch_op:
+        batch_op.alter_column("err", existing_type=sa.String(length=64), type_=sa.String(length=16))
         batch_op.drop_column("reason")
 
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.alter_column(
+            "carrier_code", existing_type=sa.String(length=64), type_=sa.String(length=32)
+        )
         batch_op.drop_index("ix_messages_dest")
         batch_op.drop_column("carrier_parts")
         batch_op.drop_column("carrier")

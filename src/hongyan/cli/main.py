@@ -355,7 +355,14 @@ def _dispatcher_jobs(runtime: Runtime) -> list[Any]:
 
     if not runtime.settings.run_dispatcher:
         return []
-    return [lambda stop: service.run(runtime, stop)]
+    return [lambda stop: service.run(runtime, stop), *_webhook_jobs(runtime)]
+
+
+def _webhook_jobs(runtime: Runtime) -> list[Any]:
+    """The webhook worker, which runs wherever a dispatcher runs."""
+    from hongyan.webhooks import delivery
+
+    return [lambda stop: delivery.run(runtime, stop)]
 
 
 @app.command()
@@ -380,7 +387,7 @@ def dispatcher() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await service.run(runtime, stop)
+        await asyncio.gather(service.run(runtime, stop), *(j(stop) for j in _webhook_jobs(runtime)))
 
     asyncio.run(main())
 
@@ -493,7 +500,7 @@ def demo(
         from hongyan.demo import sandbox_jobs
 
         configure_logs(logging.WARNING)
-        jobs = sandbox_jobs(runtime)
+        jobs = [*sandbox_jobs(runtime), *_webhook_jobs(runtime)]
         uvicorn.run(create_app(runtime, jobs), host=host, port=port, log_config=None)
 
 
@@ -520,6 +527,9 @@ def _register_groups() -> None:
     app.add_typer(channels_app, name="channels")
     app.add_typer(routes_app, name="routes")
     app.add_typer(suppressions_app, name="suppressions")
+    from hongyan.cli.webhooks import webhooks_app
+
+    app.add_typer(webhooks_app, name="webhooks")
 
 
 _register_groups()

@@ -21,6 +21,8 @@ class Permission(StrEnum):
     READ_CONTACTS = "read_contacts"
     READ_REPORTS = "read_reports"
     READ_AUDIT = "read_audit"
+    # Webhook endpoints receive replies with full numbers and hold signing secrets: owner only.
+    MANAGE_WEBHOOKS = "manage_webhooks"
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {

@@ -4,6 +4,10 @@ transaction, so an event exists exactly when the change that caused it was commi
 Event types: ``message.status`` (a message reached a final state, or went back to planned after a
 failed attempt is *not* an event), ``message.reply`` (a recipient replied), ``message.opt_out``
 (a reply unsubscribed the number). An endpoint subscribed to ``*`` gets every type.
+
+Every payload starts with ``id`` (``evt_…``, one per event, the same for every endpoint that
+receives it), ``type`` and ``created_at``; the event's own fields follow. Receivers de-duplicate
+retries by the ``X-Hongyan-Delivery`` header (one per event and endpoint).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import uuid4
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -53,13 +58,14 @@ def emit(conn: Connection, clock: Clock, events: Sequence[Event]) -> int:
     now = clock.now()
     by_tenant: dict[int, list[dict[str, Any]]] = {}
     for e in events:
+        head = {"id": f"evt_{uuid4().hex}", "type": e.type, "created_at": now.isoformat()}
         for endpoint_id, wanted in endpoints.get(e.tenant_id, []):
             if e.type in wanted or "*" in wanted:
                 by_tenant.setdefault(e.tenant_id, []).append(
                     {
                         "endpoint_id": endpoint_id,
                         "event": e.type,
-                        "payload": {"type": e.type, "created_at": now.isoformat(), **e.payload},
+                        "payload": {**head, **e.payload},
                         "state": "pending",
                         "attempts": 0,
                         "next_at": now,

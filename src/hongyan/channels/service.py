@@ -52,6 +52,25 @@ def _carriers(values: Sequence[str]) -> str:
     return ",".join(sorted(set(wanted)))
 
 
+def _limits(rate: float, window: int, binds: int) -> None:
+    if not (rate >= 0 and window >= 1 and binds >= 1):  # NaN fails too
+        raise ValidationFailed(
+            "rate must be >= 0, window and binds >= 1", "速率不能为负，窗口和连接数至少为 1"
+        )
+
+
+def _price(value: str | Decimal) -> Decimal:
+    try:
+        price = Decimal(str(value))
+    except InvalidOperation:
+        raise ValidationFailed("price_per_part is not a number", "单价不是数字") from None
+    if not price.is_finite() or not 0 <= price < 1_000_000:
+        raise ValidationFailed(
+            "price_per_part must be from 0 to 999999.9999", "单价须在 0 到 999999.9999 之间"
+        )
+    return price
+
+
 def add_channel(
     conn: Connection,
     clock: Clock,
@@ -69,7 +88,7 @@ def add_channel(
     currency: str = "CNY",
     priority: int = 100,
 ) -> ChannelSpec:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise ValidationFailed(
             "A channel name is lower-case letters, digits, - and _ (at most 64)",
             "通道名称只能包含小写字母、数字、- 和 _（最多 64 个字符）",
@@ -79,14 +98,8 @@ def add_channel(
             f"Unknown channel kind {kind!r}; known: {', '.join(registry.kinds())}",
             f"未知通道类型 {kind!r}，可选：{', '.join(registry.kinds())}",
         )
-    if rate < 0 or window < 1 or binds < 1:
-        raise ValidationFailed(
-            "rate must be >= 0, window and binds >= 1", "速率不能为负，窗口和连接数至少为 1"
-        )
-    try:
-        price = Decimal(str(price_per_part))
-    except InvalidOperation:
-        raise ValidationFailed("price_per_part is not a number", "单价不是数字") from None
+    _limits(rate, window, binds)
+    price = _price(price_per_part)
     now = clock.now()
     row = {
         "name": name,
@@ -122,6 +135,9 @@ def update_channel(conn: Connection, clock: Clock, name: str, **values: Any) -> 
         raise ValidationFailed(f"Cannot change {sorted(unknown)}", f"不能修改 {sorted(unknown)}")
     if "carriers" in values:
         values["carriers"] = _carriers(values["carriers"])
+    _limits(values.get("rate", 0), values.get("window", 1), values.get("binds", 1))
+    if "price_per_part" in values:
+        values["price_per_part"] = _price(values["price_per_part"])
     result = conn.execute(
         unscoped(
             sa.update(channels)

@@ -9,6 +9,10 @@ every number outside mainland China.
 
 from __future__ import annotations
 
+import re
+
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
 CARRIER_NAMES = {"cmcc": "中国移动", "cucc": "中国联通", "ctcc": "中国电信", "cbn": "中国广电"}
 
 _SEGMENTS: dict[str, tuple[str, ...]] = {
@@ -39,10 +43,13 @@ _BY_PREFIX4 = {
 
 def carrier_of(e164: str) -> str | None:
     """``cmcc`` / ``cucc`` / ``ctcc`` / ``cbn`` for a Chinese mobile, ``intl`` outside China,
-    None for a Chinese number in no known mobile segment (a landline, an unallocated prefix)."""
+    None for a Chinese number in no known mobile segment (a landline, an unallocated prefix)
+    and for anything that is not an E.164 number."""
+    if not _E164.fullmatch(e164):
+        return None
     if not e164.startswith("+86"):
         return "intl"
     national = e164[3:]
-    if len(national) != 11 or not national.isdigit():
+    if len(national) != 11:
         return None
     return _BY_PREFIX4.get(national[:4]) or _BY_PREFIX.get(national[:3])

@@ -11,8 +11,9 @@ keeps), so the list is checked without decrypting anything. Reasons and what the
 * ``manual``: blocked by the tenant: everything.
 
 Suppressions are written with ``INSERT … ON CONFLICT DO NOTHING`` (one row per number and reason),
-so a repeated TD or a second 空号 receipt changes nothing; an opt-out also appends a ``revoked``
-record to the consent ledger, which is append-only.
+so a repeated TD or a second 空号 receipt changes nothing (only an *expired* 空号 row gives way
+to a new verdict, see :func:`store`); an opt-out also appends a ``revoked`` record to the consent
+ledger, which is append-only.
 """
 
 from __future__ import annotations
@@ -78,10 +79,29 @@ def add(conn: Connection, clock: Clock, keyring: KeyRing, items: Sequence[NewSup
                 "expires_at": now + INVALID_FOR if item.reason == "invalid" else None,
             }
         )
-    added = 0
-    for tenant_id, rows in by_tenant.items():
-        added += TenantScope(tenant_id).insert_ignore(conn, suppressions, rows)
-    return added
+    return sum(store(conn, tenant_id, rows, now) for tenant_id, rows in by_tenant.items())
+
+
+def store(conn: Connection, tenant_id: int, rows: Sequence[dict[str, Any]], now: datetime) -> int:
+    """Insert ready-made suppression rows of one tenant, one per (number, reason).
+
+    A row of the same number and reason that has expired gives way to the new one: a recycled
+    number found 空号 again after its 180 days is suppressed again, not left out for good.
+    Returns how many rows were new where the driver says.
+    """
+    scope = TenantScope(tenant_id)
+    for reason in {r["reason"] for r in rows}:
+        indexes = [r["phone_index"] for r in rows if r["reason"] == reason]
+        for start in range(0, len(indexes), 500):
+            conn.execute(
+                scope.delete(suppressions).where(
+                    suppressions.c.reason == reason,
+                    suppressions.c.phone_index.in_(indexes[start : start + 500]),
+                    suppressions.c.expires_at.is_not(None),
+                    suppressions.c.expires_at <= now,
+                )
+            )
+    return scope.insert_ignore(conn, suppressions, rows)
 
 
 def lookup(

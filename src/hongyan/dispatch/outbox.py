@@ -99,7 +99,7 @@ def enqueue(
     max_parts: int,
 ) -> tuple[int, bool]:
     """Plan one message; returns (id, created). A repeated idempotency key returns the first id."""
-    if not E164.match(new.to):
+    if not E164.fullmatch(new.to):  # match() would let a trailing newline through
         raise InvalidNumber()
     text_plan = plan(new.text)
     if text_plan.parts == 0:

@@ -21,22 +21,27 @@ def share(rate: float, live: int) -> float:
 class TokenBucket:
     """Tokens at ``rate`` per second, at most ``burst`` saved; ``rate`` 0 never waits."""
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    def __init__(
+        self, rate: float, burst: float | None = None, *, now: float | None = None
+    ) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate / 10)
         self.tokens = self.burst
-        self.stamp = time.monotonic()
+        self.stamp = time.monotonic() if now is None else now
 
-    def set_rate(self, rate: float) -> None:
-        self._refill(time.monotonic())
+    def set_rate(self, rate: float, now: float | None = None) -> None:
+        """Change the rate from ``now`` on (default: the monotonic clock, as :meth:`take`)."""
+        self._refill(time.monotonic() if now is None else now)
         self.rate = rate
         self.burst = max(1.0, rate / 10)
         self.tokens = min(self.tokens, self.burst)
 
     def _refill(self, now: float) -> None:
+        # A clock that steps back neither takes tokens away nor counts the same time twice.
         if self.rate > 0:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
+            elapsed = max(0.0, now - self.stamp)
+            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+        self.stamp = max(self.stamp, now)
 
     def delay(self, now: float) -> float:
         """Take one token; the seconds to wait before using it (pure given ``now``)."""

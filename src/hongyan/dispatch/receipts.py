@@ -22,8 +22,8 @@ from sqlalchemy.engine import Connection
 from hongyan.channels.base import Report
 from hongyan.clock import Clock
 from hongyan.contacts import suppression
-from hongyan.db.scope import TenantScope, unscoped
-from hongyan.db.tables import message_parts, messages, suppressions, unmatched_receipts
+from hongyan.db.scope import unscoped
+from hongyan.db.tables import message_parts, messages, unmatched_receipts
 from hongyan.dispatch.states import Reason, State, check_move
 from hongyan.webhooks.events import Event, emit
 
@@ -311,7 +311,7 @@ def after_final(conn: Connection, clock: Clock, message_ids: Sequence[int]) -> N
                 }
             )
     for tenant_id, items in invalid.items():
-        TenantScope(tenant_id).insert_ignore(conn, suppressions, items)
+        suppression.store(conn, tenant_id, items, now)
 
 
 def expire_unreceipted(conn: Connection, clock: Clock, *, grace: timedelta) -> int:

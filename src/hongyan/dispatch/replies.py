@@ -11,6 +11,7 @@ record to the consent ledger, in the same transaction as the inbox row; webhook 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -61,9 +62,11 @@ def normalise_reply(text: str) -> str:
     ``" ｔｄ。"`` → ``"TD"``, ``"【退订】"`` → ``"退订"``, ``"Stop!"`` → ``"STOP"``.
     """
     folded = unicodedata.normalize("NFKC", text).upper()
-    return "".join(
+    kept = "".join(
         ch for ch in folded if not (ch.isspace() or unicodedata.category(ch)[0] in "PSZC")
     )
+    # Dropping a space can leave a combining mark next to a letter it now composes with.
+    return unicodedata.normalize("NFKC", kept)
 
 
 def is_opt_out(text: str) -> bool:
@@ -71,20 +74,29 @@ def is_opt_out(text: str) -> bool:
     return normalise_reply(text) in OPT_OUT_KEYWORDS
 
 
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_NUMBER = re.compile(r"^\+?[0-9 ().-]+$")  # digits and the separators people write
+
+
 def e164_of(source: str) -> str | None:
-    """A reply's sender as E.164, from the forms carriers use (pure); None if not a number."""
-    digits = "".join(ch for ch in unicodedata.normalize("NFKC", source) if ch.isdigit())
-    if not digits or len(digits) > 15:
+    """A reply's sender as E.164, from the forms carriers use (pure); None if not a number.
+
+    ``13812345678``, ``8613812345678``, ``+8613812345678``, ``008613812345678`` (full-width too)
+    → ``+8613812345678``; letters, an empty or too short / too long number → None.
+    """
+    folded = unicodedata.normalize("NFKC", source).strip()
+    if not _NUMBER.fullmatch(folded):
         return None
-    if source.strip().startswith("+"):
-        return "+" + digits
-    if digits.startswith("00"):
-        return "+" + digits[2:]
-    if len(digits) == 11 and digits.startswith("1"):
-        return "+86" + digits
-    if len(digits) == 13 and digits.startswith("86"):
-        return "+" + digits
-    return "+" + digits
+    digits = "".join(ch for ch in folded if ch.isdigit())
+    if folded.startswith("+"):
+        number = "+" + digits
+    elif digits.startswith("00"):
+        number = "+" + digits[2:]
+    elif len(digits) == 11 and digits.startswith("1"):
+        number = "+86" + digits
+    else:
+        number = "+" + digits
+    return number if _E164.fullmatch(number) else None
 
 
 def _tenant_by_extension(conn: Connection, spec: ChannelSpec, destination: str) -> int | None:
@@ -113,6 +125,7 @@ def _latest_message(
     else:
         candidates = [r.id for r in conn.execute(sa.select(tenants.c.id))]
     best: tuple[int, int] | None = None
+    best_key: tuple[Any, int] | None = None
     for start in range(0, len(candidates), 500):
         chunk = candidates[start : start + 500]
         pairs = [
@@ -124,15 +137,18 @@ def _latest_message(
         ]
         row = conn.execute(
             unscoped(
-                sa.select(messages.c.tenant_id, messages.c.id)
+                sa.select(messages.c.tenant_id, messages.c.id, messages.c.submitted_at)
                 .where(sa.or_(*pairs), messages.c.submitted_at.is_not(None))
                 .order_by(messages.c.submitted_at.desc(), messages.c.id.desc())
                 .limit(1),
                 WHY,
             )
         ).first()
-        if row is not None and (best is None or row.id > best[1]):  # ids grow with time
+        # Across chunks too, the latest submitted wins (not the highest id: a message planned
+        # early may be submitted late).
+        if row is not None and (best_key is None or (row.submitted_at, row.id) > best_key):
             best = (int(row.tenant_id), int(row.id))
+            best_key = (row.submitted_at, int(row.id))
     return best
 
 

@@ -137,7 +137,15 @@ def set_sms_ext(conn: Connection, tenant_id: int, ext: str | None) -> None:
                 f"Extension {ext} and {clash} would be ambiguous (one is a prefix of the other)",
                 f"扩展码 {ext} 与 {clash} 互为前缀，回复无法区分",
             )
-    conn.execute(sa.update(tenants).where(tenants.c.id == tenant_id).values(sms_ext=ext))
+    try:
+        with conn.begin_nested():
+            result = conn.execute(
+                sa.update(tenants).where(tenants.c.id == tenant_id).values(sms_ext=ext)
+            )
+    except IntegrityError:  # another tenant took the code since the check above
+        raise Conflict(f"Extension {ext} is taken", f"扩展码 {ext} 已被占用") from None
+    if result.rowcount != 1:
+        raise NotFound(f"No tenant with id {tenant_id}", f"租户 {tenant_id} 不存在")
 
 
 def get_tenant(conn: Connection, slug: str) -> Tenant:

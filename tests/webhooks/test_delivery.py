@@ -329,3 +329,92 @@ def test_run_loop_delivers_and_stops(runtime: Runtime, receiver: Receiver) -> No
     asyncio.run(asyncio.wait_for(scenario(), 20))
     assert len(receiver.received) == 3
     assert {d["state"] for d in rows(runtime, tenant, made.endpoint["id"])} == {"delivered"}
+
+
+def test_reply_number_sent_but_never_stored(runtime: Runtime, receiver: Receiver) -> None:
+    """A reply's full number reaches the receiver, filled in at send time from the encrypted
+    inbox row of the same tenant; the stored delivery holds only the masked form."""
+    from hongyan.db.tables import inbound_messages
+    from hongyan.security.keyring import mask_phone
+
+    number = "+8613812345678"
+    a = make_tenant(runtime, "tea-a")
+    b = make_tenant(runtime, "tea-b")
+    made = add_endpoint(runtime, a, receiver.url, ["message.reply"])
+    other = add_endpoint(runtime, b, receiver.url, ["message.reply"])
+    context = f"tenant:{a}:phone"
+    with runtime.engine.begin() as conn:
+        inbox_id = conn.execute(
+            TenantScope(a).insert(inbound_messages),
+            {
+                "channel": "sandbox",
+                "phone_index": runtime.keyring.blind_index(number, context),
+                "phone_cipher": runtime.keyring.encrypt(number, context),
+                "phone_masked": mask_phone(number),
+                "destination": "1069001",
+                "text": "好的",
+                "kind": "reply",
+                "received_at": runtime.clock.now(),
+            },
+        ).inserted_primary_key[0]  # type: ignore[index]
+        reply = {
+            "reply": {
+                "id": inbox_id,
+                "from": number,
+                "from_masked": mask_phone(number),
+                "to": "1069001",
+                "text": "好的",
+                "kind": "reply",
+            }
+        }
+        # Tenant b's event names a's inbox row: it must not get a's number.
+        emit(
+            conn,
+            runtime.clock,
+            [Event(a, "message.reply", reply), Event(b, "message.reply", reply)],
+        )
+    with runtime.engine.connect() as conn:
+        stored = (
+            conn.execute(unscoped(sa.select(webhook_deliveries.c.payload), "test")).scalars().all()
+        )
+    assert len(stored) == 2 and all(p["reply"]["from"] is None for p in stored)
+    assert "13812345678" not in str(stored) and "138****5678" in str(stored)
+    receiver.secret = made.secret
+    assert one_pass(worker(runtime)) == 2
+    got = {r.json["reply"]["from"] for r in receiver.received}
+    assert got == {number, None}
+    (for_a,) = [r for r in receiver.received if r.json["reply"]["from"] == number]
+    assert for_a.verified and for_a.json["reply"]["from_masked"] == "138****5678"
+    (logged,) = rows(runtime, a, made.endpoint["id"])
+    assert logged["state"] == "delivered" and logged["payload"]["reply"]["from"] is None
+    assert rows(runtime, b, other.endpoint["id"])[0]["state"] == "delivered"
+
+
+def test_a_real_td_reply_reaches_the_receiver_with_the_number(
+    runtime: Runtime, receiver: Receiver
+) -> None:
+    """The dispatcher's reply path queues message.reply and message.opt_out in its own
+    transaction; the worker sends both, signed, with the sender's full number."""
+    from hongyan.channels.base import ChannelSpec, Inbound
+    from hongyan.dispatch.replies import apply_inbound
+    from hongyan.tenants import service as tenants
+
+    tenant = make_tenant(runtime)
+    with runtime.engine.begin() as conn:
+        tenants.set_sms_ext(conn, tenant, "01")
+    made = add_endpoint(runtime, tenant, receiver.url, ["*"])
+    receiver.secret = made.secret
+    spec = ChannelSpec(name="sb", kind="smpp", config={"source_addr": "10690"})
+    with runtime.engine.begin() as conn:
+        apply_inbound(
+            conn, runtime.clock, runtime.keyring, spec, [Inbound("+8613812345678", "1069001", "TD")]
+        )
+    assert one_pass(worker(runtime)) == 2
+    got = sorted(receiver.received, key=lambda r: r.headers["x-hongyan-event"])
+    assert [r.headers["x-hongyan-event"] for r in got] == ["message.opt_out", "message.reply"]
+    assert all(r.verified for r in got)
+    for r in got:
+        assert r.json["reply"]["from"] == "+8613812345678"
+        assert r.json["reply"]["from_masked"] == "138****5678"
+        assert r.json["reply"]["kind"] == "opt_out" and r.json["reply"]["text"] == "TD"
+    assert got[0].json["id"] != got[1].json["id"]

@@ -42,7 +42,7 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlunsplit
@@ -54,10 +54,15 @@ from sqlalchemy.engine import Connection
 from hongyan import __version__
 from hongyan.clock import Clock
 from hongyan.db.scope import TenantScope, unscoped
-from hongyan.db.tables import webhook_attempts, webhook_deliveries, webhook_endpoints
+from hongyan.db.tables import (
+    inbound_messages,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
+)
 from hongyan.errors import HongyanError
 from hongyan.runtime import Runtime
-from hongyan.security.keyring import KeyRingError
+from hongyan.security.keyring import KeyRing, KeyRingError
 from hongyan.webhooks.policy import MAX_ATTEMPTS, check_url_shape, forbidden_address, retry_delay
 from hongyan.webhooks.service import secret_context
 from hongyan.webhooks.signing import DEFAULT_TOLERANCE, HEADER, sign, verify_signature
@@ -241,6 +246,40 @@ def record(
         TenantScope(tenant_id).insert_many(conn, webhook_attempts, rows)
 
 
+def _reply_key(c: Claimed) -> tuple[int, int] | None:
+    reply = c.payload.get("reply") if isinstance(c.payload, dict) else None
+    if isinstance(reply, dict) and reply.get("from") is None and isinstance(reply.get("id"), int):
+        return (c.tenant_id, reply["id"])
+    return None
+
+
+def fill_numbers(conn: Connection, keyring: KeyRing, claimed: list[Claimed]) -> list[Claimed]:
+    """Restore each reply's full number (``reply.from``, stored as null, see
+    :func:`hongyan.webhooks.events.at_rest`) from the encrypted inbox row of the same tenant.
+    A reply whose inbox row is gone is sent with ``from: null``."""
+    keys = {k for k in map(_reply_key, claimed) if k is not None}
+    if not keys:
+        return claimed
+    i = inbound_messages.c
+    stmt = sa.select(i.id, i.tenant_id, i.phone_cipher).where(i.id.in_({k[1] for k in keys}))
+    numbers: dict[tuple[int, int], str] = {}
+    for r in conn.execute(unscoped(stmt, WHY)):
+        try:
+            numbers[(r.tenant_id, r.id)] = keyring.decrypt(
+                bytes(r.phone_cipher), f"tenant:{r.tenant_id}:phone"
+            )
+        except KeyRingError:
+            log.warning("inbox row %s: the number does not decrypt; sent as null", r.id)
+    out = []
+    for c in claimed:
+        key = _reply_key(c)
+        if key is not None and key in numbers:
+            reply = {**c.payload["reply"], "from": numbers[key]}
+            c = replace(c, payload={**c.payload, "reply": reply})
+        out.append(c)
+    return out
+
+
 @dataclass(frozen=True)
 class Target:
     url: str
@@ -341,9 +380,10 @@ class Worker:
 
     def _claim(self) -> list[Claimed]:
         with self.runtime.engine.begin() as conn:
-            return claim(
+            claimed = claim(
                 conn, self.runtime.clock, owner=self.owner, limit=self.batch, lease=self.lease
             )
+            return fill_numbers(conn, self.runtime.keyring, claimed)
 
     def _record(self, outcomes: list[Outcome]) -> None:
         with self.runtime.engine.begin() as conn:

@@ -8,6 +8,10 @@ failed attempt is *not* an event), ``message.reply`` (a recipient replied), ``me
 Every payload starts with ``id`` (``evt_…``, one per event, the same for every endpoint that
 receives it), ``type`` and ``created_at``; the event's own fields follow. Receivers de-duplicate
 retries by the ``X-Hongyan-Delivery`` header (one per event and endpoint).
+
+A reply's full number (``reply.from``) is not stored with the delivery: phone numbers exist at
+rest only encrypted. It is kept as ``null`` and the worker fills it in at send time from the
+encrypted inbox row named by ``reply.id`` (:func:`hongyan.webhooks.delivery.fill_numbers`).
 """
 
 from __future__ import annotations
@@ -59,13 +63,14 @@ def emit(conn: Connection, clock: Clock, events: Sequence[Event]) -> int:
     by_tenant: dict[int, list[dict[str, Any]]] = {}
     for e in events:
         head = {"id": f"evt_{uuid4().hex}", "type": e.type, "created_at": now.isoformat()}
+        payload = at_rest(e.payload)
         for endpoint_id, wanted in endpoints.get(e.tenant_id, []):
             if e.type in wanted or "*" in wanted:
                 by_tenant.setdefault(e.tenant_id, []).append(
                     {
                         "endpoint_id": endpoint_id,
                         "event": e.type,
-                        "payload": {**head, **e.payload},
+                        "payload": {**head, **payload},
                         "state": "pending",
                         "attempts": 0,
                         "next_at": now,
@@ -75,3 +80,11 @@ def emit(conn: Connection, clock: Clock, events: Sequence[Event]) -> int:
     for tenant_id, items in by_tenant.items():
         TenantScope(tenant_id).insert_many(conn, webhook_deliveries, items)
     return sum(len(v) for v in by_tenant.values())
+
+
+def at_rest(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload as stored: a reply's full number blanked (the worker restores it)."""
+    reply = payload.get("reply")
+    if isinstance(reply, dict) and reply.get("from") is not None:
+        return {**payload, "reply": {**reply, "from": None}}
+    return payload

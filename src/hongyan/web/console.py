@@ -41,10 +41,12 @@ NAV: list[tuple[str, str]] = [
     ("content", "nav.content"),
     ("campaigns", "nav.campaigns"),
     ("messages", "nav.messages"),
+    ("inbox", "nav.inbox"),
+    ("suppressions", "nav.suppressions"),
     ("reports", "nav.reports"),
     ("settings", "nav.settings"),
 ]
-BUILT = {"dashboard"}
+BUILT = {"dashboard", "messages", "inbox", "suppressions"}
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -430,4 +432,7 @@ def install(app: FastAPI) -> None:
     app.add_api_route("/logout", logout, methods=["POST"], include_in_schema=False)
     app.add_api_route("/lang/{code}", switch_language, methods=["GET"], include_in_schema=False)
     app.add_api_route("/console", dashboard, methods=["GET"], include_in_schema=False)
+    from hongyan.web import records  # send records, inbox, suppressions; before the catch-all
+
+    records.install(app)
     app.add_api_route("/console/{name}", section, methods=["GET"], include_in_schema=False)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
@@ -13,6 +16,7 @@ from hongyan.content.placeholders import render
 from hongyan.dispatch import outbox
 from hongyan.dispatch.states import lane_for
 from hongyan.errors import ValidationFailed
+from hongyan.reports import messages as reports
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
 from hongyan.tenants import service
@@ -109,4 +113,159 @@ def show(
         to=m["dest_masked"],
         text=m["body"],
         **{k: m[k] for k in MessageOut.model_fields if k not in ("to", "text")},
+    )
+
+
+# -- read side: lists, a message's timeline, the inbox (hongyan.reports.messages) --------------
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    total: int = Field(description="Messages matching the filter, over all pages")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last")
+
+
+class TimelineEvent(BaseModel):
+    kind: str = Field(description="created, due, claimed, retry, submitted, receipt, final, reply")
+    at: datetime | None = Field(description="Null when the time was not recorded")
+    detail: dict[str, Any]
+
+
+class TimelineOut(BaseModel):
+    message: MessageOut
+    events: list[TimelineEvent]
+
+
+class InboundOut(BaseModel):
+    id: int
+    number: str = Field(description="Masked number of the sender")
+    destination: str
+    text: str
+    kind: str = Field(description="reply or opt_out")
+    channel: str
+    message_id: int | None = Field(description="The message this replies to, if known")
+    received_at: datetime
+
+
+class InboxPage(BaseModel):
+    items: list[InboundOut]
+    total: int
+    next_cursor: str | None
+
+
+API_FIELDS = {"number": "last_digits"}
+
+
+def _api_problem(exc: reports.BadFilter) -> reports.BadFilter:
+    """The same problems, named by the query parameters the API takes."""
+    return reports.BadFilter(
+        [replace(p, field=API_FIELDS.get(p.field, p.field)) for p in exc.problems]
+    )
+
+
+def _message_out(m: dict[str, Any]) -> MessageOut:
+    rest = {k: m[k] for k in MessageOut.model_fields if k not in ("to", "text")}
+    return MessageOut(to=m["dest_masked"], text=m["body"], **rest)
+
+
+def _inbound_out(x: dict[str, Any]) -> InboundOut:
+    rest = {k: x[k] for k in InboundOut.model_fields if k != "number"}
+    return InboundOut(number=x["phone_masked"], **rest)
+
+
+LAST_DIGITS = Query(
+    default=None,
+    max_length=24,
+    description="1-4 trailing digits, or a whole number (E.164) for an exact match",
+)
+LIMIT = Query(default=50, ge=1, le=reports.MAX_LIMIT)
+CURSOR = Query(default=None, max_length=200, description="next_cursor of the previous page")
+
+
+@router.get("/messages", response_model=MessagePage, summary="List messages, newest first")
+def list_messages(
+    state: list[str] = Query(default=[], description="One or several, repeated or a,b"),
+    category: str | None = Query(default=None, max_length=20),
+    source: str | None = Query(default=None, max_length=20),
+    since: str | None = Query(
+        default=None,
+        max_length=40,
+        description="Created at or after (ISO 8601; no offset: the tenant's time zone)",
+    ),
+    until: str | None = Query(
+        default=None,
+        max_length=40,
+        description="Created before; a bare date counts the whole day",
+    ),
+    last_digits: str | None = LAST_DIGITS,
+    limit: int = LIMIT,
+    cursor: str | None = CURSOR,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> MessagePage:
+    who.require(Permission.READ_REPORTS)
+    tz = ZoneInfo(service.get_tenant_by_id(conn, who.tenant_id).timezone)
+    try:
+        flt = reports.message_filter(
+            tz,
+            states=state,
+            category=category,
+            source=source,
+            since=since,
+            until=until,
+            number=last_digits,
+        )
+        page = reports.list_messages(
+            conn, runtime.keyring, who.tenant_id, flt, limit=limit, cursor=cursor
+        )
+    except reports.BadFilter as exc:
+        raise _api_problem(exc) from None
+    return MessagePage(
+        items=[_message_out(m) for m in page.items],
+        total=page.total,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/messages/{message_id}/timeline",
+    response_model=TimelineOut,
+    summary="A message's life: submits, receipts, final state, replies",
+)
+def timeline(
+    message_id: int,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+) -> TimelineOut:
+    who.require(Permission.READ_REPORTS)
+    tl = reports.message_timeline(conn, who.tenant_id, message_id)
+    return TimelineOut(
+        message=_message_out(tl.message),
+        events=[TimelineEvent(kind=e.kind, at=e.at, detail=e.detail) for e in tl.events],
+    )
+
+
+@router.get("/inbox", response_model=InboxPage, summary="Replies and opt-outs", tags=["inbox"])
+def inbox(
+    kind: str | None = Query(default=None, max_length=20, description="reply or opt_out"),
+    last_digits: str | None = LAST_DIGITS,
+    limit: int = LIMIT,
+    cursor: str | None = CURSOR,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> InboxPage:
+    who.require(Permission.READ_REPORTS)
+    try:
+        flt = reports.inbox_filter(kind=kind, number=last_digits)
+        page = reports.list_inbox(
+            conn, runtime.keyring, who.tenant_id, flt, limit=limit, cursor=cursor
+        )
+    except reports.BadFilter as exc:
+        raise _api_problem(exc) from None
+    return InboxPage(
+        items=[_inbound_out(x) for x in page.items],
+        total=page.total,
+        next_cursor=page.next_cursor,
     )

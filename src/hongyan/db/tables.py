@@ -175,6 +175,8 @@ messages = sa.Table(
     sa.Index("ix_messages_lease", "state", "lease_until"),
     # A number's messages: reply attribution, the console's exact-number filter.
     sa.Index("ix_messages_dest", "tenant_id", "dest_index"),
+    # Send records, newest first per tenant (keyset paging on created_at, id).
+    sa.Index("ix_messages_tenant_created", "tenant_id", "created_at", "id"),
     info=SCOPED,
 )
 

@@ -276,6 +276,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("carrier", sa.String(length=8), nullable=True))
         batch_op.add_column(sa.Column("carrier_parts", sa.SmallInteger(), nullable=True))
         batch_op.create_index("ix_messages_dest", ["tenant_id", "dest_index"], unique=False)
+        batch_op.create_index(
+            "ix_messages_tenant_created", ["tenant_id", "created_at", "id"], unique=False
+        )
         batch_op.alter_column(
             "carrier_code", existing_type=sa.String(length=32), type_=sa.String(length=64)
         )
@@ -322,6 +325,7 @@ def downgrade() -> None:
         batch_op.alter_column(
             "carrier_code", existing_type=sa.String(length=64), type_=sa.String(length=32)
         )
+        batch_op.drop_index("ix_messages_tenant_created")
         batch_op.drop_index("ix_messages_dest")
         batch_op.drop_column("carrier_parts")
         batch_op.drop_column("carrier")

@@ -208,8 +208,9 @@ class SmppChannel:
         bound = [c for i in self._senders if (c := self._clients[i]) is not None and c.bound]
         if not bound:
             return None
-        self._rr += 1
-        return min(bound, key=lambda c: (c.in_flight, (id(c) + self._rr) % 7))
+        # Fewest in flight; ties go round-robin (min keeps the first of equals).
+        self._rr = (self._rr + 1) % len(bound)
+        return min(bound[self._rr :] + bound[: self._rr], key=lambda c: c.in_flight)
 
     async def submit(self, message: Outgoing) -> list[str]:
         client = self._pick()

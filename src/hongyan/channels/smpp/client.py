@@ -4,7 +4,9 @@ A :class:`SmppClient` owns one TCP connection bound as a transceiver (or transmi
 most ``window`` requests outstanding (the specification suggests 10; carriers answer
 ESME_RMSGQFUL beyond their own limit), sends ``enquire_link`` when the line is idle, and hands
 every ``deliver_sm`` to a callback: delivery receipts (esm_class 0x04) as :class:`Report`, and
-mobile-originated messages as :class:`Inbound`. Reconnection and pacing across binds belong to the
+mobile-originated messages as :class:`Inbound`. A malformed PDU from the carrier closes the bind
+(logged as a warning): what follows it on that stream cannot be trusted; a well-framed PDU with an
+unknown command only gets a ``generic_nack``. Reconnection and pacing across binds belong to the
 dispatcher's channel pool, which decides what a lost bind means for messages in flight.
 """
 
@@ -56,16 +58,11 @@ class SmppError(Exception):
 
 
 class Throttled(SmppError):
-    pass
+    """The carrier asked us to slow down (ESME_RTHROTTLED / ESME_RMSGQFUL)."""
 
 
-TRANSIENT_STATUSES = frozenset(
-    {
-        P.CommandStatus.ESME_RTHROTTLED,
-        P.CommandStatus.ESME_RMSGQFUL,
-        P.CommandStatus.ESME_RSYSERR,
-    }
-)
+THROTTLE_STATUSES = frozenset({P.CommandStatus.ESME_RTHROTTLED, P.CommandStatus.ESME_RMSGQFUL})
+TRANSIENT_STATUSES = THROTTLE_STATUSES | {P.CommandStatus.ESME_RSYSERR}
 
 
 def smpp_address(e164: str) -> tuple[int, int, str]:
@@ -188,22 +185,25 @@ class SmppClient:
             if len(payloads) > 1:
                 payload = P.udh_concat(ref, len(payloads), n) + payload
                 esm = P.EsmClass.UDHI
-            resp = await self._request(
-                P.SubmitSm(
-                    source_addr_ton=src_ton,
-                    source_addr_npi=1,
-                    source_addr=source_addr.removeprefix("+"),
-                    dest_addr_ton=ton,
-                    dest_addr_npi=npi,
-                    destination_addr=digits,
-                    esm_class=esm,
-                    registered_delivery=1 if receipt else 0,
-                    data_coding=text_plan.data_coding,
-                    short_message=payload,
-                )
+            request = P.SubmitSm(
+                source_addr_ton=src_ton,
+                source_addr_npi=1,
+                source_addr=source_addr.removeprefix("+"),
+                dest_addr_ton=ton,
+                dest_addr_npi=npi,
+                destination_addr=digits,
+                esm_class=esm,
+                registered_delivery=1 if receipt else 0,
+                data_coding=text_plan.data_coding,
+                short_message=payload,
             )
+            try:
+                resp = await self._request(request)
+            except SmppError as exc:  # lost connection, no answer in time: keep earlier parts
+                exc.accepted = list(ids)
+                raise
             if resp.command_status != P.CommandStatus.ESME_ROK:
-                cls = Throttled if resp.command_status in TRANSIENT_STATUSES else SmppError
+                cls = Throttled if resp.command_status in THROTTLE_STATUSES else SmppError
                 raise cls(
                     f"submit_sm refused: 0x{resp.command_status:08x}", resp.command_status, ids
                 )
@@ -215,11 +215,20 @@ class SmppClient:
         if self._writer is None or self.closed.is_set():
             raise SmppError("not connected", P.CommandStatus.ESME_RSYSERR)
         async with self._window:
+            # The connection may have gone while this request waited for a window slot.
+            if self.closed.is_set():
+                raise SmppError("connection closed", P.CommandStatus.ESME_RSYSERR)
             request.sequence_number = (next(self._seq) - 1) % 0x7FFFFFFF + 1
+            try:
+                data = P.encode(request)
+            except P.PduError as exc:  # a field our side filled wrongly (too long, ...)
+                raise SmppError(
+                    f"cannot encode {type(request).__name__}: {exc.message}", exc.command_status
+                ) from exc
             future: asyncio.Future[P.Pdu] = asyncio.get_running_loop().create_future()
             self._pending[request.sequence_number] = _Pending(future, request)
-            self._write(request)
             try:
+                self._write_bytes(data)
                 return await asyncio.wait_for(future, self.config.response_timeout)
             except TimeoutError as exc:
                 raise SmppError("no response in time", P.CommandStatus.ESME_RSYSERR) from exc
@@ -227,8 +236,11 @@ class SmppClient:
                 self._pending.pop(request.sequence_number, None)
 
     def _write(self, message: P.Pdu) -> None:
+        self._write_bytes(P.encode(message))
+
+    def _write_bytes(self, data: bytes) -> None:
         assert self._writer is not None
-        self._writer.write(P.encode(message))
+        self._writer.write(data)
         self._last_io = asyncio.get_running_loop().time()
 
     # -- receiving ---------------------------------------------------------------------------
@@ -247,15 +259,25 @@ class SmppClient:
                     except P.PduError as exc:
                         for earlier in exc.preceding:
                             await self._handle(earlier)
-                        log.warning("malformed PDU from the carrier: %s", exc.message)
-                        if exc.fatal:
-                            raise
-                        self._write(
-                            P.GenericNack(
-                                sequence_number=exc.sequence_number or 0,
-                                command_status=exc.command_status,
+                        unknown = exc.command_status == P.CommandStatus.ESME_RINVCMDID
+                        if not exc.fatal:
+                            self._write(
+                                P.GenericNack(
+                                    sequence_number=exc.sequence_number or 0,
+                                    command_status=exc.command_status,
+                                )
                             )
-                        )
+                        if exc.fatal or not unknown:
+                            # A carrier that sends garbage cannot be trusted with what follows
+                            # on this bind: close it (the channel binds again); others go on.
+                            log.warning(
+                                "malformed PDU from the carrier %s:%s, closing the bind: %s",
+                                self.config.host,
+                                self.config.port,
+                                exc.message,
+                            )
+                            raise
+                        log.info("unknown command from the carrier skipped: %s", exc.message)
                         data = b""
                         continue
                     for item in pdus:

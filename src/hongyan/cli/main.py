@@ -392,7 +392,18 @@ def dispatcher() -> None:
     asyncio.run(main())
 
 
+def _command_status(value: str | int) -> int:
+    """An SMPP command_status as decimal or 0x-hex (0x45 = ESME_RSUBMITFAIL)."""
+    if isinstance(value, int):  # the default
+        return value
+    try:
+        return int(value, 0)
+    except ValueError:
+        raise typer.BadParameter(f"not a number: {value!r} (e.g. 8 or 0x45)") from None
+
+
 @app.command()
+@reports_errors
 def sandbox(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 2775,
@@ -412,11 +423,39 @@ def sandbox(
         float | None, typer.Option(help="Submits per second before THROTTLED")
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    drop_every: Annotated[
+        int, typer.Option(help="Abort a connection on every Nth PDU received on it (0: off)")
+    ] = 0,
+    late_rate: Annotated[float, typer.Option(help="Fraction of submits answered late")] = 0.0,
+    late_delay: Annotated[float, typer.Option(help="Seconds a late answer waits")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Fraction of submits refused")] = 0.0,
+    error_status: Annotated[
+        int,
+        typer.Option(
+            parser=_command_status, help="command_status of a refusal (8, 0x14, 0x45, ...)"
+        ),
+    ] = 0x08,
+    malformed_every: Annotated[
+        int, typer.Option(help="Write a malformed PDU after every Nth submit (0: off)")
+    ] = 0,
+    malformed_kind: Annotated[
+        str, typer.Option(help="length (bad command_length) or body (bad deliver_sm body)")
+    ] = "length",
+    reply_rate: Annotated[
+        float, typer.Option(help="Probability a recipient replies to a delivered message")
+    ] = 0.0,
+    reply_text: Annotated[
+        list[str] | None, typer.Option(help="A reply recipients may send; repeatable")
+    ] = None,
+    reply_delay: Annotated[float, typer.Option(help="Seconds from receipt to reply")] = 0.0,
+    record: Annotated[
+        str | None, typer.Option(help="Append what the carrier received to this JSON-lines file")
+    ] = None,
 ) -> None:
     """Run the carrier sandbox: a real SMPP 3.4 SMSC for the demo, tests and benchmarks."""
     import asyncio
 
-    from hongyan.channels.sandbox.smsc import SandboxConfig, SandboxSmsc
+    from hongyan.channels.sandbox.smsc import DEFAULT_REPLY_TEXTS, SandboxConfig, SandboxSmsc
 
     config = SandboxConfig(
         host=host,
@@ -431,12 +470,25 @@ def sandbox(
         invalid_numbers=set(invalid or []),
         throttle_per_second=throttle,
         seed=seed,
+        drop_every=drop_every,
+        late_rate=late_rate,
+        late_delay=late_delay,
+        error_rate=error_rate,
+        error_status=error_status,
+        malformed_every=malformed_every,
+        malformed_kind=malformed_kind,  # type: ignore[arg-type]  # validated by the config
+        reply_rate=reply_rate,
+        reply_texts=tuple(reply_text) if reply_text else DEFAULT_REPLY_TEXTS,
+        reply_delay=reply_delay,
+        record_path=record,
     )
 
     async def main() -> None:
         smsc = SandboxSmsc(config)
         bound_host, bound_port = await smsc.start()
         note(f"sandbox SMSC listening on {bound_host}:{bound_port} (system_id {system_id})")
+        if record:
+            note(f"recording what it receives in {record}")
         try:
             await asyncio.Event().wait()
         finally:

@@ -21,6 +21,7 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -171,13 +172,23 @@ def _states(runtime: Runtime) -> Counter[str]:
     return Counter({r[0]: int(r[1]) for r in rows})
 
 
-def _in_flight(runtime: Runtime) -> set[int]:
-    """Messages leased and not yet recorded: what a dispatcher killed just now had in flight."""
+def _in_flight(runtime: Runtime, pid: int) -> set[int]:
+    """What the dispatcher killed just now had in flight: leased by it and not yet recorded.
+
+    (Messages a dispatcher killed earlier left leased are not among them: they wait for the
+    lease to run out.)
+    """
+    owner = f"{socket.gethostname()}:{pid}"  # hongyan.dispatch.service.worker_name
     with runtime.engine.connect() as conn:
         return {
             int(r.id)
             for r in conn.execute(
-                unscoped(sa.select(messages.c.id).where(messages.c.state == "sending"), WHY)
+                unscoped(
+                    sa.select(messages.c.id).where(
+                        messages.c.state == "sending", messages.c.lease_owner == owner
+                    ),
+                    WHY,
+                )
             )
         }
 
@@ -230,7 +241,7 @@ def _crash_and_check(runtime: Runtime, number_of: dict[int, str], log: Path) -> 
                 time.sleep(rng.uniform(0.0, 0.2))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
-                in_flight.append(_in_flight(runtime))
+                in_flight.append(_in_flight(runtime, proc.pid))
                 proc = _dispatcher(env, log)
             _wait(
                 lambda: sum(_states(runtime)[s] for s in ("planned", "sending", "submitted")) == 0,

@@ -32,8 +32,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+#: Execution option of a connection whose transactions will write (see :func:`_sqlite_begin`).
+BEGIN_IMMEDIATE = "hongyan_begin_immediate"
+
+
 def _sqlite_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # A writer may ask for BEGIN IMMEDIATE: it then waits for the write lock (busy_timeout) at
+    # its start, instead of failing with "database is locked" at its first write when another
+    # writer committed after its first read. PostgreSQL needs nothing of the kind.
+    immediate = conn.get_execution_options().get(BEGIN_IMMEDIATE)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

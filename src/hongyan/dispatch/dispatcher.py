@@ -9,12 +9,16 @@ back to ``planned`` for a transient refusal (at once when another channel is rea
 backoff), ``failed`` for a permanent one or after ``max_attempts``, ``expired`` when the validity
 ran out before sending. Receipts and replies arrive on the channels' callbacks and are applied at
 the end of the pass (:mod:`hongyan.dispatch.receipts`, :mod:`hongyan.dispatch.replies`).
+The running dispatcher (:meth:`Dispatcher.run`) does the same work without the pass's turns:
+it claims again while earlier messages are still being submitted, records outcomes as they come
+and stores receipts as they arrive, with at most ``batch`` messages claimed and not yet recorded.
 
 Which messages can be sent twice, exactly: a message whose submit reached the carrier but whose
 ``submitted`` record was never written. That happens when (a) the dispatcher process dies
-between the carrier's acceptance and the commit of the batch's record (at most the batch in
-flight: ``batch`` messages), (b) its lease runs out while the submit is in flight (the lease is
-60 s against a 10 s response timeout, so only a stalled process), or (c) the connection drops
+between the carrier's acceptance and the commit of the record (at most the messages claimed
+and not yet recorded: ``batch``), (b) its lease runs out while the submit is in flight (the
+lease is 60 s against a 10 s response timeout, so only a stalled process; a claim on paced
+channels is cut to what they can send in half a lease), or (c) the connection drops
 after the carrier took a submit but before its response arrived (at most ``window`` per bind):
 the submit fails as transient and the message is tried again. SMPP 3.4 has no idempotent submit
 that would let us ask the carrier; a long message refused part-way is also sent again whole.
@@ -30,18 +34,21 @@ again by the carrier (one stored but not yet acknowledged comes twice and change
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from hongyan.channels import registry
 from hongyan.channels.base import Channel, ChannelSpec, Inbound, Outgoing, Report, SubmitError
 from hongyan.channels.service import Route
 from hongyan.contacts import suppression
+from hongyan.db.engine import BEGIN_IMMEDIATE
 from hongyan.db.scope import TenantScope, unscoped
 from hongyan.db.tables import message_parts, messages
 from hongyan.dispatch import outbox, receipts, replies, routing
@@ -52,6 +59,7 @@ from hongyan.runtime import Runtime
 
 log = logging.getLogger("hongyan.dispatch")
 WHY = "the dispatcher serves every tenant"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,11 +88,11 @@ class ChannelPool:
         self.specs: dict[str, ChannelSpec] = {}
         self.channels: dict[str, Channel] = {}
         self.buckets: dict[str, TokenBucket] = {}
-        self.reports: list[tuple[str, Report]] = []
-        self.inbounds: list[tuple[str, Inbound]] = []
-        # One future per report or reply handed over, resolved once it is stored: a channel
-        # acknowledges to the carrier only then (see :meth:`Dispatcher.flush`).
-        self.stored: list[asyncio.Future[None]] = []
+        # What the channels handed over, each with a future resolved once it is stored: a
+        # channel acknowledges to the carrier only then (see :meth:`Dispatcher.flush`).
+        self.reports: list[tuple[str, Report, asyncio.Future[None]]] = []
+        self.inbounds: list[tuple[str, Inbound, asyncio.Future[None]]] = []
+        self.arrived = asyncio.Event()
         self.live_dispatchers = 1
 
     async def sync(self, specs: Sequence[ChannelSpec]) -> None:
@@ -116,22 +124,21 @@ class ChannelPool:
 
     def _report_sink(self, name: str) -> Callable[[Report], Any]:
         async def sink(report: Report) -> None:
-            self.reports.append((name, report))
-            await self._stored()
+            stored = asyncio.get_running_loop().create_future()
+            self.reports.append((name, report, stored))
+            self.arrived.set()
+            await stored
 
         return sink
 
     def _inbound_sink(self, name: str) -> Callable[[Inbound], Any]:
         async def sink(inbound: Inbound) -> None:
-            self.inbounds.append((name, inbound))
-            await self._stored()
+            stored = asyncio.get_running_loop().create_future()
+            self.inbounds.append((name, inbound, stored))
+            self.arrived.set()
+            await stored
 
         return sink
-
-    def _stored(self) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.stored.append(done)
-        return done
 
     def ready(self) -> set[str]:
         return {n for n, c in self.channels.items() if c.ready}
@@ -167,38 +174,155 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.routes: dict[int, list[Route]] = {}
         self.extensions: dict[int, str] = {}
+        # SQLite has one writer: this process's transactions take turns (PostgreSQL: at once).
+        sqlite = runtime.engine.dialect.name == "sqlite"
+        self._serial: asyncio.Lock | None = asyncio.Lock() if sqlite else None
+        # (channel, carrier id) of parts submitted and not yet recorded: their receipts wait.
+        self._unrecorded: set[tuple[str, str]] = set()
 
-    # -- one pass ----------------------------------------------------------------------------
-    async def run_once(self) -> int:
-        engine = self.runtime.engine
+    async def db_call(self, work: Callable[..., T], *args: Any) -> T:
+        """Database work in a worker thread (one at a time on SQLite)."""
+        if self._serial is None:
+            return await asyncio.to_thread(work, *args)
+        async with self._serial:
+            return await asyncio.to_thread(work, *args)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A transaction that will write (on SQLite it waits for the write lock at BEGIN)."""
+        with self.runtime.engine.connect() as conn:
+            conn.execution_options(**{BEGIN_IMMEDIATE: True})
+            with conn.begin():
+                yield conn
+
+    def _claim(self, limit: int) -> tuple[list[Claimed], dict[tuple[int, bytes], set[str]]]:
         clock = self.runtime.clock
+        with self._writing() as conn:
+            claimed = outbox.claim(conn, clock, owner=self.owner, limit=limit, lease=self.lease)
+            blocked = suppression.lookup(
+                conn, ((c.tenant_id, c.dest_index) for c in claimed), clock.now()
+            )
+        return claimed, blocked
 
-        def claim() -> tuple[list[Claimed], dict[tuple[int, bytes], set[str]]]:
-            with engine.begin() as conn:
-                claimed = outbox.claim(
-                    conn, clock, owner=self.owner, limit=self.batch, lease=self.lease
-                )
-                blocked = suppression.lookup(
-                    conn, ((c.tenant_id, c.dest_index) for c in claimed), clock.now()
-                )
-            return claimed, blocked
+    def _claim_limit(self) -> int:
+        """``batch``, or less when paced channels could not send that within half a lease."""
+        rates = [b.rate for n, b in self.pool.buckets.items() if n in self.pool.channels]
+        if not rates or any(r <= 0 for r in rates):
+            return self.batch
+        half_lease = self.lease.total_seconds() / 2
+        return max(1, min(self.batch, int(sum(rates) * half_lease)))
 
-        claimed, blocked = await asyncio.to_thread(claim)
+    # -- one pass (tests, tools) -------------------------------------------------------------
+    async def run_once(self) -> int:
+        claimed, blocked = await self.db_call(self._claim, self._claim_limit())
         ready = self.pool.ready()
         outcomes = await asyncio.gather(*(self._send(c, blocked, ready) for c in claimed))
         if outcomes:
-            await asyncio.to_thread(self._record, outcomes)
+            await self.db_call(self._record, outcomes)
         await self.flush()
         return len(claimed)
 
+    # -- the running dispatcher --------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, *, idle: float = 0.2) -> None:
+        """Dispatch until ``stop`` is set, claiming, submitting, recording and storing receipts
+        at the same time rather than in turn.
+
+        At most ``batch`` messages are claimed and not yet recorded at any moment: that bounds
+        what a killed process leaves in flight. A new claim is made as soon as a quarter of that
+        room is free, while the messages claimed before are still being submitted; outcomes are
+        recorded as they come, in groups, and receipts stored as they arrive.
+        """
+        outcomes: list[Outcome] = []
+        sending: set[asyncio.Task[Outcome]] = set()
+        failures: list[BaseException] = []
+        sent, room = asyncio.Event(), asyncio.Event()
+        state = {"outstanding": 0, "claiming": True, "recording": True}
+
+        def finished(task: asyncio.Task[Outcome]) -> None:
+            sending.discard(task)
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None:
+                failures.append(exc)
+            else:
+                outcome = task.result()
+                if outcome.channel:
+                    self._unrecorded.update((outcome.channel, i) for i in outcome.carrier_ids)
+                outcomes.append(outcome)
+            sent.set()
+
+        async def claimer() -> None:
+            try:
+                while not stop.is_set() and not failures:
+                    limit = self._claim_limit()
+                    free = limit - state["outstanding"]
+                    if free < max(1, limit // 4):
+                        room.clear()
+                        await _wait(room, idle)
+                        continue
+                    claimed, blocked = await self.db_call(self._claim, free)
+                    if not claimed:
+                        await _wait(stop, idle)
+                        continue
+                    state["outstanding"] += len(claimed)
+                    ready = self.pool.ready()
+                    for c in claimed:
+                        task = asyncio.create_task(self._send(c, blocked, ready))
+                        sending.add(task)
+                        task.add_done_callback(finished)
+            finally:
+                state["claiming"] = False
+                sent.set()
+
+        async def recorder() -> None:
+            try:
+                while state["claiming"] or sending or outcomes:
+                    if not outcomes:
+                        sent.clear()
+                        await _wait(sent, idle)
+                        continue
+                    group = outcomes[:]
+                    del outcomes[:]
+                    await self.db_call(self._record, group)
+                    for o in group:
+                        self._unrecorded.difference_update((o.channel, i) for i in o.carrier_ids)
+                    state["outstanding"] -= len(group)
+                    room.set()
+                    self.pool.arrived.set()  # receipts held back for these may go now
+            finally:
+                state["recording"] = False
+                self.pool.arrived.set()
+
+        async def storer() -> None:
+            while state["recording"]:
+                self.pool.arrived.clear()
+                await self.flush()
+                await _wait(self.pool.arrived, idle)
+
+        workers = [asyncio.create_task(w()) for w in (claimer, recorder, storer)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in [*workers, *sending]:
+                task.cancel()
+        if failures:
+            raise failures[0]
+
     async def flush(self) -> int:
-        """Apply the receipts and replies the channels handed over since the last flush."""
-        reports, self.pool.reports = self.pool.reports, []
+        """Store the receipts and replies the channels handed over; returns how many.
+
+        A receipt for a part this dispatcher submitted but has not recorded yet waits for the
+        next flush (it would only be kept as unmatched and matched again a moment later).
+        """
+        held = self._unrecorded
+        reports = [r for r in self.pool.reports if (r[0], r[1].message_id) not in held]
+        self.pool.reports = [r for r in self.pool.reports if (r[0], r[1].message_id) in held]
         inbounds, self.pool.inbounds = self.pool.inbounds, []
-        waiting, self.pool.stored = self.pool.stored, []
+        waiting = [r[2] for r in reports] + [i[2] for i in inbounds]
         try:
             if reports or inbounds:
-                await asyncio.to_thread(self._apply, reports, inbounds)
+                await self.db_call(self._apply, [r[:2] for r in reports], [i[:2] for i in inbounds])
         except BaseException as exc:
             # Not stored: the channels answer the carrier with an error, and it sends them again.
             for done in waiting:
@@ -252,10 +376,10 @@ class Dispatcher:
     def _record(self, outcomes: list[Outcome]) -> None:
         now = self.runtime.clock.now()
         parts_by_tenant: dict[int, list[dict[str, Any]]] = {}
-        submitted: list[dict[str, Any]] = []
+        submitted: dict[tuple[str | None, int], list[int]] = {}
         finals: list[int] = []
         recorded: dict[str, list[str]] = {}
-        with self.runtime.engine.begin() as conn:
+        with self._writing() as conn:
             for o in outcomes:
                 c = o.claimed
                 why = o.reason.value if o.reason else None
@@ -298,7 +422,7 @@ class Dispatcher:
                     )
                     recorded.setdefault(o.channel or "", []).append(cid)
                 if o.kind == "submitted":
-                    submitted.append({"mid": c.id, "ch": o.channel, "n": len(o.carrier_ids)})
+                    submitted.setdefault((o.channel, len(o.carrier_ids)), []).append(c.id)
                     continue
                 target = State.EXPIRED if o.kind == "expired" else State.FAILED
                 if outbox.move(
@@ -316,12 +440,13 @@ class Dispatcher:
             # The common case in two set-based statements: parts per tenant, one executemany.
             for tenant_id, rows in parts_by_tenant.items():
                 TenantScope(tenant_id).insert_many(conn, message_parts, rows)
-            if submitted:
-                check_move(State.SENDING, State.SUBMITTED)
+            # One UPDATE per (channel, number of parts): a handful, not one per message.
+            check_move(State.SENDING, State.SUBMITTED)
+            for (channel, n), mids in submitted.items():
                 stmt = (
                     sa.update(messages)
                     .where(
-                        messages.c.id == sa.bindparam("mid"),
+                        messages.c.id.in_(mids),
                         messages.c.state == State.SENDING.value,
                         messages.c.lease_owner == self.owner,
                     )
@@ -329,17 +454,22 @@ class Dispatcher:
                         state=State.SUBMITTED.value,
                         lease_owner=None,
                         lease_until=None,
-                        channel=sa.bindparam("ch"),
-                        carrier_parts=sa.bindparam("n"),
+                        channel=channel,
+                        carrier_parts=n,
                         reason=None,
                         carrier_code=None,
                         submitted_at=now,
                     )
                 )
-                conn.execute(unscoped(stmt, WHY), submitted)
+                conn.execute(unscoped(stmt, WHY))
             receipts.after_final(conn, self.runtime.clock, finals)
-            for channel, ids in recorded.items():
-                receipts.match_waiting(conn, self.runtime.clock, channel, ids)
+        # Receipts that came before their parts were recorded, looked for only after the parts
+        # are committed: a receipt stored meanwhile by another transaction (this dispatcher's
+        # flush, another dispatcher's bind) is then seen here or sees the parts itself.
+        if recorded:
+            with self._writing() as conn:
+                for channel, ids in recorded.items():
+                    receipts.match_waiting(conn, self.runtime.clock, channel, ids)
 
     def _apply(
         self, reports: list[tuple[str, Report]], inbounds: list[tuple[str, Inbound]]
@@ -348,9 +478,32 @@ class Dispatcher:
         by_channel: dict[str, list[Report]] = {}
         for name, report in reports:
             by_channel.setdefault(name, []).append(report)
-        with self.runtime.engine.begin() as conn:
+        unmatched: dict[str, list[str]] = {}
+        pending: set[int] = set()
+        with self._writing() as conn:
             for name, items in by_channel.items():
-                receipts.apply_reports(conn, clock, name, items)
+                receipts.apply_reports(
+                    conn,
+                    clock,
+                    name,
+                    items,
+                    unmatched=unmatched.setdefault(name, []),
+                    pending=pending,
+                )
             for name, inbound in inbounds:
                 spec = self.pool.specs.get(name) or ChannelSpec(name=name, kind="unknown")
                 replies.apply_inbound(conn, clock, self.runtime.keyring, spec, [inbound])
+        # Looked at again once committed (see _record): receipts kept because their parts were
+        # not there, and long messages whose other parts' receipts another transaction stored.
+        if pending or any(unmatched.values()):
+            with self._writing() as conn:
+                for name, ids in unmatched.items():
+                    if ids:
+                        receipts.match_waiting(conn, clock, name, ids)
+                receipts.settle(conn, clock, pending)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Until ``event`` is set or ``timeout`` seconds have passed."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)

@@ -168,44 +168,22 @@ def _same_or_conflict(found: Any, index: bytes, text: str) -> int:
 def claim(
     conn: Connection, clock: Clock, *, owner: str, limit: int, lease: timedelta
 ) -> list[Claimed]:
-    """Take up to ``limit`` due messages (or ones whose lease ran out), most urgent lane first."""
+    """Take up to ``limit`` messages: first those whose lease ran out (a dead dispatcher's, late
+    already), then due ones, most urgent lane first.
+
+    Two statements, each an ordered index scan that stops at ``limit`` rows (``ix_messages_lease``,
+    ``ix_messages_claim``): one query with ``OR`` would sort every due row to find the first few,
+    80 ms a claim with 200,000 messages waiting.
+    """
+    m = messages.c
     now = clock.now()
-    due = sa.or_(
-        sa.and_(messages.c.state == State.PLANNED.value, messages.c.due_at <= now),
-        sa.and_(messages.c.state == State.SENDING.value, messages.c.lease_until < now),
-    )
-    pick = (
-        sa.select(messages.c.id)
-        .where(due)
-        .order_by(messages.c.lane, messages.c.due_at, messages.c.id)
-        .limit(limit)
-    )
-    if conn.dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    stmt = (
-        sa.update(messages)
-        .where(messages.c.id.in_(pick.scalar_subquery()))
-        .values(
-            state=State.SENDING.value,
-            lease_owner=owner,
-            lease_until=now + lease,
-            attempts=messages.c.attempts + 1,
+    stale = sa.and_(m.state == State.SENDING.value, m.lease_until < now)
+    due = sa.and_(m.state == State.PLANNED.value, m.due_at <= now)
+    rows = _take(conn, stale, (m.lease_until,), owner=owner, limit=limit, until=now + lease)
+    if len(rows) < limit:
+        rows += _take(
+            conn, due, (m.lane, m.due_at), owner=owner, limit=limit - len(rows), until=now + lease
         )
-        .returning(
-            messages.c.id,
-            messages.c.tenant_id,
-            messages.c.lane,
-            messages.c.dest_cipher,
-            messages.c.body,
-            messages.c.attempts,
-            messages.c.expires_at,
-            messages.c.dest_index,
-            messages.c.carrier,
-            messages.c.channel,
-            messages.c.reason,
-        )
-    )
-    rows = conn.execute(unscoped(stmt, "the dispatcher serves every tenant")).all()
     return sorted(
         (
             Claimed(
@@ -225,6 +203,44 @@ def claim(
         ),
         key=lambda c: (c.lane, c.id),
     )
+
+
+def _take(
+    conn: Connection,
+    where: sa.ColumnElement[bool],
+    order: tuple[Any, ...],
+    *,
+    owner: str,
+    limit: int,
+    until: datetime,
+) -> list[Any]:
+    pick = sa.select(messages.c.id).where(where).order_by(*order).limit(limit)
+    if conn.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(messages)
+        .where(messages.c.id.in_(pick.scalar_subquery()))
+        .values(
+            state=State.SENDING.value,
+            lease_owner=owner,
+            lease_until=until,
+            attempts=messages.c.attempts + 1,
+        )
+        .returning(
+            messages.c.id,
+            messages.c.tenant_id,
+            messages.c.lane,
+            messages.c.dest_cipher,
+            messages.c.body,
+            messages.c.attempts,
+            messages.c.expires_at,
+            messages.c.dest_index,
+            messages.c.carrier,
+            messages.c.channel,
+            messages.c.reason,
+        )
+    )
+    return list(conn.execute(unscoped(stmt, "the dispatcher serves every tenant")).all())
 
 
 def move(

@@ -13,7 +13,7 @@ tenant's suppression list.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +24,7 @@ from hongyan.clock import Clock
 from hongyan.contacts import suppression
 from hongyan.db.scope import unscoped
 from hongyan.db.tables import message_parts, messages, unmatched_receipts
+from hongyan.db.types import UTCDateTime
 from hongyan.dispatch.states import Reason, State, check_move
 from hongyan.webhooks.events import Event, emit
 
@@ -52,8 +53,20 @@ def final_state(parts: Sequence[tuple[str, str | None]]) -> tuple[State, Reason 
     return State.UNDELIVERED, reason
 
 
-def apply_reports(conn: Connection, clock: Clock, channel: str, reports: Sequence[Report]) -> int:
-    """Store receipts on their parts and settle what became final; returns how many matched."""
+def apply_reports(
+    conn: Connection,
+    clock: Clock,
+    channel: str,
+    reports: Sequence[Report],
+    *,
+    unmatched: list[str] | None = None,
+    pending: set[int] | None = None,
+) -> int:
+    """Store receipts on their parts and settle what became final; returns how many matched.
+
+    ``unmatched`` collects the carrier ids kept for later matching, ``pending`` the long
+    messages still waiting for a part's receipt (see :func:`settle`).
+    """
     now = clock.now()
     part = message_parts.c
     touched: set[int] = set()
@@ -83,12 +96,14 @@ def apply_reports(conn: Connection, clock: Clock, channel: str, reports: Sequenc
                 rows[0] if rows else None,
             )
             if pick is None:
+                if unmatched is not None:
+                    unmatched.append(r.message_id)
                 waiting.append(
                     {
                         "channel": channel,
                         "carrier_id": r.message_id,
                         "stat": r.stat[:16],
-                        "err": r.err[:16],
+                        "err": r.err[:64],
                         "raw": _raw(r),
                         "received_at": now,
                     }
@@ -100,7 +115,7 @@ def apply_reports(conn: Connection, clock: Clock, channel: str, reports: Sequenc
                 {
                     "pid": pick.id,
                     "stat": r.stat[:16],
-                    "err": r.err[:16],
+                    "err": r.err[:64],
                     "why": r.reason.value if r.reason else None,
                 }
             )
@@ -108,19 +123,42 @@ def apply_reports(conn: Connection, clock: Clock, channel: str, reports: Sequenc
             conn.execute(unscoped(sa.insert(unmatched_receipts), WHY), waiting)
         if updates:
             matched += len(updates)
-            stmt = (
-                sa.update(message_parts)
-                .where(part.id == sa.bindparam("pid"))
-                .values(
-                    stat=sa.bindparam("stat"),
-                    err=sa.bindparam("err"),
-                    reason=sa.bindparam("why"),
-                    done_at=now,
-                )
-            )
-            conn.execute(unscoped(stmt, WHY), updates)
-    settle(conn, clock, touched)
+            _store_on_parts(conn, updates, now)
+    settle(conn, clock, touched, pending=pending)
     return matched
+
+
+# PostgreSQL: one statement for a whole chunk of receipts instead of one per part.
+_PARTS_PG = sa.text(
+    "UPDATE message_parts AS p SET stat = u.stat, err = u.err, reason = u.why, done_at = :now"
+    " FROM unnest(CAST(:pids AS bigint[]), CAST(:stats AS text[]), CAST(:errs AS text[]),"
+    " CAST(:whys AS text[])) AS u(pid, stat, err, why) WHERE p.id = u.pid"
+).bindparams(sa.bindparam("now", type_=UTCDateTime))
+
+
+def _store_on_parts(conn: Connection, updates: list[dict[str, Any]], now: datetime) -> None:
+    if conn.dialect.name == "postgresql":
+        params = {
+            "pids": [u["pid"] for u in updates],
+            "stats": [u["stat"] for u in updates],
+            "errs": [u["err"] for u in updates],
+            "whys": [u["why"] for u in updates],
+            "now": now,
+        }
+        conn.execute(unscoped(_PARTS_PG, WHY), params)
+        return
+    part = message_parts.c
+    stmt = (
+        sa.update(message_parts)
+        .where(part.id == sa.bindparam("pid"))
+        .values(
+            stat=sa.bindparam("stat"),
+            err=sa.bindparam("err"),
+            reason=sa.bindparam("why"),
+            done_at=now,
+        )
+    )
+    conn.execute(unscoped(stmt, WHY), updates)
 
 
 def _raw(report: Report) -> str:
@@ -133,31 +171,28 @@ def match_waiting(conn: Connection, clock: Clock, channel: str, carrier_ids: Ite
     """Apply kept receipts whose parts were just recorded; returns how many."""
     ids = list(set(carrier_ids))
     total = 0
+    u, part = unmatched_receipts.c, message_parts.c
     for i in range(0, len(ids), CHUNK):
         chunk = ids[i : i + CHUNK]
-        waiting = conn.execute(
+        # Only those whose part is there now; taken with DELETE … RETURNING, so that two
+        # transactions looking at once (a recorder and a flush) never apply one twice.
+        has_part = (
+            sa.select(part.id)
+            .where(part.channel == u.channel, part.carrier_id == u.carrier_id)
+            .exists()
+        )
+        taken = conn.execute(
             unscoped(
-                sa.select(unmatched_receipts)
-                .where(
-                    unmatched_receipts.c.channel == channel,
-                    unmatched_receipts.c.carrier_id.in_(chunk),
-                )
-                .order_by(unmatched_receipts.c.id),
+                sa.delete(unmatched_receipts)
+                .where(u.channel == channel, u.carrier_id.in_(chunk), has_part)
+                .returning(u.id, u.carrier_id, u.stat, u.err, u.raw),
                 WHY,
             )
         ).all()
-        if not waiting:
+        if not taken:
             continue
-        conn.execute(
-            unscoped(
-                sa.delete(unmatched_receipts).where(
-                    unmatched_receipts.c.id.in_([w.id for w in waiting])
-                ),
-                WHY,
-            )
-        )
         reports = []
-        for w in waiting:
+        for w in sorted(taken, key=lambda w: w.id):
             raw, _, reason = w.raw.partition("\x1f")
             reports.append(
                 Report(w.carrier_id, w.stat, w.err, None, raw, Reason(reason) if reason else None)
@@ -166,8 +201,15 @@ def match_waiting(conn: Connection, clock: Clock, channel: str, carrier_ids: Ite
     return total
 
 
-def settle(conn: Connection, clock: Clock, message_ids: Iterable[int]) -> int:
-    """Give each message whose expected receipts are all in its final state; returns how many."""
+def settle(
+    conn: Connection, clock: Clock, message_ids: Iterable[int], *, pending: set[int] | None = None
+) -> int:
+    """Give each message whose expected receipts are all in its final state; returns how many.
+
+    ``pending`` collects the long messages still missing a part's receipt: another transaction
+    may be storing it at this moment, unseen here, so the caller settles them again once its own
+    transaction is committed (then one of the two sees both).
+    """
     ids = sorted(set(message_ids))
     if not ids:
         return 0
@@ -205,6 +247,8 @@ def settle(conn: Connection, clock: Clock, message_ids: Iterable[int]) -> int:
             # message submitted twice (a lost lease, a crash) has older rows too.
             latest = parts[-expected:] if len(parts) >= expected else parts
             if len(latest) < expected or any(p.stat is None for p in latest):
+                if pending is not None and expected > 1:
+                    pending.add(mid)
                 continue
             if state not in (State.SUBMITTED, State.EXPIRED):
                 continue
@@ -225,21 +269,30 @@ def settle(conn: Connection, clock: Clock, message_ids: Iterable[int]) -> int:
     if not settled:
         return 0
     now = clock.now()
-    stmt = (
-        sa.update(messages)
-        .where(m.id == sa.bindparam("mid"), m.state == sa.bindparam("from_state"))
-        .values(
-            state=sa.bindparam("to_state"),
-            reason=sa.bindparam("why"),
-            carrier_code=sa.bindparam("code"),
-            done_at=now,
-            lease_owner=None,
-            lease_until=None,
-        )
-    )
-    conn.execute(unscoped(stmt, WHY), settled)
-    after_final(conn, clock, [s["mid"] for s in settled])
-    return len(settled)
+    # One compare-and-set UPDATE per kind of verdict (a handful), each saying which rows it
+    # changed: a message two transactions settle at once gets one final state and one event.
+    kinds: dict[tuple[str, str, str | None, str | None], list[int]] = {}
+    for s in settled:
+        kinds.setdefault((s["from_state"], s["to_state"], s["why"], s["code"]), []).append(s["mid"])
+    done: list[int] = []
+    for (from_state, to_state, why, code), mids in kinds.items():
+        for i in range(0, len(mids), CHUNK):
+            stmt = (
+                sa.update(messages)
+                .where(m.id.in_(mids[i : i + CHUNK]), m.state == from_state)
+                .values(
+                    state=to_state,
+                    reason=why,
+                    carrier_code=code,
+                    done_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+                .returning(m.id)
+            )
+            done.extend(int(r.id) for r in conn.execute(unscoped(stmt, WHY)))
+    after_final(conn, clock, done)
+    return len(done)
 
 
 def after_final(conn: Connection, clock: Clock, message_ids: Sequence[int]) -> None:

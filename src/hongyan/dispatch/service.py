@@ -162,24 +162,43 @@ async def run(
         lease=timedelta(seconds=settings.dispatch_lease_seconds),
     )
     loop = asyncio.get_running_loop()
-    next_reload = next_beat = 0.0
-    try:
+    due = {"reload": 0.0, "beat": 0.0}
+
+    async def chores_once() -> None:
+        now = loop.time()
+        if now >= due["reload"]:
+            specs, routes, exts = await dispatcher.db_call(chores.load, extra)
+            dispatcher.routes, dispatcher.extensions = routes, exts
+            await pool.sync(specs)
+            due["reload"] = now + reload_every
+        if now >= due["beat"]:
+            live = await dispatcher.db_call(chores.heartbeat, sorted(pool.channels))
+            pool.set_live(live)
+            expired = await dispatcher.db_call(chores.sweep, grace)
+            if expired:
+                log.info("expired %d messages whose receipts never came", expired)
+            due["beat"] = now + heartbeat_every
+
+    async def keep_house() -> None:
         while not stop.is_set():
-            now = loop.time()
-            if now >= next_reload:
-                specs, routes, exts = await asyncio.to_thread(chores.load, extra)
-                dispatcher.routes, dispatcher.extensions = routes, exts
-                await pool.sync(specs)
-                next_reload = now + reload_every
-            if now >= next_beat:
-                live = await asyncio.to_thread(chores.heartbeat, sorted(pool.channels))
-                pool.set_live(live)
-                expired = await asyncio.to_thread(chores.sweep, grace)
-                if expired:
-                    log.info("expired %d messages whose receipts never came", expired)
-                next_beat = now + heartbeat_every
-            if await dispatcher.run_once() == 0:
-                await _sleep(stop, idle)
+            await _sleep(stop, max(0.05, min(due.values()) - loop.time()))
+            if not stop.is_set():
+                await chores_once()
+
+    try:
+        await chores_once()  # channels first, then messages
+        # The dispatcher's own loop (claims, submits, records, receipts) and the chores side by
+        # side; either failing stops the other.
+        work = [
+            asyncio.create_task(dispatcher.run(stop, idle=idle)),
+            asyncio.create_task(keep_house()),
+        ]
+        try:
+            await asyncio.gather(*work)
+        finally:
+            for task in work:
+                task.cancel()
+            await asyncio.gather(*work, return_exceptions=True)
     finally:
         await dispatcher.flush()
         await pool.stop()

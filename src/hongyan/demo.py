@@ -98,6 +98,9 @@ def sandbox_jobs(runtime: Runtime) -> list[Callable[[asyncio.Event], Coroutine[A
         rejected=0.01,
         no_receipt=0.01,
         invalid_numbers={EMPTY_NUMBER.removeprefix("+")},
+        # Some recipients answer: TD / 退订 (opt-outs) and free text land in the inbox.
+        reply_rate=0.2,
+        reply_delay=3.0,
     )
 
     async def run_sandbox(stop: asyncio.Event) -> None:
@@ -119,6 +122,15 @@ def _demo_messages(conn: Connection, runtime: Runtime, tenant_id: int) -> None:
         ("+8613800138000", "【鸿雁茶饮】您的订单已发货，预计明天送达。", Lane.NOTIFICATION),
         ("+8613800138000", "【鸿雁茶饮】您的验证码是 482915，5 分钟内有效。", Lane.VERIFICATION),
         (EMPTY_NUMBER, "【鸿雁茶饮】会员日满199减80，回T退订", Lane.MARKETING),
+    ]
+    # A small member-day send, so receipts, failures and replies show up in the console.
+    samples += [
+        (
+            f"+86135{7000 + i:08d}",
+            "【鸿雁茶饮】会员日第二杯半价，今晚21点前有效，回T退订",
+            Lane.MARKETING,
+        )
+        for i in range(20)
     ]
     for to, text, lane in samples:
         outbox.enqueue(

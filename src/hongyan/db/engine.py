@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,26 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _begin_writes(engine: Engine) -> None:
+    """On SQLite, ``engine.begin()`` (a transaction that means to write) begins IMMEDIATE.
+
+    A deferred transaction that reads, then writes after another writer committed, fails at once
+    with "database is locked" (busy_timeout cannot help: its snapshot is stale). Every
+    ``engine.begin()`` in the code base is such a unit of work (a request, a CLI command, a
+    dispatcher step), so it takes the write lock up front and waits its turn; ``engine.connect()``
+    reads stay deferred and never wait for writers (WAL).
+    """
+
+    @contextlib.contextmanager
+    def begin() -> Iterator[sa.Connection]:
+        with engine.connect() as conn:
+            conn.execution_options(**{BEGIN_IMMEDIATE: True})
+            with conn.begin():
+                yield conn
+
+    engine.begin = begin  # type: ignore[method-assign]
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the tenant guard; bound parameters never appear in error messages."""
     url = normalise_url(url)
@@ -55,6 +77,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = sa.create_engine(url, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine, "begin", _sqlite_begin)
+        _begin_writes(engine)
     else:
         kwargs.setdefault("pool_pre_ping", True)
         engine = sa.create_engine(url, **kwargs)

@@ -12,24 +12,39 @@ tenant's suppression list.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from hongyan.channels.base import Report
 from hongyan.clock import Clock
 from hongyan.contacts import suppression
 from hongyan.db.scope import unscoped
-from hongyan.db.tables import message_parts, messages, unmatched_receipts
+from hongyan.db.tables import message_parts, messages, unmatched_receipts, webhook_endpoints
 from hongyan.db.types import UTCDateTime
 from hongyan.dispatch.states import Reason, State, check_move
 from hongyan.webhooks.events import Event, emit
 
 WHY = "receipts arrive per channel, for every tenant"
 CHUNK = 500
+
+
+def among(
+    conn: Connection, column: Any, values: Iterable[Any], item_type: Any
+) -> sa.ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one statement text
+    whatever the number of values, so the driver and the server prepare it once."""
+    values = list(values)
+    if conn.dialect.name == "postgresql":
+        array = sa.bindparam(None, values, type_=postgresql.ARRAY(item_type))
+        return column == sa.any_(array)
+    return column.in_(values)
+
+
 # When parts disagree, the reason that says most about the number wins.
 _REASON_RANK = [
     Reason.INVALID_NUMBER,
@@ -76,7 +91,10 @@ def apply_reports(
         found = conn.execute(
             unscoped(
                 sa.select(part.id, part.message_id, part.carrier_id, part.stat)
-                .where(part.channel == channel, part.carrier_id.in_({r.message_id for r in chunk}))
+                .where(
+                    part.channel == channel,
+                    among(conn, part.carrier_id, {r.message_id for r in chunk}, sa.String),
+                )
                 .order_by(part.id.desc()),
                 WHY,
             )
@@ -167,6 +185,28 @@ def _raw(report: Report) -> str:
     return f"{report.raw}\x1f{reason}"
 
 
+def kept_ids(conn: Connection, channel: str, carrier_ids: Iterable[str]) -> list[str]:
+    """Which of these carrier ids have a receipt kept in ``unmatched_receipts`` (a read)."""
+    ids = list(set(carrier_ids))
+    u = unmatched_receipts.c
+    found: list[str] = []
+    for i in range(0, len(ids), CHUNK):
+        found.extend(
+            conn.execute(
+                unscoped(
+                    sa.select(u.carrier_id)
+                    .distinct()
+                    .where(
+                        u.channel == channel,
+                        among(conn, u.carrier_id, ids[i : i + CHUNK], sa.String),
+                    ),
+                    WHY,
+                )
+            ).scalars()
+        )
+    return found
+
+
 def match_waiting(conn: Connection, clock: Clock, channel: str, carrier_ids: Iterable[str]) -> int:
     """Apply kept receipts whose parts were just recorded; returns how many."""
     ids = list(set(carrier_ids))
@@ -184,7 +224,7 @@ def match_waiting(conn: Connection, clock: Clock, channel: str, carrier_ids: Ite
         taken = conn.execute(
             unscoped(
                 sa.delete(unmatched_receipts)
-                .where(u.channel == channel, u.carrier_id.in_(chunk), has_part)
+                .where(u.channel == channel, among(conn, u.carrier_id, chunk, sa.String), has_part)
                 .returning(u.id, u.carrier_id, u.stat, u.err, u.raw),
                 WHY,
             )
@@ -217,6 +257,7 @@ def settle(
     m = messages.c
     settled: list[dict[str, Any]] = []
     rows_by_id: dict[int, Any] = {}
+    known: dict[int, tuple[int, Reason | None]] = {}
     for i in range(0, len(ids), CHUNK):
         rows = conn.execute(
             unscoped(
@@ -231,7 +272,7 @@ def settle(
                     m.tenant_id,
                 )
                 .join(messages, m.id == part.message_id)
-                .where(part.message_id.in_(ids[i : i + CHUNK]))
+                .where(among(conn, part.message_id, ids[i : i + CHUNK], sa.BigInteger))
                 .order_by(part.message_id, part.id),
                 WHY,
             )
@@ -256,6 +297,7 @@ def settle(
             if state is verdict:
                 continue
             check_move(state, verdict)
+            known[mid] = (int(first.tenant_id), reason)
             settled.append(
                 {
                     "mid": mid,
@@ -279,7 +321,7 @@ def settle(
         for i in range(0, len(mids), CHUNK):
             stmt = (
                 sa.update(messages)
-                .where(m.id.in_(mids[i : i + CHUNK]), m.state == from_state)
+                .where(among(conn, m.id, mids[i : i + CHUNK], sa.BigInteger), m.state == from_state)
                 .values(
                     state=to_state,
                     reason=why,
@@ -291,14 +333,39 @@ def settle(
                 .returning(m.id)
             )
             done.extend(int(r.id) for r in conn.execute(unscoped(stmt, WHY)))
-    after_final(conn, clock, done)
+    after_final(conn, clock, done, known=known)
     return len(done)
 
 
-def after_final(conn: Connection, clock: Clock, message_ids: Sequence[int]) -> None:
-    """What follows a final state: the webhook event, and 空号 onto the suppression list."""
+def after_final(
+    conn: Connection,
+    clock: Clock,
+    message_ids: Sequence[int],
+    *,
+    known: Mapping[int, tuple[int, Reason | None]] | None = None,
+) -> None:
+    """What follows a final state: the webhook event, and 空号 onto the suppression list.
+
+    ``known`` (message id → tenant id, reason), when the caller has it, spares reading the
+    messages when none of them is 空号 and none of their tenants has a webhook endpoint.
+    """
     if not message_ids:
         return
+    if known is not None and all(known[i][1] is not Reason.INVALID_NUMBER for i in message_ids):
+        tenants = {known[i][0] for i in message_ids}
+        listening = conn.execute(
+            unscoped(
+                sa.select(webhook_endpoints.c.id)
+                .where(
+                    webhook_endpoints.c.tenant_id.in_(tenants),
+                    webhook_endpoints.c.active.is_(True),
+                )
+                .limit(1),
+                "whether any tenant of a receipt batch has a webhook endpoint",
+            )
+        ).first()
+        if listening is None:
+            return
     m = messages.c
     rows = conn.execute(
         unscoped(
@@ -318,7 +385,7 @@ def after_final(conn: Connection, clock: Clock, message_ids: Sequence[int]) -> N
                 m.channel,
                 m.submitted_at,
                 m.done_at,
-            ).where(m.id.in_(message_ids)),
+            ).where(among(conn, m.id, message_ids, sa.BigInteger)),
             WHY,
         )
     ).all()

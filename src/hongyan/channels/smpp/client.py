@@ -107,6 +107,7 @@ class SmppClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._deliveries: set[asyncio.Task[None]] = set()
         self._last_io = 0.0
+        self._out: list[bytes] = []
         self.closed = asyncio.Event()
         self._bound = False
 
@@ -151,6 +152,7 @@ class SmppClient:
             if task is not asyncio.current_task():
                 task.cancel()
         if self._writer is not None:
+            self._flush_out()
             self._writer.close()
         self._fail_pending(SmppError("connection closed", P.CommandStatus.ESME_RSYSERR))
 
@@ -239,9 +241,18 @@ class SmppClient:
         self._write_bytes(P.encode(message))
 
     def _write_bytes(self, data: bytes) -> None:
+        # What is written in one turn of the event loop leaves in one send: a window of
+        # submit_sm (or a burst of deliver_sm_resp) costs one system call, not one each.
         assert self._writer is not None
-        self._writer.write(data)
-        self._last_io = asyncio.get_running_loop().time()
+        self._out.append(data)
+        if len(self._out) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_out)
+
+    def _flush_out(self) -> None:
+        out, self._out = self._out, []
+        if out and self._writer is not None and not self._writer.is_closing():
+            self._writer.write(b"".join(out))
+            self._last_io = asyncio.get_running_loop().time()
 
     # -- receiving ---------------------------------------------------------------------------
     async def _read_loop(self) -> None:

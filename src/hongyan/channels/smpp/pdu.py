@@ -1097,6 +1097,20 @@ _RECEIPT_KEY = re.compile(
     r"(?<![A-Za-z0-9_])(id|sub|dlvrd|submit[ \t_]*date|done[ \t_]*date|stat|err|text)[ \t]*:",
     re.IGNORECASE,
 )
+_KEY_SPACE = re.compile(r"[ \t_]+")
+# A key as written ("Submit_Date") → its name ("submit date"); carriers write few variants, and a
+# receipt arrives for every message, so each is worked out once (the cache is bounded).
+_KEY_NAMES: dict[str, str] = {}
+
+
+def _receipt_key(raw: str) -> str:
+    name = _KEY_NAMES.get(raw)
+    if name is None:
+        name = _KEY_SPACE.sub(" ", raw.lower())
+        name = {"submitdate": "submit date", "donedate": "done date"}.get(name, name)
+        if len(_KEY_NAMES) < 256:
+            _KEY_NAMES[raw] = name
+    return name
 
 
 def _parse_receipt_date(value: str) -> datetime | None:
@@ -1140,11 +1154,7 @@ def parse_receipt_text(text: str) -> Receipt | None:
     fields: dict[str, str] = {}
     matches = list(_RECEIPT_KEY.finditer(text))
     for index, match in enumerate(matches):
-        key = re.sub(r"[ \t_]+", " ", match.group(1).lower())
-        if key == "submitdate":
-            key = "submit date"
-        elif key == "donedate":
-            key = "done date"
+        key = _receipt_key(match.group(1))
         if key == "text":
             fields.setdefault(key, text[match.end() :].strip())
             break

@@ -36,9 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -62,6 +64,7 @@ log = logging.getLogger("hongyan.dispatch")
 WHY = "the dispatcher serves every tenant"
 T = TypeVar("T")
 GATHER = 0.02  # seconds the running dispatcher lets receipts gather before storing them
+STALE_EVERY = 1.0  # seconds between two looks for run-out leases
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,7 @@ class Dispatcher:
         self._serial: asyncio.Lock | None = asyncio.Lock() if sqlite else None
         # (channel, carrier id) of parts submitted and not yet recorded: their receipts wait.
         self._unrecorded: set[tuple[str, str]] = set()
+        self._next_stale = 0.0
 
     async def db_call(self, work: Callable[..., T], *args: Any) -> T:
         """Database work in a worker thread (one at a time on SQLite)."""
@@ -197,10 +201,20 @@ class Dispatcher:
             with conn.begin():
                 yield conn
 
-    def _claim(self, limit: int) -> tuple[list[Claimed], dict[tuple[int, bytes], set[str]]]:
+    def _claim(
+        self, limit: int, *, busy: bool = False
+    ) -> tuple[list[Claimed], dict[tuple[int, bytes], set[str]]]:
         clock = self.runtime.clock
+        # A busy dispatcher looks for run-out leases at most once a second (see outbox.claim):
+        # a lease runs out at an instant, so that delays a takeover by a second at most.
+        now = time.monotonic()
+        stale = not busy or now >= self._next_stale
+        if stale:
+            self._next_stale = now + STALE_EVERY
         with self._writing() as conn:
-            claimed = outbox.claim(conn, clock, owner=self.owner, limit=limit, lease=self.lease)
+            claimed = outbox.claim(
+                conn, clock, owner=self.owner, limit=limit, lease=self.lease, stale=stale
+            )
             blocked = suppression.lookup(
                 conn, ((c.tenant_id, c.dest_index) for c in claimed), clock.now()
             )
@@ -263,7 +277,7 @@ class Dispatcher:
                         room.clear()
                         await _wait(room, idle)
                         continue
-                    claimed, blocked = await self.db_call(self._claim, free)
+                    claimed, blocked = await self.db_call(partial(self._claim, busy=True), free)
                     if not claimed:
                         await _wait(stop, idle)
                         continue

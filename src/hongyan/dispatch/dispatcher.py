@@ -385,9 +385,9 @@ class Dispatcher:
             if exc.transient and not exc.accepted:
                 other = routing.choose(names, self.pool.ready() - {name}, None)
                 return Outcome(
-                    c, "transient", [], name, exc.reason, exc.code, retry_now=other is not None
+                    c, "transient", [], name, exc.reason, exc.code[:64], retry_now=other is not None
                 )
-            return Outcome(c, "failed", exc.accepted, name, exc.reason, exc.code)
+            return Outcome(c, "failed", exc.accepted, name, exc.reason, exc.code[:64])
         return Outcome(c, "submitted", ids, name)
 
     # -- database side (run in a worker thread) -------------------------------------------------

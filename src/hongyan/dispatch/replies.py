@@ -102,7 +102,9 @@ def e164_of(source: str) -> str | None:
 def _tenant_by_extension(conn: Connection, spec: ChannelSpec, destination: str) -> int | None:
     base = str(spec.config.get("source_addr", "")).removeprefix("+")
     dest = destination.removeprefix("+")
-    if not base or not dest.startswith(base) or len(dest) == len(base):
+    # Without a sender number on the channel (HTTP providers report only the extension),
+    # the whole destination is the extension.
+    if not dest.startswith(base) or len(dest) == len(base):
         return None
     rest = dest[len(base) :]
     rows = conn.execute(

@@ -149,13 +149,18 @@ class SmppChannel:
         return True
 
     async def stop(self) -> None:
+        """Each bind's own task unbinds and closes its client (one closer per client, so two
+        closes never race); a task that does not finish in time is cancelled."""
         self._stop.set()
-        for client in self._clients:
-            if client is not None:
-                await client.close()
-        for task in self._tasks:
+        if not self._tasks:
+            return
+        _done, pending = await asyncio.wait(self._tasks, timeout=self._stop_timeout())
+        for task in pending:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _stop_timeout(self) -> float:
+        return float(self.spec.config.get("response_timeout", 10.0)) + 1.0
 
     async def _report(self, report: Report) -> None:
         reason = reason_from_receipt(report.stat, report.err, self.invalid_errs, self.blocked_errs)

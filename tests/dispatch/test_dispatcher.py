@@ -51,11 +51,13 @@ def test_delivered_invalid_long_and_suppression(runtime: Runtime) -> None:
     cfg = SandboxConfig(credentials=CREDS, invalid_numbers={"8613900000000"})
 
     async def scenario() -> None:
-        async with sandboxes(cfg) as [(smsc, port)]:
-            async with dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d:
-                assert await d.run_once() == 3
-                await drain(d, smsc, 4)
-                assert await d.run_once() == 0
+        async with (
+            sandboxes(cfg) as [(smsc, port)],
+            dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d,
+        ):
+            assert await d.run_once() == 3
+            await drain(d, smsc, 4)
+            assert await d.run_once() == 0
             assert LONG in [m.text for m in smsc.reassembled() if m.complete]
             long_submits = [s for s in smsc.submits if s.concat is not None]
             assert len(long_submits) == 2 and long_submits[0].data_coding == 8
@@ -90,10 +92,12 @@ def test_expired_receipts(runtime: Runtime) -> None:
     cfg = SandboxConfig(credentials=CREDS, delivered=0.0, expired=1.0)
 
     async def scenario() -> None:
-        async with sandboxes(cfg) as [(smsc, port)]:
-            async with dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d:
-                await d.run_once()
-                await drain(d, smsc, 1)
+        async with (
+            sandboxes(cfg) as [(smsc, port)],
+            dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d,
+        ):
+            await d.run_once()
+            await drain(d, smsc, 1)
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
     m = state(runtime, t, mid)
@@ -106,25 +110,25 @@ def test_td_reply_stops_the_next_marketing_send(runtime: Runtime) -> None:
     cfg = SandboxConfig(credentials=CREDS)
 
     async def scenario() -> tuple[int, int]:
-        async with sandboxes(cfg) as [(smsc, port)]:
-            async with dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d:
-                await d.run_once()
-                await drain(d, smsc, 1)
-                # Planned before the reply arrives: must still not go.
-                queued = put(
-                    runtime, t, ME, "【鸿雁茶饮】周末第二杯半价，回T退订", lane=Lane.MARKETING
-                )
-                notice = put(runtime, t, ME, "【鸿雁茶饮】您的订单已发货")
-                # The reply is acknowledged once stored, i.e. by the dispatcher's flush.
-                mo = asyncio.create_task(smsc.inject_mo("hongyan", ME[1:], "10690", " ｔｄ。"))
-                for _ in range(100):
-                    if await d.flush():
-                        break
-                    await asyncio.sleep(0.01)
-                assert await mo == 0
-                await d.run_once()
-                await drain(d, smsc, 2)
-                return queued, notice
+        async with (
+            sandboxes(cfg) as [(smsc, port)],
+            dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d,
+        ):
+            await d.run_once()
+            await drain(d, smsc, 1)
+            # Planned before the reply arrives: must still not go.
+            queued = put(runtime, t, ME, "【鸿雁茶饮】周末第二杯半价，回T退订", lane=Lane.MARKETING)
+            notice = put(runtime, t, ME, "【鸿雁茶饮】您的订单已发货")
+            # The reply is acknowledged once stored, i.e. by the dispatcher's flush.
+            mo = asyncio.create_task(smsc.inject_mo("hongyan", ME[1:], "10690", " ｔｄ。"))
+            for _ in range(100):
+                if await d.flush():
+                    break
+                await asyncio.sleep(0.01)
+            assert await mo == 0
+            await d.run_once()
+            await drain(d, smsc, 2)
+            return queued, notice
 
     queued, notice = asyncio.run(asyncio.wait_for(scenario(), 30))
     assert state(runtime, t, first)["state"] == "delivered"
@@ -159,9 +163,11 @@ def test_throttle_puts_back_with_backoff_and_expiry(runtime: Runtime, clock: Fix
     cfg = SandboxConfig(credentials=CREDS, throttle_per_second=2)
 
     async def scenario() -> None:
-        async with sandboxes(cfg) as [(_smsc, port)]:
-            async with dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d:
-                await d.run_once()
+        async with (
+            sandboxes(cfg) as [(_smsc, port)],
+            dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d,
+        ):
+            await d.run_once()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
     states = [state(runtime, t, i) for i in ids]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hongyan.channels.base import ChannelSpec
+from hongyan.channels.base import ChannelSpec, Report
 from hongyan.channels.smpp import pdu as P
 from hongyan.channels.smpp.channel import (
     DEFAULT_BLOCKED_ERRS,
@@ -181,3 +182,20 @@ def test_the_accepted_parts_are_a_copy() -> None:
     err = submit_error(exc)
     exc.accepted.append("y")
     assert err.accepted == ["x"]
+
+
+def test_intermediate_receipts_are_not_handed_over() -> None:
+    got: list[Report] = []
+
+    async def sink(report: Report) -> None:
+        got.append(report)
+
+    async def scenario() -> None:
+        channel = SmppChannel(ChannelSpec(name="c", kind="smpp"))
+        channel._on_report = sink
+        await channel._report(Report("1a", "ENROUTE", "000", None, "id:1a stat:ENROUTE"))
+        await channel._report(Report("1b", "UNKNOWN", "000", int(P.MessageState.ENROUTE), ""))
+        await channel._report(Report("1c", "UNDELIV", "001", None, "id:1c stat:UNDELIV err:001"))
+
+    asyncio.run(scenario())
+    assert [(r.message_id, r.reason) for r in got] == [("1c", Reason.INVALID_NUMBER)]

@@ -163,6 +163,10 @@ class SmppChannel:
         return float(self.spec.config.get("response_timeout", 10.0)) + 1.0
 
     async def _report(self, report: Report) -> None:
+        # An intermediate notification (SMPP 3.4 message_state ENROUTE) says the carrier is still
+        # trying: nothing to store, the final receipt follows. It is acknowledged as it is.
+        if report.stat.upper() == "ENROUTE" or report.state == int(P.MessageState.ENROUTE):
+            return
         reason = reason_from_receipt(report.stat, report.err, self.invalid_errs, self.blocked_errs)
         if self._on_report is not None:
             await self._on_report(

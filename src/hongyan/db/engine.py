@@ -46,6 +46,40 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+#: Execution option of a connection whose statements are all meant to run on an index, whatever
+#: the planner's statistics say (see :func:`_index_plans`).
+INDEX_PLANS = "hongyan_index_plans"
+
+# Each setting lasts until the end of the transaction (set_config's third argument).
+_INDEX_PLANS_SQL = "SELECT " + ", ".join(
+    f"set_config('{name}', 'off', true)"
+    for name in (
+        "enable_seqscan",
+        "enable_bitmapscan",
+        "enable_hashjoin",
+        "enable_mergejoin",
+        "jit",
+    )
+)
+
+
+def _index_plans(conn: sa.Connection) -> None:
+    """PostgreSQL: a transaction asked to run on indexes only gets planner settings that say so.
+
+    The dispatcher's statements each touch a few hundred rows by an index (a claim in due order,
+    parts and messages by id, receipts by carrier id). The planner only knows that when the
+    table's statistics are fresh, and they are not right after a campaign planned a million
+    messages (autovacuum analyses a minute later at best, never where it is off): then it scans
+    and hashes the whole table for every batch, and a dispatcher's cost grows with the table.
+    Forbidding sequential and bitmap scans, hash and merge joins for these transactions leaves
+    ordered index scans and nested loops over index lookups, so every batch costs what its own
+    rows cost; JIT is off because a forbidden plan's inflated cost would otherwise trigger
+    compiling.
+    """
+    if conn.get_execution_options().get(INDEX_PLANS):
+        conn.exec_driver_sql(_INDEX_PLANS_SQL)
+
+
 def _begin_writes(engine: Engine) -> None:
     """On SQLite, ``engine.begin()`` (a transaction that means to write) begins IMMEDIATE.
 
@@ -81,5 +115,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     else:
         kwargs.setdefault("pool_pre_ping", True)
         engine = sa.create_engine(url, **kwargs)
+        sa.event.listen(engine, "begin", _index_plans)
     install_guard(engine)
     return engine

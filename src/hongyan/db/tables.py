@@ -208,7 +208,9 @@ message_parts = sa.Table(
     "message_parts",
     metadata,
     sa.Column("id", BigId, primary_key=True),
-    tenant_fk(),
+    # Parts are found by message or by carrier id, never by tenant alone: no index of its own
+    # (each is one more write for every part of every message).
+    tenant_fk(index=False),
     sa.Column(
         "message_id",
         BigId,
@@ -226,8 +228,9 @@ message_parts = sa.Table(
     sa.Column("submitted_at", UTCDateTime, nullable=False),
     sa.Column("done_at", UTCDateTime, nullable=True),
     # Not unique: carriers wrap or reuse ids (a restarted SMSC starts again); receipts match the
-    # newest part with that id that has no receipt yet.
-    sa.Index("ix_message_parts_channel_carrier", "channel", "carrier_id"),
+    # newest part with that id that has no receipt yet. The carrier id leads: a batch of receipts
+    # is looked up with ``carrier_id = ANY(…)``, which only the leading column serves by descent.
+    sa.Index("ix_message_parts_carrier", "carrier_id", "channel"),
     info=SCOPED,
 )
 
@@ -243,7 +246,7 @@ unmatched_receipts = sa.Table(
     sa.Column("err", sa.String(64), nullable=False),
     sa.Column("raw", sa.Text, nullable=False),
     sa.Column("received_at", UTCDateTime, nullable=False),
-    sa.Index("ix_unmatched_receipts_channel_carrier", "channel", "carrier_id"),
+    sa.Index("ix_unmatched_receipts_carrier", "carrier_id", "channel"),
 )
 
 # Append-only record of who did what. Details never hold secrets or plaintext phone numbers.

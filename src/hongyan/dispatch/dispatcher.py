@@ -50,7 +50,7 @@ from hongyan.channels import registry
 from hongyan.channels.base import Channel, ChannelSpec, Inbound, Outgoing, Report, SubmitError
 from hongyan.channels.service import Route
 from hongyan.contacts import suppression
-from hongyan.db.engine import BEGIN_IMMEDIATE
+from hongyan.db.engine import BEGIN_IMMEDIATE, INDEX_PLANS
 from hongyan.db.scope import TenantScope, unscoped
 from hongyan.db.tables import message_parts, messages
 from hongyan.db.types import UTCDateTime
@@ -195,9 +195,10 @@ class Dispatcher:
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Connection]:
-        """A transaction that will write (on SQLite it waits for the write lock at BEGIN)."""
+        """A transaction that will write (on SQLite it waits for the write lock at BEGIN), its
+        statements planned on indexes (see :data:`hongyan.db.engine.INDEX_PLANS`)."""
         with self.runtime.engine.connect() as conn:
-            conn.execution_options(**{BEGIN_IMMEDIATE: True})
+            conn.execution_options(**{BEGIN_IMMEDIATE: True, INDEX_PLANS: True})
             with conn.begin():
                 yield conn
 
@@ -486,6 +487,7 @@ class Dispatcher:
         # flush, another dispatcher's bind) is then seen here or sees the parts itself.
         if recorded:
             with self.runtime.engine.connect() as conn:  # a read first: seldom is one waiting
+                conn.execution_options(**{INDEX_PLANS: True})
                 kept = {ch: receipts.kept_ids(conn, ch, ids) for ch, ids in recorded.items()}
             if any(kept.values()):
                 with self._writing() as conn:

@@ -88,19 +88,19 @@ def apply_reports(
     matched = 0
     for i in range(0, len(reports), CHUNK):
         chunk = reports[i : i + CHUNK]
+        # Newest first, sorted here: an ORDER BY id would tempt the planner into walking the
+        # primary key backwards over every part instead of looking the ids up.
         found = conn.execute(
             unscoped(
-                sa.select(part.id, part.message_id, part.carrier_id, part.stat)
-                .where(
-                    part.channel == channel,
+                sa.select(part.id, part.message_id, part.carrier_id, part.stat).where(
                     among(conn, part.carrier_id, {r.message_id for r in chunk}, sa.String),
-                )
-                .order_by(part.id.desc()),
+                    part.channel == channel,
+                ),
                 WHY,
             )
         ).all()
         candidates: dict[str, list[Any]] = {}
-        for row in found:
+        for row in sorted(found, key=lambda row: row.id, reverse=True):
             candidates.setdefault(row.carrier_id, []).append(row)
         updates: list[dict[str, Any]] = []
         waiting: list[dict[str, Any]] = []

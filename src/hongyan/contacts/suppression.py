@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.clock import Clock
 from hongyan.db.scope import TenantScope, unscoped
+from hongyan.db.sql import among
 from hongyan.db.tables import consent_records, suppressions
 from hongyan.dispatch.states import Lane
 from hongyan.errors import ValidationFailed
@@ -119,8 +120,8 @@ def lookup(
                 sa.select(
                     suppressions.c.tenant_id, suppressions.c.phone_index, suppressions.c.scope
                 ).where(
-                    suppressions.c.phone_index.in_({i for _, i in chunk}),
-                    suppressions.c.tenant_id.in_(tenants),
+                    among(conn, suppressions.c.phone_index, {i for _, i in chunk}, sa.LargeBinary),
+                    among(conn, suppressions.c.tenant_id, tenants, sa.Integer),
                     sa.or_(suppressions.c.expires_at.is_(None), suppressions.c.expires_at > now),
                 ),
                 "the dispatcher checks a batch of every tenant's numbers at once",

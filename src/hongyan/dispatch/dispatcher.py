@@ -52,6 +52,7 @@ from hongyan.channels.service import Route
 from hongyan.contacts import suppression
 from hongyan.db.engine import BEGIN_IMMEDIATE, INDEX_PLANS
 from hongyan.db.scope import TenantScope, unscoped
+from hongyan.db.sql import among
 from hongyan.db.tables import message_parts, messages
 from hongyan.db.types import UTCDateTime
 from hongyan.dispatch import outbox, receipts, replies, routing
@@ -64,7 +65,19 @@ log = logging.getLogger("hongyan.dispatch")
 WHY = "the dispatcher serves every tenant"
 T = TypeVar("T")
 GATHER = 0.02  # seconds the running dispatcher lets receipts gather before storing them
+_TRANSIENT = frozenset(r.value for r in TRANSIENT)
 STALE_EVERY = 1.0  # seconds between two looks for run-out leases
+
+
+@dataclass
+class _Batch:
+    """What a claimed batch's messages share: the suppression verdicts looked up for them, the
+    channels ready when it was claimed, and each route worked out once (tenant, lane, carrier
+    and the channel that failed last decide it)."""
+
+    blocked: dict[tuple[int, bytes], set[str]]
+    ready: set[str]
+    routes: dict[tuple[int, int, str | None, str | None], tuple[list[str], str | None]]
 
 
 @dataclass(frozen=True)
@@ -127,21 +140,23 @@ class ChannelPool:
             if rate != bucket.rate:
                 bucket.set_rate(rate)
 
-    def _report_sink(self, name: str) -> Callable[[Report], Any]:
-        async def sink(report: Report) -> None:
+    def _report_sink(self, name: str) -> Callable[[Report], asyncio.Future[None]]:
+        # A plain function returning the future (a task per receipt would cost more than the
+        # receipt): the channel awaits it, and acknowledges to the carrier once it is resolved.
+        def sink(report: Report) -> asyncio.Future[None]:
             stored = asyncio.get_running_loop().create_future()
             self.reports.append((name, report, stored))
             self.arrived.set()
-            await stored
+            return stored
 
         return sink
 
-    def _inbound_sink(self, name: str) -> Callable[[Inbound], Any]:
-        async def sink(inbound: Inbound) -> None:
+    def _inbound_sink(self, name: str) -> Callable[[Inbound], asyncio.Future[None]]:
+        def sink(inbound: Inbound) -> asyncio.Future[None]:
             stored = asyncio.get_running_loop().create_future()
             self.inbounds.append((name, inbound, stored))
             self.arrived.set()
-            await stored
+            return stored
 
         return sink
 
@@ -232,8 +247,8 @@ class Dispatcher:
     # -- one pass (tests, tools) -------------------------------------------------------------
     async def run_once(self) -> int:
         claimed, blocked = await self.db_call(self._claim, self._claim_limit())
-        ready = self.pool.ready()
-        outcomes = await asyncio.gather(*(self._send(c, blocked, ready) for c in claimed))
+        batch = _Batch(blocked, self.pool.ready(), {})
+        outcomes = await asyncio.gather(*(self._send(c, batch) for c in claimed))
         if outcomes:
             await self.db_call(self._record, outcomes)
         await self.flush()
@@ -283,9 +298,9 @@ class Dispatcher:
                         await _wait(stop, idle)
                         continue
                     state["outstanding"] += len(claimed)
-                    ready = self.pool.ready()
+                    batch = _Batch(blocked, self.pool.ready(), {})
                     for c in claimed:
-                        task = asyncio.create_task(self._send(c, blocked, ready))
+                        task = asyncio.create_task(self._send(c, batch))
                         sending.add(task)
                         task.add_done_callback(finished)
             finally:
@@ -353,22 +368,25 @@ class Dispatcher:
                 done.set_result(None)
         return len(reports) + len(inbounds)
 
-    def _candidates(self, c: Claimed) -> list[str]:
-        return routing.candidates(
-            list(self.pool.specs.values()), self.routes.get(c.tenant_id, []), c.lane, c.carrier
-        )
+    def _route(self, c: Claimed, batch: _Batch) -> tuple[list[str], str | None]:
+        """The message's candidate channels and the one to use now (memoised per batch)."""
+        failed_on = c.channel if c.reason in _TRANSIENT else None
+        key = (c.tenant_id, int(c.lane), c.carrier, failed_on)
+        found = batch.routes.get(key)
+        if found is None:
+            names = routing.candidates(
+                list(self.pool.specs.values()), self.routes.get(c.tenant_id, []), c.lane, c.carrier
+            )
+            found = batch.routes[key] = (names, routing.choose(names, batch.ready, failed_on))
+        return found
 
-    async def _send(
-        self, c: Claimed, blocked: dict[tuple[int, bytes], set[str]], ready: set[str]
-    ) -> Outcome:
+    async def _send(self, c: Claimed, batch: _Batch) -> Outcome:
         if self.runtime.clock.now() >= c.expires_at:
             return Outcome(c, "expired", [], c.channel, Reason.EXPIRED)
-        scopes = blocked.get((c.tenant_id, c.dest_index), set())
-        if any(suppression.stops(s, c.lane) for s in scopes):
+        scopes = batch.blocked.get((c.tenant_id, c.dest_index))
+        if scopes and any(suppression.stops(s, c.lane) for s in scopes):
             return Outcome(c, "suppressed", [], None, Reason.SUPPRESSED)
-        names = self._candidates(c)
-        failed_on = c.channel if c.reason in {r.value for r in TRANSIENT} else None
-        name = routing.choose(names, ready, failed_on)
+        names, name = self._route(c, batch)
         if name is None:
             # Channels exist but none reaches this number (a configuration gap: fail now), or
             # none is up, or none is configured yet (wait for the operator).
@@ -465,7 +483,7 @@ class Dispatcher:
                 stmt = (
                     sa.update(messages)
                     .where(
-                        receipts.among(conn, messages.c.id, mids, sa.BigInteger),
+                        among(conn, messages.c.id, mids, sa.BigInteger),
                         messages.c.state == State.SENDING.value,
                         messages.c.lease_owner == self.owner,
                     )

@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from hongyan.channels.base import Report
 from hongyan.clock import Clock
 from hongyan.contacts import suppression
 from hongyan.db.scope import unscoped
+from hongyan.db.sql import among
 from hongyan.db.tables import message_parts, messages, unmatched_receipts, webhook_endpoints
 from hongyan.db.types import UTCDateTime
 from hongyan.dispatch.states import Reason, State, check_move
@@ -31,18 +31,6 @@ from hongyan.webhooks.events import Event, emit
 
 WHY = "receipts arrive per channel, for every tenant"
 CHUNK = 500
-
-
-def among(
-    conn: Connection, column: Any, values: Iterable[Any], item_type: Any
-) -> sa.ColumnElement[bool]:
-    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one statement text
-    whatever the number of values, so the driver and the server prepare it once."""
-    values = list(values)
-    if conn.dialect.name == "postgresql":
-        array = sa.bindparam(None, values, type_=postgresql.ARRAY(item_type))
-        return column == sa.any_(array)
-    return column.in_(values)
 
 
 # When parts disagree, the reason that says most about the number wins.

@@ -50,6 +50,8 @@ from hongyan.channels.smpp.pdu import (
     udh_concat,
     udh_concat16,
 )
+from hongyan.channels.smpp.pdu import _BodyReader as BodyReader
+from hongyan.channels.smpp.pdu import _parse_receipt_fields as parse_receipt_fields
 
 S = CommandStatus
 
@@ -929,3 +931,64 @@ def test_udh_malformed(message: bytes) -> None:
 def test_udh_concat_rejects_bad_arguments(ref: int, total: int, seq: int) -> None:
     with pytest.raises(ValueError):
         udh_concat(ref, total, seq)
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+@given(
+    message_id=st.text("0123456789abcdefABCDEFxyz-_:", min_size=1, max_size=70),
+    counts=st.tuples(st.integers(0, 999), st.integers(0, 999)),
+    dates=st.tuples(dates, dates),
+    stat=st.sampled_from(["DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "ENROUTE", "delivrd"]),
+    err=st.text("0123456789abcZ:", max_size=9),
+    text=st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+    | st.sampled_from([" id:9 stat:UNDELIV", "err:1", " text: again", "stat:DELIVRD\n"]),
+    seconds=st.booleans(),
+)
+def test_receipt_fast_path_agrees_with_the_general_parser(
+    message_id: str,
+    counts: tuple[int, int],
+    dates: tuple[datetime, datetime],
+    stat: str,
+    err: str,
+    text: str,
+    seconds: bool,
+) -> None:
+    """The one-match parser for the usual layout reads every text as the general one does."""
+    fmt = "%y%m%d%H%M%S" if seconds else "%y%m%d%H%M"
+    raw = (
+        f"id:{message_id} sub:{counts[0]:03d} dlvrd:{counts[1]:03d}"
+        f" submit date:{dates[0].strftime(fmt)} done date:{dates[1].strftime(fmt)}"
+        f" stat:{stat} err:{err} text:{text}"
+    )
+    assert parse_receipt_text(raw) == parse_receipt_fields(raw)
+
+
+@given(ALL_PDUS)
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_short_message_fast_paths_agree_with_the_checked_ones(pdu: Pdu) -> None:
+    """submit_sm and deliver_sm: the fast encoder writes the checked encoder's bytes, and the
+    fast decoder reads what the checked decoder reads."""
+    if not isinstance(pdu, SubmitSm | DeliverSm):
+        return
+    body = pdu._encode_checked()
+    assert pdu.encode_body() == body
+    reader = BodyReader(body, pdu.command_id, pdu.sequence_number)
+    checked = type(pdu)._decode_checked(reader, pdu.command_status)
+    assert type(pdu)._decode_fast(body, pdu.sequence_number, pdu.command_status) == checked
+
+
+@given(st.binary(max_size=200))
+def test_short_message_fast_decoder_declines_what_the_checked_one_refuses(body: bytes) -> None:
+    for cls in (SubmitSm, DeliverSm):
+        try:
+            checked = cls._decode_checked(BodyReader(body, cls.command_id, 1), 0)
+        except PduError:
+            checked = None
+        try:
+            fast = cls._decode_fast(body, 1, 0)
+        except Exception:
+            fast = None
+        if fast is not None:
+            assert fast == checked

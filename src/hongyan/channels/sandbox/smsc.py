@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import json
 import logging
@@ -63,7 +64,7 @@ import math
 import os
 import random
 from collections import deque
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,6 +153,8 @@ DEFAULT_REPLY_TEXTS: tuple[str, ...] = ("TD", "退订", "好的，谢谢", "请�
 _RESPONSE_TIMEOUT = 30.0
 _REDELIVER_AFTER = 1.0  # seconds before a deliver_sm answered ESME_RX_T_APPN goes again
 _READ_CHUNK = 65536
+_HIGH_WATER = 1 << 20  # bytes waiting for the socket before a sender waits for them to drain
+_FOLLOW_UP_GRAIN = 0.005  # receipts and replies go out in batches at most this much apart
 _SENDING_MODES = ("transmitter", "transceiver")
 
 
@@ -545,6 +548,19 @@ class _Outbound:
     row: dict[str, Any]
 
 
+#: What a request's callback receives: the response, or why there is none (ConnectionError when
+#: the session closed, TimeoutError when no answer came in time).
+Answer = Pdu | Exception
+
+
+@dataclass
+class _Waiting:
+    """A request of ours (a deliver_sm) waiting for the ESME's response."""
+
+    done: Callable[[Answer], None]
+    deadline: float
+
+
 def _malformed_pdu(kind: MalformedKind, sequence_number: int) -> bytes:
     if kind == "length":
         # command_length 8: shorter than the header that contains it; framing is lost.
@@ -572,8 +588,8 @@ class _Session:
         self.system_id = ""
         self.bind_order = 0
         self._seq = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Pdu]] = {}
-        self._write_lock = asyncio.Lock()
+        self._pending: dict[int, _Waiting] = {}
+        self._out: list[bytes] = []
         self.closed = False
         self.received = 0  # PDUs received (drop_every counts these)
         self.submits_answered = 0  # submit_sm answered while bound (malformed_every)
@@ -583,33 +599,83 @@ class _Session:
     def can_receive(self) -> bool:
         return self.mode in ("receiver", "transceiver")
 
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the ESME, in order. What is written in one turn of the event loop
+        leaves in one send (a window of submit_sm_resp, a batch of receipts: one system call)."""
+        if self.closed:
+            raise ConnectionError("session closed")
+        self._out.append(data)
+        if len(self._out) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if out and not self.closed:
+            self.writer.write(b"".join(out))
+
     async def send(self, pdu: Pdu) -> None:
         await self.send_raw(encode(pdu))
 
     async def send_raw(self, data: bytes) -> None:
-        async with self._write_lock:
-            if self.closed:
-                raise ConnectionError("session closed")
-            self.writer.write(data)
-            await self.writer.drain()
+        self.write(data)
+        if self.writer.transport.get_write_buffer_size() > _HIGH_WATER:
+            await self.writer.drain()  # an ESME that does not read holds its sender up
 
     def _next_seq(self) -> int:
         # Sequence numbers run 1..0x7FFFFFFF (SMPP 3.4 section 5.1.4), then wrap.
         return (next(self._seq) - 1) % 0x7FFFFFFF + 1
 
+    def request_nowait(
+        self, pdu: Pdu, done: Callable[[Answer], None], timeout: float = _RESPONSE_TIMEOUT
+    ) -> None:
+        """Send a server-originated request; ``done`` gets the response or the reason for none.
+
+        Raises ConnectionError (and ``done`` is never called) when the session is closed.
+        """
+        pdu.sequence_number = self._next_seq()
+        data = encode(pdu)
+        self.write(data)
+        deadline = asyncio.get_running_loop().time() + timeout
+        self._pending[pdu.sequence_number] = _Waiting(done, deadline)
+
     async def request(self, pdu: Pdu, timeout: float = _RESPONSE_TIMEOUT) -> Pdu:
         """Send a server-originated request and wait for its response."""
-        pdu.sequence_number = self._next_seq()
         future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        self._pending[pdu.sequence_number] = future
+
+        def done(answer: Answer) -> None:
+            if future.done():
+                return
+            if isinstance(answer, Exception):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+
+        self.request_nowait(pdu, done, timeout)
+        return await future
+
+    def _answer(self, sequence_number: int, answer: Answer) -> None:
+        waiting = self._pending.pop(sequence_number, None)
+        if waiting is None:
+            return
         try:
-            await self.send(pdu)
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self._pending.pop(pdu.sequence_number, None)
+            waiting.done(answer)
+        except Exception:
+            log.exception("sandbox smsc: handling the answer to request %d failed", sequence_number)
+
+    async def _expire_unanswered(self) -> None:
+        """Requests unanswered past their deadline get a TimeoutError (one sweep a second,
+        not a timer per request)."""
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await asyncio.sleep(min(1.0, _RESPONSE_TIMEOUT / 4))
+            now = loop.time()
+            late = [seq for seq, w in self._pending.items() if w.deadline <= now]
+            for seq in late:
+                self._answer(seq, TimeoutError(f"no answer to request {seq} in time"))
 
     async def run(self) -> None:
         pdu_reader = PduReader()
+        expiry = asyncio.get_running_loop().create_task(self._expire_unanswered())
         try:
             while not self.closed:
                 data = await self.reader.read(_READ_CHUNK)
@@ -622,6 +688,7 @@ class _Session:
         except Exception:
             log.exception("sandbox smsc: session failed")
         finally:
+            expiry.cancel()
             await self.close(abort=self._abort)
 
     async def _process(self, pdu_reader: PduReader, data: bytes) -> bool:
@@ -676,9 +743,7 @@ class _Session:
         return True
 
     def _resolve(self, pdu: Pdu) -> None:
-        future = self._pending.get(pdu.sequence_number)
-        if future is not None and not future.done():
-            future.set_result(pdu)
+        self._answer(pdu.sequence_number, pdu)
 
     def _drop(self, pdu: Pdu) -> bool:
         """drop_every: take this PDU in, answer nothing, and abort the connection."""
@@ -747,12 +812,11 @@ class _Session:
         """Close the connection; ``abort`` drops it at once (what a crashed peer looks like)."""
         if self.closed:
             return
+        self._flush()  # what was answered before the close still leaves, as it would have
         self.closed = True
         self.smsc._session_closed(self)
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ConnectionError("session closed"))
-        self._pending.clear()
+        for seq in list(self._pending):
+            self._answer(seq, ConnectionError("session closed"))
         if abort:
             self.writer.transport.abort()
         else:
@@ -786,6 +850,12 @@ class SandboxSmsc:
         self._tasks: set[asyncio.Task[None]] = set()
         self._parts_seen: dict[tuple[object, ...], set[int]] = {}
         self._record: _Record | None = None
+        # Receipts and replies waiting for their time: (loop time, order, what to do). One task
+        # sends what is due, rather than a task and a timer per message.
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._due_order = itertools.count()
+        self._due_added = asyncio.Event()
+        self._cum_weights: tuple[tuple[float, ...], list[Outcome], list[float]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -801,6 +871,7 @@ class SandboxSmsc:
         except BaseException:
             self._close_record()
             raise
+        self._spawn(self._send_due())
         host, port = self._server.sockets[0].getsockname()[:2]
         return str(host), int(port)
 
@@ -853,10 +924,40 @@ class SandboxSmsc:
     def _receiver_bound(self, session: _Session) -> None:
         waiting = self._waiting.pop(session.system_id, None)
         while waiting:
-            self._spawn(self._deliver(session.system_id, waiting.popleft()))
+            self._deliver(session.system_id, waiting.popleft())
 
     def _session_closed(self, session: _Session) -> None:
         self._sessions.discard(session)
+
+    def _at(self, delay: float, action: Callable[[], None]) -> None:
+        """Do ``action`` ``delay`` seconds from now (up to _FOLLOW_UP_GRAIN later)."""
+        when = asyncio.get_running_loop().time() + delay
+        order = next(self._due_order)
+        heapq.heappush(self._due, (when, order, action))
+        if self._due[0][1] == order:  # a new earliest: the sender may have to wake sooner
+            self._due_added.set()
+
+    async def _send_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._due:
+                self._due_added.clear()
+                await self._due_added.wait()
+                continue
+            wait = self._due[0][0] - loop.time()
+            if wait > 0:
+                self._due_added.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._due_added.wait(), max(wait, _FOLLOW_UP_GRAIN))
+                continue
+            now = loop.time()
+            while self._due and self._due[0][0] <= now:
+                _, _, action = heapq.heappop(self._due)
+                try:
+                    action()
+                except Exception:
+                    log.exception("sandbox smsc: a scheduled receipt or reply failed")
+            await asyncio.sleep(_FOLLOW_UP_GRAIN)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -956,7 +1057,13 @@ class SandboxSmsc:
         if destination in self.config.invalid_numbers:
             return "undeliverable"
         weights = self.config.outcome_weights()
-        return self._rng.choices(list(weights), weights=list(weights.values()))[0]
+        key = tuple(weights.values())
+        if self._cum_weights is None or self._cum_weights[0] != key:
+            # What random.choices(weights=…) computes on every call, once per configuration
+            # (the same draws for the same seed).
+            self._cum_weights = (key, list(weights), list(itertools.accumulate(key)))
+        _, names, cumulative = self._cum_weights
+        return self._rng.choices(names, cum_weights=cumulative)[0]
 
     def _after_accept(self, record: ReceivedSubmit, submitted: datetime) -> None:
         """Decide the receipt and the recipient's reply now (in submit order), send them later."""
@@ -964,7 +1071,10 @@ class SandboxSmsc:
         receipt = self._receipt_wanted(record, outcome)
         reply = self._reply_for(record, outcome)
         if receipt or reply is not None:
-            self._spawn(self._follow_up(record, outcome, submitted, receipt, reply))
+            self._at(
+                self.config.receipt_delay,
+                lambda: self._follow_up(record, outcome, submitted, receipt, reply),
+            )
 
     def _receipt_wanted(self, record: ReceivedSubmit, outcome: Outcome) -> bool:
         wanted = record.registered_delivery & 0x03
@@ -1014,7 +1124,7 @@ class SandboxSmsc:
         self.replies.append(reply)
         return reply
 
-    async def _follow_up(
+    def _follow_up(
         self,
         record: ReceivedSubmit,
         outcome: Outcome,
@@ -1022,28 +1132,34 @@ class SandboxSmsc:
         receipt: bool,
         reply: SimulatedReply | None,
     ) -> None:
-        await asyncio.sleep(self.config.receipt_delay)
+        """The receipt, then (once it was answered, or parked) the recipient's reply."""
+
+        def then() -> None:
+            if reply is not None:
+                self._at(self.config.reply_delay, lambda: self._send_reply(record, reply))
+
         if receipt:
-            await self._deliver(record.system_id, self._receipt(record, outcome, submitted))
-        if reply is not None:
-            if self.config.reply_delay:
-                await asyncio.sleep(self.config.reply_delay)
-            pdu = _mo_pdu(
-                reply.source,
-                reply.destination,
-                reply.text,
-                source_ton=record.destination_ton,
-                destination_ton=record.source_ton,
-            )
-            row = {
-                "system_id": reply.system_id,
-                "source": reply.source,
-                "destination": reply.destination,
-                "text": reply.text,
-                "message_id": reply.message_id,
-                "injected": False,
-            }
-            await self._deliver(record.system_id, _Outbound(pdu, "reply", row))
+            self._deliver(record.system_id, self._receipt(record, outcome, submitted), then)
+        else:
+            then()
+
+    def _send_reply(self, record: ReceivedSubmit, reply: SimulatedReply) -> None:
+        pdu = _mo_pdu(
+            reply.source,
+            reply.destination,
+            reply.text,
+            source_ton=record.destination_ton,
+            destination_ton=record.source_ton,
+        )
+        row = {
+            "system_id": reply.system_id,
+            "source": reply.source,
+            "destination": reply.destination,
+            "text": reply.text,
+            "message_id": reply.message_id,
+            "injected": False,
+        }
+        self._deliver(record.system_id, _Outbound(pdu, "reply", row))
 
     def _receipt(self, record: ReceivedSubmit, outcome: Outcome, submitted: datetime) -> _Outbound:
         sample = _decode_text(record.payload, record.data_coding)[:20]
@@ -1074,28 +1190,35 @@ class SandboxSmsc:
         row = {"system_id": record.system_id, "message_id": record.message_id}
         return _Outbound(pdu, "receipt", {**row, "stat": stat, "err": err})
 
-    async def _deliver(self, system_id: str, outbound: _Outbound) -> None:
-        """Send a deliver_sm to a receiver bind, or park it until one binds."""
+    def _deliver(
+        self, system_id: str, outbound: _Outbound, then: Callable[[], None] | None = None
+    ) -> None:
+        """Send a deliver_sm to a receiver bind, or park it until one binds; ``then`` runs once
+        it is answered, parked or put off."""
         session = self._pick_receiver(system_id)
         if session is None:
             self._waiting.setdefault(system_id, deque()).append(outbound)
+            if then is not None:
+                then()
             return
-        try:
-            resp = await session.request(outbound.pdu)
-        except (ConnectionError, TimeoutError):
-            # Lost with the connection (or never acknowledged): try again on the next bind.
-            self._waiting.setdefault(system_id, deque()).append(outbound)
-            return
-        if resp.command_status == CommandStatus.ESME_RX_T_APPN:
-            # The ESME could not take it in just now (its database, say): again a bit later,
-            # as a carrier does.
-            self._spawn(self._deliver_later(system_id, outbound))
-            return
-        self._write_record(outbound.kind, {**outbound.row, "bind": session.bind_order})
 
-    async def _deliver_later(self, system_id: str, outbound: _Outbound) -> None:
-        await asyncio.sleep(_REDELIVER_AFTER)
-        await self._deliver(system_id, outbound)
+        def answered(answer: Answer) -> None:
+            if isinstance(answer, Exception):
+                # Lost with the connection (or never acknowledged): again on the next bind.
+                self._waiting.setdefault(system_id, deque()).append(outbound)
+            elif answer.command_status == CommandStatus.ESME_RX_T_APPN:
+                # The ESME could not take it in just now (its database, say): again a bit
+                # later, as a carrier does.
+                self._at(_REDELIVER_AFTER, lambda: self._deliver(system_id, outbound))
+            else:
+                self._write_record(outbound.kind, {**outbound.row, "bind": session.bind_order})
+            if then is not None:
+                then()
+
+        try:
+            session.request_nowait(outbound.pdu, answered)
+        except ConnectionError:
+            answered(ConnectionError("session closed"))
 
     # ------------------------------------------------------------------ MO
 

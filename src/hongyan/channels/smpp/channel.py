@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, cast
 
 from hongyan.channels.base import (
@@ -162,20 +162,21 @@ class SmppChannel:
     def _stop_timeout(self) -> float:
         return float(self.spec.config.get("response_timeout", 10.0)) + 1.0
 
-    async def _report(self, report: Report) -> None:
+    def _report(self, report: Report) -> Awaitable[None] | None:
+        """Hand a receipt on with its reason; what it returns completes once it is stored."""
         # An intermediate notification (SMPP 3.4 message_state ENROUTE) says the carrier is still
         # trying: nothing to store, the final receipt follows. It is acknowledged as it is.
         if report.stat.upper() == "ENROUTE" or report.state == int(P.MessageState.ENROUTE):
-            return
+            return None
         reason = reason_from_receipt(report.stat, report.err, self.invalid_errs, self.blocked_errs)
-        if self._on_report is not None:
-            await self._on_report(
-                Report(report.message_id, report.stat, report.err, report.state, report.raw, reason)
-            )
+        if self._on_report is None:
+            return None
+        return self._on_report(
+            Report(report.message_id, report.stat, report.err, report.state, report.raw, reason)
+        )
 
-    async def _inbound(self, inbound: Inbound) -> None:
-        if self._on_inbound is not None:
-            await self._on_inbound(inbound)
+    def _inbound(self, inbound: Inbound) -> Awaitable[None] | None:
+        return None if self._on_inbound is None else self._on_inbound(inbound)
 
     async def _keep_bound(self, index: int, mode: str) -> None:
         delay = 0.5

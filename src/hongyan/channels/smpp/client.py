@@ -85,6 +85,7 @@ def decode_text(data_coding: int, payload: bytes) -> str:
 class _Pending:
     future: asyncio.Future[P.Pdu]
     request: P.Pdu = field(repr=False)
+    deadline: float = 0.0  # loop time after which the request fails unanswered
 
 
 class SmppClient:
@@ -92,8 +93,8 @@ class SmppClient:
         self,
         config: SmppConfig,
         *,
-        on_report: Callable[[Report], Awaitable[None]] | None = None,
-        on_inbound: Callable[[Inbound], Awaitable[None]] | None = None,
+        on_report: Callable[[Report], Awaitable[None] | None] | None = None,
+        on_inbound: Callable[[Inbound], Awaitable[None] | None] | None = None,
     ) -> None:
         self.config = config
         self._on_report = on_report
@@ -106,6 +107,7 @@ class SmppClient:
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._deliveries: set[asyncio.Task[None]] = set()
+        self._delivered: list[P.DeliverSm] = []  # deliver_sm read in this chunk, not yet taken
         self._last_io = 0.0
         self._out: list[bytes] = []
         self.closed = asyncio.Event()
@@ -117,7 +119,10 @@ class SmppClient:
         self._reader, self._writer = await asyncio.open_connection(cfg.host, cfg.port)
         self.closed.clear()
         self._last_io = asyncio.get_running_loop().time()
-        self._tasks = [asyncio.create_task(self._read_loop())]
+        self._tasks = [
+            asyncio.create_task(self._read_loop()),
+            asyncio.create_task(self._expire_unanswered()),
+        ]
         bind_cls: type[P.Bind] = {
             "transceiver": P.BindTransceiver,
             "transmitter": P.BindTransmitter,
@@ -227,15 +232,36 @@ class SmppClient:
                 raise SmppError(
                     f"cannot encode {type(request).__name__}: {exc.message}", exc.command_status
                 ) from exc
-            future: asyncio.Future[P.Pdu] = asyncio.get_running_loop().create_future()
-            self._pending[request.sequence_number] = _Pending(future, request)
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[P.Pdu] = loop.create_future()
+            deadline = loop.time() + self.config.response_timeout
+            self._pending[request.sequence_number] = _Pending(future, request, deadline)
             try:
                 self._write_bytes(data)
-                return await asyncio.wait_for(future, self.config.response_timeout)
-            except TimeoutError as exc:
-                raise SmppError("no response in time", P.CommandStatus.ESME_RSYSERR) from exc
+                return await future
             finally:
                 self._pending.pop(request.sequence_number, None)
+
+    async def _expire_unanswered(self) -> None:
+        """Fail requests left unanswered past the response timeout.
+
+        One sweep a fraction of the timeout apart instead of a timer per request: every request
+        has the same timeout and ``_pending`` keeps them in the order they were sent, so the
+        sweep stops at the first that still has time (a timeout fires at most a quarter of the
+        timeout late).
+        """
+        loop = asyncio.get_running_loop()
+        every = min(1.0, self.config.response_timeout / 4)
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            for pending in list(self._pending.values()):
+                if pending.deadline > now:
+                    break
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        SmppError("no response in time", P.CommandStatus.ESME_RSYSERR)
+                    )
 
     def _write(self, message: P.Pdu) -> None:
         self._write_bytes(P.encode(message))
@@ -270,6 +296,7 @@ class SmppClient:
                     except P.PduError as exc:
                         for earlier in exc.preceding:
                             await self._handle(earlier)
+                        self._take_in_delivered()
                         unknown = exc.command_status == P.CommandStatus.ESME_RINVCMDID
                         if not exc.fatal:
                             self._write(
@@ -293,6 +320,7 @@ class SmppClient:
                         continue
                     for item in pdus:
                         await self._handle(item)
+                    self._take_in_delivered()
                     break
         except (P.PduError, ConnectionError, OSError) as exc:
             log.warning(
@@ -313,12 +341,7 @@ class SmppClient:
             self._write(P.UnbindResp(sequence_number=item.sequence_number))
             await self._drop()
         elif isinstance(item, P.DeliverSm):
-            # Answered once the callback has returned, i.e. once the platform has stored it: a
-            # receipt acknowledged and then lost with a killed process would never come again,
-            # an unanswered one is sent again by the carrier. A task, so reading goes on.
-            task = asyncio.create_task(self._deliver_and_answer(item))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
+            self._delivered.append(item)  # taken in with the rest of the chunk
         else:
             self._write(
                 P.GenericNack(
@@ -327,26 +350,56 @@ class SmppClient:
                 )
             )
 
-    async def _deliver_and_answer(self, item: P.DeliverSm) -> None:
-        status: int = P.CommandStatus.ESME_ROK
-        try:
-            await self._deliver(item)
-        except Exception:
-            log.exception("deliver_sm not taken in; asking the carrier to send it again")
-            status = P.CommandStatus.ESME_RX_T_APPN
-        if not self.closed.is_set():
-            self._write(
-                P.DeliverSmResp(sequence_number=item.sequence_number, command_status=status)
-            )
+    def _take_in_delivered(self) -> None:
+        """Hand the deliver_sm of the chunk just read to the platform, in one task.
 
-    async def _deliver(self, item: P.DeliverSm) -> None:
+        Each is answered once the platform has stored it: a receipt acknowledged and then lost
+        with a killed process would never come again, an unanswered one is sent again by the
+        carrier. A task, so that reading goes on meanwhile; one for the chunk, not one each.
+        """
+        if not self._delivered:
+            return
+        items, self._delivered = self._delivered, []
+        task = asyncio.create_task(self._deliver_and_answer(items))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver_and_answer(self, items: list[P.DeliverSm]) -> None:
+        waits: list[Awaitable[None] | BaseException | None] = []
+        for item in items:
+            try:
+                waits.append(self._deliver(item))
+            except Exception as exc:
+                waits.append(exc)
+        pending = [w for w in waits if w is not None and not isinstance(w, BaseException)]
+        outcomes = iter(await asyncio.gather(*pending, return_exceptions=True))
+        for item, waited in zip(items, waits, strict=True):
+            if waited is not None and not isinstance(waited, BaseException):
+                waited = next(outcomes)
+            status: int = P.CommandStatus.ESME_ROK
+            if isinstance(waited, Exception):
+                log.error(
+                    "deliver_sm not taken in; asking the carrier to send it again",
+                    exc_info=waited,
+                )
+                status = P.CommandStatus.ESME_RX_T_APPN
+            elif isinstance(waited, BaseException):
+                raise waited
+            if not self.closed.is_set():
+                self._write(
+                    P.DeliverSmResp(sequence_number=item.sequence_number, command_status=status)
+                )
+
+    def _deliver(self, item: P.DeliverSm) -> Awaitable[None] | None:
+        """Turn a deliver_sm into a report or an inbound message and hand it over; what it
+        returns completes once the platform has stored it (None: nothing to wait for)."""
         if P.is_delivery_receipt(item.esm_class):
             raw = item.short_message.decode("latin-1")
             parsed = P.parse_receipt_text(raw)
             carrier_id = item.receipted_message_id or (parsed.message_id if parsed else "")
             if not carrier_id:
                 log.warning("receipt without a message id dropped")
-                return
+                return None
             state = (
                 item.message_state
                 if item.message_state is not None
@@ -359,9 +412,7 @@ class SmppClient:
                 state=int(state) if state is not None else None,
                 raw=raw,
             )
-            if self._on_report:
-                await self._on_report(report)
-            return
+            return self._on_report(report) if self._on_report else None
         _, payload = (
             P.split_udh(item.short_message)
             if item.esm_class & P.EsmClass.UDHI
@@ -372,8 +423,7 @@ class SmppClient:
             destination=item.destination_addr,
             text=decode_text(item.data_coding, payload),
         )
-        if self._on_inbound:
-            await self._on_inbound(inbound)
+        return self._on_inbound(inbound) if self._on_inbound else None
 
     async def _keepalive(self) -> None:
         loop = asyncio.get_running_loop()

@@ -32,7 +32,15 @@ Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastAPI:
     """The app; ``background`` tasks (dispatcher, sandbox) run for the server's lifetime."""
-    from hongyan.api.routers import account, callbacks, health, messages, suppressions, webhooks
+    from hongyan.api.routers import (
+        account,
+        calendar,
+        callbacks,
+        health,
+        messages,
+        suppressions,
+        webhooks,
+    )
     from hongyan.web import console
 
     @contextlib.asynccontextmanager
@@ -104,5 +112,6 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
     app.include_router(callbacks.router, prefix="/api/v1")
     app.include_router(suppressions.router, prefix="/api/v1")
     app.include_router(webhooks.router, prefix="/api/v1")
+    app.include_router(calendar.router, prefix="/api/v1")
     console.install(app)
     return app

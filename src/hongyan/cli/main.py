@@ -582,6 +582,9 @@ def _register_groups() -> None:
     from hongyan.cli.webhooks import webhooks_app
 
     app.add_typer(webhooks_app, name="webhooks")
+    from hongyan.cli.calendar import calendar_app
+
+    app.add_typer(calendar_app, name="calendar")
 
 
 _register_groups()

@@ -462,3 +462,17 @@ webhook_attempts = sa.Table(
     sa.Column("duration_ms", sa.Integer, nullable=False),
     info=SCOPED,
 )
+
+# -- the marketing calendar ------------------------------------------------------------------------
+
+# Holiday arrangements an operator loaded (the State Council's notice for a year the installed
+# package does not know yet, or a correction): platform data, not a tenant's.
+calendar_arrangements = sa.Table(
+    "calendar_arrangements",
+    metadata,
+    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("loaded_by", sa.String(80), nullable=False),
+    sa.Column("loaded_at", UTCDateTime, nullable=False),
+)

@@ -121,9 +121,12 @@ def _demo_messages(conn: Connection, runtime: Runtime, tenant_id: int) -> None:
     samples = [
         ("+8613800138000", "【鸿雁茶饮】您的订单已发货，预计明天送达。", Lane.NOTIFICATION),
         ("+8613800138000", "【鸿雁茶饮】您的验证码是 482915，5 分钟内有效。", Lane.VERIFICATION),
-        (EMPTY_NUMBER, "【鸿雁茶饮】会员日满199减80，回T退订", Lane.MARKETING),
+        # A notice to a number that does not exist (空号): the sandbox's receipt says so, at
+        # any hour (marketing would wait for the end of the quiet hours, 21:00–08:00).
+        (EMPTY_NUMBER, "【鸿雁茶饮】您预约的门店自提订单已备好。", Lane.NOTIFICATION),
     ]
-    # A small member-day send, so receipts, failures and replies show up in the console.
+    # A small member-day send, so receipts, failures and replies show up in the console; during
+    # the quiet hours it waits for 08:00 in the tenant's zone, as marketing must.
     samples += [
         (
             f"+86135{7000 + i:08d}",

@@ -98,9 +98,9 @@ def _statements(runtime: Runtime, work: Callable[[sa.Connection], object]) -> li
 
 
 def test_dispatcher_statements_run_on_indexes_without_statistics(runtime: Runtime) -> None:
-    """Receipts stored, messages settled and a batch claimed, on tables the planner knows
-    nothing about: every statement plans as index lookups under INDEX_PLANS, so its cost is
-    the batch's, not the table's."""
+    """Receipts stored, messages settled, a batch claimed and the unreceipted swept, on tables
+    the planner knows nothing about: every statement plans as index lookups under INDEX_PLANS,
+    so its cost is the batch's, not the table's."""
     if runtime.engine.dialect.name != "postgresql":
         pytest.skip("planner settings are PostgreSQL's")
     _fill(runtime, 3000)
@@ -110,6 +110,9 @@ def test_dispatcher_statements_run_on_indexes_without_statistics(runtime: Runtim
     sent += _statements(
         runtime,
         lambda conn: outbox.claim(conn, clock, owner="t", limit=200, lease=timedelta(seconds=60)),
+    )
+    sent += _statements(
+        runtime, lambda conn: receipts.expire_unreceipted(conn, clock, grace=timedelta(0))
     )
     kinds = " ".join(statement.split(None, 1)[0] for statement, _ in sent)
     assert kinds.count("SELECT") >= 2 and kinds.count("UPDATE") >= 3, kinds

@@ -196,6 +196,14 @@ messages = sa.Table(
         postgresql_where=sa.text("state = 'sending'"),
         sqlite_where=sa.text("state = 'sending'"),
     ),
+    # Submitted messages by validity: the sweep for receipts that never came reads only these
+    # (without it, every dispatcher scanned the whole table every few seconds).
+    sa.Index(
+        "ix_messages_unreceipted",
+        "expires_at",
+        postgresql_where=sa.text("state = 'submitted'"),
+        sqlite_where=sa.text("state = 'submitted'"),
+    ),
     # A number's messages: reply attribution, the console's exact-number filter.
     sa.Index("ix_messages_dest", "tenant_id", "dest_index"),
     # Send records, newest first per tenant (keyset paging on created_at, id).

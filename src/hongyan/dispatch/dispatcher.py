@@ -42,10 +42,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from hongyan.campaigns.windows import Rules, next_allowed
 from hongyan.channels import registry
 from hongyan.channels.base import Channel, ChannelSpec, Inbound, Outgoing, Report, SubmitError
 from hongyan.channels.service import Route
@@ -58,12 +60,13 @@ from hongyan.db.types import UTCDateTime
 from hongyan.dispatch import outbox, receipts, replies, routing
 from hongyan.dispatch.outbox import Claimed
 from hongyan.dispatch.pacing import TokenBucket, share
-from hongyan.dispatch.states import TRANSIENT, Reason, State, check_move, retry_delay
+from hongyan.dispatch.states import TRANSIENT, Lane, Reason, State, check_move, retry_delay
 from hongyan.runtime import Runtime
 
 log = logging.getLogger("hongyan.dispatch")
 WHY = "the dispatcher serves every tenant"
 T = TypeVar("T")
+DEFAULT_QUIET = (ZoneInfo("Asia/Shanghai"), Rules())
 GATHER = 0.02  # seconds the running dispatcher lets receipts gather before storing them
 _TRANSIENT = frozenset(r.value for r in TRANSIENT)
 STALE_EVERY = 1.0  # seconds between two looks for run-out leases
@@ -90,6 +93,7 @@ class Outcome:
     reason: Reason | None = None
     code: str | None = None
     retry_now: bool = False
+    due_at: datetime | None = None  # when a held message may go
 
 
 class ChannelPool:
@@ -194,6 +198,8 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.routes: dict[int, list[Route]] = {}
         self.extensions: dict[int, str] = {}
+        # Each tenant's zone and quiet hours (marketing waits them out); unknown: the defaults.
+        self.quiet: dict[int, tuple[ZoneInfo, Rules]] = {}
         # SQLite has one writer: this process's transactions take turns (PostgreSQL: at once).
         sqlite = runtime.engine.dialect.name == "sqlite"
         self._serial: asyncio.Lock | None = asyncio.Lock() if sqlite else None
@@ -386,6 +392,14 @@ class Dispatcher:
         scopes = batch.blocked.get((c.tenant_id, c.dest_index))
         if scopes and any(suppression.stops(s, c.lane) for s in scopes):
             return Outcome(c, "suppressed", [], None, Reason.SUPPRESSED)
+        if c.lane is Lane.MARKETING:
+            # The last word on quiet hours: a message planned inside them, or made due there by
+            # a retry or a resumed campaign, waits for the recipient's next allowed minute.
+            zone, rules = self.quiet.get(c.tenant_id, DEFAULT_QUIET)
+            now = self.runtime.clock.now()
+            if not rules.allowed(now.astimezone(zone)):
+                due = next_allowed(now, zone, rules)
+                return Outcome(c, "held", [], None, Reason.QUIET_HOURS, due_at=due)
         names, name = self._route(c, batch)
         if name is None:
             # Channels exist but none reaches this number (a configuration gap: fail now), or
@@ -420,15 +434,16 @@ class Dispatcher:
             for o in outcomes:
                 c = o.claimed
                 why = o.reason.value if o.reason else None
-                if o.kind == "waiting":
-                    # No attempt was made: give the attempt back and look again shortly.
+                if o.kind in ("held", "waiting"):
+                    # No attempt was made (quiet hours; no channel up): give the attempt back and
+                    # look again when they are over, or shortly.
                     outbox.move(
                         conn,
                         c.id,
                         State.SENDING,
                         State.PLANNED,
                         owner=self.owner,
-                        due_at=now + timedelta(seconds=1),
+                        due_at=o.due_at or now + timedelta(seconds=1),
                         attempts=max(0, c.attempts - 1),
                         reason=why,
                     )

@@ -446,7 +446,7 @@ def expire_unreceipted(conn: Connection, clock: Clock, *, grace: timedelta) -> i
     conn.execute(
         unscoped(
             sa.update(messages)
-            .where(m.id.in_(ids), m.state == State.SUBMITTED.value)
+            .where(among(conn, m.id, ids, sa.BigInteger), m.state == State.SUBMITTED.value)
             .values(state=State.EXPIRED.value, reason=Reason.EXPIRED.value, done_at=now),
             "the receipt sweep covers every tenant",
         )

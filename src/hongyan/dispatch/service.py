@@ -18,14 +18,17 @@ import os
 import socket
 from datetime import timedelta
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from hongyan.campaigns.windows import QuietHours, Rules, WindowInvalid
 from hongyan.channels import service as channel_store
 from hongyan.channels.base import ChannelSpec
 from hongyan.channels.service import Route
+from hongyan.db.engine import BEGIN_IMMEDIATE, INDEX_PLANS
 from hongyan.db.scope import unscoped
-from hongyan.db.tables import dispatchers, tenants
+from hongyan.db.tables import dispatchers, policies, tenants
 from hongyan.dispatch import receipts
 from hongyan.dispatch.dispatcher import ChannelPool, Dispatcher
 from hongyan.errors import ConfigurationError
@@ -52,6 +55,27 @@ def parse_smpp_url(url: str, *, name: str = "smpp") -> ChannelSpec:
         },
         secrets={"password": unquote(parts.password or "")},
     )
+
+
+def quiet_hours(conn: sa.Connection) -> dict[int, tuple[ZoneInfo, Rules]]:
+    """Every tenant's time zone and quiet hours, from its policy (read on each reload)."""
+    rows = conn.execute(
+        unscoped(
+            sa.select(
+                tenants.c.id, tenants.c.timezone, policies.c.quiet_start, policies.c.quiet_end
+            ).join(policies, policies.c.tenant_id == tenants.c.id),
+            "the dispatcher holds every tenant's quiet hours",
+        )
+    )
+    found: dict[int, tuple[ZoneInfo, Rules]] = {}
+    for tenant_id, zone, start, end in rows:
+        try:
+            found[tenant_id] = (ZoneInfo(zone), Rules(QuietHours.parse(start, end)))
+        except (WindowInvalid, ValueError, KeyError) as exc:
+            log.error(
+                "tenant %s: quiet hours %s–%s in %s unusable (%s)", tenant_id, start, end, zone, exc
+            )
+    return found
 
 
 def worker_name() -> str:
@@ -114,7 +138,9 @@ class Housekeeping:
 
     def load(
         self, extra: list[ChannelSpec]
-    ) -> tuple[list[ChannelSpec], dict[int, list[Route]], dict[int, str]]:
+    ) -> tuple[
+        list[ChannelSpec], dict[int, list[Route]], dict[int, str], dict[int, tuple[ZoneInfo, Rules]]
+    ]:
         with self.runtime.engine.connect() as conn:
             specs = channel_store.load_specs(conn, self.runtime.keyring)
             routes = channel_store.all_routes(conn)
@@ -124,12 +150,15 @@ class Housekeeping:
                     sa.select(tenants.c.id, tenants.c.sms_ext).where(tenants.c.sms_ext.is_not(None))
                 )
             }
+            quiet = quiet_hours(conn)
         names = {s.name for s in specs}
-        return specs + [s for s in extra if s.name not in names], routes, exts
+        return specs + [s for s in extra if s.name not in names], routes, exts, quiet
 
     def sweep(self, grace: timedelta) -> int:
-        with self.runtime.engine.begin() as conn:
-            return receipts.expire_unreceipted(conn, self.runtime.clock, grace=grace)
+        with self.runtime.engine.connect() as conn:
+            conn.execution_options(**{BEGIN_IMMEDIATE: True, INDEX_PLANS: True})
+            with conn.begin():
+                return receipts.expire_unreceipted(conn, self.runtime.clock, grace=grace)
 
 
 async def run(
@@ -167,8 +196,8 @@ async def run(
     async def chores_once() -> None:
         now = loop.time()
         if now >= due["reload"]:
-            specs, routes, exts = await dispatcher.db_call(chores.load, extra)
-            dispatcher.routes, dispatcher.extensions = routes, exts
+            specs, routes, exts, quiet = await dispatcher.db_call(chores.load, extra)
+            dispatcher.routes, dispatcher.extensions, dispatcher.quiet = routes, exts, quiet
             await pool.sync(specs)
             due["reload"] = now + reload_every
         if now >= due["beat"]:

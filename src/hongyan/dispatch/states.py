@@ -82,6 +82,7 @@ class Reason(StrEnum):
     REJECTED = "rejected"  # the carrier refused the message (content, signature, format)
     POWERED_OFF = "powered_off"  # handset off or out of coverage until validity ran out
     NO_ROUTE = "no_route"  # no channel can carry it
+    QUIET_HOURS = "quiet_hours"  # marketing held until the recipient's quiet hours end
     UNKNOWN = "unknown"
 
 

@@ -102,6 +102,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "reason.rejected": {"zh-CN": "被运营商拒绝", "en": "Rejected by the carrier"},
     "reason.powered_off": {"zh-CN": "关机或不在服务区", "en": "Handset off or out of coverage"},
     "reason.no_route": {"zh-CN": "无可用通道", "en": "No channel available"},
+    "reason.quiet_hours": {
+        "zh-CN": "免打扰时段，稍后发送",
+        "en": "Held for the quiet hours",
+    },
     "reason.unknown": {"zh-CN": "未知", "en": "Unknown"},
     "encoding.ucs2": {"zh-CN": "UCS-2（中文）", "en": "UCS-2 (Chinese)"},
     "encoding.gsm7": {"zh-CN": "GSM-7", "en": "GSM-7"},

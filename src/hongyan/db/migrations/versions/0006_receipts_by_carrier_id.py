@@ -1,4 +1,4 @@
-"""receipts looked up by carrier id first; parts without a tenant index
+"""receipts looked up by carrier id first; parts without a tenant index; unreceipted sweep index
 
 Revision ID: 0006
 Revises: 0005
@@ -7,6 +7,7 @@ Create Date: 2026-11-29 21:40:00
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
@@ -15,7 +16,17 @@ branch_labels = None
 depends_on = None
 
 
+SUBMITTED = sa.text("state = 'submitted'")
+
+
 def upgrade() -> None:
+    op.create_index(
+        "ix_messages_unreceipted",
+        "messages",
+        ["expires_at"],
+        postgresql_where=SUBMITTED,
+        sqlite_where=SUBMITTED,
+    )
     with op.batch_alter_table("message_parts", schema=None) as batch_op:
         batch_op.drop_index("ix_message_parts_channel_carrier")
         batch_op.drop_index("ix_message_parts_tenant_id")
@@ -28,6 +39,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_unreceipted", table_name="messages")
     op.drop_index("ix_unmatched_receipts_carrier", table_name="unmatched_receipts")
     op.create_index(
         "ix_unmatched_receipts_channel_carrier", "unmatched_receipts", ["channel", "carrier_id"]

@@ -1,0 +1,99 @@
+"""Quiet hours at the dispatcher, at fixed clocks over a real SMPP bind to the sandbox: marketing
+waits for the recipient's morning, verification and notification do not."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from hongyan.channels.sandbox.smsc import SandboxConfig
+from hongyan.clock import FixedClock
+from hongyan.db.scope import TenantScope
+from hongyan.db.tables import policies
+from hongyan.dispatch.service import quiet_hours
+from hongyan.dispatch.states import Lane
+from hongyan.runtime import Runtime
+from hongyan.tenants import service
+from tests.dispatch.conftest import CREDS, dispatcher_on, put, sandboxes, smpp_spec, state
+
+SH = ZoneInfo("Asia/Shanghai")
+ME = "+8613812345678"
+
+
+def _tenant(runtime: Runtime, slug: str, zone: str = "Asia/Shanghai") -> int:
+    with runtime.engine.begin() as conn:
+        return service.create_tenant(conn, runtime.clock, slug=slug, name=slug, timezone=zone).id
+
+
+def _pass(runtime: Runtime, *, quiet: bool = True) -> list[str]:
+    """One dispatcher pass against the sandbox; returns the destinations the carrier got."""
+
+    async def scenario() -> list[str]:
+        async with (
+            sandboxes(SandboxConfig(credentials=CREDS)) as [(smsc, port)],
+            dispatcher_on(runtime, [smpp_spec("sb", "127.0.0.1", port)]) as d,
+        ):
+            if quiet:
+                with runtime.engine.connect() as conn:
+                    d.quiet = quiet_hours(conn)
+            await d.run_once()
+            await asyncio.sleep(0.05)
+            return [s.destination for s in smsc.submits]
+
+    return asyncio.run(scenario())
+
+
+def test_2059_sends_and_2100_waits_until_0800(runtime: Runtime) -> None:
+    clock = runtime.clock
+    assert isinstance(clock, FixedClock)
+    t = _tenant(runtime, "tea")
+    clock.set(datetime(2026, 11, 11, 20, 59, tzinfo=SH))
+    early = put(runtime, t, ME, "【鸿雁茶饮】今晚八折", lane=Lane.MARKETING)
+    assert _pass(runtime) == ["8613812345678"]
+    assert state(runtime, t, early)["state"] in ("submitted", "delivered")
+
+    clock.set(datetime(2026, 11, 11, 21, 0, tzinfo=SH))
+    late = put(runtime, t, ME, "【鸿雁茶饮】明日八折", lane=Lane.MARKETING)
+    note = put(runtime, t, ME, "【鸿雁茶饮】您的订单已发货", lane=Lane.NOTIFICATION)
+    code = put(runtime, t, ME, "【鸿雁茶饮】验证码 123456", lane=Lane.VERIFICATION)
+    assert len(_pass(runtime)) == 2  # the verification code and the notice, not the offer
+    held = state(runtime, t, late)
+    assert held["state"] == "planned" and held["reason"] == "quiet_hours"
+    assert held["due_at"] == datetime(2026, 11, 12, 8, 0, tzinfo=SH)
+    assert held["attempts"] == 0  # waiting is not an attempt
+    assert state(runtime, t, note)["state"] in ("submitted", "delivered")
+    assert state(runtime, t, code)["state"] in ("submitted", "delivered")
+
+    clock.set(datetime(2026, 11, 12, 7, 59, tzinfo=SH))
+    assert _pass(runtime) == []  # not due yet
+    clock.set(datetime(2026, 11, 12, 8, 0, tzinfo=SH))
+    assert _pass(runtime) == ["8613812345678"]
+    assert state(runtime, t, late)["state"] in ("submitted", "delivered")
+
+
+def test_each_tenant_waits_for_its_own_morning(runtime: Runtime) -> None:
+    """10:00 in Shanghai is 21:00 in New York (the evening before): the New York tenant's offer
+    waits for 08:00 there, the Shanghai tenant's goes."""
+    clock = runtime.clock
+    assert isinstance(clock, FixedClock)
+    clock.set(datetime(2026, 11, 12, 10, 0, tzinfo=SH))
+    shanghai, new_york = _tenant(runtime, "tea"), _tenant(runtime, "deli", "America/New_York")
+    a = put(runtime, shanghai, ME, "【鸿雁茶饮】早安", lane=Lane.MARKETING)
+    b = put(runtime, new_york, "+8613812345679", "【Deli】Good evening", lane=Lane.MARKETING)
+    assert _pass(runtime) == ["8613812345678"]
+    assert state(runtime, shanghai, a)["state"] in ("submitted", "delivered")
+    waiting = state(runtime, new_york, b)
+    assert waiting["due_at"] == datetime(2026, 11, 12, 8, 0, tzinfo=ZoneInfo("America/New_York"))
+
+
+def test_a_tenant_policy_moves_the_quiet_hours(runtime: Runtime) -> None:
+    clock = runtime.clock
+    assert isinstance(clock, FixedClock)
+    clock.set(datetime(2026, 11, 11, 20, 30, tzinfo=SH))
+    t = _tenant(runtime, "tea")
+    with runtime.engine.begin() as conn:
+        conn.execute(TenantScope(t).update(policies).values(quiet_start="20:00", quiet_end="09:30"))
+    mid = put(runtime, t, ME, "【鸿雁茶饮】八折", lane=Lane.MARKETING)
+    assert _pass(runtime) == []
+    assert state(runtime, t, mid)["due_at"] == datetime(2026, 11, 12, 1, 30, tzinfo=UTC)

@@ -543,7 +543,9 @@ def demo(
         f"  console:  [cyan]{url}[/cyan]\n"
         f"  login:    {info['email']}\n"
         f"  password: {info['password']}\n"
-        f"  API key:  {info['api_key_note']}\n",
+        f"  API key:  {info['api_key_note']}\n"
+        f"  review:   [cyan]http://{host}:{port}/staff/login[/cyan] as {info['reviewer_email']} "
+        "(same password)\n",
     )
     if not no_serve:
         import uvicorn

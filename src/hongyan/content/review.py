@@ -98,7 +98,7 @@ def queue(conn: Connection, *, kind: Kind | None = None, limit: int = 200) -> li
 
 
 def recent(conn: Connection, *, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest decisions, newest first."""
+    """The latest decisions by reviewers, newest first."""
     sig = (
         sa.select(
             sa.literal("signature").label("kind"),
@@ -111,8 +111,8 @@ def recent(conn: Connection, *, limit: int = 20) -> list[dict[str, Any]]:
             tenants.c.slug.label("tenant"),
         )
         .join(tenants, tenants.c.id == signatures.c.tenant_id)
-        .where(signatures.c.reviewed_at.is_not(None))
-        .order_by(signatures.c.reviewed_at.desc())
+        .where(signatures.c.reviewed_by.is_not(None))
+        .order_by(signatures.c.reviewed_at.desc(), signatures.c.id.desc())
         .limit(limit)
     )
     ver = (
@@ -128,13 +128,13 @@ def recent(conn: Connection, *, limit: int = 20) -> list[dict[str, Any]]:
         )
         .join(templates, templates.c.id == template_versions.c.template_id)
         .join(tenants, tenants.c.id == template_versions.c.tenant_id)
-        .where(template_versions.c.reviewed_at.is_not(None))
-        .order_by(template_versions.c.reviewed_at.desc())
+        .where(template_versions.c.reviewed_by.is_not(None))
+        .order_by(template_versions.c.reviewed_at.desc(), template_versions.c.id.desc())
         .limit(limit)
     )
     rows = [dict(r) for r in conn.execute(unscoped(sig, WHY_QUEUE)).mappings()]
     rows += [dict(r) for r in conn.execute(unscoped(ver, WHY_QUEUE)).mappings()]
-    rows.sort(key=lambda r: r["reviewed_at"], reverse=True)
+    rows.sort(key=lambda r: (r["reviewed_at"], r["id"]), reverse=True)
     return rows[:limit]
 
 

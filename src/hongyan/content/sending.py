@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from hongyan.content.compiled import CompiledTemplate, Rendered
@@ -49,20 +50,15 @@ class Sendable:
 def sendable(conn: Connection, tenant_id: int, template_id: int) -> Sendable:
     """The template's live version, or TemplateNotApproved."""
     t, v = templates, template_versions
+    # The version joins on the live pointer (outer: a template may have none), limited to the
+    # tenant in the join itself so a missing version does not hide the template.
     row = conn.execute(
         TenantScope(tenant_id)
-        .select(
-            t,
-            t.c.id,
-            t.c.name,
-            t.c.category,
-            t.c.archived_at,
-            v.c.id.label("vid"),
-            v.c.version,
-            v.c.body,
-            v.c.link_url,
+        .select(t, t.c.id, t.c.name, t.c.category, t.c.archived_at)
+        .add_columns(v.c.id.label("vid"), v.c.version, v.c.body, v.c.link_url)
+        .select_from(
+            t.outerjoin(v, sa.and_(v.c.id == t.c.live_version_id, v.c.tenant_id == tenant_id))
         )
-        .outerjoin(v, v.c.id == t.c.live_version_id)
         .where(t.c.id == template_id)
     ).first()
     if row is None:

@@ -1,4 +1,4 @@
-"""Content: the compliance lint, templates and their review state, signatures, the tenant's words."""
+"""Content: the compliance lint, templates and their review, signatures, the tenant's words."""
 
 from __future__ import annotations
 

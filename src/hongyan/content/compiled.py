@@ -29,11 +29,17 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Mapping
-from typing import Final, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import reduce
+from itertools import repeat
+from operator import add, and_, mul, or_, rshift
+from typing import Any, Final, NamedTuple
 
 from hongyan.content.encoding import (
+    MULTI_GSM7,
     MULTI_UCS2,
+    SINGLE_GSM7,
     SINGLE_UCS2,
     Encoding,
     count_parts,
@@ -44,7 +50,7 @@ from hongyan.content.encoding import (
 from hongyan.content.fields import SPECIALS
 from hongyan.content.lint import LintContext, LintResult, lint
 from hongyan.content.placeholders import MissingParameter, Slot, parse
-from hongyan.content.wordlists import BOUNDARY, fold, fold_char, fold_positions
+from hongyan.content.wordlists import BOUNDARY, Matcher, fold, fold_char, fold_positions
 
 Problem = tuple[str, str]
 
@@ -88,6 +94,12 @@ def _delta(v: str) -> int:
 _WORD_RULES: Final = {"sensitive": "word.sensitive", "absolute": "word.absolute"}
 
 
+def _parts_of(units: int, encoding: str) -> int:
+    """Parts of a text whose characters all take one unit (wide ones go through check())."""
+    single, multi = (SINGLE_UCS2, MULTI_UCS2) if encoding == "ucs2" else (SINGLE_GSM7, MULTI_GSM7)
+    return 1 if units <= single else -(-units // multi)
+
+
 class Rendered(NamedTuple):
     text: str
     encoding: str
@@ -96,8 +108,48 @@ class Rendered(NamedTuple):
     problems: tuple[Problem, ...]
 
 
+@dataclass(slots=True)
+class Batch:
+    """``check_many``'s answer, as columns: row ``i`` is ``texts[i]``, ``encodings[i]``,
+    ``units[i]``, ``parts[i]`` and ``problems.get(i, ())``."""
+
+    texts: list[str]
+    encodings: list[str]
+    units: list[int]
+    parts: list[int]
+    problems: dict[int, tuple[Problem, ...]]
+
+    @classmethod
+    def of(cls, rendered: list[Rendered]) -> Batch:
+        batch = cls([], [], [], [], {})
+        for i, r in enumerate(rendered):
+            batch.texts.append(r.text)
+            batch.encodings.append(r.encoding)
+            batch.units.append(r.units)
+            batch.parts.append(r.parts)
+            if r.problems:
+                batch.problems[i] = r.problems
+        return batch
+
+    def put(self, i: int, r: Rendered) -> None:
+        self.texts[i], self.encodings[i], self.units[i], self.parts[i] = r[:4]
+        if r.problems:
+            self.problems[i] = r.problems
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> Rendered:
+        return Rendered(
+            self.texts[i], self.encodings[i], self.units[i], self.parts[i], self.problems.get(i, ())
+        )
+
+    def rendered(self) -> list[Rendered]:
+        return [self[i] for i in range(len(self))]
+
+
 class _SlotPlan:
-    __slots__ = ("cache", "default", "key", "left", "problems", "right", "special")
+    __slots__ = ("cache", "default", "key", "left", "problems", "right", "shared", "special")
 
     def __init__(self, slot: Slot, left: str, right: str) -> None:
         self.key = slot.key
@@ -108,6 +160,28 @@ class _SlotPlan:
         # value -> what it adds (see _delta), plus _PROBLEM when it brings problems
         self.cache: dict[str, int] = {}
         self.problems: dict[str, tuple[Problem, ...]] = {}
+        self.shared = False  # cache and problems are the matcher's, shared across templates
+
+    def share(self, matcher: Matcher) -> None:
+        """Use the matcher's verdicts: no term can span this placeholder's edges."""
+        self.cache = matcher.verdicts
+        self.problems = matcher.verdict_problems
+        self.shared = True
+
+
+def _context_free(matcher: Matcher, left: str, right: str) -> bool:
+    """True when no term (exception or not) can run from the literal text next to a
+    placeholder into its value, so a value's verdict is the same in every template."""
+    lf, rf = fold(left), fold(right)
+    if (lf and lf[-1].isascii() and lf[-1].isalnum()) or (
+        rf and rf[0].isascii() and rf[0].isalnum()
+    ):
+        return False  # an ASCII word edge is judged on the neighbour
+    for key in matcher.keys:
+        for i in range(1, len(key)):
+            if lf.endswith(key[:i]) or rf.startswith(key[i:]):
+                return False
+    return True
 
 
 def _context(text: str, need: int, *, backwards: bool) -> tuple[str, bool]:
@@ -151,6 +225,11 @@ def _renumber(fmt: list[str], numbers: list[int]) -> str:
     return "".join(out)
 
 
+def _scanned_slot(piece: object) -> bool:
+    """A placeholder whose value is scanned for words (not a special)."""
+    return isinstance(piece, Slot) and piece.key not in SPECIALS
+
+
 class CompiledTemplate:
     """One template for one tenant and category, ready to render for each recipient."""
 
@@ -159,6 +238,7 @@ class CompiledTemplate:
         self.ctx = ctx
         self.lint: LintResult = lint(source, ctx)
         pieces = parse(source)  # TemplateError for a template that does not parse
+        self._pieces = pieces
         self.max_parts = ctx.max_parts if max_parts is None else max_parts
         self._matcher = ctx.matcher
         need = self._matcher.longest
@@ -181,16 +261,25 @@ class CompiledTemplate:
             right, right_closed = _context(
                 nxt if isinstance(nxt, str) else "", need, backwards=False
             )
-            # Another placeholder within reach of a term, no boundary between: scan whole.
-            if (
-                isinstance(prev, Slot)
-                or isinstance(nxt, Slot)
-                or (i > 1 and not left_closed)
-                or (i + 2 < n and not right_closed)
+            # Another scanned placeholder within reach of a term, no boundary between: scan
+            # whole. A special ({link}, {coupon}) is a boundary: its value is the platform's own.
+            scanned = piece.key not in SPECIALS
+            before = pieces[i - 2] if i > 1 else None
+            after = pieces[i + 2] if i + 2 < n else None
+            if scanned and (
+                _scanned_slot(prev)
+                or _scanned_slot(nxt)
+                or (not left_closed and _scanned_slot(before))
+                or (not right_closed and _scanned_slot(after))
             ):
                 self.dense = True
-            slots.append(_SlotPlan(piece, left, right))
+            plan = _SlotPlan(piece, left, right)
+            slots.append(plan)
         self._fmt = "".join(fmt)
+        if not self.dense:  # values read alike in every context share one verdict
+            for plan in slots:
+                if not plan.special and _context_free(self._matcher, plan.left, plan.right):
+                    plan.share(self._matcher)
         self._slots = tuple(slots)
         self._plan = tuple((s.key, s.default, s.cache, s) for s in slots)
         self._base = _delta("".join(literal))
@@ -213,7 +302,7 @@ class CompiledTemplate:
         #: never sent). Values are text. A closure, so its constants are cells.
         self.check: Callable[..., Rendered] = self._build_fast()
         for slot in self._slots:  # a default is the template's own text: linted already
-            if slot.default is not None:
+            if slot.default is not None and not slot.shared:
                 slot.cache[slot.default] = _delta(slot.default)
 
     @property
@@ -230,6 +319,8 @@ class CompiledTemplate:
         """The per-recipient path as a closure: its constants are cells, not attribute loads."""
         get = self._get
         fill = self._fill
+        learn = self._learn
+        cached_slots = tuple(s for s in self._fast_slots if not s.special)
         general = self._check
         caches = self._caches
         base = self._base
@@ -239,6 +330,12 @@ class CompiledTemplate:
         render = self._fast_fmt.format
         max_parts = self.max_parts
         plain = _PLAIN.fullmatch
+        # module constants as cells: a closure reads them faster than globals
+        new, rendered_type = _new, Rendered
+        problem_field, non_gsm, field16 = _PROBLEM_FIELD, _NON_GSM_FIELD, _FIELD
+        wide_ucs2, wide_gsm, sept = _WIDE_UCS2_FIELD, _WIDE_GSM_FIELD, _SEPT
+        single_ucs2, multi_ucs2, parts_of = SINGLE_UCS2, MULTI_UCS2, count_parts
+        first_special = -n_special if n_special else None
 
         def check(values: Mapping[str, str], strict: bool = False) -> Rendered:
             try:
@@ -249,40 +346,118 @@ class CompiledTemplate:
                 got = fill(values, strict)
             try:
                 acc = base + sum(map(dict.get, caches, got))  # type: ignore[arg-type]
-            except TypeError:  # a value not seen yet (None in the sum)
-                return general(values, strict=strict)
-            if n_special:
-                joined = "".join(got[-n_special:])
+            except TypeError:  # a value not seen yet (None in the sum): learn it, go on
+                for slot, v in zip(cached_slots, got, strict=False):
+                    if v not in slot.cache:
+                        learn(slot, v)
+                try:
+                    acc = base + sum(map(dict.get, caches, got))  # type: ignore[arg-type]
+                except TypeError:  # a value that is never remembered (an invalid one)
+                    return general(values, strict=strict)
+            if first_special is not None:
+                joined = "".join(got[first_special:])
                 if literal_ucs2:  # printable ASCII is one UCS-2 unit a character
                     if not (joined.isascii() and joined.isprintable()):
                         return general(values, strict=strict)
                     acc += len(joined)
                 elif plain(joined):
-                    acc += len(joined) * (1 + _SEPT)
+                    acc += len(joined) * (1 + sept)
                 else:
                     return general(values, strict=strict)
-            if acc & _PROBLEM_FIELD or dense:
+            if acc & problem_field or dense:
                 return general(values, strict=strict)
             text = render(*got)
-            if acc & _NON_GSM_FIELD:  # a value (or the literal text) is not GSM-7
-                units = acc & _FIELD
-                if units <= SINGLE_UCS2:
-                    return _new(Rendered, (text, "ucs2", units, 1, ()))
-                if acc & _WIDE_UCS2_FIELD:
-                    parts = count_parts(text, "ucs2", units, True)
+            if acc & non_gsm:  # a value (or the literal text) is not GSM-7
+                units = acc & field16
+                if units <= single_ucs2:
+                    return new(rendered_type, (text, "ucs2", units, 1, ()))
+                if acc & wide_ucs2:
+                    parts = parts_of(text, "ucs2", units, True)
                 else:
-                    parts = -(-units // MULTI_UCS2)
+                    parts = -(-units // multi_ucs2)
                 encoding = "ucs2"
             else:
-                units = (acc >> 16) & _FIELD
-                parts = count_parts(text, "gsm7", units, bool(acc & _WIDE_GSM_FIELD))
+                units = (acc >> 16) & field16
+                parts = parts_of(text, "gsm7", units, bool(acc & wide_gsm))
                 encoding = "gsm7"
             if parts > max_parts:
                 problem = (("length.max", str(parts)),)
-                return _new(Rendered, (text, encoding, units, parts, problem))
-            return _new(Rendered, (text, encoding, units, parts, ()))
+                return new(rendered_type, (text, encoding, units, parts, problem))
+            return new(rendered_type, (text, encoding, units, parts, ()))
 
         return check
+
+    def check_many(self, rows: Sequence[Mapping[str, str]], *, strict: bool = False) -> Batch:
+        """``check`` for many recipients at once, the same results in the same order.
+
+        The batch is worked a placeholder at a time with C-level maps (fetch the column, take
+        the defaults, look the values up, add their units, render every text in one ``map``),
+        so the Python work per recipient is a few list slots. Rows that need a closer look (a
+        value with a problem, a two-unit character, a missing special) go through ``check``.
+        The result is a :class:`Batch`: columns ready for a bulk insert into the outbox.
+        """
+        n = len(rows)
+        if self.dense or n == 0:
+            return Batch.of([self.check(r, strict) for r in rows])
+        cols: list[list[Any]] = []
+        acc = [self._base] * n
+        for slot in self._fast_slots:
+            col: list[Any] = list(map(dict.get, rows, repeat(slot.key)))  # type: ignore[arg-type]
+            if not all(col):
+                if slot.special or (strict and slot.default is None):
+                    return Batch.of([self.check(r, strict) for r in rows])  # raises where it must
+                fallback = slot.default or ""
+                col = [v or fallback for v in col]
+            cols.append(col)
+            if slot.special:
+                joined = "".join(col)
+                if self._literal_ucs2 and joined.isascii() and joined.isprintable():
+                    acc = list(map(add, acc, map(len, col)))
+                elif not self._literal_ucs2 and _PLAIN.fullmatch(joined):
+                    acc = list(map(add, acc, map(mul, map(len, col), repeat(1 + _SEPT))))
+                else:
+                    return Batch.of([self.check(r, strict) for r in rows])
+                continue
+            known: list[Any] = list(map(slot.cache.get, col))
+            if None in known:
+                for v in {v for v, k in zip(col, known, strict=True) if k is None}:
+                    self._learn(slot, v)
+                known = list(map(slot.cache.get, col))
+                if None in known:  # a value that is never remembered (an invalid one)
+                    return Batch.of([self.check(r, strict) for r in rows])
+            acc = list(map(add, acc, known))
+        texts = list(map(self._fast_fmt.format, *cols))
+        seen = reduce(or_, acc)  # every flag any row raised (the fields do not carry)
+        if seen & _NON_GSM_FIELD and not self._literal_ucs2:  # a GSM-7 template, mixed rows
+            encodings = ["ucs2" if a & _NON_GSM_FIELD else "gsm7" for a in acc]
+            units = [a & _FIELD if a & _NON_GSM_FIELD else (a >> 16) & _FIELD for a in acc]
+            parts = [_parts_of(u, e) for u, e in zip(units, encodings, strict=True)]
+        else:
+            encoding = "ucs2" if seen & _NON_GSM_FIELD else "gsm7"
+            encodings = [encoding] * n
+            if encoding == "ucs2":
+                units = list(map(and_, acc, repeat(_FIELD)))
+            else:
+                units = list(map(and_, map(rshift, acc, repeat(16)), repeat(_FIELD)))
+            single, multi = (
+                (SINGLE_UCS2, MULTI_UCS2) if encoding == "ucs2" else (SINGLE_GSM7, MULTI_GSM7)
+            )
+            if max(units) <= single:
+                parts = [1] * n
+            else:
+                parts = [1 if u <= single else -(-u // multi) for u in units]
+        out = Batch(texts, encodings, units, parts, {})
+        if (
+            seen & (_PROBLEM_FIELD | _WIDE_UCS2_FIELD | _WIDE_GSM_FIELD)
+            or max(parts) > self.max_parts
+        ):
+            for i, a in enumerate(acc):
+                if (
+                    a & (_PROBLEM_FIELD | _WIDE_UCS2_FIELD | _WIDE_GSM_FIELD)
+                    or parts[i] > self.max_parts
+                ):
+                    out.put(i, self.check(rows[i], strict))
+        return out
 
     def _fill(self, values: Mapping[str, str], strict: bool) -> tuple[str, ...]:
         """The values in the fast path's order, defaults applied (missing ones per ``strict``)."""
@@ -357,15 +532,15 @@ class CompiledTemplate:
             bad = not v.isprintable() or _INVALID.search(v) is not None  # no line breaks either
             return _delta(v), (("value.invalid", slot.key),) if bad else ()
         problems: tuple[Problem, ...] = ()
-        if _INVALID.search(v):
-            problems = (("value.invalid", slot.key),)
-        elif not self.dense and not self._matcher.chars.isdisjoint(fold(v)):
-            # A match touching the value holds one of its characters: others need no scan.
+        if _INVALID.search(v):  # per placeholder: never a shared verdict
+            return _delta(v) | _PROBLEM, (("value.invalid", slot.key),)
+        if not self.dense and not self._matcher.term_chars.isdisjoint(fold(v)):
+            # A finding touching the value holds one of its characters: others need no scan.
             problems = self._scan(slot.left, v, slot.right)
         if len(slot.cache) >= _CACHE_MAX:
             slot.cache.clear()
             slot.problems.clear()
-            if slot.default is not None:
+            if slot.default is not None and not slot.shared:
                 slot.cache[slot.default] = _delta(slot.default)
         known = _delta(v)
         if problems:
@@ -393,30 +568,36 @@ class CompiledTemplate:
         return (_WORD_RULES.get(kind, ""), term)
 
     def _dense_problems(self, vals: list[str]) -> tuple[Problem, ...]:
-        """Scan the whole rendered text; keep what overlaps a value that is not a default."""
+        """Scan the whole rendered text; keep what overlaps a value that is not a default.
+        A special's value is the platform's own: a boundary, never scanned."""
         chunks: list[tuple[str, int] | None] = []
         spans: list[tuple[int, int]] = []
         at = 0
-        pieces = parse(self.source)
         k = 0
-        for piece in pieces:
+        rendered: list[str] = []
+        for piece in self._pieces:
             if isinstance(piece, str):
                 text = piece
             else:
                 slot = self._slots[k]
                 text = vals[k]
                 k += 1
+                if slot.special:
+                    chunks.append(None)
+                    rendered.append(text)
+                    at += len(text)
+                    continue
                 if text != slot.default:
                     if _INVALID.search(text):
                         return (("value.invalid", slot.key),)
-                    if not slot.special:
-                        spans.append((at, at + len(text)))
+                    spans.append((at, at + len(text)))
             chunks.append((text, at))
+            rendered.append(text)
             at += len(text)
-        rendered = "".join(c[0] for c in chunks if c is not None)
         folded, where = fold_positions(chunks)
         out: list[Problem] = []
-        for hit in self._matcher.scan(folded, rendered, where):
+        source = "".join(rendered)
+        for hit in self._matcher.scan(folded, source, where):
             start, end = where[hit.start], where[hit.end - 1] + 1
             if any(start < b and end > a for a, b in spans):
                 problem = self._problem(hit.entry.list, hit.entry.term)

@@ -211,6 +211,16 @@ class Matcher:
         self.longest = max((len(k) for k in grouped), default=0)
         #: Every character of every folded term: a folded text with none of them has no match.
         self.chars = frozenset("".join(grouped))
+        #: The same for the terms that make findings (not exceptions): a value with none of
+        #: them brings no finding in.
+        self.term_chars = frozenset(
+            "".join(k for k, found in grouped.items() if any(e.list != "exception" for e in found))
+        )
+        self.keys = tuple(grouped)
+        #: What compiled templates learned about values that read the same in any context
+        #: (hongyan.content.compiled): shared by every template linted with this matcher.
+        self.verdicts: dict[str, int] = {}
+        self.verdict_problems: dict[str, tuple[tuple[str, str], ...]] = {}
         self.entries = tuple(e for found in grouped.values() for e in found)
 
     def any(self, folded: str) -> bool:

@@ -6,10 +6,11 @@ tags, a per-recipient coupon code and tracked link, an unsubscribe line), each c
 string, cached per-value verdicts), then checked for every recipient as a campaign does it, in
 batches of 5,000 (``check_many``): the text rendered, its encoding, units and parts counted
 exactly as the SMPP channel splits it, and the words its values bring in found. Each template
-sends to 50,000 recipients (a campaign, or an A/B variant), 1,000,000 in all. Recipients are generated like a real customer list: common surnames weighted
-Zipf-like, given names of one or two characters, four in ten addressed as 李女士 / 王先生, one
-in ten without a name (the template's default applies), a few hundred cities, and 0.1 % with a
-sensitive or forbidden word in a field (those messages report problems).
+sends to 50,000 recipients (a campaign, or an A/B variant), 1,000,000 in all. Recipients are
+generated like a real customer list: common surnames weighted Zipf-like, given names of one or
+two characters, four in ten addressed as 李女士 / 王先生, one in ten without a name (the
+template's default applies), a few dozen cities, and 0.1 % with a sensitive or forbidden word in
+a field (those messages report problems).
 
 Anchor, measured in the same run on the same recipients: a bare loop of ``str.format`` of the
 same texts (each template as a plain format string, the values already complete, defaults
@@ -40,7 +41,8 @@ TEMPLATES = [
     f"{SIG}{{name|亲爱的会员}}，您在{{city}}的门店上新春季限定，凭券{{coupon}}立减10元，3月31日截止，回T退订",
     f"{SIG}{{name|您好}}，您的专属7折券已到账，点击{{link}} 领取，本周日24点前有效，回T退订",
     f"{SIG}{{city|本地}}门店周末满50减15，{{name|您好}}快来尝鲜，仅限本周末，回T退订",
-    f"{SIG}{{name|您好}}，您喜欢的{{tags|招牌奶茶}}今日买一送一，点击{{link}} 查看，今日有效，回T退订",
+    f"{SIG}{{name|您好}}，您喜欢的{{tags|招牌奶茶}}今日买一送一，"
+    "点击{link} 查看，今日有效，回T退订",
     f"{SIG}生日快乐！{{name|您好}}，生日当天到店享免单一杯，券码{{coupon}}，当天有效，回T退订",
     f"{SIG}{{name|您好}}，您有30积分即将过期，点击{{link}} 兑换好礼，月底前有效，回T退订",
     f"{SIG}{{name|您好}}，好久不见！送您满30减10券{{coupon}}，7天内有效，回T退订",
@@ -57,8 +59,15 @@ TEMPLATES = [
     f"{SIG}{{name|您好}}，您的储值卡余额可抵扣，满100减20，本周五前有效，回T退订",
     f"{SIG}{{name|您好}}，夏日冰饮第二杯半价，点击{{link}} 下单，今日20点前有效，回T退订",
 ]
-SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
-GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超霞平刚桂华建文辉玉兰萍红鹏飞燕丹宇浩凯婷雪琳晨欣怡佳思雨子轩梓涵一诺嘉欣博文俊杰"
+SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡"
+    "余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯"
+    "龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
+GIVEN = (
+    "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超霞平刚桂华建文辉玉兰萍红鹏飞燕丹宇浩凯婷雪"
+    "琳晨欣怡佳思雨子轩梓涵一诺嘉欣博文俊杰"
+)
 CITIES = [
     f"{c}"
     for c in [

@@ -22,8 +22,9 @@ Matching
     judged on the original text's neighbouring character (``100%`` is not found in ``1100%``,
     ``top1`` not in ``top10``, but ``TOP1 top10`` has it, the space being an edge).
 
-    One pass of an Aho–Corasick automaton (``pyahocorasick``, C) finds every occurrence of every
-    term, in time linear in the text plus the matches. Then:
+    One pass of an Aho–Corasick automaton (``ahocorasick_rs``: the Rust ``aho-corasick`` crate)
+    finds every occurrence of every term, overlapping ones included, in time linear in the text
+    plus the matches whatever the number of terms. Then:
 
     - an **exception** (``最近``, ``最后``, ``第一次`` …) cancels any finding lying inside it,
       except a forbidden one: ``最后一天`` is not the absolute term ``最``;
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Final, Literal
 
-import ahocorasick
+import ahocorasick_rs
 
 from hongyan.errors import ValidationFailed
 
@@ -201,12 +202,9 @@ class Matcher:
             key = fold(entry.term)
             if key and BOUNDARY not in key:
                 grouped.setdefault(key, []).append(entry)
-        self._automaton = ahocorasick.Automaton()
-        for key, found in grouped.items():
-            self._automaton.add_word(key, (key, tuple(found)))
-        self._empty = not grouped
-        if grouped:
-            self._automaton.make_automaton()
+        self.keys = tuple(grouped)
+        self._found = tuple((key, tuple(found)) for key, found in grouped.items())
+        self._automaton = ahocorasick_rs.AhoCorasick(self.keys) if grouped else None
         #: The longest folded term: how much context a window around a value needs.
         self.longest = max((len(k) for k in grouped), default=0)
         #: Every character of every folded term: a folded text with none of them has no match.
@@ -216,7 +214,6 @@ class Matcher:
         self.term_chars = frozenset(
             "".join(k for k, found in grouped.items() if any(e.list != "exception" for e in found))
         )
-        self.keys = tuple(grouped)
         #: What compiled templates learned about values that read the same in any context
         #: (hongyan.content.compiled): shared by every template linted with this matcher.
         self.verdicts: dict[str, int] = {}
@@ -225,9 +222,9 @@ class Matcher:
 
     def any(self, folded: str) -> bool:
         """True when some term (exceptions included) occurs in ``folded``: a quick look."""
-        if self._empty:
+        if self._automaton is None:
             return False
-        return next(self._automaton.iter(folded), None) is not None
+        return bool(self._automaton.find_matches_as_indexes(folded))
 
     def raw(self, folded: str, source: str | None = None, where: Sequence[int] = ()) -> list[Hit]:
         """Every occurrence at an acceptable edge, exceptions included, unresolved.
@@ -235,16 +232,17 @@ class Matcher:
         With ``source`` and ``where`` (from :func:`fold_positions`), ASCII word edges are judged
         on the source text's neighbouring characters; without, on the folded text's.
         """
-        if self._empty or not folded:
+        if self._automaton is None or not folded:
             return []
         hits: list[Hit] = []
-        for end, (key, found) in self._automaton.iter(folded):
-            start = end - len(key) + 1
+        for index, start, stop in self._automaton.find_matches_as_indexes(folded, overlapping=True):
+            key, found = self._found[index]
+            end = stop - 1
             if _ascii_alnum(key[0]) and _alnum_before(folded, start, source, where):
                 continue
             if _ascii_alnum(key[-1]) and _alnum_after(folded, end, source, where):
                 continue
-            hits.extend(Hit(start, end + 1, e) for e in found)
+            hits.extend(Hit(start, stop, e) for e in found)
         return hits
 
     def scan(self, folded: str, source: str | None = None, where: Sequence[int] = ()) -> list[Hit]:

@@ -179,7 +179,7 @@ def policy_of(conn: Connection, tenant_id: int) -> dict[str, Any]:
     return dict(row)
 
 
-# -- policy changes (content, issue 5) ---------------------------------------------------------
+# -- policy changes (content) -------------------------------------------------------------------
 
 POLICY_FIELDS = (
     "marketing_allowed",

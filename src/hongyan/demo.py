@@ -12,9 +12,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from hongyan.channels import service as channel_store
+from hongyan.content import review
+from hongyan.content import service as content_service
+from hongyan.content import signatures as content_signatures
+from hongyan.content import templates as content_templates
+from hongyan.content.placeholders import render
 from hongyan.db import migrate
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import users
+from hongyan.db.tables import staff as staff_table
+from hongyan.db.tables import template_versions, users
 from hongyan.dispatch import outbox
 from hongyan.dispatch.outbox import NewMessage
 from hongyan.dispatch.states import Lane
@@ -23,6 +29,8 @@ from hongyan.runtime import Runtime
 from hongyan.security import apikeys, audit
 from hongyan.security.passwords import hash_password
 from hongyan.security.roles import Role
+from hongyan.staff import service as staff
+from hongyan.staff.service import StaffPrincipal
 from hongyan.tenants import service
 
 SLUG = "demo"
@@ -117,33 +125,96 @@ def sandbox_jobs(runtime: Runtime) -> list[Callable[[asyncio.Event], Coroutine[A
     return [run_sandbox, run_dispatcher]
 
 
-def _demo_messages(conn: Connection, runtime: Runtime, tenant_id: int) -> None:
-    samples = [
-        ("+8613800138000", "【鸿雁茶饮】您的订单已发货，预计明天送达。", Lane.NOTIFICATION),
-        ("+8613800138000", "【鸿雁茶饮】您的验证码是 482915，5 分钟内有效。", Lane.VERIFICATION),
+def _demo_messages(conn: Connection, runtime: Runtime, tenant_id: int, member_day: int) -> None:
+    samples: list[tuple[str, str, Lane, int | None]] = [
+        ("+8613800138000", "【鸿雁茶饮】您的订单已发货，预计明天送达。", Lane.NOTIFICATION, None),
+        (
+            "+8613800138000",
+            "【鸿雁茶饮】您的验证码是 482915，5 分钟内有效。",
+            Lane.VERIFICATION,
+            None,
+        ),
         # A notice to a number that does not exist (空号): the sandbox's receipt says so, at
         # any hour (marketing would wait for the end of the quiet hours, 21:00–08:00).
-        (EMPTY_NUMBER, "【鸿雁茶饮】您预约的门店自提订单已备好。", Lane.NOTIFICATION),
+        (EMPTY_NUMBER, "【鸿雁茶饮】您预约的门店自提订单已备好。", Lane.NOTIFICATION, None),
     ]
-    # A small member-day send, so receipts, failures and replies show up in the console; during
-    # the quiet hours it waits for 08:00 in the tenant's zone, as marketing must.
+    # A small member-day send from the approved template, so receipts, failures and replies
+    # show up in the console; during the quiet hours it waits for 08:00 in the tenant's zone,
+    # as marketing must.
+    body = _version_body(conn, tenant_id, member_day)
+    names = ["李女士", "王先生", "", "张女士"]
     samples += [
         (
             f"+86135{7000 + i:08d}",
-            "【鸿雁茶饮】会员日第二杯半价，今晚21点前有效，回T退订",
+            render(body, {"name": names[i % len(names)]}),
             Lane.MARKETING,
+            member_day,
         )
-        for i in range(20)
+        for i in range(1, 21)
     ]
-    for to, text, lane in samples:
+    for to, text, lane, version in samples:
         outbox.enqueue(
             conn,
             runtime.clock,
             runtime.keyring,
             tenant_id,
-            NewMessage(to, text, lane=lane, source="demo"),
+            NewMessage(to, text, lane=lane, source="demo", template_version_id=version),
             max_parts=6,
         )
+
+
+# -- content: the demo's templates and a platform reviewer --------------------------------------
+
+REVIEWER_EMAIL = "reviewer@demo.hongyan.local"
+MEMBER_DAY = "【鸿雁茶饮】{name|您好}，会员日第二杯半价，今晚21点前有效，回T退订"
+NEW_SEASON = "【鸿雁茶饮】{name|您好}，春季新品上市，凭券{coupon}立减10元，3月31日截止，回T退订"
+
+
+def _version_body(conn: Connection, tenant_id: int, version_id: int) -> str:
+    row = conn.execute(
+        TenantScope(tenant_id)
+        .select(template_versions, template_versions.c.body)
+        .where(template_versions.c.id == version_id)
+    ).scalar_one()
+    return str(row)
+
+
+def _demo_reviewer(conn: Connection, runtime: Runtime, password: str) -> StaffPrincipal:
+    """The platform reviewer of the demo (same password as the owner), kept in step."""
+    try:
+        member = staff.get_by_email(conn, REVIEWER_EMAIL)
+        conn.execute(
+            sa.update(staff_table)
+            .where(staff_table.c.id == member.id)
+            .values(password_hash=hash_password(password), is_active=True)
+        )
+    except NotFound:
+        member = staff.create(
+            conn, runtime.clock, email=REVIEWER_EMAIL, name="平台审核员", password=password
+        )
+    return staff.principal_of(member)
+
+
+def _demo_templates(
+    conn: Connection, runtime: Runtime, tenant_id: int, reviewer: StaffPrincipal
+) -> int:
+    """One approved marketing template (the demo's sends use it), one waiting for review."""
+    clock = runtime.clock
+    ctx = content_service.context(conn, tenant_id, "marketing")
+    approved = content_templates.create(
+        conn, clock, tenant_id, name="会员日", category="marketing", body=MEMBER_DAY, actor="demo"
+    )
+    content_templates.submit(conn, clock, tenant_id, approved["id"], ctx, actor="demo")
+    version_id = int(approved["versions"][0]["id"])
+    review.decide_template(conn, clock, reviewer, version_id, approve=True)
+    waiting = content_templates.create(
+        conn, clock, tenant_id, name="春季新品", category="marketing", body=NEW_SEASON, actor="demo"
+    )
+    content_templates.submit(conn, clock, tenant_id, waiting["id"], ctx, actor="demo")
+    content_signatures.submit(
+        conn, clock, tenant_id, "【鸿雁茶饮旗舰店】", note="天猫旗舰店店铺名称", actor="demo"
+    )
+    return version_id
 
 
 def prepare(runtime: Runtime) -> dict[str, Any]:
@@ -162,6 +233,7 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
                 .values(password_hash=hash_password(password))
             )
             key_note = "created on first run (see `hongyan apikey create --tenant demo`)"
+            _demo_reviewer(conn, runtime, password)
         except NotFound:
             tenant = service.create_tenant(
                 conn, clock, slug=SLUG, name="鸿雁茶饮（演示）", signature="【鸿雁茶饮】"
@@ -179,7 +251,9 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
             )
             service.set_sms_ext(conn, tenant.id, DEMO_EXT)
             new = apikeys.create(conn, clock, tenant.id, "demo", Role.OPERATOR)
-            _demo_messages(conn, runtime, tenant.id)
+            reviewer = _demo_reviewer(conn, runtime, password)
+            member_day = _demo_templates(conn, runtime, tenant.id, reviewer)
+            _demo_messages(conn, runtime, tenant.id, member_day)
             key_note = new.key
             audit.record(
                 conn,
@@ -196,4 +270,5 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
         "password": password,
         "users": count,
         "api_key_note": key_note,
+        "reviewer_email": REVIEWER_EMAIL,
     }

@@ -5,9 +5,12 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from hongyan.contacts import suppression
+from hongyan.db.scope import TenantScope
+from hongyan.db.tables import template_versions
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Role
 from tests.api.test_api import _tenant_with_key, auth
+from tests.content.support import approved_version
 
 ME = "+8613812345678"
 
@@ -45,7 +48,15 @@ def test_opt_out_blocks_marketing_only_and_is_permanent(
     tid, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
     body = {"to": ME, "reason": "opt_out", "detail": "told the shop assistant"}
     assert client.post("/api/v1/suppressions", headers=auth(key), json=body).status_code == 201
-    mkt = {"to": ME, "text": "【鸿雁】周末半价，回T退订", "category": "marketing"}
+    # Marketing goes out with an approved template only (hongyan.content.gate).
+    promo = approved_version(runtime, tid, "【鸿雁测试】周末第二杯半价，今晚21点前有效，回T退订")
+    with runtime.engine.connect() as conn:
+        template_id = conn.execute(
+            TenantScope(tid)
+            .select(template_versions, template_versions.c.template_id)
+            .where(template_versions.c.id == promo)
+        ).scalar_one()
+    mkt = {"to": ME, "template_id": template_id}
     r = client.post("/api/v1/messages", headers=auth(key), json=mkt)
     assert r.status_code == 422 and r.json()["details"] == {"reason": "opt_out"}
     note = {"to": ME, "text": "【鸿雁】订单已发货", "category": "notification"}

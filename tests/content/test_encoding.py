@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,13 +18,17 @@ from hongyan.content.encoding import (
     SINGLE_GSM7,
     SINGLE_UCS2,
     Encoding,
+    Measure,
     char_units,
+    count_parts,
     decode_gsm7_unpacked,
     encode_gsm7_unpacked,
     encode_segments,
     gsm7_septets,
     is_gsm7,
+    measure,
     plan,
+    split_points,
     utf16_units,
 )
 
@@ -251,3 +257,44 @@ def test_utf16_units_match_encoded_length(text: str) -> None:
     assert utf16_units(text) == len(text.encode("utf-16-be")) // 2
     if not is_gsm7(text):
         assert plan(text).units == len(text.encode("utf-16-be")) // 2
+
+
+@given(any_text)
+def test_measure_is_plan_without_segments(text: str) -> None:
+    p = plan(text)
+    assert measure(text) == (p.encoding, p.units, p.parts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "中" * 66 + EMOJI + "中" * 5,
+        EMOJI * 36,
+        "a" * 152 + "[" + "b" * 10,
+        "€" * 81,
+        "中" * 200,
+        "a" * 1000,
+        "\ud800" * 80,  # lone surrogates count one unit each, as plan() sends them
+    ],
+)
+def test_measure_examples_match_plan(text: str) -> None:
+    p = plan(text)
+    assert measure(text) == Measure(p.encoding, p.units, p.parts)
+    assert count_parts(text, p.encoding, p.units, p.units > len(text)) == p.parts
+
+
+def test_split_points_are_the_part_boundaries() -> None:
+    p = plan(SIGNATURE + chinese(65))
+    assert split_points(p) == [67]
+    assert split_points(plan("short")) == []
+    assert split_points(plan("")) == []
+    p3 = plan("a" * 307)
+    assert split_points(p3) == [153, 306]
+
+
+@given(any_text)
+def test_split_points_cut_the_text_into_the_segments(text: str) -> None:
+    p = plan(text)
+    cuts = [0, *split_points(p), len(text)]
+    if p.parts:
+        assert [text[a:b] for a, b in itertools.pairwise(cuts)] == p.segments

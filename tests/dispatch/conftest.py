@@ -11,8 +11,10 @@ from hongyan.channels.sandbox.smsc import SandboxConfig, SandboxSmsc
 from hongyan.dispatch import outbox
 from hongyan.dispatch.dispatcher import ChannelPool, Dispatcher
 from hongyan.dispatch.outbox import NewMessage
+from hongyan.dispatch.states import Lane
 from hongyan.runtime import Runtime
 from hongyan.tenants import service
+from tests.content.support import approved_version
 
 CREDS = {"hongyan": "pw-1"}
 
@@ -23,6 +25,9 @@ def make_tenant(runtime: Runtime, slug: str = "tea") -> int:
 
 
 def put(runtime: Runtime, tenant: int, to: str, text: str, **kw: object) -> int:
+    if kw.get("lane") is Lane.MARKETING and "template_version_id" not in kw:
+        # Marketing enters the outbox with an approved template only (hongyan.content.gate).
+        kw["template_version_id"] = approved_version(runtime, tenant, text)
     with runtime.engine.begin() as conn:
         return outbox.enqueue(
             conn, runtime.clock, runtime.keyring, tenant, NewMessage(to, text, **kw), max_parts=6

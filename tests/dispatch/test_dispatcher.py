@@ -21,6 +21,7 @@ from hongyan.dispatch.dispatcher import Outcome
 from hongyan.dispatch.receipts import final_state
 from hongyan.dispatch.states import Lane, Reason, State
 from hongyan.runtime import Runtime
+from tests.content.support import approved_version
 from tests.dispatch.conftest import (
     CREDS,
     dispatcher_on,
@@ -47,7 +48,7 @@ def test_delivered_invalid_long_and_suppression(runtime: Runtime) -> None:
     t = make_tenant(runtime)
     ok = put(runtime, t, ME, "【鸿雁茶饮】您的订单已发货")
     long_id = put(runtime, t, ME, LONG)
-    bad = put(runtime, t, "+8613900000000", "【鸿雁茶饮】您好", lane=Lane.MARKETING)
+    bad = put(runtime, t, "+8613900000000", "【鸿雁茶饮】您好，回T退订", lane=Lane.MARKETING)
     cfg = SandboxConfig(credentials=CREDS, invalid_numbers={"8613900000000"})
 
     async def scenario() -> None:
@@ -107,6 +108,9 @@ def test_expired_receipts(runtime: Runtime) -> None:
 def test_td_reply_stops_the_next_marketing_send(runtime: Runtime) -> None:
     t = make_tenant(runtime)
     first = put(runtime, t, ME, "【鸿雁茶饮】会员日满199减80，回T退订", lane=Lane.MARKETING)
+    weekend = "【鸿雁茶饮】周末第二杯半价，回T退订"
+    # Approved before the dispatcher runs: put() below is called inside its event loop.
+    weekend_version = approved_version(runtime, t, weekend)
     cfg = SandboxConfig(credentials=CREDS)
 
     async def scenario() -> tuple[int, int]:
@@ -117,7 +121,9 @@ def test_td_reply_stops_the_next_marketing_send(runtime: Runtime) -> None:
             await d.run_once()
             await drain(d, smsc, 1)
             # Planned before the reply arrives: must still not go.
-            queued = put(runtime, t, ME, "【鸿雁茶饮】周末第二杯半价，回T退订", lane=Lane.MARKETING)
+            queued = put(
+                runtime, t, ME, weekend, lane=Lane.MARKETING, template_version_id=weekend_version
+            )
             notice = put(runtime, t, ME, "【鸿雁茶饮】您的订单已发货")
             # The reply is acknowledged once stored, i.e. by the dispatcher's flush.
             mo = asyncio.create_task(smsc.inject_mo("hongyan", ME[1:], "10690", " ｔｄ。"))
@@ -144,13 +150,15 @@ def test_td_reply_stops_the_next_marketing_send(runtime: Runtime) -> None:
         assert consent is not None and consent["action"] == "revoked"
         assert consent["source"] == "reply"
     assert _count(runtime, consent_records) == 1
+    new_season = "【鸿雁茶饮】新品上市，回T退订"
+    approved = approved_version(runtime, t, new_season)
     with pytest.raises(outbox.Suppressed), runtime.engine.begin() as conn:
         outbox.enqueue(
             conn,
             runtime.clock,
             runtime.keyring,
             t,
-            outbox.NewMessage(ME, "【鸿雁茶饮】新品上市，回T退订", lane=Lane.MARKETING),
+            outbox.NewMessage(ME, new_season, lane=Lane.MARKETING, template_version_id=approved),
             max_parts=6,
         )
 

@@ -17,6 +17,7 @@ from hongyan.dispatch.states import Lane, State
 from hongyan.errors import HongyanError, NotFound, ValidationFailed
 from hongyan.runtime import Runtime
 from hongyan.tenants import service
+from tests.content.support import approved_version
 
 LEASE = timedelta(seconds=30)
 
@@ -83,8 +84,14 @@ def test_idempotency(runtime: Runtime) -> None:
 def test_claim_order_lease_and_reclaim(runtime: Runtime, clock: FixedClock) -> None:
     t = _tenant(runtime)
     ids = {}
+    promo = "【鸿雁茶饮】第二杯半价，今晚21点前有效，回T退订"
+    approved = approved_version(runtime, t, promo)  # marketing needs an approved template
     for lane in (Lane.MARKETING, Lane.NOTIFICATION, Lane.VERIFICATION):
-        ids[lane] = _put(runtime, t, NewMessage("+8613812345678", lane.name, lane=lane))[0]
+        if lane is Lane.MARKETING:
+            new = NewMessage("+8613812345678", promo, lane=lane, template_version_id=approved)
+        else:
+            new = NewMessage("+8613812345678", lane.name, lane=lane)
+        ids[lane] = _put(runtime, t, new)[0]
     later = _put(
         runtime, t, NewMessage("+8613812345678", "later", due_at=clock.now() + timedelta(hours=1))
     )[0]

@@ -35,6 +35,9 @@ from hongyan.dispatch.replies import (
 from hongyan.dispatch.states import Lane
 from hongyan.runtime import Runtime
 from hongyan.tenants.service import create_tenant, set_sms_ext
+from tests.content.support import approved_version
+
+PROMO = "【鸿雁茶饮】周末第二杯半价，今晚21点前有效，回T退订"
 
 ME = "+8613812345678"
 OTHER = "+8613987654321"
@@ -456,13 +459,14 @@ def test_an_opt_out_suppresses_revokes_and_notifies_subscribers(runtime: Runtime
         )
         assert "1069001" in consent["proof"] and "sb" in consent["proof"]
     # The next marketing message to the number is refused at enqueue.
+    promo = approved_version(runtime, a, PROMO)
     with pytest.raises(outbox.Suppressed), runtime.engine.begin() as conn:
         outbox.enqueue(
             conn,
             runtime.clock,
             runtime.keyring,
             a,
-            NewMessage(ME, "促销", lane=Lane.MARKETING),
+            NewMessage(ME, PROMO, lane=Lane.MARKETING, template_version_id=promo),
             max_parts=6,
         )
     deliveries = rows(runtime, webhook_deliveries, a)

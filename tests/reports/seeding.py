@@ -7,7 +7,7 @@ are inserted directly, through ``TenantScope``. Used by the query, console and b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from hongyan.clock import FixedClock
@@ -20,6 +20,7 @@ from hongyan.dispatch.states import Lane, Reason, State
 from hongyan.runtime import Runtime
 from hongyan.security.keyring import mask_phone
 from hongyan.tenants import service
+from tests.content.support import approved_version
 
 # 11:00 on 10 November in Shanghai, and 00:30 on 11 November (still the 10th in UTC).
 DAY1 = datetime(2026, 11, 10, 3, 0, tzinfo=UTC)
@@ -55,6 +56,8 @@ class Seed:
 
 
 def _enqueue(runtime: Runtime, tenant: int, new: NewMessage) -> int:
+    if new.lane is Lane.MARKETING:  # marketing goes out with an approved template only
+        new = replace(new, template_version_id=approved_version(runtime, tenant, new.text))
     with runtime.engine.begin() as conn:
         mid, created = outbox.enqueue(
             conn, runtime.clock, runtime.keyring, tenant, new, max_parts=6

@@ -113,5 +113,10 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
     app.include_router(suppressions.router, prefix="/api/v1")
     app.include_router(webhooks.router, prefix="/api/v1")
     app.include_router(calendar.router, prefix="/api/v1")
+    # content: the lint, templates, signatures, words; the platform's review queue (staff)
+    from hongyan.api.routers import content, review
+
+    app.include_router(content.router, prefix="/api/v1")
+    app.include_router(review.router, prefix="/api/v1")
     console.install(app)
     return app

@@ -279,10 +279,18 @@ def _message_view(runtime: Runtime, tenant_id: int, message_id: int) -> dict[str
 def send(
     tenant: Annotated[str, typer.Option(help="Tenant slug")],
     to: Annotated[str, typer.Option(help="E.164 number, e.g. +8613812345678")],
-    text: Annotated[str, typer.Option(help="The whole text, signature included")],
-    category: Annotated[str, typer.Option(help="verification, notification or marketing")] = (
-        "notification"
-    ),
+    text: Annotated[
+        str | None, typer.Option(help="The whole text, signature included (not marketing)")
+    ] = None,
+    template_id: Annotated[
+        int | None, typer.Option(help="Instead of --text: a stored template's approved version")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="name=value for the template; repeatable")
+    ] = None,
+    category: Annotated[
+        str | None, typer.Option(help="verification, notification or marketing")
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for a final state")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 60.0,
@@ -296,14 +304,29 @@ def send(
     from hongyan.errors import ValidationFailed
     from hongyan.tenants import service
 
-    try:
-        lane = lane_for(category)
-    except ValueError as exc:
-        raise ValidationFailed(f"Unknown category {category!r}", f"未知类别 {category!r}") from exc
+    if (text is None) == (template_id is None):
+        raise ValidationFailed(
+            "Give --text or --template-id", "请提供 --text 或 --template-id 之一"
+        )
     runtime = open_runtime()
     with runtime.engine.begin() as conn:
         t = service.get_tenant(conn, tenant)
         policy = service.policy_of(conn, t.id)
+        version_id: int | None = None
+        if template_id is not None:  # content: send with the template's approved version
+            from hongyan.content import sending
+
+            stored = sending.sendable(conn, t.id, template_id)
+            params = dict(p.split("=", 1) for p in param or [] if "=" in p)
+            text = sending.render(conn, t.id, stored, params, max_parts=policy["max_parts"]).text
+            version_id = stored.version_id
+            category = category or stored.category
+        try:
+            lane = lane_for(category or "notification")
+        except ValueError as exc:
+            raise ValidationFailed(
+                f"Unknown category {category!r}", f"未知类别 {category!r}"
+            ) from exc
         mid, created = outbox.enqueue(
             conn,
             runtime.clock,
@@ -311,10 +334,11 @@ def send(
             t.id,
             outbox.NewMessage(
                 to.strip(),
-                text,
+                text or "",
                 lane=lane,
                 source="cli",
                 idempotency_key=idempotency_key,
+                template_version_id=version_id,
             ),
             max_parts=policy["max_parts"],
         )
@@ -543,7 +567,9 @@ def demo(
         f"  console:  [cyan]{url}[/cyan]\n"
         f"  login:    {info['email']}\n"
         f"  password: {info['password']}\n"
-        f"  API key:  {info['api_key_note']}\n",
+        f"  API key:  {info['api_key_note']}\n"
+        f"  review:   [cyan]http://{host}:{port}/staff/login[/cyan] as {info['reviewer_email']} "
+        "(same password)\n",
     )
     if not no_serve:
         import uvicorn
@@ -585,6 +611,10 @@ def _register_groups() -> None:
     from hongyan.cli.calendar import calendar_app
 
     app.add_typer(calendar_app, name="calendar")
+    # content: lint, templates, signatures, words, tenant policy; platform staff and review
+    from hongyan.cli import content
+
+    content.register(app, tenant_app)
 
 
 _register_groups()

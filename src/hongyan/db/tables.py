@@ -57,7 +57,13 @@ signatures = sa.Table(
     sa.Column("is_default", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("reviewed_at", UTCDateTime, nullable=True),
+    # content (migration 0008): what the tenant says about it, who decided, why not
+    sa.Column("note", sa.String(200), nullable=True),
+    sa.Column("reviewed_by", sa.String(80), nullable=True),
+    sa.Column("reason", sa.String(300), nullable=True),
     sa.UniqueConstraint("tenant_id", "text", name="uq_signatures_tenant_text"),
+    # The platform's review queue reads pending signatures across tenants.
+    sa.Index("ix_signatures_status", "status"),
     info=SCOPED,
 )
 
@@ -79,6 +85,12 @@ policies = sa.Table(
     sa.Column("max_parts", sa.Integer, nullable=False, server_default="6"),
     sa.Column("extra", sa.JSON, nullable=False, default=dict),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # content (migration 0008): notifications need an approved template too when true
+    # (marketing always does); the advertising mark the ad.mark fix inserts.
+    sa.Column(
+        "notification_template_required", sa.Boolean, nullable=False, server_default=sa.false()
+    ),
+    sa.Column("ad_mark", sa.String(20), nullable=False, server_default="（广告）"),
     info=SCOPED,
 )
 
@@ -172,6 +184,9 @@ messages = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("submitted_at", UTCDateTime, nullable=True),
     sa.Column("done_at", UTCDateTime, nullable=True),
+    # content (migration 0008): the approved template version the text was rendered from.
+    # No foreign key: versions are never deleted, and the outbox's inserts stay check-free.
+    sa.Column("template_version_id", sa.Integer, nullable=True),
     # The hot path changes a message's row three times (claimed, submitted, final) and every
     # change writes an entry in every index whose predicate the row meets: so the claim and lease
     # indexes hold only the rows they serve, and only keyed messages enter the idempotency index.
@@ -483,4 +498,115 @@ calendar_arrangements = sa.Table(
     sa.Column("data", sa.JSON, nullable=False),
     sa.Column("loaded_by", sa.String(80), nullable=False),
     sa.Column("loaded_at", UTCDateTime, nullable=False),
+)
+
+# -- content: templates and their versions, tenants' words (migration 0008) -----------------------
+
+# A tenant's template: a name, a category fixed at creation, and the version it sends with
+# (live_version_id: the newest approved version; no foreign key, to avoid a cycle).
+templates = sa.Table(
+    "templates",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("category", sa.String(16), nullable=False),  # verification, notification, marketing
+    sa.Column("live_version_id", sa.Integer, nullable=True),
+    sa.Column("archived_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", name="uq_templates_tenant_name"),
+    info=SCOPED,
+)
+
+# Every version of a template's text: draft -> pending -> approved | rejected (with a reason).
+# A version under review or decided is never edited; editing makes a new draft version.
+template_versions = sa.Table(
+    "template_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column(
+        "template_id",
+        sa.Integer,
+        sa.ForeignKey("templates.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("link_url", sa.String(500), nullable=True),  # where {link} leads
+    sa.Column("status", sa.String(16), nullable=False),  # draft, pending, approved, rejected
+    sa.Column("reason", sa.String(300), nullable=True),
+    sa.Column("findings", sa.JSON, nullable=False, default=list),  # the lint when submitted
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(80), nullable=False),
+    sa.Column("submitted_at", UTCDateTime, nullable=True),
+    sa.Column("submitted_by", sa.String(80), nullable=True),
+    sa.Column("reviewed_at", UTCDateTime, nullable=True),
+    sa.Column("reviewed_by", sa.String(80), nullable=True),
+    sa.UniqueConstraint("template_id", "version", name="uq_template_versions_template_version"),
+    # The platform's review queue reads pending versions across tenants, oldest first.
+    sa.Index("ix_template_versions_status", "status", "submitted_at"),
+    info=SCOPED,
+)
+
+# Words a tenant adds to the platform's lists (sensitive, absolute, forbidden, vague, exception).
+content_words = sa.Table(
+    "content_words",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(),
+    sa.Column("list", sa.String(16), nullable=False),
+    sa.Column("term", sa.String(40), nullable=False),
+    sa.Column("replacement", sa.String(40), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(80), nullable=False),
+    sa.UniqueConstraint("tenant_id", "list", "term", name="uq_content_words_tenant_list_term"),
+    info=SCOPED,
+)
+
+# -- platform staff (migration 0008): people who run the platform, members of no tenant -----------
+
+staff = sa.Table(
+    "staff",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(254), nullable=False, unique=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # reviewer
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("locale", sa.String(8), nullable=False, server_default="zh-CN"),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_login_at", UTCDateTime, nullable=True),
+)
+
+staff_sessions = sa.Table(
+    "staff_sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "staff_id", sa.Integer, sa.ForeignKey("staff.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("token_hash", sa.LargeBinary(32), nullable=False, unique=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
+)
+
+staff_api_keys = sa.Table(
+    "staff_api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "staff_id", sa.Integer, sa.ForeignKey("staff.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("prefix", sa.String(24), nullable=False, unique=True),
+    sa.Column("secret_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
 )

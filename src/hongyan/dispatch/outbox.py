@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from hongyan.clock import Clock
 from hongyan.contacts import suppression
 from hongyan.contacts.numbers import carrier_of
+from hongyan.content import gate
 from hongyan.content.encoding import plan
 from hongyan.db.scope import TenantScope, unscoped
 from hongyan.db.tables import messages
@@ -50,6 +51,9 @@ class NewMessage:
     idempotency_key: str | None = None
     due_at: datetime | None = None
     validity: timedelta | None = None
+    # The approved template version the text was rendered from; marketing needs one
+    # (hongyan.content.gate).
+    template_version_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ def enqueue(
             f"The text needs {text_plan.parts} parts; the limit is {max_parts}",
             f"短信需拆分为 {text_plan.parts} 条，超过上限 {max_parts} 条",
         )
+    gate.check_outbox(conn, tenant_id, new.lane, new.template_version_id)
     scope = TenantScope(tenant_id)
     context = dest_context(tenant_id)
     index = keyring.blind_index(new.to, context)
@@ -132,6 +137,7 @@ def enqueue(
         "dest_masked": mask_phone(new.to),
         "carrier": carrier_of(new.to),
         "body": new.text,
+        "template_version_id": new.template_version_id,
         "encoding": text_plan.encoding,
         "parts": text_plan.parts,
         "state": State.PLANNED.value,

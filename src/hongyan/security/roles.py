@@ -23,6 +23,10 @@ class Permission(StrEnum):
     READ_AUDIT = "read_audit"
     # Webhook endpoints receive replies with full numbers and hold signing secrets: owner only.
     MANAGE_WEBHOOKS = "manage_webhooks"
+    # content: write templates, submit them for review, keep the tenant's word lists;
+    # read templates and their review state. Signatures (the brand) need MANAGE_TENANT.
+    MANAGE_TEMPLATES = "manage_templates"
+    READ_TEMPLATES = "read_templates"
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {
@@ -33,9 +37,13 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.MANAGE_CONTACTS,
             Permission.READ_CONTACTS,
             Permission.READ_REPORTS,
+            Permission.MANAGE_TEMPLATES,
+            Permission.READ_TEMPLATES,
         }
     ),
-    Role.ANALYST: frozenset({Permission.READ_CONTACTS, Permission.READ_REPORTS}),
+    Role.ANALYST: frozenset(
+        {Permission.READ_CONTACTS, Permission.READ_REPORTS, Permission.READ_TEMPLATES}
+    ),
     Role.AUDITOR: frozenset({Permission.READ_AUDIT}),
 }
 

@@ -179,6 +179,40 @@ def policy_of(conn: Connection, tenant_id: int) -> dict[str, Any]:
     return dict(row)
 
 
+# -- policy changes (content) -------------------------------------------------------------------
+
+POLICY_FIELDS = (
+    "marketing_allowed",
+    "require_ad_mark",
+    "ad_mark",
+    "unsubscribe_text",
+    "max_parts",
+    "notification_template_required",
+)
+
+
+def update_policy(conn: Connection, clock: Clock, tenant_id: int, **changes: Any) -> dict[str, Any]:
+    """Change a tenant's policy; only the fields named in POLICY_FIELDS, each checked."""
+    unknown = sorted(set(changes) - set(POLICY_FIELDS))
+    if unknown:
+        raise ValidationFailed(f"Unknown policy fields: {unknown}", f"未知的策略字段：{unknown}")
+    values = {k: v for k, v in changes.items() if v is not None}
+    if "max_parts" in values and not 1 <= int(values["max_parts"]) <= 10:
+        raise ValidationFailed("max_parts is 1 to 10", "最大条数须为 1 到 10")
+    for key in ("unsubscribe_text", "ad_mark"):
+        if key in values:
+            text = str(values[key]).strip()
+            if not 1 <= len(text) <= 20 or "{" in text or "}" in text:
+                raise ValidationFailed(
+                    f"{key} is 1 to 20 characters without braces", f"{key} 须为 1 到 20 个字符"
+                )
+            values[key] = text
+    if values:
+        values["updated_at"] = clock.now()
+        conn.execute(TenantScope(tenant_id).update(policies).values(values))
+    return policy_of(conn, tenant_id)
+
+
 def create_user(
     conn: Connection,
     clock: Clock,

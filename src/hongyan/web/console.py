@@ -46,7 +46,7 @@ NAV: list[tuple[str, str]] = [
     ("reports", "nav.reports"),
     ("settings", "nav.settings"),
 ]
-BUILT = {"dashboard", "messages", "inbox", "suppressions"}
+BUILT = {"dashboard", "messages", "inbox", "suppressions", "content"}
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -222,14 +222,17 @@ async def error_page(request: Request, exc: HongyanError) -> Response:
         else:
             target = "/console"
         url = "/login?next=" + quote(safe_next(target), safe="/")
+        cookie = SESSION_COOKIE
+        if request.url.path.startswith("/staff"):  # platform staff log in on their own page
+            url, cookie = "/staff/login", "hongyan_staff_session"
         response: Response
         if request.headers.get("hx-request"):
             response = Response(status_code=204, headers={"HX-Redirect": url})
         else:
             response = _redirect(url)
         _set_flash(request, response, exc.message_zh, exc.message_en)
-        if request.cookies.get(SESSION_COOKIE):
-            response.delete_cookie(SESSION_COOKIE, path="/")
+        if request.cookies.get(cookie):
+            response.delete_cookie(cookie, path="/")
         return response
     principal = _current(request)
     lang = _lang(request, principal)
@@ -259,8 +262,16 @@ async def root(request: Request) -> Response:
 
 
 def _login_form(
-    request: Request, *, status: int = 200, error: str | None = None, next_url: str, email: str = ""
+    request: Request,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    next_url: str,
+    email: str = "",
+    **extra: Any,
 ) -> HTMLResponse:
+    """The login page with a fresh signed form token (``extra``: another login's action and
+    texts, as the staff login uses)."""
     runtime = _runtime(request)
     token = secrets.token_urlsafe(24)
     response = _render(
@@ -272,6 +283,7 @@ def _login_form(
         next_url=next_url,
         email=email,
         login_csrf=token,
+        **extra,
     )
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
@@ -282,6 +294,36 @@ def _login_form(
         secure=_secure(request),
         path="/",
     )
+    return response
+
+
+def login_token_valid(request: Request, sent: str) -> bool:
+    """The login form's double-submit check: the posted token matches the signed cookie."""
+    expected: str | None = None
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE)
+    if cookie:
+        try:
+            expected = _login_serializer(_runtime(request)).loads(
+                cookie, max_age=LOGIN_CSRF_MAX_AGE
+            )
+        except BadSignature:
+            expected = None
+    return bool(sent) and isinstance(expected, str) and secrets.compare_digest(sent, expected)
+
+
+def logged_in(request: Request, url: str, cookie: str, token: str) -> Response:
+    """The redirect after a login, carrying the new session cookie."""
+    response = _redirect(url)
+    response.set_cookie(
+        cookie,
+        token,
+        max_age=_runtime(request).settings.session_max_age,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+        path="/",
+    )
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
     return response
 
 
@@ -304,15 +346,7 @@ async def login_submit(request: Request) -> Response:
     email = field("email").strip()
     lang = _lang(request)
 
-    sent = field(CSRF_FIELD)
-    expected: str | None = None
-    cookie = request.cookies.get(LOGIN_CSRF_COOKIE)
-    if cookie:
-        try:
-            expected = _login_serializer(runtime).loads(cookie, max_age=LOGIN_CSRF_MAX_AGE)
-        except BadSignature:
-            expected = None
-    if not sent or not isinstance(expected, str) or not secrets.compare_digest(sent, expected):
+    if not login_token_valid(request, field(CSRF_FIELD)):
         return _login_form(
             request,
             status=403,
@@ -336,18 +370,7 @@ async def login_submit(request: Request) -> Response:
         message = exc.message_en if lang == "en" else exc.message_zh
         return _login_form(request, status=401, error=message, next_url=next_url, email=email)
 
-    response = _redirect(next_url)
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=runtime.settings.session_max_age,
-        httponly=True,
-        samesite="lax",
-        secure=_secure(request),
-        path="/",
-    )
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
-    return response
+    return logged_in(request, next_url, SESSION_COOKIE, token)
 
 
 async def logout(request: Request) -> Response:
@@ -435,4 +458,8 @@ def install(app: FastAPI) -> None:
     from hongyan.web import records  # send records, inbox, suppressions; before the catch-all
 
     records.install(app)
+    from hongyan.web import content, review  # content pages; the staff's review console
+
+    content.install(app)
+    review.install(app)
     app.add_api_route("/console/{name}", section, methods=["GET"], include_in_schema=False)

@@ -269,6 +269,116 @@ MESSAGES: dict[str, dict[str, str]] = {
 }
 
 
+# -- content: templates, the editor's lint, signatures, words; the staff's review queue -----------
+MESSAGES.update(
+    {
+        "nav.review": {"zh-CN": "审核队列", "en": "Review queue"},
+        "role.reviewer": {"zh-CN": "平台审核员", "en": "Platform reviewer"},
+        "staff.platform": {"zh-CN": "平台运营", "en": "Platform"},
+        "staff.login.heading": {"zh-CN": "平台人员登录", "en": "Platform staff log in"},
+        "staff.login.hint": {
+            "zh-CN": "审核员使用平台为其开设的账号登录，与商户账号分开。",
+            "en": "Reviewers log in with their platform account, separate from any business's.",
+        },
+        "content.title": {"zh-CN": "内容与模板", "en": "Content and templates"},
+        "content.intro": {
+            "zh-CN": "模板经平台审核通过后才能发送营销短信；编辑器实时检查字数、条数与合规问题。",
+            "en": "Marketing is sent with templates the platform has approved; the editor "
+            "checks length, parts and compliance as you type.",
+        },
+        "content.new": {"zh-CN": "新建模板", "en": "New template"},
+        "content.col.name": {"zh-CN": "名称", "en": "Name"},
+        "content.col.category": {"zh-CN": "类别", "en": "Category"},
+        "content.col.status": {"zh-CN": "状态", "en": "Status"},
+        "content.col.text": {"zh-CN": "内容", "en": "Text"},
+        "content.col.version": {"zh-CN": "版本", "en": "Version"},
+        "content.status.draft": {"zh-CN": "草稿", "en": "Draft"},
+        "content.status.pending": {"zh-CN": "审核中", "en": "Under review"},
+        "content.status.approved": {"zh-CN": "已通过", "en": "Approved"},
+        "content.status.rejected": {"zh-CN": "已驳回", "en": "Rejected"},
+        "content.live": {"zh-CN": "发送中版本", "en": "Live version"},
+        "content.live_note": {
+            "zh-CN": "当前用于发送的是已通过审核的 v{v}。",
+            "en": "Messages are sent with the approved version v{v}.",
+        },
+        "content.none": {"zh-CN": "还没有模板。", "en": "No templates yet."},
+        "content.signatures": {"zh-CN": "短信签名", "en": "Signatures"},
+        "content.signature": {"zh-CN": "签名", "en": "Signature"},
+        "content.signature_note": {
+            "zh-CN": "说明（品牌、证明材料）",
+            "en": "Note (brand, documents)",
+        },
+        "content.signature_submit": {"zh-CN": "提交审核", "en": "Submit for review"},
+        "content.reason": {"zh-CN": "驳回原因：", "en": "Rejected: "},
+        "content.rejected_because": {"zh-CN": "审核未通过：", "en": "Rejected by the reviewer: "},
+        "content.words": {"zh-CN": "自定义词库", "en": "Your words"},
+        "content.words_intro": {
+            "zh-CN": "在平台词库之外，补充本租户的敏感词、禁用词与例外词。",
+            "en": "Your own sensitive and forbidden words and exceptions, on top of the "
+            "platform's lists.",
+        },
+        "content.list": {"zh-CN": "词表", "en": "List"},
+        "content.list.sensitive": {"zh-CN": "敏感词", "en": "Sensitive"},
+        "content.list.absolute": {"zh-CN": "绝对化用语", "en": "Absolute"},
+        "content.list.forbidden": {"zh-CN": "违禁词", "en": "Forbidden"},
+        "content.list.vague": {"zh-CN": "模糊用语", "en": "Vague"},
+        "content.list.exception": {"zh-CN": "例外", "en": "Exception"},
+        "content.term": {"zh-CN": "词语", "en": "Term"},
+        "content.replacement": {"zh-CN": "替换为（可选）", "en": "Replace with (optional)"},
+        "content.add": {"zh-CN": "添加", "en": "Add"},
+        "content.remove": {"zh-CN": "删除", "en": "Remove"},
+        "content.no_words": {"zh-CN": "暂无自定义词语。", "en": "No words of your own."},
+        "content.body": {"zh-CN": "短信内容", "en": "Text"},
+        "content.body_hint": {
+            "zh-CN": "【品牌名】{name|您好}，…… 回T退订",
+            "en": "【Brand】{name|Hello}, … 回T退订",
+        },
+        "content.placeholders": {"zh-CN": "可用占位符：", "en": "Placeholders:"},
+        "content.link_url": {"zh-CN": "短链接目标地址", "en": "Where {link} leads"},
+        "content.save": {"zh-CN": "保存草稿", "en": "Save draft"},
+        "content.submit": {"zh-CN": "提交审核", "en": "Submit for review"},
+        "content.withdraw": {"zh-CN": "撤回审核", "en": "Withdraw"},
+        "content.archive": {"zh-CN": "归档", "en": "Archive"},
+        "content.versions": {"zh-CN": "版本记录", "en": "Versions"},
+        "lint.title": {"zh-CN": "实时检查", "en": "Live check"},
+        "lint.start": {
+            "zh-CN": "输入内容后即时显示字数、条数与问题。",
+            "en": "Type a text to see its count, parts and findings.",
+        },
+        "lint.chars": {"zh-CN": "字数", "en": "Characters"},
+        "lint.parts": {"zh-CN": "条数", "en": "Parts"},
+        "lint.remaining": {"zh-CN": "本条还可输入", "en": "Left in this part"},
+        "lint.encoding": {"zh-CN": "每条 {n} 字", "en": "{n} per part"},
+        "lint.ok": {"zh-CN": "可以提交审核", "en": "Ready for review"},
+        "lint.not_ok": {"zh-CN": "存在必须修正的问题", "en": "Has errors to fix"},
+        "lint.preview": {"zh-CN": "预览（示例联系人）", "en": "Preview (sample contact)"},
+        "lint.part": {"zh-CN": "第 {n} 条", "en": "Part {n}"},
+        "lint.severity.error": {"zh-CN": "错误", "en": "Error"},
+        "lint.severity.warning": {"zh-CN": "警告", "en": "Warning"},
+        "lint.severity.info": {"zh-CN": "提示", "en": "Note"},
+        "lint.fix": {"zh-CN": "一键修复", "en": "Fix"},
+        "lint.clean": {"zh-CN": "未发现问题。", "en": "No findings."},
+        "review.title": {"zh-CN": "审核队列", "en": "Review queue"},
+        "review.intro": {
+            "zh-CN": "各商户提交的签名与模板，按提交时间排列；驳回时请写明原因，商户可见。",
+            "en": "Signatures and templates submitted by every business, oldest first; a "
+            "rejection needs a reason, which the business sees.",
+        },
+        "review.kind.signature": {"zh-CN": "签名", "en": "Signature"},
+        "review.kind.template": {"zh-CN": "模板", "en": "Template"},
+        "review.submitted": {"zh-CN": "提交于", "en": "Submitted"},
+        "review.note": {"zh-CN": "说明：", "en": "Note: "},
+        "review.approve": {"zh-CN": "通过", "en": "Approve"},
+        "review.reject": {"zh-CN": "驳回", "en": "Reject"},
+        "review.reason": {"zh-CN": "驳回原因", "en": "Reason for rejecting"},
+        "review.empty": {"zh-CN": "没有待审核的内容。", "en": "Nothing waits for review."},
+        "review.recent": {"zh-CN": "最近处理", "en": "Recent decisions"},
+        "review.done.approved": {"zh-CN": "已通过", "en": "Approved"},
+        "review.done.rejected": {"zh-CN": "已驳回", "en": "Rejected"},
+    }
+)
+
+
 def translate(lang: str, key: str, **values: object) -> str:
     """The text for ``key`` in ``lang``; a missing key is a bug, so it raises."""
     entry = MESSAGES[key]

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.content import sending
 from hongyan.content.placeholders import render
 from hongyan.dispatch import outbox
 from hongyan.dispatch.states import lane_for
@@ -31,10 +32,20 @@ class MessageIn(BaseModel):
         default=None,
         min_length=1,
         max_length=2000,
-        description="Instead of text: a text with {name} placeholders, filled from params",
+        description="Instead of text: a text with {name} placeholders, filled from params "
+        "(verification and notification only)",
+    )
+    template_id: int | None = Field(
+        default=None,
+        description="Instead of text: a stored template, sent with its approved version and "
+        "filled from params. Marketing is sent this way only.",
     )
     params: dict[str, str | int | float] = Field(default_factory=dict)
-    category: str = Field(default="notification", pattern="^(verification|notification|marketing)$")
+    category: str | None = Field(
+        default=None,
+        pattern="^(verification|notification|marketing)$",
+        description="Default: the template's category with template_id, else notification",
+    )
     idempotency_key: str | None = Field(default=None, max_length=100)
     send_at: datetime | None = Field(default=None, description="Timezone-aware; default now")
 
@@ -78,21 +89,39 @@ def send(
     who.require(Permission.SEND)
     if body.send_at is not None and body.send_at.tzinfo is None:
         raise ValidationFailed("send_at needs a time zone offset", "send_at 需要带时区")
-    if (body.text is None) == (body.template is None):
+    given = [x for x in (body.text, body.template, body.template_id) if x is not None]
+    if len(given) != 1:
         raise ValidationFailed(
-            "Send either text or template (with params)", "请提供 text 或 template（及 params）之一"
+            "Send one of text, template (with params) or template_id (with params)",
+            "请提供 text、template（及 params）或 template_id（及 params）中的一项",
         )
     if body.text is not None and body.params:
         raise ValidationFailed("params need a template", "params 只能与 template 一起使用")
-    text = body.text if body.text is not None else render(body.template or "", body.params)
     policy = service.policy_of(conn, who.tenant_id)
+    version_id: int | None = None
+    if body.template_id is not None:
+        stored = sending.sendable(conn, who.tenant_id, body.template_id)
+        if body.category is not None and body.category != stored.category:
+            raise ValidationFailed(
+                f"Template {stored.template_id} is a {stored.category} template",
+                f"模板 {stored.template_id} 属于 {stored.category} 类",
+            )
+        category = stored.category
+        text = sending.render(
+            conn, who.tenant_id, stored, body.params, max_parts=policy["max_parts"]
+        ).text
+        version_id = stored.version_id
+    else:
+        category = body.category or "notification"
+        text = body.text if body.text is not None else render(body.template or "", body.params)
     new = outbox.NewMessage(
         to=body.to.strip(),
         text=text,
-        lane=lane_for(body.category),
+        lane=lane_for(category),
         source="api",
         idempotency_key=body.idempotency_key or idempotency_header,
         due_at=body.send_at,
+        template_version_id=version_id,
     )
     mid, created = outbox.enqueue(
         conn, runtime.clock, runtime.keyring, who.tenant_id, new, max_parts=policy["max_parts"]

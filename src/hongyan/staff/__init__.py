@@ -1,0 +1,1 @@
+"""Platform staff: people who run the platform (reviewers), members of no tenant."""

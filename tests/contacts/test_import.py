@@ -204,7 +204,9 @@ def test_failure_half_way_leaves_nothing(runtime: Runtime, tenant_id: int) -> No
     assert caught.value.code in ("import_encoding", "import_csv_invalid")
 
 
-def test_failure_in_the_database_rolls_back(runtime: Runtime, tenant_id: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_failure_in_the_database_is_resumable(
+    runtime: Runtime, tenant_id: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     calls = {"n": 0}
     real = importer._Writer.insert
 
@@ -215,15 +217,38 @@ def test_failure_in_the_database_rolls_back(runtime: Runtime, tenant_id: int, mo
         real(self, rows)
 
     monkeypatch.setattr(importer._Writer, "insert", failing)
-    data = (HEADER + "".join(f"138{i:08d},名,,,,,\n" for i in range(200))).encode()
+    lines = [f"138{i:08d},名,,,,,\n" for i in range(200)]
+    lines[120] = "bad,坏,,,,,\n"
+    lines[150] = "13800000007,重复,,,,,\n"  # repeats line 9 (stored before the failure)
+    path = tmp_path / "c.csv"
+    path.write_bytes((HEADER + "".join(lines)).encode())
+    opts = importer.ImportOptions(batch_size=50, consent_source="s", consent_proof="p")
     with pytest.raises(RuntimeError):
-        _import(runtime, tenant_id, data, batch_size=50)
-    assert _contacts(runtime, tenant_id) == []
+        service.import_path(runtime, tenant_id, path, opts)
+    assert len(_contacts(runtime, tenant_id)) == 100  # the two batches committed before
     with runtime.engine.connect() as conn:
         job = conn.execute(TenantScope(tenant_id).select(contact_imports)).mappings().one()
+        granted = conn.execute(
+            TenantScope(tenant_id).select(consent_records, sa.func.count())
+        ).scalar_one()
     assert job["state"] == "failed" and job["error"]["code"] == "import_failed"
+    assert job["result"]["line"] == 101 and job["result"]["imported"] == 100 and granted == 100
     monkeypatch.setattr(importer._Writer, "insert", real)
-    assert _import(runtime, tenant_id, data, batch_size=50).imported == 200  # run it again
+    other = tmp_path / "other.csv"
+    other.write_bytes((HEADER + "13900000000,x,,,,,\n").encode())
+    with pytest.raises(ValidationFailed):  # not the same file
+        service.import_path(runtime, tenant_id, other, opts, resume=job["id"])
+    done = service.import_path(runtime, tenant_id, path, opts, resume=job["id"])
+    assert (done.rows, done.imported, done.invalid, done.duplicates) == (200, 198, 1, 1)
+    assert done.rows == done.imported + done.updated + done.duplicates + done.invalid
+    assert len(_contacts(runtime, tenant_id)) == 198
+    with runtime.engine.connect() as conn:
+        granted = conn.execute(
+            TenantScope(tenant_id).select(consent_records, sa.func.count())
+        ).scalar_one()
+    assert granted == 198
+    with pytest.raises(ValidationFailed):  # a finished import has nothing to resume
+        service.import_path(runtime, tenant_id, path, opts, resume=job["id"])
 
 
 def test_no_plaintext_at_rest(runtime: Runtime, tenant_id: int, tmp_path: Path) -> None:

@@ -104,5 +104,8 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
     app.include_router(callbacks.router, prefix="/api/v1")
     app.include_router(suppressions.router, prefix="/api/v1")
     app.include_router(webhooks.router, prefix="/api/v1")
+    from hongyan.api.routers import contacts  # contacts, imports, events (issue 4)
+
+    app.include_router(contacts.router, prefix="/api/v1")
     console.install(app)
     return app

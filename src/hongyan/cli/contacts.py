@@ -64,6 +64,9 @@ def contacts_import(
             "--map", help="COLUMN=FIELD: phone, name, … or attr:NAME[:TYPE] or ignore (repeat)"
         ),
     ] = None,
+    resume: Annotated[
+        int | None, typer.Option(help="Go on with this failed import of the same file")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Import contacts: numbers normalised and encrypted, duplicates merged, bad rows reported."""
@@ -83,7 +86,7 @@ def contacts_import(
         actor="cli",
     )
     if as_json:
-        result = service.import_path(runtime, tenant_id, file, options)
+        result = service.import_path(runtime, tenant_id, file, options, resume=resume)
     else:
         with Progress(
             TextColumn("importing"),
@@ -99,6 +102,7 @@ def contacts_import(
                 file,
                 options,
                 progress=lambda r: bar.update(task, completed=r.fraction, rows=r.rows),
+                resume=resume,
             )
     body = {"import_id": result.import_id, "state": result.state, **result.counters()}
     lines = [

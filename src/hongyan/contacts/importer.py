@@ -15,9 +15,14 @@ within the file), some 60 MB for a million numbers. Each batch is:
    stored value), tags inserted ignoring those already there, and consent appended to the
    ledger.
 
-The whole file is one transaction: a file that turns out to be broken half-way (a decoding error,
-a 10 MB line), a crash or a database error leaves nothing behind, and the import's row says
-``failed`` with the reason. Importing a suppressed number never revives it: the suppression
+Before anything is written, a first pass reads the whole file (:func:`service.import_stream`):
+a file that is broken as a whole (a decoding error half-way, a 10 MB line, broken CSV) is refused
+and nothing is stored. Then each batch is its own transaction, which also records how far the
+import got (the line and the counters), so a crash or a database error half-way leaves an import
+that says ``failed`` with the reason and the batches stored so far, and that is *resumed* from
+the next batch (``hongyan contacts import FILE --resume ID``, the same file checked by its
+SHA-256): never half-applied silently. Short transactions also keep SQLite's single writer
+free for the dispatcher and the console between batches. Importing a suppressed number never revives it: the suppression
 stays and no consent is granted for it. Counters: every data row is exactly one of ``invalid``,
 ``duplicates`` (its number came earlier in the file), ``imported`` (a new contact) or
 ``updated`` (a contact that existed before); ``suppressed`` counts distinct numbers on the
@@ -706,54 +711,52 @@ def run(
     *,
     import_id: int,
     progress: Callable[[ImportResult], None] | None = None,
+    resume: bool = False,
 ) -> ImportResult:
-    """Import ``source`` as job ``import_id`` (made by :func:`create_job`); one transaction."""
+    """Import ``source`` as job ``import_id`` (made by :func:`create_job`), one transaction per
+    batch, each also recording how far the import got. ``resume``: go on from the last
+    committed batch of a failed run of the same file."""
     options.check()
     started = time.perf_counter()
     result = ImportResult(import_id)
+    skip = 0
+    if resume:
+        with engine.connect() as conn:
+            job = get_job(conn, tenant_id, import_id)
+        done = job["result"] or {}
+        if job["state"] != "failed" or not done.get("line"):
+            raise ValidationFailed(
+                "Only an import that failed after storing some rows can be resumed",
+                "只有中途失败、已保存部分数据的导入才能继续",
+            )
+        skip = int(done["line"])
+        for name in ("rows", "imported", "updated", "duplicates", "invalid", "suppressed"):
+            setattr(result, name, int(done.get(name, 0)))
+        result.errors = list(done.get("errors", []))
     with _live_lock:
         _live[import_id] = result
-    _set_job(engine, tenant_id, import_id, state="running", started_at=clock.now())
+    _set_job(engine, tenant_id, import_id, state="running", started_at=clock.now(), error=None)
     try:
-        with engine.begin() as conn:
-            _run(conn, keyring, clock, tenant_id, source, options, result, progress, started)
-            result.state = "done"
-            result.seconds = time.perf_counter() - started
-            result.fraction = 1.0
-            conn.execute(
-                TenantScope(tenant_id)
-                .update(contact_imports)
-                .where(contact_imports.c.id == import_id)
-                .values(state="done", result=result.counters(), finished_at=clock.now())
-            )
+        _run(engine, keyring, clock, tenant_id, source, options, result, progress, started, skip)
     except HongyanError as exc:
         result.state = "failed"
         _set_job(
-            engine,
-            tenant_id,
-            import_id,
-            state="failed",
-            error=exc.body(),
-            result={},
+            engine, tenant_id, import_id, state="failed", error=exc.body(),
             finished_at=clock.now(),
-        )
+        )  # fmt: skip
         raise
     except BaseException:
         result.state = "failed"
         failure = ValidationFailed(
-            "The import stopped on an internal error; nothing was imported",
-            "导入因内部错误中止，未导入任何数据",
+            "The import stopped on an internal error; the batches stored so far stay, and the "
+            "import can be resumed",
+            "导入因内部错误中止；已保存的批次保留，可继续导入",
         ).body()
         failure["code"] = "import_failed"
         _set_job(
-            engine,
-            tenant_id,
-            import_id,
-            state="failed",
-            error=failure,
-            result={},
+            engine, tenant_id, import_id, state="failed", error=failure,
             finished_at=clock.now(),
-        )
+        )  # fmt: skip
         raise
     finally:
         with _live_lock:
@@ -776,7 +779,7 @@ def _errors(
 
 
 def _run(
-    conn: Connection,
+    engine: Engine,
     keyring: KeyRing,
     clock: Clock,
     tenant_id: int,
@@ -785,24 +788,27 @@ def _run(
     result: ImportResult,
     progress: Callable[[ImportResult], None] | None,
     started: float,
+    skip: int,
 ) -> None:
     scope = TenantScope(tenant_id)
-    definitions = F.attribute_definitions(conn, tenant_id)
-    plan = plan_mapping(source.header, options.mapping, definitions)
-    result.columns = describe_mapping(source.header, plan)
-    for t in plan:
-        if t is not None and t.field == "attr":
-            F.define(conn, clock, tenant_id, t.attribute or "", t.type)
-    conn.execute(
-        scope.update(contact_imports)
-        .where(contact_imports.c.id == result.import_id)
-        .values(options={**options.as_json(), "header": source.header, "columns": result.columns})
-    )
+    now = clock.now()
+    with engine.begin() as conn:
+        definitions = F.attribute_definitions(conn, tenant_id)
+        plan = plan_mapping(source.header, options.mapping, definitions)
+        result.columns = describe_mapping(source.header, plan)
+        for t in plan:
+            if t is not None and t.field == "attr":
+                F.define(conn, clock, tenant_id, t.attribute or "", t.type)
+        conn.execute(
+            scope.update(contact_imports)
+            .where(contact_imports.c.id == result.import_id)
+            .values(
+                options={**options.as_json(), "header": source.header, "columns": result.columns}
+            )
+        )
     phone_at = next(i for i, t in enumerate(plan) if t is not None and t.field == "phone")
-    if conn.dialect.name == "sqlite":  # random blind indexes: keep the unique index in memory
-        conn.exec_driver_sql("PRAGMA cache_size = -131072")
-    writer = _Writer(conn, keyring, tenant_id, clock.now(), options, segment_table())
     ctx = phone_context(tenant_id)
+    segments = segment_table()
 
     def index_of(e164: str) -> bytes:
         return keyring.blind_index(e164, ctx)
@@ -814,7 +820,30 @@ def _run(
     batch = max(1, options.batch_size)
     extra_tags = tuple(options.tags)
     in_batch = 0
+    line = 0
+
+    def commit() -> None:
+        with engine.begin() as conn:
+            if conn.dialect.name == "sqlite":  # random blind indexes: keep the index cached
+                conn.exec_driver_sql("PRAGMA cache_size = -131072")
+            writer = _Writer(conn, keyring, tenant_id, now, options, segments)
+            _flush(writer, pending, result, extra_tags)
+            _errors(conn, scope, result.import_id, bad)
+            result.fraction = source.fraction()
+            result.seconds = time.perf_counter() - started
+            conn.execute(  # how far the import got, committed with the batch it describes
+                scope.update(contact_imports)
+                .where(contact_imports.c.id == result.import_id)
+                .values(result={**result.counters(), "line": line})
+            )
+
     for line, cells in source.rows:
+        if line <= skip:  # stored by the run being resumed: only remember its numbers
+            try:
+                seen.add(int.from_bytes(parse_row(cells, plan, phone_at, index_of).index[:8]))
+            except RowProblem:
+                pass
+            continue
         result.rows += 1
         in_batch += 1
         try:
@@ -834,7 +863,7 @@ def _run(
                     {"line": line, "reason": problem.code, "message": {"zh": zh, "en": en}}
                 )
         else:
-            key = int.from_bytes(parsed.index[:8], "big")
+            key = int.from_bytes(parsed.index[:8])
             if key in seen:
                 result.duplicates += 1
                 parsed.first = False
@@ -846,16 +875,23 @@ def _run(
             else:
                 earlier.merge(parsed)
         if in_batch >= batch:
-            _flush(writer, pending, result, extra_tags)
-            _errors(conn, scope, result.import_id, bad)
+            commit()
             pending, bad, in_batch = {}, [], 0
-            result.fraction = source.fraction()
-            result.seconds = time.perf_counter() - started
             if progress:
                 progress(result)
-    _flush(writer, pending, result, extra_tags)
-    _errors(conn, scope, result.import_id, bad)
     if result.rows == 0:
         err = ImportFileError("The file has a header but no data rows", "文件只有表头，没有数据行")
         err.code = "import_empty"
         raise err
+    commit()
+    result.state = "done"
+    result.seconds = time.perf_counter() - started
+    result.fraction = 1.0
+    _set_job(
+        engine,
+        tenant_id,
+        result.import_id,
+        state="done",
+        result={**result.counters(), "line": line},
+        finished_at=clock.now(),
+    )

@@ -71,6 +71,7 @@ def import_stream(
     *,
     import_id: int | None = None,
     progress: Callable[[importer.ImportResult], None] | None = None,
+    resume: bool = False,
 ) -> importer.ImportResult:
     """Import a seekable binary stream (a file on disk, an upload); returns the result.
 
@@ -81,6 +82,23 @@ def import_stream(
     size = stream.seek(0, 2)
     stream.seek(0)
     digest = sha256_of(stream)
+    if resume:
+        assert import_id is not None
+        with runtime.engine.connect() as conn:
+            job = importer.get_job(conn, tenant_id, import_id)
+        if job["file_sha256"] != digest:
+            raise ValidationFailed(
+                "This is not the file the import started with; start a new import instead",
+                "这不是该导入最初使用的文件，请新建导入",
+            )
+        options = importer.ImportOptions(
+            **{
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in job["options"].items()
+                if k in ("mapping", "consent_source", "consent_proof", "consent_purposes", "tags")
+            },
+            actor=options.actor,
+        )
     if import_id is None:
         with runtime.engine.begin() as conn:
             import_id = importer.create_job(
@@ -94,7 +112,13 @@ def import_stream(
                 sha256=digest,
             )
     try:
+        # A first pass finds what is wrong with the file as a whole (its encoding, a 10 MB
+        # line, broken CSV) before anything is stored, and counts rows for the progress bar.
         table = open_table(stream, size)
+        total = sum(1 for _ in table.rows)
+        stream.seek(0)
+        table = open_table(stream, size)
+        table.total_rows = total
     except ValidationFailed as exc:
         with runtime.engine.begin() as conn:
             conn.execute(
@@ -113,6 +137,7 @@ def import_stream(
         options,
         import_id=import_id,
         progress=progress,
+        resume=resume,
     )
 
 
@@ -122,11 +147,23 @@ def import_path(
     path: Path,
     options: importer.ImportOptions,
     progress: Callable[[importer.ImportResult], None] | None = None,
+    *,
+    resume: int | None = None,
 ) -> importer.ImportResult:
+    """Import a file; ``resume``: the id of a failed import of the same file to go on with."""
     if not path.is_file():
         raise NotFound(f"No file {path.name!r}", f"找不到文件“{path.name}”")
     with path.open("rb") as stream:
-        return import_stream(runtime, tenant_id, stream, path.name, options, progress=progress)
+        return import_stream(
+            runtime,
+            tenant_id,
+            stream,
+            path.name,
+            options,
+            progress=progress,
+            import_id=resume,
+            resume=resume is not None,
+        )
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -533,3 +570,123 @@ def purge_consent(conn: Connection, clock: Clock, tenant_id: int) -> int:
             )
         ).rowcount
     return deleted
+
+
+# -- uploads imported in the background (API, console) -------------------------------------------
+
+
+def uploads_dir(runtime: Runtime, tenant_id: int) -> Path:
+    folder = runtime.settings.var_dir / "imports" / str(tenant_id)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+def save_upload(runtime: Runtime, tenant_id: int, stream: IO[bytes], max_bytes: int) -> Path:
+    """Keep an uploaded file (mode 0600) until its import has run; ``retention run`` removes
+    what was left behind."""
+    import os
+    import secrets
+
+    path = uploads_dir(runtime, tenant_id) / secrets.token_hex(16)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    size = 0
+    with os.fdopen(fd, "wb") as out:
+        while chunk := stream.read(1 << 20):
+            size += len(chunk)
+            if size > max_bytes:
+                out.close()
+                path.unlink(missing_ok=True)
+                raise ValidationFailed(
+                    f"The file is larger than {max_bytes // 2**20} MB",
+                    f"文件超过 {max_bytes // 2**20} MB",
+                )
+            out.write(chunk)
+    return path
+
+
+def upload_path(runtime: Runtime, tenant_id: int, token: str) -> Path:
+    if not (len(token) == 32 and all(c in "0123456789abcdef" for c in token)):
+        raise NotFound("No such upload", "找不到上传的文件")
+    path = uploads_dir(runtime, tenant_id) / token
+    if not path.is_file():
+        raise NotFound("The uploaded file is gone; upload it again", "上传的文件已失效，请重新上传")
+    return path
+
+
+@dataclass
+class Preview:
+    kind: str
+    encoding: str | None
+    header: list[str]
+    rows: list[list[str]]
+    mapping: dict[str, str]
+    problem: ValidationFailed | None = None  # why the import would not start as mapped
+
+
+def preview(path: Path, given: dict[str, str] | None = None, rows: int = 5) -> Preview:
+    """The first rows and the mapping the import would use, before anything is stored."""
+    from itertools import islice
+
+    from hongyan.contacts.fields import guess_field
+
+    with path.open("rb") as stream:
+        table = open_table(stream, path.stat().st_size)
+        sample = [cells for _line, cells in islice(table.rows, rows)]
+    problem = None
+    try:
+        plan = importer.plan_mapping(table.header, given)
+        mapping = importer.describe_mapping(table.header, plan)
+    except ValidationFailed as exc:
+        problem = exc
+        mapping = {h: (given or {}).get(h) or guess_field(h) or "ignore" for h in table.header}
+    return Preview(table.kind, table.encoding, table.header, sample, mapping, problem)
+
+
+def create_import(
+    conn: Connection,
+    clock: Clock,
+    tenant_id: int,
+    path: Path,
+    filename: str,
+    options: importer.ImportOptions,
+) -> int:
+    """The import's row, made in the caller's transaction; run it with
+    :func:`run_in_background` once that transaction has committed."""
+    options.check()
+    with path.open("rb") as stream:
+        digest = sha256_of(stream)
+    return importer.create_job(
+        conn,
+        clock,
+        tenant_id,
+        kind="contacts",
+        filename=filename,
+        options=options.as_json(),
+        actor=options.actor,
+        sha256=digest,
+    )
+
+
+def run_in_background(
+    runtime: Runtime,
+    tenant_id: int,
+    import_id: int,
+    path: Path,
+    filename: str,
+    options: importer.ImportOptions,
+) -> None:
+    """Run import ``import_id`` in a thread; the file is deleted when it ends, whatever the
+    outcome (the import's row says what happened)."""
+    import logging
+    import threading
+
+    def work() -> None:
+        try:
+            with path.open("rb") as stream:
+                import_stream(runtime, tenant_id, stream, filename, options, import_id=import_id)
+        except Exception:
+            logging.getLogger("hongyan.contacts").info("import %s failed", import_id)
+        finally:
+            path.unlink(missing_ok=True)
+
+    threading.Thread(target=work, name=f"import-{import_id}", daemon=True).start()

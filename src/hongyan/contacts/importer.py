@@ -22,8 +22,10 @@ import got (the line and the counters), so a crash or a database error half-way 
 that says ``failed`` with the reason and the batches stored so far, and that is *resumed* from
 the next batch (``hongyan contacts import FILE --resume ID``, the same file checked by its
 SHA-256): never half-applied silently. Short transactions also keep SQLite's single writer
-free for the dispatcher and the console between batches. Importing a suppressed number never revives it: the suppression
-stays and no consent is granted for it. Counters: every data row is exactly one of ``invalid``,
+free for the dispatcher and the console between batches.
+
+Importing a suppressed number never revives it: the suppression stays and no consent is granted
+for it. Counters: every data row is exactly one of ``invalid``,
 ``duplicates`` (its number came earlier in the file), ``imported`` (a new contact) or
 ``updated`` (a contact that existed before); ``suppressed`` counts distinct numbers on the
 suppression list.
@@ -31,6 +33,7 @@ suppression list.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -839,10 +842,8 @@ def _run(
 
     for line, cells in source.rows:
         if line <= skip:  # stored by the run being resumed: only remember its numbers
-            try:
+            with contextlib.suppress(RowProblem):
                 seen.add(int.from_bytes(parse_row(cells, plan, phone_at, index_of).index[:8]))
-            except RowProblem:
-                pass
             continue
         result.rows += 1
         in_batch += 1

@@ -91,13 +91,15 @@ def import_stream(
                 "This is not the file the import started with; start a new import instead",
                 "这不是该导入最初使用的文件，请新建导入",
             )
+        saved = job["options"]
         options = importer.ImportOptions(
-            **{
-                k: tuple(v) if isinstance(v, list) else v
-                for k, v in job["options"].items()
-                if k in ("mapping", "consent_source", "consent_proof", "consent_purposes", "tags")
-            },
+            mapping=dict(saved.get("mapping") or {}),
+            consent_source=saved.get("consent_source"),
+            consent_proof=saved.get("consent_proof"),
+            consent_purposes=tuple(saved.get("consent_purposes") or ("marketing",)),
+            tags=tuple(saved.get("tags") or ()),
             actor=options.actor,
+            batch_size=options.batch_size,
         )
     if import_id is None:
         with runtime.engine.begin() as conn:

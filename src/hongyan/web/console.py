@@ -47,6 +47,7 @@ NAV: list[tuple[str, str]] = [
     ("settings", "nav.settings"),
 ]
 BUILT = {"dashboard", "messages", "inbox", "suppressions"}
+BUILT |= {"contacts"}  # web/contacts.py (issue 4)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -435,4 +436,7 @@ def install(app: FastAPI) -> None:
     from hongyan.web import records  # send records, inbox, suppressions; before the catch-all
 
     records.install(app)
+    from hongyan.web import contacts  # contacts list and imports (issue 4)
+
+    contacts.install(app)
     app.add_api_route("/console/{name}", section, methods=["GET"], include_in_schema=False)

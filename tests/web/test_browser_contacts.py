@@ -15,7 +15,7 @@ __all__ = ["live_server"]  # the fixture, used by name
 pytestmark = [pytest.mark.browser, pytest.mark.sqlite_only]
 
 
-def test_upload_map_progress_result(live_server: str, runtime: Runtime, tmp_path: Path) -> None:  # noqa: F811
+def test_upload_map_progress_result(live_server: str, runtime: Runtime, tmp_path: Path) -> None:
     _require_chromium()
     from playwright.sync_api import expect, sync_playwright
 

@@ -159,7 +159,9 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
                 .values(password_hash=hash_password(password))
             )
             key_note = "created on first run (see `hongyan apikey create --tenant demo`)"
+            created = False
         except NotFound:
+            created = True
             tenant = service.create_tenant(
                 conn, clock, slug=SLUG, name="鸿雁茶饮（演示）", signature="【鸿雁茶饮】"
             )
@@ -187,6 +189,11 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
                 target=f"tenant:{SLUG}",
             )
         count = conn.execute(TenantScope(tenant.id).select(users, sa.func.count())).scalar_one()
+    # Contacts, consent and a year of behaviour (issue 4): loaded once, on the first run.
+    if created:
+        from hongyan.contacts import demo_data
+
+        demo_data.seed(runtime, tenant.id)
     return {
         "tenant": SLUG,
         "email": EMAIL,

@@ -112,3 +112,46 @@ def test_import_file_is_resumable(runtime: Runtime, tenant_id: int) -> None:
     assert out["errors"] == [{"line": 32, "field": "occurred_at"}]
     again = events.import_file(runtime, tenant_id, io.BytesIO(data), "e.csv", batch_size=7)
     assert (again["accepted"], again["duplicates"]) == (0, 30)
+
+
+class _Blind:
+    """A connection whose first query (the lookup of stored ids) sees nothing, as when another
+    request stores the same events between the lookup and the insert."""
+
+    def __init__(self, conn: object) -> None:
+        self.conn, self.first = conn, True
+
+    def execute(self, *args: object, **kw: object) -> object:
+        stmt = str(args[0])
+        if self.first and stmt.startswith("SELECT contact_events.event_id"):
+            self.first = False
+
+            class _Empty:
+                def scalars(self) -> list[str]:
+                    return []
+
+            return _Empty()
+        return self.conn.execute(*args, **kw)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+
+def test_a_race_on_the_same_event_counts_it_once(runtime: Runtime, tenant_id: int) -> None:
+    parsed = events.parse_batch(
+        [
+            _ev("o1", "order", "2026-02-03T12:00:00", amount=10),
+            _ev("o2", "order", "2026-02-04", amount=5),
+        ],
+        SH,
+    )
+    with runtime.engine.begin() as conn:
+        events.ingest(conn, runtime.clock, runtime.keyring, tenant_id, parsed[:1])
+    with runtime.engine.begin() as conn:
+        got = events.ingest(_Blind(conn), runtime.clock, runtime.keyring, tenant_id, parsed)  # type: ignore[arg-type]
+    assert (got.accepted, got.duplicates) == (1, 1)
+    with runtime.engine.connect() as conn:
+        cid = service.find_id(conn, runtime.keyring, tenant_id, "+8613812345678")
+        assert cid is not None
+        activity = service.get_contact(conn, tenant_id, cid)["activity"]
+    assert activity["orders_count"] == 2 and activity["revenue_fen"] == 1500

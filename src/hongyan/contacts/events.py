@@ -34,6 +34,7 @@ from hongyan.clock import Clock
 from hongyan.contacts import importer
 from hongyan.contacts.numbers import NumberProblem, normalise
 from hongyan.contacts.suppression import phone_context
+from hongyan.db.bulk import insert_rows
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import contact_activity, contact_events, contact_interests
 from hongyan.errors import ValidationFailed
@@ -235,18 +236,59 @@ def ingest(
         }
         for e in unique.values()
     ]
-    stmt = (
-        scope.dialect_insert(conn, contact_events)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
-        .returning(contact_events.c.event_id)
-    )
-    fresh = {r.event_id for r in conn.execute(stmt, rows)}
+    fresh = _store(conn, scope, rows)
     result.accepted = len(fresh)
     result.duplicates = len(events) - len(fresh)
     new = [e for e in unique.values() if e.event_id in fresh]
     if new:
         _aggregate(conn, scope, ids, new, now)
     return result
+
+
+_EVENT_COLUMNS = (
+    "event_id", "contact_id", "kind", "occurred_at", "order_id", "amount_fen", "coupon_code",
+    "tags", "properties",
+)  # fmt: skip
+
+
+def _store(conn: Connection, scope: TenantScope, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the events not stored yet; returns their ids.
+
+    The fast path looks up which ids exist and bulk-inserts the others (COPY / executemany).
+    Should another request store one of them meanwhile, the unique index refuses the batch; it
+    is then stored with ``INSERT … ON CONFLICT DO NOTHING RETURNING``, which says exactly
+    which rows were new, so no event moves the aggregates twice."""
+    ids = [r["event_id"] for r in rows]
+    known = {
+        e
+        for e in conn.execute(
+            scope.select(contact_events, contact_events.c.event_id).where(
+                contact_events.c.event_id.in_(ids)
+            )
+        ).scalars()
+    }
+    new = [r for r in rows if r["event_id"] not in known]
+    if not new:
+        return set()
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        with conn.begin_nested():
+            insert_rows(
+                conn,
+                scope,
+                contact_events,
+                _EVENT_COLUMNS,
+                [tuple(r[c] for c in _EVENT_COLUMNS) for r in new],
+                {"received_at": new[0]["received_at"]},
+            )
+        return {r["event_id"] for r in new}
+    except dbapi.IntegrityError:
+        stmt = (
+            scope.dialect_insert(conn, contact_events)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
+            .returning(contact_events.c.event_id)
+        )
+        return {r.event_id for r in conn.execute(stmt, new)}
 
 
 def _aggregate(

@@ -25,7 +25,11 @@ from hongyan.db.scope import TenantScope, TenantScopeViolation, is_scoped_table
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
+    if value is None:
+        return None
+    if not value:  # the common empty list / object, without the encoder
+        return "[]" if isinstance(value, list | tuple) else "{}"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _processor(column: sa.Column[Any], dialect: sa.Dialect) -> Callable[[Any], Any] | None:

@@ -60,7 +60,7 @@ from hongyan.contacts.numbers import (
 from hongyan.contacts.numbers import normalise as normalise_number
 from hongyan.contacts.sources import ImportFileError, Table, csv_bytes, is_formula
 from hongyan.contacts.suppression import phone_context
-from hongyan.db.bulk import insert_rows
+from hongyan.db.bulk import fetch_in, insert_rows
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import (
     consent_records,
@@ -492,8 +492,11 @@ class _Writer:
         now: datetime,
         options: ImportOptions,
         segments: SegmentTable,
+        blocked: set[bytes] | None = None,
     ) -> None:
         self.conn = conn
+        # The tenant's suppressed numbers (blind indexes), read once per import.
+        self.blocked = blocked if blocked is not None else live_suppressions(conn, tenant_id, now)
         self.keyring = keyring
         self.tenant_id = tenant_id
         self.scope = TenantScope(tenant_id)
@@ -528,21 +531,13 @@ class _Writer:
         )
 
     def existing(self, keys: list[bytes]) -> dict[bytes, tuple[int, dict[str, Any]]]:
-        c = contacts.c
-        rows = self.conn.execute(
-            self.scope.select(contacts, c.id, c.phone_index, c.attrs).where(c.phone_index.in_(keys))
-        ).all()
-        return {bytes(r.phone_index): (int(r.id), r.attrs or {}) for r in rows}
+        rows = fetch_in(
+            self.conn, self.scope, contacts, ("id", "phone_index", "attrs"), "phone_index", keys
+        )
+        return {index: (int(cid), attrs or {}) for cid, index, attrs in rows}
 
     def suppressed(self, keys: list[bytes]) -> set[bytes]:
-        s = suppressions.c
-        rows = self.conn.execute(
-            self.scope.select(suppressions, s.phone_index).where(
-                s.phone_index.in_(keys),
-                sa.or_(s.expires_at.is_(None), s.expires_at > self.now),
-            )
-        ).all()
-        return {bytes(r.phone_index) for r in rows}
+        return {k for k in keys if k in self.blocked}
 
     def _enc(self, value: str | None, ctx: str) -> bytes | None:
         return None if value is None else self.keyring.encrypt(value, ctx)
@@ -615,11 +610,8 @@ class _Writer:
             self.conn.execute(self.update_stmt, rows)
 
     def ids(self, keys: list[bytes]) -> dict[bytes, int]:
-        c = contacts.c
-        rows = self.conn.execute(
-            self.scope.select(contacts, c.id, c.phone_index).where(c.phone_index.in_(keys))
-        ).all()
-        return {bytes(r.phone_index): int(r.id) for r in rows}
+        rows = fetch_in(self.conn, self.scope, contacts, ("id", "phone_index"), "phone_index", keys)
+        return {index: int(cid) for cid, index in rows}
 
     def tags(self, pairs: list[tuple[int, str]], *, fresh: bool) -> None:
         """Tag contacts; ``fresh``: contacts made in this batch, which have no tags yet."""
@@ -659,6 +651,17 @@ class _Writer:
                 "at": self.now,
             },
         )
+
+
+def live_suppressions(conn: Connection, tenant_id: int, now: datetime) -> set[bytes]:
+    """Blind indexes of the tenant's numbers that are suppressed now (for any reason)."""
+    s = suppressions.c
+    rows = conn.execute(
+        TenantScope(tenant_id)
+        .select(suppressions, s.phone_index)
+        .where(sa.or_(s.expires_at.is_(None), s.expires_at > now))
+    ).scalars()
+    return {bytes(r) for r in rows}
 
 
 def _flush(
@@ -825,11 +828,14 @@ def _run(
     in_batch = 0
     line = 0
 
+    with engine.connect() as conn:
+        blocked = live_suppressions(conn, tenant_id, now)
+
     def commit() -> None:
         with engine.begin() as conn:
             if conn.dialect.name == "sqlite":  # random blind indexes: keep the index cached
                 conn.exec_driver_sql("PRAGMA cache_size = -131072")
-            writer = _Writer(conn, keyring, tenant_id, now, options, segments)
+            writer = _Writer(conn, keyring, tenant_id, now, options, segments, blocked)
             _flush(writer, pending, result, extra_tags)
             _errors(conn, scope, result.import_id, bad)
             result.fraction = source.fraction()

@@ -306,3 +306,26 @@ def test_mapping_rules() -> None:
         importer.plan_mapping(["手机"], {"不存在": "name"})
     with pytest.raises(ValidationFailed):
         importer.ImportOptions(consent_source="x").check()  # a source needs its proof
+
+
+def test_pipelined_reader_gives_the_same_result(
+    runtime: Runtime, tenant_id: int, tmp_path: Path
+) -> None:
+    """The reader in a second process: same counters as in-process, broken files refused by it
+    before anything is stored."""
+    rows = "".join(f"138{i:08d},名{i},女,1990-01-0{i % 9 + 1},上海,VIP,金卡\n" for i in range(300))
+    rows += "13800000005,再来,,,,,\nbad,坏,,,,,\n"
+    path = tmp_path / "big.csv"
+    path.write_bytes((HEADER + rows).encode("gbk"))
+    opts = importer.ImportOptions(pipeline=True, batch_size=64)
+    result = service.import_path(runtime, tenant_id, path, opts)
+    assert (result.rows, result.imported, result.duplicates, result.invalid) == (302, 300, 1, 1)
+    [c] = [c for c in _contacts(runtime, tenant_id) if c["phone_masked"] == "138****0005"]
+    assert c["name_masked"] == "再*" and c["tags"] == ["VIP"]
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes((HEADER + rows).encode("gbk") + b"\x81\x20\n" + rows.encode())
+    before = len(_contacts(runtime, tenant_id))
+    with pytest.raises(ImportFileError) as caught:
+        service.import_path(runtime, tenant_id, broken, opts)
+    assert caught.value.code == "import_encoding"
+    assert len(_contacts(runtime, tenant_id)) == before

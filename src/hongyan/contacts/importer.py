@@ -34,10 +34,11 @@ suppression list.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -73,7 +74,7 @@ from hongyan.db.tables import (
 from hongyan.errors import HongyanError, NotFound, ValidationFailed
 from hongyan.security.keyring import KeyRing, mask_phone
 
-BATCH = 5_000
+BATCH = 10_000
 SAMPLE_ERRORS = 20
 MAX_NAME = 100
 
@@ -316,6 +317,8 @@ class ImportOptions:
     actor: str = "cli"
     source: str = "import"
     batch_size: int = BATCH
+    # Read and encrypt in a second process: None decides by file size (service.import_stream).
+    pipeline: bool | None = None
 
     def check(self) -> None:
         if self.consent_source and not (self.consent_proof or "").strip():
@@ -481,63 +484,16 @@ def error_rows_csv(conn: Connection, keyring: KeyRing, tenant_id: int, import_id
 # -- the import ------------------------------------------------------------------------------------
 
 
-class _Writer:
-    """Writes one batch of merged contacts set-based, inside the import's transaction."""
+class _Builder:
+    """Builds a new contact's row from a parsed one: enrichment and encryption, no database."""
 
-    def __init__(
-        self,
-        conn: Connection,
-        keyring: KeyRing,
-        tenant_id: int,
-        now: datetime,
-        options: ImportOptions,
-        segments: SegmentTable,
-        blocked: set[bytes] | None = None,
-    ) -> None:
-        self.conn = conn
-        # The tenant's suppressed numbers (blind indexes), read once per import.
-        self.blocked = blocked if blocked is not None else live_suppressions(conn, tenant_id, now)
+    def __init__(self, keyring: KeyRing, tenant_id: int, segments: SegmentTable) -> None:
         self.keyring = keyring
         self.tenant_id = tenant_id
-        self.scope = TenantScope(tenant_id)
-        self.now = now
-        self.options = options
         self.segments = segments
         self.phone_ctx = phone_context(tenant_id)
         self.name_ctx = name_context(tenant_id)
         self.birthday_ctx = birthday_context(tenant_id)
-        self.postgres = conn.dialect.name == "postgresql"
-        c = contacts.c
-        bp = sa.bindparam
-        keep = sa.func.coalesce
-        self.update_stmt = (
-            self.scope.update(contacts)
-            .where(c.id == bp("cid"))
-            .values(
-                name_cipher=keep(bp("v_name_cipher", type_=sa.LargeBinary), c.name_cipher),
-                name_masked=keep(bp("v_name_masked", type_=sa.String), c.name_masked),
-                gender=keep(bp("v_gender", type_=sa.String), c.gender),
-                birthday_cipher=keep(
-                    bp("v_birthday_cipher", type_=sa.LargeBinary), c.birthday_cipher
-                ),
-                birth_month=keep(bp("v_birth_month", type_=sa.SmallInteger), c.birth_month),
-                birth_day=keep(bp("v_birth_day", type_=sa.SmallInteger), c.birth_day),
-                birth_decade=keep(bp("v_birth_decade", type_=sa.SmallInteger), c.birth_decade),
-                province=keep(bp("v_province", type_=sa.String), c.province),
-                city=keep(bp("v_city", type_=sa.String), c.city),
-                attrs=bp("v_attrs", type_=sa.JSON),
-                updated_at=bp("v_now", type_=contacts.c.updated_at.type),
-            )
-        )
-
-    def existing(self, keys: list[bytes]) -> dict[bytes, tuple[int, dict[str, Any]]]:
-        rows = fetch_in(
-            self.conn, self.scope, contacts, ("id", "phone_index", "attrs"), "phone_index", keys
-        )
-        return {index: (int(cid), attrs or {}) for cid, index, attrs in rows}
-
-    def suppressed(self, keys: list[bytes]) -> set[bytes]:
-        return {k for k in keys if k in self.blocked}
 
     def _enc(self, value: str | None, ctx: str) -> bytes | None:
         return None if value is None else self.keyring.encrypt(value, ctx)
@@ -577,22 +533,67 @@ class _Writer:
             p.attrs,
         )
 
-    def update_row(self, cid: int, attrs: dict[str, Any], p: Parsed) -> dict[str, Any]:
-        b = p.birthday
-        return {
-            "cid": cid,
-            "v_name_cipher": self._enc(p.name, self.name_ctx),
-            "v_name_masked": mask_name(p.name) if p.name else None,
-            "v_gender": p.gender,
-            "v_birthday_cipher": self._enc(b.isoformat() if b else None, self.birthday_ctx),
-            "v_birth_month": b.month if b else None,
-            "v_birth_day": b.day if b else None,
-            "v_birth_decade": b.year // 10 * 10 if b else None,
-            "v_province": p.province,
-            "v_city": p.city,
-            "v_attrs": {**attrs, **p.attrs} if p.attrs else attrs,
-            "v_now": self.now,
-        }
+
+class _Writer(_Builder):
+    """Writes one batch of merged contacts set-based, inside the batch's transaction."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        keyring: KeyRing,
+        tenant_id: int,
+        now: datetime,
+        options: ImportOptions,
+        segments: SegmentTable,
+        blocked: set[bytes] | None = None,
+    ) -> None:
+        super().__init__(keyring, tenant_id, segments)
+        self.conn = conn
+        # The tenant's suppressed numbers (blind indexes), read once per import.
+        self.blocked = blocked if blocked is not None else live_suppressions(conn, tenant_id, now)
+        self.scope = TenantScope(tenant_id)
+        self.now = now
+        self.options = options
+        c = contacts.c
+        bp = sa.bindparam
+        keep = sa.func.coalesce
+        self.update_stmt = (
+            self.scope.update(contacts)
+            .where(c.id == bp("cid"))
+            .values(
+                name_cipher=keep(bp("v_name_cipher", type_=sa.LargeBinary), c.name_cipher),
+                name_masked=keep(bp("v_name_masked", type_=sa.String), c.name_masked),
+                gender=keep(bp("v_gender", type_=sa.String), c.gender),
+                birthday_cipher=keep(
+                    bp("v_birthday_cipher", type_=sa.LargeBinary), c.birthday_cipher
+                ),
+                birth_month=keep(bp("v_birth_month", type_=sa.SmallInteger), c.birth_month),
+                birth_day=keep(bp("v_birth_day", type_=sa.SmallInteger), c.birth_day),
+                birth_decade=keep(bp("v_birth_decade", type_=sa.SmallInteger), c.birth_decade),
+                province=keep(bp("v_province", type_=sa.String), c.province),
+                city=keep(bp("v_city", type_=sa.String), c.city),
+                attrs=bp("v_attrs", type_=sa.JSON),
+                updated_at=bp("v_now", type_=contacts.c.updated_at.type),
+            )
+        )
+
+    def existing(self, keys: list[bytes]) -> dict[bytes, tuple[int, dict[str, Any]]]:
+        rows = fetch_in(
+            self.conn, self.scope, contacts, ("id", "phone_index", "attrs"), "phone_index", keys
+        )
+        return {index: (int(cid), attrs or {}) for cid, index, attrs in rows}
+
+    def suppressed(self, keys: list[bytes]) -> set[bytes]:
+        return {k for k in keys if k in self.blocked}
+
+    def update_row(self, cid: int, attrs: dict[str, Any], row: tuple[Any, ...]) -> dict[str, Any]:
+        """The UPDATE parameters of an existing contact from a prepared :meth:`new_row`."""
+        new = dict(zip(NEW_COLUMNS, row, strict=True))
+        update = {f"v_{name}": new[name] for name in _UPDATED}
+        update["v_attrs"] = {**attrs, **new["attrs"]} if new["attrs"] else attrs
+        update["cid"] = cid
+        update["v_now"] = self.now
+        return update
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
         if rows:
@@ -664,36 +665,135 @@ def live_suppressions(conn: Connection, tenant_id: int, now: datetime) -> set[by
     return {bytes(r) for r in rows}
 
 
-def _flush(
-    w: _Writer,
-    pending: dict[bytes, Parsed],
-    result: ImportResult,
-    extra_tags: tuple[str, ...],
-) -> None:
-    if not pending:
+# What an update may change (COALESCE: an empty cell keeps the stored value).
+_UPDATED = (
+    "name_cipher", "name_masked", "gender", "birthday_cipher", "birth_month", "birth_day",
+    "birth_decade", "province", "city",
+)  # fmt: skip
+
+
+@dataclass
+class Prepared:
+    """One number of a batch, merged and encrypted, ready to insert or update."""
+
+    index: bytes
+    first: bool  # the number's first appearance in the file
+    tags: set[str]
+    row: tuple[Any, ...]  # NEW_COLUMNS
+
+
+@dataclass
+class Batch:
+    """What the producer hands the writer: a batch of rows, parsed, merged and encrypted."""
+
+    line: int  # the last line read
+    fraction: float
+    rows: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)  # for the sample
+    bad: list[tuple[int, str, bytes]] = field(default_factory=list)  # refused rows
+    items: list[Prepared] = field(default_factory=list)
+
+
+def produce(
+    source: Table,
+    plan: Sequence[Target | None],
+    keyring: KeyRing,
+    tenant_id: int,
+    options: ImportOptions,
+    segments: SegmentTable,
+    *,
+    skip: int = 0,
+) -> Iterator[Batch]:
+    """Read, check, merge and encrypt the file's rows, a batch at a time (no database)."""
+    phone_at = next(i for i, t in enumerate(plan) if t is not None and t.field == "phone")
+    ctx = phone_context(tenant_id)
+    row_ctx = import_row_context(tenant_id)
+    builder = _Builder(keyring, tenant_id, segments)
+    size = max(1, options.batch_size)
+
+    def index_of(e164: str) -> bytes:
+        return keyring.blind_index(e164, ctx)
+
+    seen: set[int] = set()
+    pending: dict[bytes, Parsed] = {}
+    batch = Batch(0, 0.0)
+    line = 0
+
+    def close() -> Batch:
+        batch.items = [Prepared(k, p.first, p.tags, builder.new_row(p)) for k, p in pending.items()]
+        batch.line = line
+        batch.fraction = source.fraction()
+        pending.clear()
+        return batch
+
+    for line, cells in source.rows:
+        if line <= skip:  # stored by the run being resumed: only remember its numbers
+            with contextlib.suppress(RowProblem):
+                seen.add(int.from_bytes(parse_row(cells, plan, phone_at, index_of).index[:8]))
+            continue
+        batch.rows += 1
+        try:
+            parsed = parse_row(cells, plan, phone_at, index_of)
+        except RowProblem as problem:
+            batch.invalid += 1
+            raw = json.dumps(cells, ensure_ascii=False)
+            batch.bad.append((line, problem.code, keyring.encrypt(raw, row_ctx)))
+            if len(batch.errors) < SAMPLE_ERRORS:
+                en, zh = ROW_PROBLEMS[problem.code]
+                batch.errors.append(
+                    {"line": line, "reason": problem.code, "message": {"zh": zh, "en": en}}
+                )
+        else:
+            key = int.from_bytes(parsed.index[:8])
+            if key in seen:
+                batch.duplicates += 1
+                parsed.first = False
+            else:
+                seen.add(key)
+            earlier = pending.get(parsed.index)
+            if earlier is None:
+                pending[parsed.index] = parsed
+            else:
+                earlier.merge(parsed)
+        if batch.rows >= size:
+            yield close()
+            batch = Batch(0, 0.0)
+    yield close()
+
+
+def consume(w: _Writer, batch: Batch, result: ImportResult, extra_tags: tuple[str, ...]) -> None:
+    """Write one batch set-based and count it."""
+    result.rows += batch.rows
+    result.invalid += batch.invalid
+    result.duplicates += batch.duplicates
+    result.errors.extend(batch.errors[: max(0, SAMPLE_ERRORS - len(result.errors))])
+    _errors(w.conn, w.scope, result.import_id, batch.bad)
+    if not batch.items:
         return
-    keys = list(pending)
+    keys = [p.index for p in batch.items]
     found = w.existing(keys)
     blocked = w.suppressed(keys)
     new_rows, updates, grant = [], [], []
-    for key, p in pending.items():
-        hit = found.get(key)
+    for p in batch.items:
+        hit = found.get(p.index)
         if p.first:
             if hit is None:
                 result.imported += 1
             else:
                 result.updated += 1
-            if key in blocked:
+            if p.index in blocked:
                 result.suppressed += 1
             else:
-                grant.append(key)
+                grant.append(p.index)
         if hit is None:
-            new_rows.append(w.new_row(p))
+            new_rows.append(p.row)
         else:
-            updates.append(w.update_row(hit[0], hit[1], p))
+            updates.append(w.update_row(hit[0], hit[1], p.row))
     w.insert(new_rows)
     w.update(updates)
-    tagged = [(k, p.tags | set(extra_tags)) for k, p in pending.items() if p.tags or extra_tags]
+    tagged = [(p.index, p.tags | set(extra_tags)) for p in batch.items if p.tags or extra_tags]
     if tagged:
         old = [(found[k][0], tag) for k, tags in tagged if k in found for tag in sorted(tags)]
         w.tags(old, fresh=False)
@@ -707,6 +807,16 @@ def _flush(
     w.consent(grant)
 
 
+@dataclass(frozen=True)
+class Pipeline:
+    """Run :func:`produce` in a child process (the file at ``path``), so parsing and encryption
+    use the second core while this process writes; ``keys`` rebuild the key ring there."""
+
+    path: str
+    size: int
+    keys: tuple[str, str, str]  # data keys, active key, index key
+
+
 def run(
     engine: Engine,
     keyring: KeyRing,
@@ -718,6 +828,7 @@ def run(
     import_id: int,
     progress: Callable[[ImportResult], None] | None = None,
     resume: bool = False,
+    pipeline: Pipeline | None = None,
 ) -> ImportResult:
     """Import ``source`` as job ``import_id`` (made by :func:`create_job`), one transaction per
     batch, each also recording how far the import got. ``resume``: go on from the last
@@ -743,7 +854,10 @@ def run(
         _live[import_id] = result
     _set_job(engine, tenant_id, import_id, state="running", started_at=clock.now(), error=None)
     try:
-        _run(engine, keyring, clock, tenant_id, source, options, result, progress, started, skip)
+        _run(
+            engine, keyring, clock, tenant_id, source, options, result, progress, started, skip,
+            pipeline,
+        )  # fmt: skip
     except HongyanError as exc:
         result.state = "failed"
         _set_job(
@@ -795,13 +909,23 @@ def _run(
     progress: Callable[[ImportResult], None] | None,
     started: float,
     skip: int,
+    pipeline: Pipeline | None,
 ) -> None:
     scope = TenantScope(tenant_id)
     now = clock.now()
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         definitions = F.attribute_definitions(conn, tenant_id)
-        plan = plan_mapping(source.header, options.mapping, definitions)
-        result.columns = describe_mapping(source.header, plan)
+        blocked = live_suppressions(conn, tenant_id, now)
+    plan = plan_mapping(source.header, options.mapping, definitions)
+    result.columns = describe_mapping(source.header, plan)
+    if pipeline is None:
+        batches = produce(source, plan, keyring, tenant_id, options, segment_table(), skip=skip)
+    else:
+        batches = _from_child(pipeline, tenant_id, plan, options, skip)
+    # The first batch comes once the whole file was read through (the child's first pass), so
+    # a broken file stores nothing, not even the attribute definitions of its mapping.
+    first = next(batches, None)
+    with engine.begin() as conn:
         for t in plan:
             if t is not None and t.field == "attr":
                 F.define(conn, clock, tenant_id, t.attribute or "", t.type)
@@ -812,85 +936,30 @@ def _run(
                 options={**options.as_json(), "header": source.header, "columns": result.columns}
             )
         )
-    phone_at = next(i for i, t in enumerate(plan) if t is not None and t.field == "phone")
-    ctx = phone_context(tenant_id)
-    segments = segment_table()
-
-    def index_of(e164: str) -> bytes:
-        return keyring.blind_index(e164, ctx)
-
-    seen: set[int] = set()
-    pending: dict[bytes, Parsed] = {}
-    bad: list[tuple[int, str, bytes]] = []
-    row_ctx = import_row_context(tenant_id)
-    batch = max(1, options.batch_size)
     extra_tags = tuple(options.tags)
-    in_batch = 0
-    line = 0
-
-    with engine.connect() as conn:
-        blocked = live_suppressions(conn, tenant_id, now)
-
-    def commit() -> None:
+    line = skip
+    for batch in itertools.chain([first] if first else [], batches):
+        if batch.rows == 0 and not batch.items and result.rows == 0:
+            continue
         with engine.begin() as conn:
             if conn.dialect.name == "sqlite":  # random blind indexes: keep the index cached
                 conn.exec_driver_sql("PRAGMA cache_size = -131072")
-            writer = _Writer(conn, keyring, tenant_id, now, options, segments, blocked)
-            _flush(writer, pending, result, extra_tags)
-            _errors(conn, scope, result.import_id, bad)
-            result.fraction = source.fraction()
+            writer = _Writer(conn, keyring, tenant_id, now, options, segment_table(), blocked)
+            consume(writer, batch, result, extra_tags)
+            line = max(line, batch.line)
+            result.fraction = batch.fraction
             result.seconds = time.perf_counter() - started
             conn.execute(  # how far the import got, committed with the batch it describes
                 scope.update(contact_imports)
                 .where(contact_imports.c.id == result.import_id)
                 .values(result={**result.counters(), "line": line})
             )
-
-    for line, cells in source.rows:
-        if line <= skip:  # stored by the run being resumed: only remember its numbers
-            with contextlib.suppress(RowProblem):
-                seen.add(int.from_bytes(parse_row(cells, plan, phone_at, index_of).index[:8]))
-            continue
-        result.rows += 1
-        in_batch += 1
-        try:
-            parsed = parse_row(cells, plan, phone_at, index_of)
-        except RowProblem as problem:
-            result.invalid += 1
-            bad.append(
-                (
-                    line,
-                    problem.code,
-                    keyring.encrypt(json.dumps(cells, ensure_ascii=False), row_ctx),
-                )
-            )
-            if len(result.errors) < SAMPLE_ERRORS:
-                en, zh = ROW_PROBLEMS[problem.code]
-                result.errors.append(
-                    {"line": line, "reason": problem.code, "message": {"zh": zh, "en": en}}
-                )
-        else:
-            key = int.from_bytes(parsed.index[:8])
-            if key in seen:
-                result.duplicates += 1
-                parsed.first = False
-            else:
-                seen.add(key)
-            earlier = pending.get(parsed.index)
-            if earlier is None:
-                pending[parsed.index] = parsed
-            else:
-                earlier.merge(parsed)
-        if in_batch >= batch:
-            commit()
-            pending, bad, in_batch = {}, [], 0
-            if progress:
-                progress(result)
+        if progress:
+            progress(result)
     if result.rows == 0:
         err = ImportFileError("The file has a header but no data rows", "文件只有表头，没有数据行")
         err.code = "import_empty"
         raise err
-    commit()
     result.state = "done"
     result.seconds = time.perf_counter() - started
     result.fraction = 1.0
@@ -902,3 +971,79 @@ def _run(
         result={**result.counters(), "line": line},
         finished_at=clock.now(),
     )
+
+
+# -- the producer in a child process ---------------------------------------------------------------
+
+
+def _child_main(
+    pipeline: Pipeline,
+    tenant_id: int,
+    plan: list[Target | None],
+    options: ImportOptions,
+    skip: int,
+    queue: Any,
+) -> None:
+    """The child's work: check the whole file, then send its batches, then ``None``."""
+    from hongyan.contacts.sources import open_table
+
+    try:
+        keyring = KeyRing.parse(*pipeline.keys)
+        segments = segment_table()
+        with open(pipeline.path, "rb") as stream:
+            table = open_table(stream, pipeline.size)
+            for _ in table.rows:
+                pass
+            stream.seek(0)
+            table = open_table(stream, pipeline.size)
+            for batch in produce(table, plan, keyring, tenant_id, options, segments, skip=skip):
+                queue.put(("batch", batch))
+        queue.put(("end", None))
+    except HongyanError as exc:
+        queue.put(("error", exc.body()))
+    except BaseException as exc:
+        queue.put(("crash", f"{type(exc).__name__}: {exc}"))
+
+
+def _from_child(
+    pipeline: Pipeline,
+    tenant_id: int,
+    plan: Sequence[Target | None],
+    options: ImportOptions,
+    skip: int,
+) -> Iterator[Batch]:
+    import multiprocessing
+    import queue as queues
+
+    ctx = multiprocessing.get_context("spawn")
+    channel = ctx.Queue(maxsize=3)  # bounded: the child waits while the writer is behind
+    child = ctx.Process(
+        target=_child_main,
+        args=(pipeline, tenant_id, list(plan), options, skip, channel),
+        name="hongyan-import-reader",
+        daemon=True,
+    )
+    child.start()
+    try:
+        while True:
+            try:
+                kind, payload = channel.get(timeout=5)
+            except queues.Empty:
+                if not child.is_alive():
+                    raise RuntimeError("the import's reader process died") from None
+                continue
+            if kind == "batch":
+                yield payload
+            elif kind == "end":
+                return
+            elif kind == "error":
+                err = ImportFileError(payload["message"]["en"], payload["message"]["zh"])
+                err.code = payload["code"]
+                err.details = payload.get("details") or {}
+                raise err
+            else:
+                raise RuntimeError(f"the import's reader process failed: {payload}")
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join(timeout=10)

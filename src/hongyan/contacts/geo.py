@@ -17,7 +17,6 @@ format (the format is documented in the package's README; forks keep it up to da
 
 from __future__ import annotations
 
-import os
 import struct
 import threading
 from array import array
@@ -66,7 +65,9 @@ class SegmentTable:
 
 
 def _default_path() -> Path:
-    override = os.environ.get("HONGYAN_PHONE_DATA")
+    from hongyan.settings import get_settings
+
+    override = get_settings().phone_data
     if override:
         return Path(override)
     import phone

@@ -329,3 +329,18 @@ def test_pipelined_reader_gives_the_same_result(
         service.import_path(runtime, tenant_id, broken, opts)
     assert caught.value.code == "import_encoding"
     assert len(_contacts(runtime, tenant_id)) == before
+
+
+def test_key_rotation_covers_contacts(runtime: Runtime, tenant_id: int) -> None:
+    from hongyan.security.keyring import KeyRing
+    from hongyan.security.rotation import pending, rotate
+
+    _import(runtime, tenant_id, (HEADER + "13812345678,李,男,1990-01-02,,,\nbad,x,,,,,\n").encode())
+    s = runtime.settings
+    new = KeyRing.parse(f"{s.data_keys},k2:{KeyRing.generate_key()}", "k2", s.index_key)
+    assert pending(runtime.engine, new) == 4  # number, name, birthday, refused row
+    rotate(runtime.engine, new)
+    assert pending(runtime.engine, new) == 0
+    with runtime.engine.begin() as conn:
+        out = service.export(conn, runtime.clock, new, tenant_id, "13812345678", "t")
+    assert out["contact"]["name"] == "李" and out["contact"]["birthday"] == "1990-01-02"

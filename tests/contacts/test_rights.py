@@ -93,7 +93,7 @@ def test_export_then_forget(runtime: Runtime, tenant_id: int) -> None:
             ("notification", "revoked"),
         ]
         actions = [r.action for r in conn.execute(scope.select(audit_log))]
-    assert actions == ["contact.export", "contact.forget"]
+    assert actions == ["contacts.import", "contact.export", "contact.forget"]
     # Re-importing the number does not revive it: no consent is granted again.
     again = service.import_stream(
         runtime,

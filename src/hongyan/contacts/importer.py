@@ -72,6 +72,7 @@ from hongyan.db.tables import (
     suppressions,
 )
 from hongyan.errors import HongyanError, NotFound, ValidationFailed
+from hongyan.security import audit
 from hongyan.security.keyring import KeyRing, mask_phone
 
 BATCH = 10_000
@@ -963,14 +964,28 @@ def _run(
     result.state = "done"
     result.seconds = time.perf_counter() - started
     result.fraction = 1.0
-    _set_job(
-        engine,
-        tenant_id,
-        result.import_id,
-        state="done",
-        result={**result.counters(), "line": line},
-        finished_at=clock.now(),
-    )
+    with engine.begin() as conn:
+        conn.execute(
+            scope.update(contact_imports)
+            .where(contact_imports.c.id == result.import_id)
+            .values(
+                state="done",
+                result={**result.counters(), "line": line},
+                finished_at=clock.now(),
+            )
+        )
+        audit.record(
+            conn,
+            clock,
+            tenant_id=tenant_id,
+            actor=options.actor,
+            action="contacts.import",
+            target=f"import:{result.import_id}",
+            detail={
+                k: getattr(result, k)
+                for k in ("rows", "imported", "updated", "duplicates", "invalid", "suppressed")
+            },
+        )
 
 
 # -- the producer in a child process ---------------------------------------------------------------

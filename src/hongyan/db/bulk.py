@@ -37,8 +37,22 @@ def _processor(column: sa.Column[Any], dialect: sa.Dialect) -> Callable[[Any], A
         return _json
     if dialect.name == "postgresql" or isinstance(column.type, sa.LargeBinary | sa.String):
         return None  # psycopg adapts datetimes, booleans, bytes itself
-    processor: Callable[[Any], Any] | None = column.type.bind_processor(dialect)
+    # The dialect's implementation, so a TypeDecorator's own step and its impl's both run (a
+    # UTC datetime becomes SQLite's "YYYY-MM-DD HH:MM:SS.ffffff" text, exactly as SQLAlchemy
+    # writes it, so comparisons in SQL agree).
+    processor: Callable[[Any], Any] | None = column.type.dialect_impl(dialect).bind_processor(
+        dialect
+    )
     return processor
+
+
+def to_driver(dialect_name: str, table: sa.Table, column: str, value: Any) -> Any:
+    """One value as :func:`insert_rows` would hand it to the driver (for ``raw`` rows)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = (postgresql if dialect_name == "postgresql" else sqlite).dialect()
+    p = _processor(table.c[column], dialect)
+    return p(value) if p is not None and value is not None else value
 
 
 def insert_rows(
@@ -48,9 +62,12 @@ def insert_rows(
     columns: Sequence[str],
     rows: Iterable[Sequence[Any]],
     constants: Mapping[str, Any] | None = None,
+    *,
+    raw: bool = False,
 ) -> int:
     """Insert ``rows`` (tuples in ``columns`` order) into ``table`` for ``scope``'s tenant;
-    ``constants`` are the same for every row (converted once). Returns the number of rows."""
+    ``constants`` are the same for every row (converted once). ``raw``: the rows' values are
+    already in the driver's form (JSON as text: :func:`to_driver`). Returns the row count."""
     if not is_scoped_table(table) or "tenant_id" in columns:
         raise TenantScopeViolation("insert_rows writes a tenant table and sets tenant_id itself")
     constants = dict(constants or {})
@@ -62,7 +79,7 @@ def insert_rows(
         for n, v in constants.items()
     )
     head = (scope.tenant_id,)
-    pairs = [(i, p) for i, p in enumerate(procs) if p is not None]
+    pairs = [] if raw else [(i, p) for i, p in enumerate(procs) if p is not None]
 
     def convert(row: Sequence[Any]) -> tuple[Any, ...]:
         if pairs:
@@ -86,13 +103,19 @@ def insert_rows(
         return count
     marks = ", ".join("?" for _ in names)
     sql = f"INSERT INTO {table.name} ({quoted}) VALUES ({marks})"  # noqa: S608 (our own names)
-    batch = [convert(r) for r in rows]
+    counted = [0]
+
+    def converted() -> Iterable[tuple[Any, ...]]:  # streamed: no second copy of the rows
+        for r in rows:
+            counted[0] += 1
+            yield convert(r)
+
     cur = dbapi.cursor()
     try:
-        cur.executemany(sql, batch)
+        cur.executemany(sql, converted())  # type: ignore[arg-type]  # sqlite3 takes an iterator
     finally:
         cur.close()
-    return len(batch)
+    return counted[0]
 
 
 def fetch_in(
@@ -124,7 +147,7 @@ def fetch_in(
             chunk = list(keys[start : start + 10_000])
             if dialect.name == "postgresql":
                 sql = f"SELECT {cols} FROM {table.name} WHERE tenant_id = %s AND {q(key)} = ANY(%s)"  # noqa: S608
-                cur.execute(sql, (scope.tenant_id, chunk))
+                cur.execute(sql, (scope.tenant_id, chunk), binary=True)  # type: ignore[call-arg]  # psycopg: no text escaping
             else:
                 marks = ", ".join("?" for _ in chunk)
                 sql = (

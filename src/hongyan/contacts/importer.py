@@ -1003,16 +1003,13 @@ def _child_main(
     queue: Any,
 ) -> None:
     """The child's work: check the whole file, then send its batches, then ``None``."""
-    from hongyan.contacts.sources import open_table
+    from hongyan.contacts.sources import check_whole, open_table
 
     try:
         keyring = KeyRing.parse(*pipeline.keys)
         segments = segment_table()
         with open(pipeline.path, "rb") as stream:
-            table = open_table(stream, pipeline.size)
-            for _ in table.rows:
-                pass
-            stream.seek(0)
+            check_whole(stream, open_table(stream, pipeline.size))
             table = open_table(stream, pipeline.size)
             for batch in produce(table, plan, keyring, tenant_id, options, segments, skip=skip):
                 queue.put(("batch", batch))

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from hongyan.clock import Clock
 from hongyan.contacts import importer, suppression
 from hongyan.contacts.numbers import NUMBER_PROBLEMS, NumberProblem, normalise
-from hongyan.contacts.sources import open_table
+from hongyan.contacts.sources import check_whole, open_table
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import (
     consent_records,
@@ -126,12 +126,10 @@ def import_stream(
         table = open_table(stream, size)
         if not pipelined:
             # A first pass finds what is wrong with the file as a whole (its encoding, a 10 MB
-            # line, broken CSV) before anything is stored. (Pipelined, the reader process makes
-            # that pass before it sends its first batch.)
-            total = sum(1 for _ in table.rows)
-            stream.seek(0)
+            # line) before anything is stored. (Pipelined, the reader process makes that pass
+            # before it sends its first batch.)
+            check_whole(stream, table)
             table = open_table(stream, size)
-            table.total_rows = total
     except ValidationFailed as exc:
         with runtime.engine.begin() as conn:
             conn.execute(

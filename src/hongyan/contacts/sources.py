@@ -142,7 +142,7 @@ def _open_csv(stream: IO[bytes], encoding: str, head: bytes, total_bytes: int) -
     )
     sample = head[:65536].decode(encoding, errors="ignore")
     dialect = _sniff_dialect(sample)
-    csv.field_size_limit(MAX_LINE)
+    csv.field_size_limit(16 * MAX_LINE)  # one field may span lines; check_whole limits lines
     reader = csv.reader(text, dialect)
 
     def rows() -> Iterator[tuple[int, list[str]]]:
@@ -291,3 +291,54 @@ def csv_bytes(header: list[str], rows: list[list[str]]) -> bytes:
     for row in rows:
         writer.writerow([escape_cell(c) for c in row])
     return codecs.BOM_UTF8 + out.getvalue().encode("utf-8")
+
+
+def check_whole(stream: IO[bytes], table: Table) -> None:
+    """Read the whole file once before anything is stored, and refuse it if it is broken as a
+    whole: text that does not decode, a NUL character, a line over :data:`MAX_LINE`
+    characters (a CSV), or any error the workbook reader meets (an XLSX, read row by row). The
+    stream is left at its start. For a CSV this decodes in large chunks and counts lines, at a
+    fraction of the cost of parsing."""
+    stream.seek(0)
+    if table.kind != "csv":
+        for _ in table.rows:
+            pass
+        stream.seek(0)
+        return
+    assert table.encoding is not None
+    decoder = codecs.getincrementaldecoder(table.encoding)()
+    line, length = 1, 0
+    while True:
+        chunk = stream.read(1 << 20)
+        try:
+            text = decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError:
+            raise _fail(
+                "import_encoding",
+                f"Line {line} is not valid {table.encoding} text; nothing was imported",
+                f"第 {line} 行不是有效的 {table.encoding} 编码文本，整个文件未导入",
+                line=line,
+            ) from None
+        if "\x00" in text:
+            at = line + text[: text.index("\x00")].count("\n")
+            raise _fail(
+                "import_csv_invalid",
+                f"Line {at} holds a NUL character; nothing was imported",
+                f"第 {at} 行含有空字符（NUL），整个文件未导入",
+                line=at,
+            )
+        pieces = text.split("\n")
+        for i, piece in enumerate(pieces):
+            length = length + len(piece) if i == 0 else len(piece)
+            if length > MAX_LINE:
+                at = line + i
+                raise _fail(
+                    "import_line_too_long",
+                    f"Line {at} is longer than {MAX_LINE} characters; nothing was imported",
+                    f"第 {at} 行超过 {MAX_LINE} 个字符，整个文件未导入",
+                    line=at,
+                )
+        line += len(pieces) - 1
+        if not chunk:
+            break
+    stream.seek(0)

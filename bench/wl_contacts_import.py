@@ -13,7 +13,8 @@ Anchors, measured in the same run on the same file:
   validate each number with ``phonenumbers``, format E.164, drop invalid and duplicate rows,
   write with ``to_sql``), on SQLite.
 
-Each import runs in its own process so its peak memory (``ru_maxrss``) is its own.
+Each import runs in its own process so its peak memory (``ru_maxrss``) is its own (the reader
+process of a large import is reported apart), with its CPU seconds beside the wall time.
 ``HONGYAN_BENCH_ROWS`` sets the size (default 1,000,000); ``HONGYAN_TEST_PG`` the server.
 """
 
@@ -163,7 +164,12 @@ def _child_pandas(url: str, path: str) -> dict[str, Any]:
 
 def _child(kind: str, url: str, path: str) -> None:
     out = _child_hongyan(url, path) if kind == "hongyan" else _child_pandas(url, path)
-    out["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the import's reader process
+    out["peak_mb"] = round(me.ru_maxrss / 1024, 1)
+    out["reader_peak_mb"] = round(kids.ru_maxrss / 1024, 1)
+    # CPU seconds, which a busy shared machine does not inflate as it does wall time.
+    out["cpu_seconds"] = round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 1)
     print(json.dumps(out))
 
 

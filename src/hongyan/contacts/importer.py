@@ -61,7 +61,7 @@ from hongyan.contacts.numbers import (
 from hongyan.contacts.numbers import normalise as normalise_number
 from hongyan.contacts.sources import ImportFileError, Table, csv_bytes, is_formula
 from hongyan.contacts.suppression import phone_context
-from hongyan.db.bulk import fetch_in, insert_rows
+from hongyan.db.bulk import fetch_in, insert_rows, to_json
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import (
     consent_records,
@@ -531,7 +531,7 @@ class _Builder:
             b.year // 10 * 10 if b else None,
             p.province,
             p.city,
-            json.dumps(p.attrs, ensure_ascii=False) if p.attrs else "{}",
+            to_json(p.attrs) if p.attrs else "{}",
         )
 
 
@@ -740,7 +740,7 @@ def produce(
             parsed = parse_row(cells, plan, phone_at, index_of)
         except RowProblem as problem:
             batch.invalid += 1
-            raw = json.dumps(cells, ensure_ascii=False)
+            raw = to_json(cells)
             batch.bad.append((line, problem.code, keyring.encrypt(raw, row_ctx)))
             if len(batch.errors) < SAMPLE_ERRORS:
                 en, zh = ROW_PROBLEMS[problem.code]
@@ -763,6 +763,10 @@ def produce(
             yield close()
             batch = Batch(0, 0.0)
     yield close()
+
+
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
 
 
 def consume(w: _Writer, batch: Batch, result: ImportResult, extra_tags: tuple[str, ...]) -> None:
@@ -793,6 +797,9 @@ def consume(w: _Writer, batch: Batch, result: ImportResult, extra_tags: tuple[st
             new_rows.append(row)
         else:
             updates.append(w.update_row(hit[0], hit[1], row, attrs))
+    # In key order: consecutive B-tree inserts land on the same and neighbouring index pages.
+    new_rows.sort(key=_first)
+    grant.sort()
     w.insert(new_rows)
     w.update(updates)
     tagged = [

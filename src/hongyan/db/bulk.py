@@ -23,13 +23,16 @@ from sqlalchemy.engine import Connection
 
 from hongyan.db.scope import TenantScope, TenantScopeViolation, is_scoped_table
 
+# One encoder for every value: json.dumps(..., ensure_ascii=False) builds a new one per call.
+to_json = json.JSONEncoder(ensure_ascii=False).encode
+
 
 def _json(value: Any) -> str | None:
     if value is None:
         return None
     if not value:  # the common empty list / object, without the encoder
         return "[]" if isinstance(value, list | tuple) else "{}"
-    return json.dumps(value, ensure_ascii=False)
+    return to_json(value)
 
 
 def _processor(column: sa.Column[Any], dialect: sa.Dialect) -> Callable[[Any], Any] | None:

@@ -234,7 +234,9 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
             )
             key_note = "created on first run (see `hongyan apikey create --tenant demo`)"
             _demo_reviewer(conn, runtime, password)
+            created = False
         except NotFound:
+            created = True
             tenant = service.create_tenant(
                 conn, clock, slug=SLUG, name="鸿雁茶饮（演示）", signature="【鸿雁茶饮】"
             )
@@ -264,6 +266,11 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
                 target=f"tenant:{SLUG}",
             )
         count = conn.execute(TenantScope(tenant.id).select(users, sa.func.count())).scalar_one()
+    # Contacts, consent and a year of behaviour (issue 4): loaded once, on the first run.
+    if created:
+        from hongyan.contacts import demo_data
+
+        demo_data.seed(runtime, tenant.id)
     return {
         "tenant": SLUG,
         "email": EMAIL,

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     receipt_grace_seconds: float = Field(default=3600.0, ge=0)
     # Webhook URLs may point at loopback, private or link-local addresses (tests, a trusted LAN).
     webhook_allow_private: bool = False
+    # A newer phone.dat (number prefix → province, city, card type) than the `phone` package's.
+    phone_data: str = ""
 
     def resolved_database_url(self) -> str:
         if self.database_url:

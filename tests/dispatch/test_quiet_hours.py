@@ -19,6 +19,10 @@ from tests.dispatch.conftest import CREDS, dispatcher_on, put, sandboxes, smpp_s
 
 SH = ZoneInfo("Asia/Shanghai")
 ME = "+8613812345678"
+TONIGHT = "【鸿雁茶饮】今晚会员日第二杯半价，21点前有效，回T退订"
+TOMORROW = "【鸿雁茶饮】明日会员日第二杯半价，限当天，回T退订"
+BREAKFAST = "【鸿雁茶饮】早餐套餐立减5元，今天有效，回T退订"
+DINNER = "【鸿雁茶饮】晚餐套餐立减8元，今天有效，回T退订"
 
 
 def _tenant(runtime: Runtime, slug: str, zone: str = "Asia/Shanghai") -> int:
@@ -49,12 +53,12 @@ def test_2059_sends_and_2100_waits_until_0800(runtime: Runtime) -> None:
     assert isinstance(clock, FixedClock)
     t = _tenant(runtime, "tea")
     clock.set(datetime(2026, 11, 11, 20, 59, tzinfo=SH))
-    early = put(runtime, t, ME, "【鸿雁茶饮】今晚会员日第二杯半价，21点前有效，回T退订", lane=Lane.MARKETING)
+    early = put(runtime, t, ME, TONIGHT, lane=Lane.MARKETING)
     assert _pass(runtime) == ["8613812345678"]
     assert state(runtime, t, early)["state"] in ("submitted", "delivered")
 
     clock.set(datetime(2026, 11, 11, 21, 0, tzinfo=SH))
-    late = put(runtime, t, ME, "【鸿雁茶饮】明日会员日第二杯半价，限当天，回T退订", lane=Lane.MARKETING)
+    late = put(runtime, t, ME, TOMORROW, lane=Lane.MARKETING)
     note = put(runtime, t, ME, "【鸿雁茶饮】您的订单已发货", lane=Lane.NOTIFICATION)
     code = put(runtime, t, ME, "【鸿雁茶饮】验证码 123456", lane=Lane.VERIFICATION)
     assert len(_pass(runtime)) == 2  # the verification code and the notice, not the offer
@@ -79,8 +83,8 @@ def test_each_tenant_waits_for_its_own_morning(runtime: Runtime) -> None:
     assert isinstance(clock, FixedClock)
     clock.set(datetime(2026, 11, 12, 10, 0, tzinfo=SH))
     shanghai, new_york = _tenant(runtime, "tea"), _tenant(runtime, "deli", "America/New_York")
-    a = put(runtime, shanghai, ME, "【鸿雁茶饮】早餐套餐立减5元，今天有效，回T退订", lane=Lane.MARKETING)
-    b = put(runtime, new_york, "+8613812345679", "【鸿雁茶饮】晚餐套餐立减8元，今天有效，回T退订", lane=Lane.MARKETING)
+    a = put(runtime, shanghai, ME, BREAKFAST, lane=Lane.MARKETING)
+    b = put(runtime, new_york, "+8613812345679", DINNER, lane=Lane.MARKETING)
     assert _pass(runtime) == ["8613812345678"]
     assert state(runtime, shanghai, a)["state"] in ("submitted", "delivered")
     waiting = state(runtime, new_york, b)

@@ -118,5 +118,8 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
 
     app.include_router(content.router, prefix="/api/v1")
     app.include_router(review.router, prefix="/api/v1")
+    from hongyan.api.routers import contacts  # contacts, imports, events (issue 4)
+
+    app.include_router(contacts.router, prefix="/api/v1")
     console.install(app)
     return app

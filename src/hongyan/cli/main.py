@@ -620,3 +620,14 @@ def _register_groups() -> None:
 _register_groups()
 
 __all__ = ["app"]
+
+
+def _register_contacts() -> None:
+    from hongyan.cli.contacts import contacts_app, events_app, retention_app
+
+    app.add_typer(contacts_app, name="contacts")
+    app.add_typer(events_app, name="events")
+    app.add_typer(retention_app, name="retention")
+
+
+_register_contacts()

@@ -42,13 +42,11 @@ def category_of(value: str) -> Category:
 
 
 def attribute_names(conn: Connection, tenant_id: int) -> frozenset[str]:
-    """The tenant's custom contact attribute keys, for ``{attr.key}`` placeholders.
+    """The tenant's custom contact attribute keys, for ``{attr.key}`` placeholders: the
+    contacts capability's registry (``contacts.fields``)."""
+    from hongyan.contacts.fields import attribute_definitions
 
-    The registry of attribute definitions belongs to the contacts capability; until it is
-    connected here, a tenant has none, and ``{attr.…}`` is reported as unknown.
-    """
-    del conn, tenant_id
-    return frozenset()
+    return frozenset(d.name for d in attribute_definitions(conn, tenant_id))
 
 
 def tenant_entries(conn: Connection, tenant_id: int) -> tuple[Entry, ...]:

@@ -191,6 +191,15 @@ class TenantScope:
         stmt = self._opts(sa.insert(table))
         conn.execute(stmt, [{**row, "tenant_id": self.tenant_id} for row in rows])
 
+    def dialect_insert(self, conn: Connection, table: sa.Table) -> Any:
+        """The dialect's own INSERT (for ``on_conflict_do_update`` / ``do_nothing``: SQLite
+        and PostgreSQL share that syntax), scoped to this tenant."""
+        self.owns(table)
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        return self._opts(dialect.insert(table))
+
     def insert_ignore(
         self, conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
     ) -> int:

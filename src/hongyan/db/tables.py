@@ -355,7 +355,9 @@ suppressions = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     tenant_fk(),
     sa.Column("phone_index", sa.LargeBinary(32), nullable=False),
-    sa.Column("phone_cipher", sa.LargeBinary, nullable=False),
+    # None once the number's owner had their data erased (`contacts forget`): the entry is
+    # kept by blind index only.
+    sa.Column("phone_cipher", sa.LargeBinary, nullable=True),
     sa.Column("phone_masked", sa.String(24), nullable=False),
     sa.Column("reason", sa.String(16), nullable=False),  # opt_out, invalid, complaint, manual
     sa.Column("scope", sa.String(16), nullable=False),  # marketing, all
@@ -609,4 +611,179 @@ staff_api_keys = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("last_used_at", UTCDateTime, nullable=True),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+# -- contacts, behaviour events, imports (issue 4; see docs/architecture.md "Contacts") ----------
+
+# A tenant's customers: one row per number (blind index under tenant:<id>:phone, the same index
+# as the outbox and the suppression list). Identifying data is ciphertext (number, name, full
+# birthday); what audiences filter on (region, carrier, gender, birthday month/day, decade of
+# birth, custom attributes) is plain.
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(index=False),  # served by uq_contacts_number and ix_contacts_tenant_created
+    sa.Column("phone_index", sa.LargeBinary(32), nullable=False),
+    sa.Column("phone_cipher", sa.LargeBinary, nullable=False),
+    sa.Column("phone_masked", sa.String(24), nullable=False),
+    sa.Column("country", sa.String(2), nullable=False),  # ISO 3166 region of the number: CN …
+    sa.Column("carrier", sa.String(8), nullable=True),  # cmcc, cucc, ctcc, cbn, intl
+    sa.Column("mvno", sa.Boolean, nullable=False, server_default=sa.false()),  # virtual operator
+    # Where the number was issued (号码归属地), from the number itself.
+    sa.Column("number_province", sa.String(16), nullable=True),
+    sa.Column("number_city", sa.String(32), nullable=True),
+    sa.Column("name_cipher", sa.LargeBinary, nullable=True),
+    sa.Column("name_masked", sa.String(40), nullable=True),
+    sa.Column("gender", sa.String(1), nullable=True),  # f, m
+    sa.Column("birthday_cipher", sa.LargeBinary, nullable=True),  # ISO date, encrypted
+    sa.Column("birth_month", sa.SmallInteger, nullable=True),
+    sa.Column("birth_day", sa.SmallInteger, nullable=True),
+    sa.Column("birth_decade", sa.SmallInteger, nullable=True),  # 1990 for 90后
+    # Where the customer says they are (an address column of the file), not the number's.
+    sa.Column("province", sa.String(16), nullable=True),
+    sa.Column("city", sa.String(32), nullable=True),
+    # Custom attributes, typed by contact_fields: {"会员等级": "金卡", "points": 1200}.
+    sa.Column("attrs", sa.JSON, nullable=False, default=dict),
+    sa.Column("source", sa.String(16), nullable=False),  # import, api, event, console, demo
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "phone_index", name="uq_contacts_number"),
+    sa.Index("ix_contacts_tenant_created", "tenant_id", "created_at", "id"),
+    info=SCOPED,
+)
+
+# A contact's tags (the tenant's own labels: VIP, 门店A …); union on every merge.
+contact_tags = sa.Table(
+    "contact_tags",
+    metadata,
+    tenant_fk(index=False),
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("tag", sa.String(64), primary_key=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_contact_tags_tenant_tag", "tenant_id", "tag"),
+    info=SCOPED,
+)
+
+# The registry of a tenant's custom attributes: the names templates may place ({会员等级}) and
+# segment rules may test, each with its type.
+contact_fields = sa.Table(
+    "contact_fields",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column("name", sa.String(40), nullable=False),
+    sa.Column("type", sa.String(8), nullable=False),  # text, number, date, boolean
+    sa.Column("label", sa.String(100), nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", name="uq_contact_fields_name"),
+    info=SCOPED,
+)
+
+# Behaviour events, idempotent by the sender's event id.
+contact_events = sa.Table(
+    "contact_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    ),
+    # order, browse, favourite, add_to_cart, registration, order_signed
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("occurred_at", UTCDateTime, nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=True),
+    sa.Column("amount_fen", sa.BigInteger, nullable=True),  # money in integer cents (分)
+    sa.Column("coupon_code", sa.String(64), nullable=True),
+    sa.Column("tags", sa.JSON, nullable=False, default=list),  # interest tags: categories, items
+    sa.Column("properties", sa.JSON, nullable=False, default=dict),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "event_id", name="uq_contact_events_event"),
+    sa.Index("ix_contact_events_contact", "tenant_id", "contact_id", "occurred_at"),
+    sa.Index("ix_contact_events_kind", "tenant_id", "kind", "occurred_at"),
+    info=SCOPED,
+)
+
+# Per-contact aggregates, maintained set-based as events arrive (audiences never rescan events).
+contact_activity = sa.Table(
+    "contact_activity",
+    metadata,
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    ),
+    tenant_fk(),
+    sa.Column("first_order_at", UTCDateTime, nullable=True),
+    sa.Column("last_order_at", UTCDateTime, nullable=True),
+    sa.Column("orders_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("revenue_fen", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_browse_at", UTCDateTime, nullable=True),
+    sa.Column("last_favourite_at", UTCDateTime, nullable=True),
+    sa.Column("last_cart_at", UTCDateTime, nullable=True),
+    sa.Column("last_signed_at", UTCDateTime, nullable=True),
+    sa.Column("registered_at", UTCDateTime, nullable=True),
+    sa.Column("last_interaction_at", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    info=SCOPED,
+)
+
+# Interest tags learnt from browse / favourite / cart / order events: how often, how strongly
+# (weighted by kind), how lately.
+contact_interests = sa.Table(
+    "contact_interests",
+    metadata,
+    tenant_fk(index=False),
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("tag", sa.String(64), primary_key=True),
+    sa.Column("events", sa.Integer, nullable=False),
+    sa.Column("weight", sa.Float, nullable=False),
+    sa.Column("first_at", UTCDateTime, nullable=False),
+    sa.Column("last_at", UTCDateTime, nullable=False),
+    sa.Index("ix_contact_interests_tenant_tag", "tenant_id", "tag"),
+    info=SCOPED,
+)
+
+# An import of contacts or events: what was asked, how far it got, what it found.
+contact_imports = sa.Table(
+    "contact_imports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(),
+    sa.Column("kind", sa.String(8), nullable=False),  # contacts, events
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("file_sha256", sa.String(64), nullable=True),
+    sa.Column("state", sa.String(12), nullable=False),  # pending, running, done, failed
+    sa.Column("options", sa.JSON, nullable=False, default=dict),  # mapping, consent, tags
+    sa.Column("result", sa.JSON, nullable=False, default=dict),  # counters
+    sa.Column("error", sa.JSON, nullable=True),  # the typed error of a failed import
+    sa.Column("actor", sa.String(80), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    info=SCOPED,
+)
+
+# The rows an import refused, for the downloadable error file; the raw row (which may hold a
+# number) is ciphertext under tenant:<id>:import-row.
+contact_import_errors = sa.Table(
+    "contact_import_errors",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column(
+        "import_id",
+        sa.Integer,
+        sa.ForeignKey("contact_imports.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("line", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("raw_cipher", sa.LargeBinary, nullable=False),
+    sa.Index("ix_contact_import_errors_import", "import_id", "line"),
+    info=SCOPED,
 )

@@ -17,6 +17,8 @@ from sqlalchemy.engine import Engine
 from hongyan.db.scope import unscoped
 from hongyan.db.tables import (
     channels,
+    contact_import_errors,
+    contacts,
     inbound_messages,
     messages,
     suppressions,
@@ -44,6 +46,15 @@ ENCRYPTED_COLUMNS: list[EncryptedColumn] = [
     EncryptedColumn(channels, "secret_cipher", lambda r: f"channel:{r.name}", ("name",)),
     EncryptedColumn(
         webhook_endpoints, "secret_cipher", lambda r: f"tenant:{r.tenant_id}:webhook-secret"
+    ),
+    # contacts (issue 4)
+    EncryptedColumn(contacts, "phone_cipher", lambda r: f"tenant:{r.tenant_id}:phone"),
+    EncryptedColumn(contacts, "name_cipher", lambda r: f"tenant:{r.tenant_id}:contact-name"),
+    EncryptedColumn(
+        contacts, "birthday_cipher", lambda r: f"tenant:{r.tenant_id}:contact-birthday"
+    ),
+    EncryptedColumn(
+        contact_import_errors, "raw_cipher", lambda r: f"tenant:{r.tenant_id}:import-row"
     ),
 ]
 

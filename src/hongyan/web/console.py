@@ -46,7 +46,7 @@ NAV: list[tuple[str, str]] = [
     ("reports", "nav.reports"),
     ("settings", "nav.settings"),
 ]
-BUILT = {"dashboard", "messages", "inbox", "suppressions", "content"}
+BUILT = {"dashboard", "messages", "inbox", "suppressions", "content", "contacts"}
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -462,4 +462,7 @@ def install(app: FastAPI) -> None:
 
     content.install(app)
     review.install(app)
+    from hongyan.web import contacts  # contacts list and imports (issue 4)
+
+    contacts.install(app)
     app.add_api_route("/console/{name}", section, methods=["GET"], include_in_schema=False)

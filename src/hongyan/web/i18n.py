@@ -268,6 +268,98 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
 }
 
+# -- contacts and imports (web/contacts.py) ------------------------------------------------------
+MESSAGES.update(
+    {
+        "ct.title": {"zh-CN": "联系人", "en": "Contacts"},
+        "ct.intro": {
+            "zh-CN": "号码与姓名加密存储，此处始终以掩码显示。",
+            "en": "Numbers and names are stored encrypted and always shown masked here.",
+        },
+        "ct.import": {"zh-CN": "导入联系人", "en": "Import contacts"},
+        "ct.tag": {"zh-CN": "标签", "en": "Tag"},
+        "ct.col.number": {"zh-CN": "号码", "en": "Number"},
+        "ct.col.name": {"zh-CN": "姓名", "en": "Name"},
+        "ct.col.gender": {"zh-CN": "性别", "en": "Gender"},
+        "ct.col.region": {"zh-CN": "号码归属地", "en": "Number's region"},
+        "ct.col.city": {"zh-CN": "所在城市", "en": "City"},
+        "ct.col.carrier": {"zh-CN": "运营商", "en": "Carrier"},
+        "ct.col.tags": {"zh-CN": "标签", "en": "Tags"},
+        "ct.col.created": {"zh-CN": "创建时间", "en": "Added"},
+        "gender.f": {"zh-CN": "女", "en": "Female"},
+        "gender.m": {"zh-CN": "男", "en": "Male"},
+        "ct.mvno": {"zh-CN": "虚拟运营商", "en": "virtual operator"},
+        "imp.title": {"zh-CN": "导入联系人", "en": "Import contacts"},
+        "imp.intro": {
+            "zh-CN": "上传 CSV（UTF-8 或 GBK）或 XLSX 文件。号码自动规范化、校验并加密；"
+            "重复号码自动合并；有问题的行会列出并可下载修改。",
+            "en": "Upload a CSV (UTF-8 or GBK) or XLSX file. Numbers are normalised, checked "
+            "and encrypted; repeated numbers are merged; rows with problems are listed and can "
+            "be downloaded to fix.",
+        },
+        "imp.file": {"zh-CN": "文件", "en": "File"},
+        "imp.consent_source": {"zh-CN": "同意来源（可选）", "en": "Consent source (optional)"},
+        "imp.consent_source_hint": {
+            "zh-CN": "例如：门店扫码、小程序注册",
+            "en": "e.g. in-store QR code",
+        },
+        "imp.consent_proof": {"zh-CN": "同意证明", "en": "Proof of consent"},
+        "imp.consent_proof_hint": {
+            "zh-CN": "对方同意了什么、如何留证，例如：注册页勾选“接收优惠短信”",
+            "en": "What was agreed and how it is recorded",
+        },
+        "imp.tags": {
+            "zh-CN": "为全部联系人添加标签（可选）",
+            "en": "Tags for every contact (optional)",
+        },
+        "imp.upload": {"zh-CN": "上传并预览", "en": "Upload and preview"},
+        "imp.preview": {"zh-CN": "字段映射与预览", "en": "Column mapping and preview"},
+        "imp.preview_intro": {
+            "zh-CN": "确认每一列对应的字段。未识别的列可作为自定义属性导入，或忽略。",
+            "en": "Check which field each column fills. Unrecognised columns can become custom "
+            "attributes or be ignored.",
+        },
+        "imp.column": {"zh-CN": "列", "en": "Column"},
+        "imp.field": {"zh-CN": "对应字段", "en": "Field"},
+        "imp.sample": {"zh-CN": "示例", "en": "Sample"},
+        "imp.ignore": {"zh-CN": "忽略此列", "en": "Ignore this column"},
+        "imp.attr": {"zh-CN": "自定义属性（{type}）", "en": "Custom attribute ({type})"},
+        "imp.start": {"zh-CN": "开始导入", "en": "Start the import"},
+        "imp.file_info": {
+            "zh-CN": "格式 {kind}，编码 {encoding}",
+            "en": "Format {kind}, encoding {encoding}",
+        },
+        "imp.job": {"zh-CN": "导入 #{id}", "en": "Import #{id}"},
+        "imp.state.pending": {"zh-CN": "等待中", "en": "Waiting"},
+        "imp.state.running": {"zh-CN": "导入中", "en": "Importing"},
+        "imp.state.done": {"zh-CN": "已完成", "en": "Done"},
+        "imp.state.failed": {"zh-CN": "失败", "en": "Failed"},
+        "imp.progress": {"zh-CN": "进度", "en": "Progress"},
+        "imp.rows": {"zh-CN": "总行数", "en": "Rows"},
+        "imp.imported": {"zh-CN": "新增", "en": "New"},
+        "imp.updated": {"zh-CN": "更新", "en": "Updated"},
+        "imp.duplicates": {"zh-CN": "文件内重复", "en": "Repeated in the file"},
+        "imp.invalid": {"zh-CN": "无效", "en": "Invalid"},
+        "imp.suppressed": {"zh-CN": "在屏蔽名单中", "en": "On the suppression list"},
+        "imp.errors": {"zh-CN": "有问题的行（示例）", "en": "Rows with problems (a sample)"},
+        "imp.line": {"zh-CN": "行号", "en": "Line"},
+        "imp.reason": {"zh-CN": "原因", "en": "Reason"},
+        "imp.download": {"zh-CN": "下载全部问题行（CSV）", "en": "Download all refused rows (CSV)"},
+        "imp.failed": {"zh-CN": "导入失败：", "en": "The import failed:"},
+        "imp.to_contacts": {"zh-CN": "查看联系人", "en": "See the contacts"},
+        "imp.again": {"zh-CN": "再导入一个文件", "en": "Import another file"},
+        "imp.no_file": {"zh-CN": "请选择要上传的文件", "en": "Choose a file to upload"},
+        "imp.recent": {"zh-CN": "最近的导入", "en": "Recent imports"},
+        "ct.field.phone": {"zh-CN": "手机号", "en": "Phone"},
+        "ct.field.name": {"zh-CN": "姓名", "en": "Name"},
+        "ct.field.gender": {"zh-CN": "性别", "en": "Gender"},
+        "ct.field.birthday": {"zh-CN": "生日", "en": "Birthday"},
+        "ct.field.province": {"zh-CN": "省份", "en": "Province"},
+        "ct.field.city": {"zh-CN": "城市", "en": "City"},
+        "ct.field.tags": {"zh-CN": "标签", "en": "Tags"},
+    }
+)
+
 
 # -- content: templates, the editor's lint, signatures, words; the staff's review queue -----------
 MESSAGES.update(

@@ -1,0 +1,374 @@
+"""Contacts and behaviour events through the API: imports (upload, progress, result, refused
+rows), the contact list (numbers masked), consent, custom attributes, data rights, events."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Connection
+
+from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.contacts import events, fields, importer, number_status, service
+from hongyan.errors import ValidationFailed
+from hongyan.runtime import Runtime
+from hongyan.security import audit
+from hongyan.security.roles import Permission
+from hongyan.tenants import service as tenants
+
+router = APIRouter(tags=["contacts"])
+MAX_UPLOAD = 512 * 2**20
+
+
+class ContactOut(BaseModel):
+    id: int
+    phone: str = Field(description="Masked number, e.g. 138****5678")
+    name: str | None = Field(description="Masked name, e.g. 李**")
+    gender: str | None
+    birth_month: int | None
+    birth_day: int | None
+    birth_decade: int | None
+    province: str | None
+    city: str | None
+    number_province: str | None = Field(description="Where the number was issued")
+    number_city: str | None
+    carrier: str | None
+    mvno: bool
+    country: str
+    tags: list[str]
+    attrs: dict[str, Any]
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactDetail(ContactOut):
+    activity: dict[str, Any] | None
+    interests: list[dict[str, Any]]
+    consent: dict[str, Any]
+
+
+def _out(row: dict[str, Any], model: type[ContactOut] = ContactOut) -> Any:
+    data = dict(row)
+    data["phone"] = data.pop("phone_masked")
+    data["name"] = data.pop("name_masked")
+    return model(**data)
+
+
+class ContactList(BaseModel):
+    total: int
+    contacts: list[ContactOut]
+
+
+@router.get("/contacts", response_model=ContactList, summary="Contacts, newest first")
+def list_contacts(
+    number: str = "",
+    tag: str = "",
+    limit: int = 50,
+    offset: int = 0,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> ContactList:
+    """``number``: the last 1–4 digits, or a full number (matched by blind index)."""
+    who.require(Permission.READ_CONTACTS)
+    page = service.list_contacts(
+        conn,
+        runtime.keyring,
+        who.tenant_id,
+        number=number[:40],
+        tag=tag[:64],
+        limit=max(1, min(limit, 500)),
+        offset=max(0, offset),
+    )
+    return ContactList(total=page.total, contacts=[_out(c) for c in page.items])
+
+
+# -- imports ---------------------------------------------------------------------------------------
+
+
+def _options(
+    who: Principal,
+    mapping: str,
+    consent_source: str | None,
+    consent_proof: str | None,
+    consent_purposes: str,
+    tags: str,
+) -> importer.ImportOptions:
+    try:
+        given = json.loads(mapping or "{}")
+    except json.JSONDecodeError:
+        given = None
+    if not isinstance(given, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in given.items()
+    ):
+        raise ValidationFailed(
+            'mapping is a JSON object {"column": "field"}',
+            'mapping 须为 JSON 对象 {"列名": "字段"}',
+        )
+    return importer.ImportOptions(
+        mapping=given,
+        consent_source=consent_source or None,
+        consent_proof=consent_proof or None,
+        consent_purposes=tuple(p.strip() for p in consent_purposes.split(",") if p.strip())
+        or ("marketing",),
+        tags=tuple(t.strip() for t in tags.replace("，", ",").split(",") if t.strip()),
+        actor=who.actor,
+    )
+
+
+@router.post("/contacts/imports", status_code=202, summary="Upload a file to import")
+def create_import(
+    file: UploadFile = File(description="CSV (UTF-8, GBK) or XLSX"),
+    mapping: str = Form("{}", description='{"column": "phone" | "name" | "attr:积分:number" …}'),
+    consent_source: str | None = Form(None),
+    consent_proof: str | None = Form(None),
+    consent_purposes: str = Form("marketing"),
+    tags: str = Form("", description="Comma-separated tags for every contact"),
+    *,
+    tasks: BackgroundTasks,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
+    """Starts the import and answers at once; follow it at ``GET /contacts/imports/{id}``."""
+    who.require(Permission.MANAGE_CONTACTS)
+    options = _options(who, mapping, consent_source, consent_proof, consent_purposes, tags)
+    options.check()
+    name = file.filename or "upload"
+    path = service.save_upload(runtime, who.tenant_id, file.file, MAX_UPLOAD)
+    import_id = service.create_import(conn, runtime.clock, who.tenant_id, path, name, options)
+    # After the request's transaction has committed (the import's row is then visible).
+    tasks.add_task(
+        service.run_in_background, runtime, who.tenant_id, import_id, path, name, options
+    )
+    return {"id": import_id, "state": "pending", "url": f"/api/v1/contacts/imports/{import_id}"}
+
+
+def _job_view(job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": job["id"],
+        "kind": job["kind"],
+        "filename": job["filename"],
+        "state": job["state"],
+        "progress": job.get("progress", 0.0),
+        "result": job["result"],
+        "error": job["error"],
+        "created_at": job["created_at"],
+        "started_at": job["started_at"],
+        "finished_at": job["finished_at"],
+    }
+
+
+@router.get("/contacts/imports", summary="Recent imports")
+def list_imports(
+    who: Principal = Depends(get_principal), conn: Connection = CONN
+) -> list[dict[str, Any]]:
+    who.require(Permission.READ_CONTACTS)
+    return [
+        _job_view(importer.get_job(conn, who.tenant_id, j["id"]))
+        for j in importer.list_jobs(conn, who.tenant_id)
+    ]
+
+
+@router.get("/contacts/imports/{import_id}", summary="An import's progress and result")
+def get_import(
+    import_id: int, who: Principal = Depends(get_principal), conn: Connection = CONN
+) -> dict[str, Any]:
+    who.require(Permission.READ_CONTACTS)
+    return _job_view(importer.get_job(conn, who.tenant_id, import_id))
+
+
+@router.get(
+    "/contacts/imports/{import_id}/errors.csv",
+    summary="The rows an import refused, as CSV",
+    response_class=Response,
+)
+def import_errors(
+    import_id: int,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> Response:
+    """The file's own columns (numbers as the file wrote them), then line, reason, message;
+    cells that start like a formula are escaped."""
+    who.require(Permission.MANAGE_CONTACTS)
+    data = importer.error_rows_csv(conn, runtime.keyring, who.tenant_id, import_id)
+    return Response(
+        data,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="import-{import_id}-errors.csv"'},
+    )
+
+
+# -- consent, data rights, fields, number checks ---------------------------------------------------
+
+
+class NumberIn(BaseModel):
+    phone: str = Field(max_length=40, description="The number as written; normalised")
+
+
+class ConsentIn(NumberIn):
+    purpose: str = Field(pattern="^(marketing|notification)$")
+    action: str = Field(pattern="^(granted|revoked)$")
+    source: str = Field(min_length=1, max_length=32)
+    proof: str = Field(min_length=1, max_length=2000)
+
+
+@router.post("/contacts/consent", status_code=201, summary="Record consent given or withdrawn")
+def record_consent(
+    body: ConsentIn,
+    request: Request,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
+    who.require(Permission.MANAGE_CONTACTS)
+    return service.record_consent(
+        conn,
+        runtime.clock,
+        runtime.keyring,
+        who.tenant_id,
+        phone=body.phone,
+        purpose=body.purpose,
+        action=body.action,
+        source=body.source,
+        proof=body.proof,
+        actor=who.actor,
+        ip=request.client.host if request.client else None,
+    )
+
+
+@router.post("/contacts/export", summary="Everything stored about a number (data access)")
+def export_contact(
+    body: NumberIn,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
+    """The one answer that shows the full number: the person's own copy. Audited."""
+    who.require(Permission.MANAGE_CONTACTS)
+    return service.export(
+        conn, runtime.clock, runtime.keyring, who.tenant_id, body.phone, who.actor
+    )
+
+
+@router.post("/contacts/forget", summary="Erase a person's data")
+def forget_contact(
+    body: NumberIn,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
+    """Keeps only the consent revocation and a suppression entry by blind index. Audited."""
+    who.require(Permission.MANAGE_CONTACTS)
+    done = service.forget(
+        conn, runtime.clock, runtime.keyring, who.tenant_id, body.phone, who.actor
+    )
+    return dict(done.__dict__)
+
+
+class FieldIn(BaseModel):
+    type: str = Field(pattern="^(text|number|date|boolean)$")
+    label: str | None = Field(default=None, max_length=100)
+
+
+@router.get("/contacts/fields", summary="Standard fields and custom attributes")
+def list_fields(who: Principal = Depends(get_principal), conn: Connection = CONN) -> dict[str, Any]:
+    who.require(Permission.READ_CONTACTS)
+    return {
+        "standard": list(fields.STANDARD_FIELDS),
+        "attributes": [d.__dict__ for d in fields.attribute_definitions(conn, who.tenant_id)],
+    }
+
+
+@router.put("/contacts/fields/{name}", summary="Define or relabel a custom attribute")
+def put_field(
+    name: str,
+    body: FieldIn,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
+    who.require(Permission.MANAGE_CONTACTS)
+    made = fields.define(conn, runtime.clock, who.tenant_id, name, body.type, body.label)
+    audit.record(
+        conn,
+        runtime.clock,
+        tenant_id=who.tenant_id,
+        actor=who.actor,
+        action="contact_field.define",
+        target=f"field:{made.name}",
+        detail={"type": made.type},
+    )
+    return dict(made.__dict__)
+
+
+@router.delete("/contacts/fields/{name}", status_code=204, summary="Remove a custom attribute")
+def delete_field(
+    name: str, who: Principal = Depends(get_principal), conn: Connection = CONN
+) -> None:
+    who.require(Permission.MANAGE_CONTACTS)
+    fields.remove(conn, who.tenant_id, name)
+
+
+@router.post("/contacts/check-numbers", summary="空号检测 from the tenant's own receipts")
+def check_numbers(
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, int]:
+    who.require(Permission.MANAGE_CONTACTS)
+    return number_status.check_contacts(
+        conn,
+        runtime.clock,
+        runtime.keyring,
+        who.tenant_id,
+        number_status.ReceiptHistory(conn, runtime.keyring, who.tenant_id),
+    )
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+
+class EventsIn(BaseModel):
+    events: list[dict[str, Any]] = Field(
+        description="Up to 1000: {event_id, kind (order, browse, favourite, add_to_cart, "
+        "registration, order_signed), phone, occurred_at (ISO 8601; without an offset: the "
+        "tenant's time zone), amount (yuan) or amount_fen, order_id, coupon_code, tags, "
+        "properties}",
+    )
+
+
+@router.post("/events", summary="Post behaviour events (idempotent by event_id)")
+def post_events(
+    body: EventsIn,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, int]:
+    """A batch is all or nothing: one bad event and none is stored (422 lists them). An event id
+    sent before is counted under ``duplicates`` and changes nothing."""
+    who.require(Permission.MANAGE_CONTACTS)
+    tenant = tenants.get_tenant_by_id(conn, who.tenant_id)
+    parsed = events.parse_batch(body.events, ZoneInfo(tenant.timezone))
+    if not parsed:
+        raise ValidationFailed("No events in the batch", "本批没有事件")
+    return events.ingest(conn, runtime.clock, runtime.keyring, who.tenant_id, parsed).as_json()
+
+
+# Last: its path would otherwise take /contacts/imports and /contacts/fields.
+@router.get("/contacts/{contact_id}", response_model=ContactDetail, summary="One contact")
+def get_contact(
+    contact_id: int, who: Principal = Depends(get_principal), conn: Connection = CONN
+) -> ContactDetail:
+    who.require(Permission.READ_CONTACTS)
+    result: ContactDetail = _out(
+        service.get_contact(conn, who.tenant_id, contact_id), ContactDetail
+    )
+    return result

@@ -1,0 +1,344 @@
+"""`hongyan contacts`, `hongyan events`, `hongyan retention`: contacts, behaviour data, purges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hongyan.cli.main import JsonOpt, open_runtime, reports_errors
+from hongyan.cli.output import emit
+
+contacts_app = typer.Typer(
+    help="Contacts: import, list, consent, data rights, custom fields", no_args_is_help=True
+)
+events_app = typer.Typer(help="Behaviour events: orders, browsing, carts …", no_args_is_help=True)
+retention_app = typer.Typer(help="Purge what may no longer be kept", no_args_is_help=True)
+
+TenantOpt = Annotated[str, typer.Option(help="Tenant slug")]
+
+
+def _tenant_id(runtime: Any, slug: str) -> int:
+    from hongyan.tenants import service as tenants
+
+    with runtime.engine.connect() as conn:
+        return int(tenants.get_tenant(conn, slug).id)
+
+
+def _mapping(items: list[str] | None) -> dict[str, str]:
+    from hongyan.errors import ValidationFailed
+
+    out = {}
+    for item in items or []:
+        column, sep, target = item.partition("=")
+        if not sep:
+            raise ValidationFailed(
+                f"--map takes COLUMN=FIELD, got {item!r}",
+                f"--map 的格式为 列名=字段，而不是 {item!r}",
+            )
+        out[column.strip()] = target.strip()
+    return out
+
+
+@contacts_app.command("import")
+@reports_errors
+def contacts_import(
+    file: Annotated[Path, typer.Argument(help="CSV (UTF-8 / GBK) or XLSX")],
+    tenant: TenantOpt,
+    consent_source: Annotated[
+        str | None, typer.Option(help="Where consent was given, e.g. 门店扫码")
+    ] = None,
+    consent_proof: Annotated[
+        str | None, typer.Option(help="What the person agreed to, and how it is proven")
+    ] = None,
+    consent_purpose: Annotated[
+        list[str] | None, typer.Option(help="marketing (default) and/or notification")
+    ] = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tags", help="Tags for every contact (repeatable)")
+    ] = None,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map", help="COLUMN=FIELD: phone, name, … or attr:NAME[:TYPE] or ignore (repeat)"
+        ),
+    ] = None,
+    resume: Annotated[
+        int | None, typer.Option(help="Go on with this failed import of the same file")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import contacts: numbers normalised and encrypted, duplicates merged, bad rows reported."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hongyan.contacts import importer, service
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    split_tags = [t for item in tags or [] for t in item.replace("，", ",").split(",") if t.strip()]
+    options = importer.ImportOptions(
+        mapping=_mapping(map_),
+        consent_source=consent_source,
+        consent_proof=consent_proof,
+        consent_purposes=tuple(consent_purpose or ("marketing",)),
+        tags=tuple(t.strip() for t in split_tags),
+        actor="cli",
+    )
+    if as_json:
+        result = service.import_path(runtime, tenant_id, file, options, resume=resume)
+    else:
+        with Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%  {task.fields[rows]} rows"),
+            TimeElapsedColumn(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("import", total=1.0, rows=0)
+            result = service.import_path(
+                runtime,
+                tenant_id,
+                file,
+                options,
+                progress=lambda r: bar.update(task, completed=r.fraction, rows=r.rows),
+                resume=resume,
+            )
+    body = {"import_id": result.import_id, "state": result.state, **result.counters()}
+    lines = [
+        f"[green]✓[/green] import {result.import_id}: {result.rows} rows in {result.seconds:.1f} s",
+        f"  imported {result.imported}, updated {result.updated}, duplicates "
+        f"{result.duplicates}, invalid {result.invalid}, suppressed {result.suppressed}",
+    ]
+    for e in result.errors[:10]:
+        lines.append(f"  line {e['line']}: {e['message']['zh']} ({e['reason']})")
+    if result.invalid:
+        lines.append(
+            f"  all refused rows: hongyan contacts errors {result.import_id} --tenant {tenant}"
+        )
+    emit(body, as_json, "\n".join(lines))
+
+
+@contacts_app.command("errors")
+@reports_errors
+def contacts_errors(
+    import_id: int,
+    tenant: TenantOpt,
+    output: Annotated[Path | None, typer.Option("-o", help="Write the CSV here")] = None,
+) -> None:
+    """The rows an import refused, as a CSV to fix and import again."""
+    import sys
+
+    from hongyan.contacts import importer
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.connect() as conn:
+        data = importer.error_rows_csv(conn, runtime.keyring, tenant_id, import_id)
+    if output:
+        output.write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@contacts_app.command("list")
+@reports_errors
+def contacts_list(
+    tenant: TenantOpt,
+    number: Annotated[str, typer.Option(help="Last 1–4 digits or the full number")] = "",
+    tag: Annotated[str, typer.Option()] = "",
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Contacts, newest first (numbers and names masked)."""
+    from hongyan.contacts import service
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.connect() as conn:
+        page = service.list_contacts(
+            conn, runtime.keyring, tenant_id, number=number, tag=tag, limit=limit
+        )
+    lines = [
+        f"{c['id']:>7}  {c['phone_masked']:<12} {c['name_masked'] or '—':<6} "
+        f"{c['number_province'] or ''}{c['number_city'] or ''}  {' '.join(c['tags'])}"
+        for c in page.items
+    ]
+    emit(
+        {"total": page.total, "contacts": page.items},
+        as_json,
+        "\n".join(lines) + f"\n{page.total} contacts" if lines else "no contacts",
+    )
+
+
+@contacts_app.command("show")
+@reports_errors
+def contacts_show(number: str, tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """One contact (masked) with tags, activity, interests and consent."""
+    from hongyan.contacts import service
+    from hongyan.errors import NotFound
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.connect() as conn:
+        cid = service.find_id(conn, runtime.keyring, tenant_id, service.e164_or_error(number))
+        if cid is None:
+            raise NotFound("No contact with this number", "没有该号码的联系人")
+        item = service.get_contact(conn, tenant_id, cid)
+    emit(item, as_json, "\n".join(f"{k:>16}: {v}" for k, v in item.items()))
+
+
+@contacts_app.command("export")
+@reports_errors
+def contacts_export(number: str, tenant: TenantOpt, as_json: JsonOpt = True) -> None:
+    """Everything stored about one number, as JSON, in clear (a data-access request)."""
+    from hongyan.contacts import service
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.begin() as conn:
+        data = service.export(conn, runtime.clock, runtime.keyring, tenant_id, number, "cli")
+    emit(data, True)
+
+
+@contacts_app.command("forget")
+@reports_errors
+def contacts_forget(
+    number: str,
+    tenant: TenantOpt,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase a person's data; keep only the consent revocation and a suppression entry."""
+    from hongyan.contacts import service
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    if not yes and not as_json:
+        typer.confirm("Erase this person's data for good?", abort=True)
+    with runtime.engine.begin() as conn:
+        done = service.forget(conn, runtime.clock, runtime.keyring, tenant_id, number, "cli")
+    emit(
+        done.__dict__,
+        as_json,
+        f"[green]✓[/green] erased: contact {done.contact_id or '—'}, {done.events} events, "
+        f"{done.replies} replies; {done.messages} send records no longer show the number",
+    )
+
+
+@contacts_app.command("consent")
+@reports_errors
+def contacts_consent(
+    number: str,
+    tenant: TenantOpt,
+    action: Annotated[str, typer.Option(help="granted or revoked")],
+    source: Annotated[str, typer.Option(help="Where, e.g. 门店, 小程序, 电话")],
+    proof: Annotated[str, typer.Option(help="The evidence")],
+    purpose: Annotated[str, typer.Option(help="marketing or notification")] = "marketing",
+    as_json: JsonOpt = False,
+) -> None:
+    """Append a grant or revocation to the consent ledger."""
+    from hongyan.contacts import service
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.begin() as conn:
+        out = service.record_consent(
+            conn, runtime.clock, runtime.keyring, tenant_id, phone=number, purpose=purpose,
+            action=action, source=source, proof=proof, actor="cli",
+        )  # fmt: skip
+    emit(out, as_json, f"[green]✓[/green] {out['to']}: {purpose} {action}")
+
+
+@contacts_app.command("fields")
+@reports_errors
+def contacts_fields(
+    tenant: TenantOpt,
+    define: Annotated[
+        list[str] | None, typer.Option(help="NAME:TYPE (text, number, date, boolean); repeat")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List (and define) the tenant's custom attributes: the {placeholders} templates may use."""
+    from hongyan.contacts import fields
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.begin() as conn:
+        for spec in define or []:
+            name, _, kind = spec.partition(":")
+            fields.define(conn, runtime.clock, tenant_id, name, kind or "text")
+        defs = fields.attribute_definitions(conn, tenant_id)
+    items = [d.__dict__ for d in defs]
+    emit(
+        {"standard": list(fields.STANDARD_FIELDS), "attributes": items},
+        as_json,
+        "standard: "
+        + ", ".join(fields.STANDARD_FIELDS)
+        + "\n"
+        + "\n".join(f"  {d.name} ({d.type})" for d in defs),
+    )
+
+
+@contacts_app.command("check-numbers")
+@reports_errors
+def contacts_check_numbers(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """空号检测 from our own receipts: empty numbers go on the suppression list."""
+    from hongyan.contacts import number_status
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.begin() as conn:
+        counts = number_status.check_contacts(
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            tenant_id,
+            number_status.ReceiptHistory(conn, runtime.keyring, tenant_id),
+        )
+    emit(counts, as_json, ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@contacts_app.command("segments")
+@reports_errors
+def contacts_segments(as_json: JsonOpt = False) -> None:
+    """The number-location data in use: its file, version (YYMM) and size."""
+    from hongyan.contacts import geo
+
+    table = geo.table()
+    info = {"path": table.path, "version": table.version, "prefixes": table.prefixes}
+    emit(info, as_json, f"{table.path}: version {table.version}, {table.prefixes} prefixes")
+
+
+@events_app.command("import")
+@reports_errors
+def events_import(file: Path, tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """Import events (event_id, kind, phone, occurred_at, amount, order_id, coupon_code, tags);
+    idempotent, so an interrupted import is resumed by running it again."""
+    from hongyan.contacts import events
+    from hongyan.errors import NotFound
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    if not file.is_file():
+        raise NotFound(f"No file {file.name!r}", f"找不到文件“{file.name}”")
+    with file.open("rb") as stream:
+        out = events.import_file(runtime, tenant_id, stream, file.name)
+    emit(
+        out,
+        as_json,
+        f"[green]✓[/green] {out['rows']} rows: {out['accepted']} new events, "
+        f"{out['duplicates']} already stored, {out['invalid']} invalid, "
+        f"{out['contacts_created']} new contacts",
+    )
+
+
+@retention_app.command("run")
+@reports_errors
+def retention_run(as_json: JsonOpt = False) -> None:
+    """Purge consent records 3 years after revocation, old import leftovers, stale uploads."""
+    from hongyan.contacts import retention
+
+    runtime = open_runtime()
+    out = retention.run(runtime)
+    emit(out, as_json, ", ".join(f"{k}: {v}" for k, v in out.items()))

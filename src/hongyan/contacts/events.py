@@ -1,0 +1,483 @@
+"""Behaviour events (orders, browsing, favourites, carts, registrations, signed-for orders) and
+the per-contact aggregates kept up to date as they arrive.
+
+An event is idempotent by ``(tenant, event_id)``: sent twice, it is stored and counted once
+(``INSERT … ON CONFLICT DO NOTHING RETURNING``, so only the events that were really new move
+the aggregates, even when two requests race). An event for a number with no contact yet makes
+one (source ``event``): behaviour data defines customers too.
+
+Aggregates, set-based per batch (one upsert per table, whatever the batch size):
+
+* ``contact_activity``: first and last order time, order count, revenue in fen (分), last
+  browse, favourite, add-to-cart and signed-for time, registration time, last interaction (any
+  event). Enough for RFM (recency = last order, frequency = count, monetary = revenue) and the
+  lifecycle stages (active, dormant, potential, lost, new) without reading events again.
+* ``contact_interests``: per contact and interest tag (a category, a product line), how many
+  events, their summed weight (browse 1, favourite 3, add-to-cart 5, order 8: what the person
+  did says how interested they are) and the first and last time, so recency can discount it.
+
+Money is integer fen everywhere; an amount given in yuan (``"199.90"``) must be exact to the fen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from hongyan.clock import Clock
+from hongyan.contacts import importer
+from hongyan.contacts.numbers import NumberProblem, normalise
+from hongyan.contacts.suppression import phone_context
+from hongyan.db.bulk import insert_rows
+from hongyan.db.scope import TenantScope
+from hongyan.db.tables import contact_activity, contact_events, contact_interests
+from hongyan.errors import ValidationFailed
+from hongyan.security.keyring import KeyRing
+
+KINDS = ("order", "browse", "favourite", "add_to_cart", "registration", "order_signed")
+INTEREST_WEIGHT = {"browse": 1.0, "favourite": 3.0, "add_to_cart": 5.0, "order": 8.0}
+LAST_AT = {
+    "browse": "last_browse_at",
+    "favourite": "last_favourite_at",
+    "add_to_cart": "last_cart_at",
+    "order_signed": "last_signed_at",
+}
+MAX_BATCH = 1000  # per API request
+MAX_AMOUNT_FEN = 10**12
+
+
+class EventInvalid(ValidationFailed):
+    code = "event_invalid"
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: str
+    kind: str
+    phone: str  # E.164
+    occurred_at: datetime
+    order_id: str | None = None
+    amount_fen: int | None = None
+    coupon_code: str | None = None
+    tags: tuple[str, ...] = ()
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_amount_fen(value: Any) -> int:
+    """Fen from ``amount_fen`` (an integer) or from yuan text (``"199.90"``, ``"¥1,299"``)."""
+    try:
+        text = str(value).strip().replace(",", "").replace("¥", "").replace("￥", "")
+        yuan = Decimal(text)
+    except (InvalidOperation, ValueError):
+        raise ValueError(value) from None
+    fen = yuan * 100
+    if fen != fen.to_integral_value() or not 0 <= fen <= MAX_AMOUNT_FEN:
+        raise ValueError(value)
+    return int(fen)
+
+
+def parse_time(value: Any, tz: tzinfo) -> datetime:
+    """ISO 8601; a time without an offset is in the tenant's time zone."""
+    if isinstance(value, datetime):
+        at = value
+    else:
+        text = str(value).strip().replace("/", "-")
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=tz)
+    return at.astimezone(UTC)
+
+
+def parse_event(raw: Mapping[str, Any], tz: tzinfo) -> Event:
+    """An event from a JSON object or a CSV row; :class:`ValueError` with the field at fault."""
+
+    def text(name: str, limit: int = 64) -> str | None:
+        value = raw.get(name)
+        if value is None or str(value).strip() == "":
+            return None
+        s = str(value).strip()
+        if len(s) > limit:
+            raise ValueError(name)
+        return s
+
+    event_id = text("event_id")
+    if not event_id:
+        raise ValueError("event_id")
+    kind = text("kind") or text("type")
+    if kind not in KINDS:
+        raise ValueError("kind")
+    try:
+        phone = normalise(str(raw.get("phone") or ""))
+    except NumberProblem:
+        raise ValueError("phone") from None
+    when = raw.get("occurred_at") or raw.get("time")
+    if not when:
+        raise ValueError("occurred_at")
+    try:
+        occurred = parse_time(when, tz)
+    except (TypeError, ValueError):
+        raise ValueError("occurred_at") from None
+    amount: int | None = None
+    if raw.get("amount_fen") not in (None, ""):
+        value = raw["amount_fen"]
+        if isinstance(value, bool) or not str(value).strip().isdigit():
+            raise ValueError("amount_fen")
+        amount = int(str(value).strip())
+        if amount > MAX_AMOUNT_FEN:
+            raise ValueError("amount_fen")
+    elif raw.get("amount") not in (None, ""):
+        try:
+            amount = parse_amount_fen(raw["amount"])
+        except ValueError:
+            raise ValueError("amount") from None
+    if kind == "order" and amount is None:
+        raise ValueError("amount")
+    tags_raw = raw.get("tags") or ()
+    if isinstance(tags_raw, str):
+        tags = tuple(t for t in tags_raw.replace("，", ",").replace("|", ",").split(",") if t)
+    elif isinstance(tags_raw, list | tuple):
+        tags = tuple(str(t) for t in tags_raw)
+    else:
+        raise ValueError("tags")
+    tags = tuple(dict.fromkeys(t.strip() for t in tags if t.strip()))
+    if any(len(t) > 64 for t in tags) or len(tags) > 20:
+        raise ValueError("tags")
+    props = raw.get("properties") or {}
+    if not isinstance(props, dict):
+        raise ValueError("properties")
+    return Event(
+        event_id=event_id,
+        kind=kind,
+        phone=phone,
+        occurred_at=occurred,
+        order_id=text("order_id"),
+        amount_fen=amount,
+        coupon_code=text("coupon_code"),
+        tags=tags,
+        properties=props,
+    )
+
+
+@dataclass
+class IngestResult:
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    contacts_created: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _earliest(col: sa.Column[Any], new: Any) -> Any:
+    return sa.case((sa.or_(col.is_(None), sa.and_(new.is_not(None), new < col)), new), else_=col)
+
+
+def _latest(col: sa.Column[Any], new: Any) -> Any:
+    return sa.case((sa.or_(col.is_(None), sa.and_(new.is_not(None), new > col)), new), else_=col)
+
+
+def _contact_ids(
+    conn: Connection, keyring: KeyRing, clock: Clock, tenant_id: int, phones: Iterable[str]
+) -> tuple[dict[str, int], int]:
+    """Contact ids by E.164 number, making the missing contacts; and how many were made."""
+    ctx = phone_context(tenant_id)
+    by_index = {keyring.blind_index(p, ctx): p for p in set(phones)}
+    writer = importer._Writer(
+        conn,
+        keyring,
+        tenant_id,
+        clock.now(),
+        importer.ImportOptions(source="event"),
+        importer.segment_table(),
+    )
+    found = writer.ids(list(by_index))
+    missing = [k for k in by_index if k not in found]
+    if missing:
+        writer.insert([writer.new_row(importer.Parsed(by_index[k], k)) for k in missing])
+        found.update(writer.ids(missing))
+    return {by_index[k]: cid for k, cid in found.items()}, len(missing)
+
+
+def ingest(
+    conn: Connection, clock: Clock, keyring: KeyRing, tenant_id: int, events: Sequence[Event]
+) -> IngestResult:
+    """Store new events and move the aggregates by exactly them (idempotent by event id)."""
+    result = IngestResult(received=len(events))
+    unique: dict[str, Event] = {}
+    for e in events:
+        unique.setdefault(e.event_id, e)
+    if not unique:
+        return result
+    scope = TenantScope(tenant_id)
+    ids, result.contacts_created = _contact_ids(
+        conn, keyring, clock, tenant_id, (e.phone for e in unique.values())
+    )
+    now = clock.now()
+    rows = [
+        {
+            "tenant_id": tenant_id,
+            "event_id": e.event_id,
+            "contact_id": ids[e.phone],
+            "kind": e.kind,
+            "occurred_at": e.occurred_at,
+            "order_id": e.order_id,
+            "amount_fen": e.amount_fen,
+            "coupon_code": e.coupon_code,
+            "tags": list(e.tags),
+            "properties": dict(e.properties),
+            "received_at": now,
+        }
+        for e in unique.values()
+    ]
+    fresh = _store(conn, scope, rows)
+    result.accepted = len(fresh)
+    result.duplicates = len(events) - len(fresh)
+    new = [e for e in unique.values() if e.event_id in fresh]
+    if new:
+        _aggregate(conn, scope, ids, new, now)
+    return result
+
+
+_EVENT_COLUMNS = (
+    "event_id", "contact_id", "kind", "occurred_at", "order_id", "amount_fen", "coupon_code",
+    "tags", "properties",
+)  # fmt: skip
+
+
+def _store(conn: Connection, scope: TenantScope, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the events not stored yet; returns their ids.
+
+    The fast path looks up which ids exist and bulk-inserts the others (COPY / executemany).
+    Should another request store one of them meanwhile, the unique index refuses the batch; it
+    is then stored with ``INSERT … ON CONFLICT DO NOTHING RETURNING``, which says exactly
+    which rows were new, so no event moves the aggregates twice."""
+    ids = [r["event_id"] for r in rows]
+    known = {
+        e
+        for e in conn.execute(
+            scope.select(contact_events, contact_events.c.event_id).where(
+                contact_events.c.event_id.in_(ids)
+            )
+        ).scalars()
+    }
+    new = [r for r in rows if r["event_id"] not in known]
+    if not new:
+        return set()
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        with conn.begin_nested():
+            insert_rows(
+                conn,
+                scope,
+                contact_events,
+                _EVENT_COLUMNS,
+                [tuple(r[c] for c in _EVENT_COLUMNS) for r in new],
+                {"received_at": new[0]["received_at"]},
+            )
+        return {r["event_id"] for r in new}
+    except dbapi.IntegrityError:
+        stmt = (
+            scope.dialect_insert(conn, contact_events)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
+            .returning(contact_events.c.event_id)
+        )
+        return {r.event_id for r in conn.execute(stmt, new)}
+
+
+def _aggregate(
+    conn: Connection, scope: TenantScope, ids: dict[str, int], new: list[Event], now: datetime
+) -> None:
+    activity: dict[int, dict[str, Any]] = {}
+    interests: dict[tuple[int, str], dict[str, Any]] = {}
+    for e in new:
+        cid = ids[e.phone]
+        a = activity.setdefault(
+            cid,
+            {
+                "contact_id": cid,
+                "first_order_at": None,
+                "last_order_at": None,
+                "orders_count": 0,
+                "revenue_fen": 0,
+                "last_browse_at": None,
+                "last_favourite_at": None,
+                "last_cart_at": None,
+                "last_signed_at": None,
+                "registered_at": None,
+                "last_interaction_at": None,
+                "updated_at": now,
+            },
+        )
+        at = e.occurred_at
+
+        def later(name: str, a: dict[str, Any] = a, at: datetime = at) -> None:
+            if a[name] is None or at > a[name]:
+                a[name] = at
+
+        def earlier(name: str, a: dict[str, Any] = a, at: datetime = at) -> None:
+            if a[name] is None or at < a[name]:
+                a[name] = at
+
+        later("last_interaction_at")
+        if e.kind == "order":
+            earlier("first_order_at")
+            later("last_order_at")
+            a["orders_count"] += 1
+            a["revenue_fen"] += e.amount_fen or 0
+        elif e.kind == "registration":
+            earlier("registered_at")
+        else:
+            later(LAST_AT[e.kind])
+        weight = INTEREST_WEIGHT.get(e.kind)
+        if weight:
+            for tag in e.tags:
+                i = interests.setdefault(
+                    (cid, tag),
+                    {"contact_id": cid, "tag": tag, "events": 0, "weight": 0.0,
+                     "first_at": at, "last_at": at},
+                )  # fmt: skip
+                i["events"] += 1
+                i["weight"] += weight
+                i["first_at"] = min(i["first_at"], at)
+                i["last_at"] = max(i["last_at"], at)
+    c = contact_activity.c
+    ins = scope.dialect_insert(conn, contact_activity)
+    x = ins.excluded
+    set_: dict[str, Any] = {
+        "first_order_at": _earliest(c.first_order_at, x.first_order_at),
+        "registered_at": _earliest(c.registered_at, x.registered_at),
+        "orders_count": c.orders_count + x.orders_count,
+        "revenue_fen": c.revenue_fen + x.revenue_fen,
+        "updated_at": x.updated_at,
+    }
+    for name in (
+        "last_order_at",
+        "last_browse_at",
+        "last_favourite_at",
+        "last_cart_at",
+        "last_signed_at",
+        "last_interaction_at",
+    ):
+        set_[name] = _latest(c[name], x[name])
+    conn.execute(
+        ins.on_conflict_do_update(index_elements=["contact_id"], set_=set_),
+        [{**a, "tenant_id": scope.tenant_id} for a in activity.values()],
+    )
+    if interests:
+        ci = contact_interests.c
+        ins2 = scope.dialect_insert(conn, contact_interests)
+        y = ins2.excluded
+        conn.execute(
+            ins2.on_conflict_do_update(
+                index_elements=["contact_id", "tag"],
+                set_={
+                    "events": ci.events + y.events,
+                    "weight": ci.weight + y.weight,
+                    "first_at": _earliest(ci.first_at, y.first_at),
+                    "last_at": _latest(ci.last_at, y.last_at),
+                },
+            ),
+            [{**i, "tenant_id": scope.tenant_id} for i in interests.values()],
+        )
+
+
+def parse_batch(raw: Sequence[Mapping[str, Any]], tz: tzinfo) -> list[Event]:
+    """Every event of an API batch, or one error naming each bad event (nothing is stored)."""
+    if len(raw) > MAX_BATCH:
+        raise EventInvalid(
+            f"At most {MAX_BATCH} events per request", f"每次请求最多 {MAX_BATCH} 个事件"
+        )
+    out, problems = [], []
+    for i, item in enumerate(raw):
+        try:
+            out.append(parse_event(item, tz))
+        except ValueError as exc:
+            problems.append({"index": i, "field": str(exc.args[0]) if exc.args else "?"})
+    if problems:
+        raise EventInvalid(
+            f"{len(problems)} event(s) are not valid; nothing was stored",
+            f"{len(problems)} 个事件无效，本批未保存",
+            details={"problems": problems[:50]},
+        )
+    return out
+
+
+def import_file(
+    runtime: Any,
+    tenant_id: int,
+    stream: Any,
+    filename: str,
+    *,
+    actor: str = "cli",
+    progress: Any = None,
+    batch_size: int = 5000,
+) -> dict[str, Any]:
+    """Import an events CSV / XLSX (columns event_id, kind, phone, occurred_at, order_id, amount
+    or amount_fen, coupon_code, tags). Each batch is its own transaction: events are idempotent,
+    so an import stopped half-way is resumed by running it again."""
+    from zoneinfo import ZoneInfo
+
+    from hongyan.contacts.sources import open_table
+    from hongyan.tenants import service as tenants
+
+    size = stream.seek(0, 2)
+    stream.seek(0)
+    with runtime.engine.begin() as conn:
+        tz = ZoneInfo(tenants.get_tenant_by_id(conn, tenant_id).timezone)
+        job = importer.create_job(
+            conn, runtime.clock, tenant_id, kind="events", filename=filename, options={},
+            actor=actor,
+        )  # fmt: skip
+    out: dict[str, Any] = {"import_id": job, "rows": 0, "invalid": 0, "errors": []}
+    total = IngestResult()
+    try:
+        table = open_table(stream, size)
+        header = [h.strip().lower() for h in table.header]
+        if "event_id" not in header or "phone" not in header:
+            raise EventInvalid(
+                "An events file needs the columns event_id, kind, phone, occurred_at",
+                "事件文件需要 event_id、kind、phone、occurred_at 列",
+            )
+        batch: list[Event] = []
+
+        def flush() -> None:
+            with runtime.engine.begin() as conn:
+                got = ingest(conn, runtime.clock, runtime.keyring, tenant_id, batch)
+            total.received += got.received
+            total.accepted += got.accepted
+            total.duplicates += got.duplicates
+            total.contacts_created += got.contacts_created
+            batch.clear()
+            if progress:
+                progress(out["rows"], table.fraction())
+
+        for line, cells in table.rows:
+            out["rows"] += 1
+            try:
+                batch.append(parse_event(dict(zip(header, cells, strict=False)), tz))
+            except ValueError as exc:
+                out["invalid"] += 1
+                if len(out["errors"]) < importer.SAMPLE_ERRORS:
+                    out["errors"].append({"line": line, "field": str(exc.args[0])})
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+    except ValidationFailed as exc:
+        importer._set_job(
+            runtime.engine, tenant_id, job, state="failed", error=exc.body(),
+            finished_at=runtime.clock.now(),
+        )  # fmt: skip
+        raise
+    out.update(total.as_json())
+    importer._set_job(
+        runtime.engine, tenant_id, job, state="done", result=out, finished_at=runtime.clock.now()
+    )
+    return out

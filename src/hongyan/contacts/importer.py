@@ -1,0 +1,1080 @@
+"""Importing contacts: a CSV or XLSX file in, clean, encrypted, consented contacts out.
+
+The file streams through in batches (:data:`BATCH` rows), so memory stays bounded whatever its
+size: what is kept for the whole file is one 8-byte key per distinct number (to tell duplicates
+within the file), some 60 MB for a million numbers. Each batch is:
+
+1. parsed row by row (pure): the number normalised to E.164 (the fast path for Chinese mobiles,
+   :func:`hongyan.contacts.numbers.normalise`), the other cells checked against their fields;
+   a row that fails is kept for the error report with its line and reason, and the rest go on;
+2. merged by blind index, later non-empty values winning and tags united, so a number seen
+   twice in the file becomes one contact;
+3. written set-based: one query finds which numbers exist (and their attributes), one which are
+   suppressed; new contacts are inserted in one ``executemany`` (PostgreSQL: ``COPY``),
+   existing ones updated in one ``executemany`` (``COALESCE``: an empty cell never erases a
+   stored value), tags inserted ignoring those already there, and consent appended to the
+   ledger.
+
+Before anything is written, a first pass reads the whole file (:func:`service.import_stream`):
+a file that is broken as a whole (a decoding error half-way, a 10 MB line, broken CSV) is refused
+and nothing is stored. Then each batch is its own transaction, which also records how far the
+import got (the line and the counters), so a crash or a database error half-way leaves an import
+that says ``failed`` with the reason and the batches stored so far, and that is *resumed* from
+the next batch (``hongyan contacts import FILE --resume ID``, the same file checked by its
+SHA-256): never half-applied silently. Short transactions also keep SQLite's single writer
+free for the dispatcher and the console between batches.
+
+Importing a suppressed number never revives it: the suppression stays and no consent is granted
+for it. Counters: every data row is exactly one of ``invalid``,
+``duplicates`` (its number came earlier in the file), ``imported`` (a new contact) or
+``updated`` (a contact that existed before); ``suppressed`` counts distinct numbers on the
+suppression list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from hongyan.clock import Clock
+from hongyan.contacts import fields as F
+from hongyan.contacts.geo import SegmentTable
+from hongyan.contacts.geo import table as segment_table
+from hongyan.contacts.numbers import (
+    _BY_PREFIX,
+    _BY_PREFIX4,
+    NUMBER_PROBLEMS,
+    NumberProblem,
+    carrier_of,
+    country_of,
+)
+from hongyan.contacts.numbers import normalise as normalise_number
+from hongyan.contacts.sources import ImportFileError, Table, csv_bytes, is_formula
+from hongyan.contacts.suppression import phone_context
+from hongyan.db.bulk import fetch_in, insert_rows, to_json
+from hongyan.db.scope import TenantScope
+from hongyan.db.tables import (
+    consent_records,
+    contact_import_errors,
+    contact_imports,
+    contact_tags,
+    contacts,
+    suppressions,
+)
+from hongyan.errors import HongyanError, NotFound, ValidationFailed
+from hongyan.security import audit
+from hongyan.security.keyring import KeyRing, mask_phone
+
+BATCH = 25_000
+SAMPLE_ERRORS = 20
+MAX_NAME = 100
+
+ROW_PROBLEMS: dict[str, tuple[str, str]] = {
+    **NUMBER_PROBLEMS,
+    "formula": (
+        "A cell starts like a spreadsheet formula (=, +, -, @)",
+        "单元格以公式字符开头（=、+、-、@）",
+    ),
+    "bad_name": (f"The name is longer than {MAX_NAME} characters", f"姓名超过 {MAX_NAME} 个字符"),
+    "bad_gender": ("Gender is not one of 男/女/M/F", "性别不是 男/女/M/F 之一"),
+    "bad_birthday": ("The birthday is not a date (YYYY-MM-DD)", "生日不是有效日期（YYYY-MM-DD）"),
+    "bad_tags": ("A tag is longer than 64 characters", "标签超过 64 个字符"),
+    "bad_attribute": ("A custom attribute does not match its type", "自定义属性值与其类型不符"),
+}
+
+
+# The columns of a new contact as :meth:`_Writer.new_row` gives them (then source and times).
+NEW_COLUMNS = (
+    "phone_index", "phone_cipher", "phone_masked", "country", "carrier", "mvno",
+    "number_province", "number_city", "name_cipher", "name_masked", "gender", "birthday_cipher",
+    "birth_month", "birth_day", "birth_decade", "province", "city", "attrs",
+)  # fmt: skip
+
+
+def name_context(tenant_id: int) -> str:
+    return f"tenant:{tenant_id}:contact-name"
+
+
+def birthday_context(tenant_id: int) -> str:
+    return f"tenant:{tenant_id}:contact-birthday"
+
+
+def import_row_context(tenant_id: int) -> str:
+    return f"tenant:{tenant_id}:import-row"
+
+
+def mask_name(name: str) -> str:
+    """``李小龙`` → ``李**``; a one-character name shows nothing."""
+    return name[0] + "*" * min(len(name) - 1, 8) if len(name) > 1 else "*"
+
+
+# -- mapping ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    field: str  # phone, name, gender, birthday, province, city, tags, attr
+    attribute: str | None = None
+    type: str = "text"
+
+
+def _parse_target(spec: str, header: str) -> Target | None:
+    spec = spec.strip()
+    if spec in ("", "ignore", "-"):
+        return None
+    if spec in F.STANDARD_FIELDS:
+        return Target(spec)
+    if spec.startswith("attr"):
+        _, _, rest = spec.partition(":")
+        name, _, kind = rest.partition(":")
+        return Target("attr", F.check_attribute_name(name or header), F.check_type(kind or "text"))
+    raise ValidationFailed(
+        f"Column {header!r}: unknown field {spec!r} (use {', '.join(F.STANDARD_FIELDS)}, "
+        "attr:NAME[:TYPE] or ignore)",
+        f"列“{header}”：未知字段 {spec!r}"
+        f"（可用 {'、'.join(F.STANDARD_FIELDS)}、attr:名称[:类型] 或 ignore）",
+    )
+
+
+def plan_mapping(
+    header: Sequence[str],
+    given: dict[str, str] | None,
+    definitions: Iterable[F.AttributeDefinition] = (),
+) -> list[Target | None]:
+    """What each column becomes. Columns not in ``given`` are guessed from their header: a
+    standard field's usual names (手机号, 姓名 …), else the custom attribute of that name (its
+    type if already defined, else text), else ignored."""
+    given = dict(given or {})
+    unknown = set(given) - set(header)
+    if unknown:
+        raise ValidationFailed(
+            f"The mapping names columns the file does not have: {', '.join(sorted(unknown))}",
+            f"映射中的列在文件中不存在：{'、'.join(sorted(unknown))}",
+        )
+    defined = {d.name: d.type for d in definitions}
+    plan: list[Target | None] = []
+    for h in header:
+        if h in given:
+            target = _parse_target(given[h], h)
+            if target and target.field == "attr" and target.attribute in defined:
+                target = Target("attr", target.attribute, defined[target.attribute])
+        else:
+            guessed = F.guess_field(h)
+            if guessed:
+                target = Target(guessed)
+            elif h and _valid_attribute(h):
+                target = Target("attr", h, defined.get(h, "text"))
+            else:
+                target = None
+        plan.append(target)
+    fields_used = [t.field for t in plan if t and t.field != "attr"]
+    doubled = sorted({f for f in fields_used if fields_used.count(f) > 1})
+    if doubled:
+        raise ValidationFailed(
+            f"Several columns map to {', '.join(doubled)}; choose one",
+            f"多个列映射到了 {'、'.join(doubled)}，请只保留一个",
+        )
+    attrs = [t.attribute for t in plan if t and t.field == "attr"]
+    if len(set(attrs)) != len(attrs):
+        raise ValidationFailed(
+            "Two columns map to the same custom attribute", "两个列映射到了同一个自定义属性"
+        )
+    if "phone" not in fields_used:
+        err = ImportFileError(
+            "No column holds the phone number (name it 手机号 / phone, or map it)",
+            "没有找到手机号列（请将列名设为“手机号”或“phone”，或手动指定映射）",
+        )
+        err.code = "import_no_phone_column"
+        raise err
+    return plan
+
+
+def _valid_attribute(name: str) -> bool:
+    try:
+        F.check_attribute_name(name)
+    except ValidationFailed:
+        return False
+    return True
+
+
+def describe_mapping(header: Sequence[str], plan: Sequence[Target | None]) -> dict[str, str]:
+    out = {}
+    for h, t in zip(header, plan, strict=True):
+        if t is None:
+            out[h] = "ignore"
+        elif t.field == "attr":
+            out[h] = f"attr:{t.attribute}:{t.type}"
+        else:
+            out[h] = t.field
+    return out
+
+
+# -- rows (pure) -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Parsed:
+    e164: str
+    index: bytes
+    name: str | None = None
+    gender: str | None = None
+    birthday: date | None = None
+    province: str | None = None
+    city: str | None = None
+    tags: set[str] = field(default_factory=set)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    first: bool = True  # the number's first row in the file
+
+    def merge(self, later: Parsed) -> None:
+        """Later non-empty values win; tags are united."""
+        for name in ("name", "gender", "birthday", "province", "city"):
+            value = getattr(later, name)
+            if value is not None:
+                setattr(self, name, value)
+        self.tags |= later.tags
+        self.attrs.update(later.attrs)
+
+
+class RowProblem(Exception):
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+
+def parse_row(
+    cells: list[str],
+    plan: Sequence[Target | None],
+    phone_at: int,
+    index_of: Callable[[str], bytes],
+) -> Parsed:
+    """One row's contact, or :class:`RowProblem`."""
+    for c in cells:
+        if c and c[0] in "=+-@\t\r" and is_formula(c):
+            raise RowProblem("formula")
+    raw = cells[phone_at] if phone_at < len(cells) else ""
+    try:
+        e164 = normalise_number(raw)
+    except NumberProblem as exc:
+        raise RowProblem(exc.code) from None
+    row = Parsed(e164, index_of(e164))
+    for i, target in enumerate(plan):
+        if target is None or i >= len(cells) or i == phone_at:
+            continue
+        text = cells[i].strip()
+        if not text:
+            continue
+        kind = target.field
+        try:
+            if kind == "name":
+                if len(text) > MAX_NAME:
+                    raise RowProblem("bad_name")
+                row.name = text
+            elif kind == "gender":
+                row.gender = F.parse_gender(text)
+            elif kind == "birthday":
+                born = F.parse_date(text)
+                if not 1900 <= born.year <= 2100:
+                    raise ValueError(text)
+                row.birthday = born
+            elif kind == "province":
+                row.province = text[:16]
+            elif kind == "city":
+                row.city = text[:32]
+            elif kind == "tags":
+                row.tags.update(F.split_tags(text))
+            elif kind == "attr":
+                row.attrs[target.attribute] = F.parse_value(target.type, text)  # type: ignore[index]
+        except ValueError:
+            raise RowProblem(
+                {
+                    "gender": "bad_gender",
+                    "birthday": "bad_birthday",
+                    "tags": "bad_tags",
+                    "attr": "bad_attribute",
+                }.get(kind, "bad_attribute")
+            ) from None
+    return row
+
+
+# -- results and progress --------------------------------------------------------------------------
+
+
+@dataclass
+class ImportOptions:
+    mapping: dict[str, str] = field(default_factory=dict)
+    consent_source: str | None = None
+    consent_proof: str | None = None
+    consent_purposes: tuple[str, ...] = ("marketing",)
+    tags: tuple[str, ...] = ()
+    actor: str = "cli"
+    source: str = "import"
+    batch_size: int = BATCH
+    # Read and encrypt in a second process: None decides by file size (service.import_stream).
+    pipeline: bool | None = None
+
+    def check(self) -> None:
+        if self.consent_source and not (self.consent_proof or "").strip():
+            raise ValidationFailed(
+                "A consent source needs its proof (--consent-proof): what the person agreed to",
+                "记录同意来源时必须提供同意证明（--consent-proof）：对方同意了什么、在哪里同意",
+            )
+        for purpose in self.consent_purposes:
+            if purpose not in ("marketing", "notification"):
+                raise ValidationFailed(
+                    "Consent purposes are marketing and notification", "同意用途须为营销或通知"
+                )
+        for tag in self.tags:
+            if not tag or len(tag) > F.MAX_TAG:
+                raise ValidationFailed("A tag is 1 to 64 characters", "标签长度须为 1–64 个字符")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mapping": self.mapping,
+            "consent_source": self.consent_source,
+            "consent_proof": self.consent_proof,
+            "consent_purposes": list(self.consent_purposes),
+            "tags": list(self.tags),
+        }
+
+
+@dataclass
+class ImportResult:
+    import_id: int
+    state: str = "running"
+    rows: int = 0
+    imported: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    suppressed: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)  # a sample
+    columns: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    fraction: float = 0.0
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "imported": self.imported,
+            "updated": self.updated,
+            "duplicates": self.duplicates,
+            "invalid": self.invalid,
+            "suppressed": self.suppressed,
+            "errors": self.errors,
+            "columns": self.columns,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# Live progress of the imports running in this process (the API and console poll it).
+_live: dict[int, ImportResult] = {}
+_live_lock = threading.Lock()
+
+
+def live(import_id: int) -> ImportResult | None:
+    with _live_lock:
+        return _live.get(import_id)
+
+
+# -- the job row -----------------------------------------------------------------------------------
+
+
+def create_job(
+    conn: Connection,
+    clock: Clock,
+    tenant_id: int,
+    *,
+    kind: str,
+    filename: str,
+    options: dict[str, Any],
+    actor: str,
+    sha256: str | None = None,
+) -> int:
+    result = conn.execute(
+        TenantScope(tenant_id)
+        .insert(contact_imports)
+        .values(
+            kind=kind,
+            filename=filename[:255],
+            file_sha256=sha256,
+            state="pending",
+            options=options,
+            result={},
+            actor=actor,
+            created_at=clock.now(),
+        )
+        .returning(contact_imports.c.id)
+    )
+    return int(result.scalar_one())
+
+
+def get_job(conn: Connection, tenant_id: int, import_id: int) -> dict[str, Any]:
+    row = (
+        conn.execute(
+            TenantScope(tenant_id).select(contact_imports).where(contact_imports.c.id == import_id)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound("No such import", "找不到该导入任务")
+    job = dict(row)
+    running = live(import_id)
+    if running is not None and job["state"] in ("pending", "running"):
+        job["state"] = "running"
+        job["result"] = running.counters()
+        job["progress"] = round(running.fraction, 4)
+    else:
+        job["progress"] = 1.0 if job["state"] == "done" else 0.0
+    return job
+
+
+def list_jobs(conn: Connection, tenant_id: int, limit: int = 20) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        TenantScope(tenant_id)
+        .select(contact_imports)
+        .order_by(contact_imports.c.id.desc())
+        .limit(limit)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def _set_job(engine: Engine, tenant_id: int, import_id: int, **values: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            TenantScope(tenant_id)
+            .update(contact_imports)
+            .where(contact_imports.c.id == import_id)
+            .values(**values)
+        )
+
+
+def error_rows_csv(conn: Connection, keyring: KeyRing, tenant_id: int, import_id: int) -> bytes:
+    """The refused rows as a CSV to fix and import again: the file's own columns, then the
+    line and the reason; formula-leading cells escaped."""
+    job = get_job(conn, tenant_id, import_id)
+    header = list(job["options"].get("header") or [])
+    rows = conn.execute(
+        TenantScope(tenant_id)
+        .select(contact_import_errors)
+        .where(contact_import_errors.c.import_id == import_id)
+        .order_by(contact_import_errors.c.line)
+    ).all()
+    ctx = import_row_context(tenant_id)
+    out: list[list[str]] = []
+    width = len(header)
+    for r in rows:
+        cells = json.loads(keyring.decrypt(bytes(r.raw_cipher), ctx))
+        width = max(width, len(cells))
+        en, zh = ROW_PROBLEMS.get(r.reason, (r.reason, r.reason))
+        out.append([*cells, str(r.line), r.reason, f"{zh} / {en}"])
+    header = header + [f"column{i + 1}" for i in range(len(header), width)]
+    padded = [row[:-3] + [""] * (width - len(row) + 3) + row[-3:] for row in out]
+    return csv_bytes([*header, "line", "reason", "message"], padded)
+
+
+# -- the import ------------------------------------------------------------------------------------
+
+
+class _Builder:
+    """Builds a new contact's row from a parsed one: enrichment and encryption, no database."""
+
+    def __init__(self, keyring: KeyRing, tenant_id: int, segments: SegmentTable) -> None:
+        self.keyring = keyring
+        self.tenant_id = tenant_id
+        self.segments = segments
+        self.phone_ctx = phone_context(tenant_id)
+        self.name_ctx = name_context(tenant_id)
+        self.birthday_ctx = birthday_context(tenant_id)
+
+    def _enc(self, value: str | None, ctx: str) -> bytes | None:
+        return None if value is None else self.keyring.encrypt(value, ctx)
+
+    def new_row(self, p: Parsed) -> tuple[Any, ...]:
+        """A new contact's values in :data:`NEW_COLUMNS` order, as the driver takes them."""
+        e164 = p.e164
+        if e164.startswith("+86"):  # the fast path: normalise() checked the segment
+            national = e164[3:]
+            place = self.segments.place(national)
+            country, mvno = "CN", self.segments.is_virtual(national)
+            masked = f"{national[:3]}****{national[7:]}"
+            carrier = _BY_PREFIX4.get(national[:4]) or _BY_PREFIX.get(national[:3])
+        else:
+            place, country, mvno = None, country_of(e164), False
+            masked, carrier = mask_phone(e164), carrier_of(e164)
+        b = p.birthday
+        name = p.name
+        return (
+            p.index,
+            self.keyring.encrypt(e164, self.phone_ctx),
+            masked,
+            country,
+            carrier,
+            mvno,
+            place.province if place else None,
+            place.city if place else None,
+            None if name is None else self.keyring.encrypt(name, self.name_ctx),
+            mask_name(name) if name else None,
+            p.gender,
+            None if b is None else self.keyring.encrypt(b.isoformat(), self.birthday_ctx),
+            b.month if b else None,
+            b.day if b else None,
+            b.year // 10 * 10 if b else None,
+            p.province,
+            p.city,
+            to_json(p.attrs) if p.attrs else "{}",
+        )
+
+
+class _Writer(_Builder):
+    """Writes one batch of merged contacts set-based, inside the batch's transaction."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        keyring: KeyRing,
+        tenant_id: int,
+        now: datetime,
+        options: ImportOptions,
+        segments: SegmentTable,
+        blocked: set[bytes] | None = None,
+    ) -> None:
+        super().__init__(keyring, tenant_id, segments)
+        self.conn = conn
+        # The tenant's suppressed numbers (blind indexes), read once per import.
+        self.blocked = blocked if blocked is not None else live_suppressions(conn, tenant_id, now)
+        self.scope = TenantScope(tenant_id)
+        self.now = now
+        self.options = options
+        c = contacts.c
+        bp = sa.bindparam
+        keep = sa.func.coalesce
+        self.update_stmt = (
+            self.scope.update(contacts)
+            .where(c.id == bp("cid"))
+            .values(
+                name_cipher=keep(bp("v_name_cipher", type_=sa.LargeBinary), c.name_cipher),
+                name_masked=keep(bp("v_name_masked", type_=sa.String), c.name_masked),
+                gender=keep(bp("v_gender", type_=sa.String), c.gender),
+                birthday_cipher=keep(
+                    bp("v_birthday_cipher", type_=sa.LargeBinary), c.birthday_cipher
+                ),
+                birth_month=keep(bp("v_birth_month", type_=sa.SmallInteger), c.birth_month),
+                birth_day=keep(bp("v_birth_day", type_=sa.SmallInteger), c.birth_day),
+                birth_decade=keep(bp("v_birth_decade", type_=sa.SmallInteger), c.birth_decade),
+                province=keep(bp("v_province", type_=sa.String), c.province),
+                city=keep(bp("v_city", type_=sa.String), c.city),
+                attrs=bp("v_attrs", type_=sa.JSON),
+                updated_at=bp("v_now", type_=contacts.c.updated_at.type),
+            )
+        )
+
+    def existing(self, keys: list[bytes]) -> dict[bytes, tuple[int, dict[str, Any]]]:
+        rows = fetch_in(
+            self.conn, self.scope, contacts, ("id", "phone_index", "attrs"), "phone_index", keys
+        )
+        return {index: (int(cid), attrs or {}) for cid, index, attrs in rows}
+
+    def suppressed(self, keys: list[bytes]) -> set[bytes]:
+        return {k for k in keys if k in self.blocked}
+
+    def update_row(
+        self, cid: int, attrs: dict[str, Any], row: tuple[Any, ...], new_attrs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The UPDATE parameters of an existing contact from a prepared :meth:`new_row`."""
+        new = dict(zip(NEW_COLUMNS, row, strict=True))
+        update = {f"v_{name}": new[name] for name in _UPDATED}
+        update["v_attrs"] = {**attrs, **new_attrs} if new_attrs else attrs
+        update["cid"] = cid
+        update["v_now"] = self.now
+        return update
+
+    def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            insert_rows(
+                self.conn,
+                self.scope,
+                contacts,
+                NEW_COLUMNS,
+                rows,
+                {"source": self.options.source, "created_at": self.now, "updated_at": self.now},
+                raw=True,
+            )
+
+    def update(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(self.update_stmt, rows)
+
+    def ids(self, keys: list[bytes]) -> dict[bytes, int]:
+        rows = fetch_in(self.conn, self.scope, contacts, ("id", "phone_index"), "phone_index", keys)
+        return {index: int(cid) for cid, index in rows}
+
+    def tags(self, pairs: list[tuple[int, str]], *, fresh: bool) -> None:
+        """Tag contacts; ``fresh``: contacts made in this batch, which have no tags yet."""
+        if not pairs:
+            return
+        if fresh:
+            insert_rows(
+                self.conn,
+                self.scope,
+                contact_tags,
+                ("contact_id", "tag"),
+                pairs,
+                {"created_at": self.now},
+            )
+        else:
+            self.scope.insert_ignore(
+                self.conn,
+                contact_tags,
+                [{"contact_id": cid, "tag": tag, "created_at": self.now} for cid, tag in pairs],
+            )
+
+    def consent(self, keys: list[bytes]) -> None:
+        o = self.options
+        if not keys or not o.consent_source:
+            return
+        insert_rows(
+            self.conn,
+            self.scope,
+            consent_records,
+            ("phone_index", "purpose"),
+            [(k, purpose) for k in keys for purpose in o.consent_purposes],
+            {
+                "action": "granted",
+                "source": o.consent_source[:32],
+                "proof": o.consent_proof or "",
+                "actor": o.actor,
+                "at": self.now,
+            },
+        )
+
+
+def live_suppressions(conn: Connection, tenant_id: int, now: datetime) -> set[bytes]:
+    """Blind indexes of the tenant's numbers that are suppressed now (for any reason)."""
+    s = suppressions.c
+    rows = conn.execute(
+        TenantScope(tenant_id)
+        .select(suppressions, s.phone_index)
+        .where(sa.or_(s.expires_at.is_(None), s.expires_at > now))
+    ).scalars()
+    return {bytes(r) for r in rows}
+
+
+# What an update may change (COALESCE: an empty cell keeps the stored value).
+_UPDATED = (
+    "name_cipher", "name_masked", "gender", "birthday_cipher", "birth_month", "birth_day",
+    "birth_decade", "province", "city",
+)  # fmt: skip
+
+
+# One number of a batch, merged and encrypted, ready to insert or update: (blind index, first
+# appearance in the file?, tags, the NEW_COLUMNS row as the driver takes it, the attributes).
+# A plain tuple: batches cross a process boundary, and tuples pickle several times faster.
+Prepared = tuple[bytes, bool, tuple[str, ...], tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass
+class Batch:
+    """What the producer hands the writer: a batch of rows, parsed, merged and encrypted."""
+
+    line: int  # the last line read
+    fraction: float
+    rows: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)  # for the sample
+    bad: list[tuple[int, str, bytes]] = field(default_factory=list)  # refused rows
+    items: list[Prepared] = field(default_factory=list)
+
+
+def produce(
+    source: Table,
+    plan: Sequence[Target | None],
+    keyring: KeyRing,
+    tenant_id: int,
+    options: ImportOptions,
+    segments: SegmentTable,
+    *,
+    skip: int = 0,
+) -> Iterator[Batch]:
+    """Read, check, merge and encrypt the file's rows, a batch at a time (no database)."""
+    phone_at = next(i for i, t in enumerate(plan) if t is not None and t.field == "phone")
+    ctx = phone_context(tenant_id)
+    row_ctx = import_row_context(tenant_id)
+    builder = _Builder(keyring, tenant_id, segments)
+    size = max(1, options.batch_size)
+
+    def index_of(e164: str) -> bytes:
+        return keyring.blind_index(e164, ctx)
+
+    seen: set[int] = set()
+    pending: dict[bytes, Parsed] = {}
+    batch = Batch(0, 0.0)
+    line = 0
+
+    def close() -> Batch:
+        batch.items = [
+            (k, p.first, tuple(p.tags), builder.new_row(p), p.attrs) for k, p in pending.items()
+        ]
+        batch.line = line
+        batch.fraction = source.fraction()
+        pending.clear()
+        return batch
+
+    for line, cells in source.rows:
+        if line <= skip:  # stored by the run being resumed: only remember its numbers
+            with contextlib.suppress(RowProblem):
+                seen.add(int.from_bytes(parse_row(cells, plan, phone_at, index_of).index[:8]))
+            continue
+        batch.rows += 1
+        try:
+            parsed = parse_row(cells, plan, phone_at, index_of)
+        except RowProblem as problem:
+            batch.invalid += 1
+            raw = to_json(cells)
+            batch.bad.append((line, problem.code, keyring.encrypt(raw, row_ctx)))
+            if len(batch.errors) < SAMPLE_ERRORS:
+                en, zh = ROW_PROBLEMS[problem.code]
+                batch.errors.append(
+                    {"line": line, "reason": problem.code, "message": {"zh": zh, "en": en}}
+                )
+        else:
+            key = int.from_bytes(parsed.index[:8])
+            if key in seen:
+                batch.duplicates += 1
+                parsed.first = False
+            else:
+                seen.add(key)
+            earlier = pending.get(parsed.index)
+            if earlier is None:
+                pending[parsed.index] = parsed
+            else:
+                earlier.merge(parsed)
+        if batch.rows >= size:
+            yield close()
+            batch = Batch(0, 0.0)
+    yield close()
+
+
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
+
+
+def consume(w: _Writer, batch: Batch, result: ImportResult, extra_tags: tuple[str, ...]) -> None:
+    """Write one batch set-based and count it."""
+    result.rows += batch.rows
+    result.invalid += batch.invalid
+    result.duplicates += batch.duplicates
+    result.errors.extend(batch.errors[: max(0, SAMPLE_ERRORS - len(result.errors))])
+    _errors(w.conn, w.scope, result.import_id, batch.bad)
+    if not batch.items:
+        return
+    keys = [item[0] for item in batch.items]
+    found = w.existing(keys)
+    blocked = w.suppressed(keys)
+    new_rows, updates, grant = [], [], []
+    for index, first, _tags, row, attrs in batch.items:
+        hit = found.get(index)
+        if first:
+            if hit is None:
+                result.imported += 1
+            else:
+                result.updated += 1
+            if index in blocked:
+                result.suppressed += 1
+            else:
+                grant.append(index)
+        if hit is None:
+            new_rows.append(row)
+        else:
+            updates.append(w.update_row(hit[0], hit[1], row, attrs))
+    # In key order: consecutive B-tree inserts land on the same and neighbouring index pages.
+    new_rows.sort(key=_first)
+    grant.sort()
+    w.insert(new_rows)
+    w.update(updates)
+    tagged = [
+        (item[0], set(item[2]) | set(extra_tags)) for item in batch.items if item[2] or extra_tags
+    ]
+    if tagged:
+        old = [(found[k][0], tag) for k, tags in tagged if k in found for tag in sorted(tags)]
+        w.tags(old, fresh=False)
+        missing = [k for k, _ in tagged if k not in found]
+        if missing:
+            ids = w.ids(missing)
+            w.tags(
+                [(ids[k], tag) for k, tags in tagged if k in ids for tag in sorted(tags)],
+                fresh=True,
+            )
+    w.consent(grant)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Run :func:`produce` in a child process (the file at ``path``), so parsing and encryption
+    use the second core while this process writes; ``keys`` rebuild the key ring there."""
+
+    path: str
+    size: int
+    keys: tuple[str, str, str]  # data keys, active key, index key
+
+
+def run(
+    engine: Engine,
+    keyring: KeyRing,
+    clock: Clock,
+    tenant_id: int,
+    source: Table,
+    options: ImportOptions,
+    *,
+    import_id: int,
+    progress: Callable[[ImportResult], None] | None = None,
+    resume: bool = False,
+    pipeline: Pipeline | None = None,
+) -> ImportResult:
+    """Import ``source`` as job ``import_id`` (made by :func:`create_job`), one transaction per
+    batch, each also recording how far the import got. ``resume``: go on from the last
+    committed batch of a failed run of the same file."""
+    options.check()
+    started = time.perf_counter()
+    result = ImportResult(import_id)
+    skip = 0
+    if resume:
+        with engine.connect() as conn:
+            job = get_job(conn, tenant_id, import_id)
+        done = job["result"] or {}
+        if job["state"] != "failed" or not done.get("line"):
+            raise ValidationFailed(
+                "Only an import that failed after storing some rows can be resumed",
+                "只有中途失败、已保存部分数据的导入才能继续",
+            )
+        skip = int(done["line"])
+        for name in ("rows", "imported", "updated", "duplicates", "invalid", "suppressed"):
+            setattr(result, name, int(done.get(name, 0)))
+        result.errors = list(done.get("errors", []))
+    with _live_lock:
+        _live[import_id] = result
+    _set_job(engine, tenant_id, import_id, state="running", started_at=clock.now(), error=None)
+    try:
+        _run(
+            engine, keyring, clock, tenant_id, source, options, result, progress, started, skip,
+            pipeline,
+        )  # fmt: skip
+    except HongyanError as exc:
+        result.state = "failed"
+        _set_job(
+            engine, tenant_id, import_id, state="failed", error=exc.body(),
+            finished_at=clock.now(),
+        )  # fmt: skip
+        raise
+    except BaseException:
+        result.state = "failed"
+        failure = ValidationFailed(
+            "The import stopped on an internal error; the batches stored so far stay, and the "
+            "import can be resumed",
+            "导入因内部错误中止；已保存的批次保留，可继续导入",
+        ).body()
+        failure["code"] = "import_failed"
+        _set_job(
+            engine, tenant_id, import_id, state="failed", error=failure,
+            finished_at=clock.now(),
+        )  # fmt: skip
+        raise
+    finally:
+        with _live_lock:
+            _live.pop(import_id, None)
+    return result
+
+
+def _errors(
+    conn: Connection, scope: TenantScope, import_id: int, bad: list[tuple[int, str, bytes]]
+) -> None:
+    if bad:
+        insert_rows(
+            conn,
+            scope,
+            contact_import_errors,
+            ("line", "reason", "raw_cipher"),
+            bad,
+            {"import_id": import_id},
+        )
+
+
+def _run(
+    engine: Engine,
+    keyring: KeyRing,
+    clock: Clock,
+    tenant_id: int,
+    source: Table,
+    options: ImportOptions,
+    result: ImportResult,
+    progress: Callable[[ImportResult], None] | None,
+    started: float,
+    skip: int,
+    pipeline: Pipeline | None,
+) -> None:
+    scope = TenantScope(tenant_id)
+    now = clock.now()
+    with engine.connect() as conn:
+        definitions = F.attribute_definitions(conn, tenant_id)
+        blocked = live_suppressions(conn, tenant_id, now)
+    plan = plan_mapping(source.header, options.mapping, definitions)
+    result.columns = describe_mapping(source.header, plan)
+    if pipeline is None:
+        batches = produce(source, plan, keyring, tenant_id, options, segment_table(), skip=skip)
+    else:
+        batches = _from_child(pipeline, tenant_id, plan, options, skip)
+    # The first batch comes once the whole file was read through (the child's first pass), so
+    # a broken file stores nothing, not even the attribute definitions of its mapping.
+    first = next(batches, None)
+    with engine.begin() as conn:
+        for t in plan:
+            if t is not None and t.field == "attr":
+                F.define(conn, clock, tenant_id, t.attribute or "", t.type)
+        conn.execute(
+            scope.update(contact_imports)
+            .where(contact_imports.c.id == result.import_id)
+            .values(
+                options={**options.as_json(), "header": source.header, "columns": result.columns}
+            )
+        )
+    extra_tags = tuple(options.tags)
+    line = skip
+    for batch in itertools.chain([first] if first else [], batches):
+        if batch.rows == 0 and not batch.items and result.rows == 0:
+            continue
+        with engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # Random blind indexes touch pages all over their index in every batch: keep
+                # the index cached, and let the WAL hold several batches before a checkpoint
+                # copies them into the database, so a page rewritten by many batches is
+                # checkpointed (and synced) once, not once per batch. Reset when done.
+                conn.exec_driver_sql("PRAGMA cache_size = -131072")
+                conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 25000")
+            writer = _Writer(conn, keyring, tenant_id, now, options, segment_table(), blocked)
+            consume(writer, batch, result, extra_tags)
+            line = max(line, batch.line)
+            result.fraction = batch.fraction
+            result.seconds = time.perf_counter() - started
+            conn.execute(  # how far the import got, committed with the batch it describes
+                scope.update(contact_imports)
+                .where(contact_imports.c.id == result.import_id)
+                .values(result={**result.counters(), "line": line})
+            )
+        if progress:
+            progress(result)
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:  # back to the defaults for the pooled connection
+            conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 1000")
+            conn.exec_driver_sql("PRAGMA cache_size = -2000")
+    if result.rows == 0:
+        err = ImportFileError("The file has a header but no data rows", "文件只有表头，没有数据行")
+        err.code = "import_empty"
+        raise err
+    result.state = "done"
+    result.seconds = time.perf_counter() - started
+    result.fraction = 1.0
+    with engine.begin() as conn:
+        conn.execute(
+            scope.update(contact_imports)
+            .where(contact_imports.c.id == result.import_id)
+            .values(
+                state="done",
+                result={**result.counters(), "line": line},
+                finished_at=clock.now(),
+            )
+        )
+        audit.record(
+            conn,
+            clock,
+            tenant_id=tenant_id,
+            actor=options.actor,
+            action="contacts.import",
+            target=f"import:{result.import_id}",
+            detail={
+                k: getattr(result, k)
+                for k in ("rows", "imported", "updated", "duplicates", "invalid", "suppressed")
+            },
+        )
+
+
+# -- the producer in a child process ---------------------------------------------------------------
+
+
+def _child_main(
+    pipeline: Pipeline,
+    tenant_id: int,
+    plan: list[Target | None],
+    options: ImportOptions,
+    skip: int,
+    queue: Any,
+) -> None:
+    """The child's work: check the whole file, then send its batches, then ``None``."""
+    from hongyan.contacts.sources import check_whole, open_table
+
+    try:
+        keyring = KeyRing.parse(*pipeline.keys)
+        segments = segment_table()
+        with open(pipeline.path, "rb") as stream:
+            check_whole(stream, open_table(stream, pipeline.size))
+            table = open_table(stream, pipeline.size)
+            for batch in produce(table, plan, keyring, tenant_id, options, segments, skip=skip):
+                queue.put(("batch", batch))
+        queue.put(("end", None))
+    except HongyanError as exc:
+        queue.put(("error", exc.body()))
+    except BaseException as exc:
+        queue.put(("crash", f"{type(exc).__name__}: {exc}"))
+
+
+def _from_child(
+    pipeline: Pipeline,
+    tenant_id: int,
+    plan: Sequence[Target | None],
+    options: ImportOptions,
+    skip: int,
+) -> Iterator[Batch]:
+    import multiprocessing
+    import queue as queues
+
+    ctx = multiprocessing.get_context("spawn")
+    channel = ctx.Queue(maxsize=1)  # bounded: the child waits while the writer is behind
+    child = ctx.Process(
+        target=_child_main,
+        args=(pipeline, tenant_id, list(plan), options, skip, channel),
+        name="hongyan-import-reader",
+        daemon=True,
+    )
+    child.start()
+    try:
+        while True:
+            try:
+                kind, payload = channel.get(timeout=5)
+            except queues.Empty:
+                if not child.is_alive():
+                    raise RuntimeError("the import's reader process died") from None
+                continue
+            if kind == "batch":
+                yield payload
+            elif kind == "end":
+                return
+            elif kind == "error":
+                err = ImportFileError(payload["message"]["en"], payload["message"]["zh"])
+                err.code = payload["code"]
+                err.details = payload.get("details") or {}
+                raise err
+            else:
+                raise RuntimeError(f"the import's reader process failed: {payload}")
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join(timeout=10)

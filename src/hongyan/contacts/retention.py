@@ -1,0 +1,76 @@
+"""``hongyan retention run``: purge what no one may keep any longer.
+
+* The consent ledger of a number whose latest record for a purpose is a revocation older than
+  three years (the suppression list keeps stopping the number; the ledger has served its time).
+* The refused rows of imports finished more than 30 days ago (they hold encrypted raw rows).
+* Uploaded import files left in ``var/imports`` for more than a day (a preview never started).
+* Imports still ``running`` after a day: their process died, and the import's single
+  transaction was rolled back with it; they are marked ``failed``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from hongyan.contacts.service import purge_consent
+from hongyan.db.scope import TenantScope
+from hongyan.db.tables import contact_import_errors, contact_imports, tenants
+from hongyan.runtime import Runtime
+
+ERRORS_KEEP = timedelta(days=30)
+UPLOAD_KEEP_SECONDS = 24 * 3600
+STUCK_AFTER = timedelta(days=1)
+
+
+def uploads_dir(runtime: Runtime) -> Path:
+    return runtime.settings.var_dir / "imports"
+
+
+def run(runtime: Runtime) -> dict[str, Any]:
+    now = runtime.clock.now()
+    out = {"consent_records": 0, "import_error_rows": 0, "uploads": 0, "stuck_imports": 0}
+    with runtime.engine.connect() as conn:
+        tenant_ids = [int(t) for t in conn.execute(sa.select(tenants.c.id)).scalars()]
+    for tenant_id in tenant_ids:
+        scope = TenantScope(tenant_id)
+        with runtime.engine.begin() as conn:
+            out["consent_records"] += purge_consent(conn, runtime.clock, tenant_id)
+            old = scope.select(contact_imports, contact_imports.c.id).where(
+                contact_imports.c.finished_at < now - ERRORS_KEEP
+            )
+            out["import_error_rows"] += conn.execute(
+                scope.delete(contact_import_errors).where(
+                    contact_import_errors.c.import_id.in_(old)
+                )
+            ).rowcount
+            out["stuck_imports"] += conn.execute(
+                scope.update(contact_imports)
+                .where(
+                    contact_imports.c.state.in_(("pending", "running")),
+                    contact_imports.c.created_at < now - STUCK_AFTER,
+                )
+                .values(
+                    state="failed",
+                    finished_at=now,
+                    error={
+                        "code": "import_abandoned",
+                        "message": {
+                            "zh": "导入进程已中止，未导入任何数据",
+                            "en": "The importing process stopped; nothing was imported",
+                        },
+                    },
+                )
+            ).rowcount
+    folder = uploads_dir(runtime)
+    if folder.is_dir():
+        cutoff = time.time() - UPLOAD_KEEP_SECONDS
+        for path in folder.rglob("*"):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                out["uploads"] += 1
+    return out

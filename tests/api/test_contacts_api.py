@@ -1,0 +1,141 @@
+"""/api/v1/contacts… and /api/v1/events: uploads, progress, refused rows, data rights, roles,
+tenants kept apart."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from hongyan.runtime import Runtime
+from hongyan.security.roles import Role
+from tests.api.test_api import _tenant_with_key, auth
+
+CSV = "手机号,姓名,会员等级,标签\n13812345678,李小龙,金卡,VIP\n+86 139 0000 1111,王芳,,\nbad,x,,\n"
+
+
+def _wait(client: TestClient, key: str, import_id: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(
+            f"/api/v1/contacts/imports/{import_id}", headers=auth(key)
+        ).json()
+        if job["state"] in ("done", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError("the import did not finish")
+
+
+def test_upload_progress_result_and_errors(client: TestClient, runtime: Runtime) -> None:
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    _, other = _tenant_with_key(runtime, "bakery", Role.OPERATOR)
+    r = client.post(
+        "/api/v1/contacts/imports",
+        headers=auth(key),
+        files={"file": ("people.csv", CSV.encode("gbk"), "text/csv")},
+        data={"consent_source": "门店", "consent_proof": "纸质登记表", "tags": "2026双11"},
+    )
+    assert r.status_code == 202, r.text
+    job = _wait(client, key, r.json()["id"])
+    assert job["state"] == "done" and job["progress"] == 1.0
+    res = job["result"]
+    assert (res["rows"], res["imported"], res["invalid"]) == (3, 2, 1)
+    assert res["errors"][0]["line"] == 4 and res["errors"][0]["reason"] == "bad_characters"
+    errors = client.get(f"/api/v1/contacts/imports/{job['id']}/errors.csv", headers=auth(key))
+    assert errors.status_code == 200 and "bad,x" in errors.text
+    assert (
+        client.get(f"/api/v1/contacts/imports/{job['id']}", headers=auth(other)).status_code == 404
+    )
+    listed = client.get("/api/v1/contacts", headers=auth(key)).json()
+    assert listed["total"] == 2
+    phones = {c["phone"] for c in listed["contacts"]}
+    assert phones == {"138****5678", "139****1111"} and "13812345678" not in str(listed)
+    one = next(c for c in listed["contacts"] if c["phone"] == "138****5678")
+    assert one["name"] == "李**" and one["tags"] == ["2026双11", "VIP"]
+    detail = client.get(f"/api/v1/contacts/{one['id']}", headers=auth(key)).json()
+    assert detail["consent"]["marketing"]["action"] == "granted"
+    assert client.get(f"/api/v1/contacts/{one['id']}", headers=auth(other)).status_code == 404
+    assert client.get("/api/v1/contacts", headers=auth(other)).json()["total"] == 0
+    found = client.get("/api/v1/contacts?number=5678", headers=auth(key)).json()
+    assert [c["phone"] for c in found["contacts"]] == ["138****5678"]
+    fields = client.get("/api/v1/contacts/fields", headers=auth(key)).json()
+    assert fields["attributes"] == [{"name": "会员等级", "type": "text", "label": ""}]
+    put = client.put("/api/v1/contacts/fields/积分", headers=auth(key), json={"type": "number"})
+    assert put.status_code == 200
+    clash = client.put("/api/v1/contacts/fields/积分", headers=auth(key), json={"type": "date"})
+    assert clash.status_code == 409
+    bad_name = client.put("/api/v1/contacts/fields/1x", headers=auth(key), json={"type": "text"})
+    assert bad_name.status_code == 422
+
+
+def test_bad_upload_fails_typed(client: TestClient, runtime: Runtime) -> None:
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    r = client.post(
+        "/api/v1/contacts/imports",
+        headers=auth(key),
+        files={"file": ("x.csv", "姓名\n张三\n".encode(), "text/csv")},
+    )
+    job = _wait(client, key, r.json()["id"])
+    assert job["state"] == "failed" and job["error"]["code"] == "import_no_phone_column"
+    r = client.post(
+        "/api/v1/contacts/imports",
+        headers=auth(key),
+        files={"file": ("x.csv", b"a,b\n", "text/csv")},
+        data={"mapping": "[1]"},
+    )
+    assert r.status_code == 422
+    r = client.post(
+        "/api/v1/contacts/imports",
+        headers=auth(key),
+        files={"file": ("x.csv", b"a,b\n", "text/csv")},
+        data={"consent_source": "x"},  # no proof
+    )
+    assert r.status_code == 422
+
+
+def test_events_consent_export_forget_and_roles(client: TestClient, runtime: Runtime) -> None:
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    _, analyst = _tenant_with_key(runtime, "tea2", Role.ANALYST)
+    batch = {
+        "events": [
+            {"event_id": "o1", "kind": "order", "phone": "13812345678",
+             "occurred_at": "2026-11-01T10:00:00", "amount": "99.50", "tags": ["茶饮"]},
+            {"event_id": "b1", "kind": "browse", "phone": "13812345678",
+             "occurred_at": "2026-11-02T10:00:00", "tags": ["茶饮"]},
+        ]
+    }  # fmt: skip
+    r = client.post("/api/v1/events", headers=auth(key), json=batch)
+    assert r.status_code == 200 and r.json()["accepted"] == 2
+    assert client.post("/api/v1/events", headers=auth(key), json=batch).json()["duplicates"] == 2
+    bad = {"events": [{**batch["events"][0], "event_id": "o2", "amount": "x"}]}
+    r = client.post("/api/v1/events", headers=auth(key), json=bad)
+    assert r.status_code == 422 and r.json()["details"]["problems"] == [
+        {"index": 0, "field": "amount"}
+    ]
+    assert client.post("/api/v1/events", headers=auth(analyst), json=batch).status_code == 403
+    c = client.post(
+        "/api/v1/contacts/consent",
+        headers=auth(key),
+        json={"phone": "138 1234 5678", "purpose": "marketing", "action": "granted",
+              "source": "小程序", "proof": "授权弹窗 v3"},
+    )  # fmt: skip
+    assert c.status_code == 201 and c.json()["to"] == "138****5678"
+    exported = client.post(
+        "/api/v1/contacts/export", headers=auth(key), json={"phone": "13812345678"}
+    )
+    body = exported.json()
+    assert body["phone"] == "+8613812345678" and body["events"][0]["amount_fen"] == 9950
+    assert body["contact"]["activity"]["revenue_fen"] == 9950
+    r = client.post("/api/v1/contacts/forget", headers=auth(analyst), json={"phone": "13812345678"})
+    assert r.status_code == 403
+    r = client.post("/api/v1/contacts/forget", headers=auth(key), json={"phone": "13812345678"})
+    assert r.status_code == 200 and r.json()["events"] == 2
+    assert client.get("/api/v1/contacts", headers=auth(key)).json()["total"] == 0
+    r = client.post("/api/v1/contacts/forget", headers=auth(key), json={"phone": "12"})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_number"
+    assert client.post("/api/v1/contacts/check-numbers", headers=auth(key)).json() == {
+        "active": 0,
+        "empty": 0,
+        "unknown": 0,
+    }

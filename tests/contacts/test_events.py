@@ -1,0 +1,157 @@
+"""Events: idempotent by id, aggregates moved by exactly the new events, on both databases."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from hongyan.contacts import events, service
+from hongyan.db.scope import TenantScope
+from hongyan.db.tables import contact_events
+from hongyan.runtime import Runtime
+
+SH = ZoneInfo("Asia/Shanghai")
+
+
+def _ev(i: str, kind: str, at: str, **kw: object) -> dict[str, object]:
+    return {"event_id": i, "kind": kind, "phone": "13812345678", "occurred_at": at, **kw}
+
+
+def test_aggregates_and_idempotency(runtime: Runtime, tenant_id: int) -> None:
+    batch = [
+        _ev("r1", "registration", "2026-01-05T10:00:00"),
+        _ev("b1", "browse", "2026-02-01T10:00:00+08:00", tags=["茶饮", "新品"]),
+        _ev("c1", "add_to_cart", "2026-02-02 11:00:00", tags="茶饮"),
+        _ev("o1", "order", "2026-02-03T12:00:00", amount="39.90", order_id="A1", tags=["茶饮"]),
+        _ev("o2", "order", "2026-03-01T12:00:00Z", amount_fen=1000, coupon_code="C18"),
+        _ev("s1", "order_signed", "2026-03-02T12:00:00"),
+    ]
+    parsed = events.parse_batch(batch, SH)
+    with runtime.engine.begin() as conn:
+        first = events.ingest(conn, runtime.clock, runtime.keyring, tenant_id, parsed)
+    assert (first.accepted, first.duplicates, first.contacts_created) == (6, 0, 1)
+    with runtime.engine.begin() as conn:  # the same events again, plus one new
+        again = events.ingest(
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            tenant_id,
+            [
+                *parsed,
+                *events.parse_batch([_ev("o0", "order", "2025-12-31T23:00:00", amount=5)], SH),
+            ],
+        )
+    assert (again.accepted, again.duplicates, again.contacts_created) == (1, 6, 0)
+    with runtime.engine.connect() as conn:
+        cid = service.find_id(conn, runtime.keyring, tenant_id, "+8613812345678")
+        assert cid is not None
+        contact = service.get_contact(conn, tenant_id, cid)
+        stored = conn.execute(
+            TenantScope(tenant_id).select(contact_events, sa.func.count())
+        ).scalar_one()
+    assert stored == 7
+    a = contact["activity"]
+    assert a["orders_count"] == 3 and a["revenue_fen"] == 3990 + 1000 + 500
+    assert a["first_order_at"] == datetime(2025, 12, 31, 15, 0, tzinfo=UTC)
+    assert a["last_order_at"] == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert a["registered_at"] == datetime(2026, 1, 5, 2, 0, tzinfo=UTC)
+    assert a["last_browse_at"] == datetime(2026, 2, 1, 2, 0, tzinfo=UTC)
+    assert a["last_cart_at"] == datetime(2026, 2, 2, 3, 0, tzinfo=UTC)
+    assert a["last_signed_at"] == a["last_interaction_at"] == datetime(2026, 3, 2, 4, tzinfo=UTC)
+    interests = {i["tag"]: (i["events"], i["weight"]) for i in contact["interests"]}
+    assert interests == {"茶饮": (3, 1 + 5 + 8), "新品": (1, 1)}
+    assert contact["phone_masked"] == "138****5678" and contact["source"] == "event"
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"kind": "order", "phone": "13812345678", "occurred_at": "2026-01-01"}, "event_id"),
+        (_ev("x", "teleport", "2026-01-01"), "kind"),
+        (_ev("x", "browse", "2026-01-01", phone="123"), "phone"),
+        (_ev("x", "browse", "yesterday"), "occurred_at"),
+        (_ev("x", "order", "2026-01-01"), "amount"),
+        (_ev("x", "order", "2026-01-01", amount="1.234"), "amount"),
+        (_ev("x", "order", "2026-01-01", amount="-5"), "amount"),
+        (_ev("x", "order", "2026-01-01", amount_fen="12.5"), "amount_fen"),
+    ],
+)
+def test_bad_events_store_nothing(bad: dict[str, object], field: str) -> None:
+    with pytest.raises(events.EventInvalid) as caught:
+        events.parse_batch([_ev("ok", "browse", "2026-01-01"), bad], SH)
+    assert caught.value.details["problems"] == [{"index": 1, "field": field}]
+
+
+def test_amounts_in_fen() -> None:
+    assert events.parse_amount_fen("199.90") == 19990
+    assert events.parse_amount_fen("¥1,299") == 129900
+    assert events.parse_amount_fen(0) == 0
+    with pytest.raises(ValueError):
+        events.parse_amount_fen("0.001")
+
+
+def test_import_file_is_resumable(runtime: Runtime, tenant_id: int) -> None:
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    lines = ["event_id,kind,phone,occurred_at,amount,tags"]
+    for i in range(30):
+        at = (now - timedelta(days=i)).isoformat()
+        lines.append(f"e{i},{'order' if i % 3 == 0 else 'browse'},1390000{i:04d},{at},9.9,茶")
+    lines.append("bad,order,13900000001,not-a-time,1,")
+    data = ("\n".join(lines) + "\n").encode()
+    out = events.import_file(runtime, tenant_id, io.BytesIO(data), "e.csv", batch_size=7)
+    assert (out["rows"], out["accepted"], out["invalid"], out["contacts_created"]) == (
+        31,
+        30,
+        1,
+        30,
+    )
+    assert out["errors"] == [{"line": 32, "field": "occurred_at"}]
+    again = events.import_file(runtime, tenant_id, io.BytesIO(data), "e.csv", batch_size=7)
+    assert (again["accepted"], again["duplicates"]) == (0, 30)
+
+
+class _Blind:
+    """A connection whose first query (the lookup of stored ids) sees nothing, as when another
+    request stores the same events between the lookup and the insert."""
+
+    def __init__(self, conn: object) -> None:
+        self.conn, self.first = conn, True
+
+    def execute(self, *args: object, **kw: object) -> object:
+        stmt = str(args[0])
+        if self.first and stmt.startswith("SELECT contact_events.event_id"):
+            self.first = False
+
+            class _Empty:
+                def scalars(self) -> list[str]:
+                    return []
+
+            return _Empty()
+        return self.conn.execute(*args, **kw)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+
+def test_a_race_on_the_same_event_counts_it_once(runtime: Runtime, tenant_id: int) -> None:
+    parsed = events.parse_batch(
+        [
+            _ev("o1", "order", "2026-02-03T12:00:00", amount=10),
+            _ev("o2", "order", "2026-02-04", amount=5),
+        ],
+        SH,
+    )
+    with runtime.engine.begin() as conn:
+        events.ingest(conn, runtime.clock, runtime.keyring, tenant_id, parsed[:1])
+    with runtime.engine.begin() as conn:
+        got = events.ingest(_Blind(conn), runtime.clock, runtime.keyring, tenant_id, parsed)  # type: ignore[arg-type]
+    assert (got.accepted, got.duplicates) == (1, 1)
+    with runtime.engine.connect() as conn:
+        cid = service.find_id(conn, runtime.keyring, tenant_id, "+8613812345678")
+        assert cid is not None
+        activity = service.get_contact(conn, tenant_id, cid)["activity"]
+    assert activity["orders_count"] == 2 and activity["revenue_fen"] == 1500

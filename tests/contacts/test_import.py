@@ -1,0 +1,346 @@
+"""Importing contact files into SQLite and PostgreSQL: formats, encodings, merges, suppression,
+failures half-way, and what ends up stored."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from openpyxl import Workbook
+
+from hongyan.contacts import fields, importer, service, suppression
+from hongyan.contacts.sources import ImportFileError
+from hongyan.db.scope import TenantScope, unscoped
+from hongyan.db.tables import consent_records, contact_imports, contacts
+from hongyan.errors import ValidationFailed
+from hongyan.runtime import Runtime
+
+HEADER = "手机号,姓名,性别,生日,城市,标签,会员等级\n"
+
+
+def _import(runtime: Runtime, tenant_id: int, data: bytes, **options: object):  # type: ignore[no-untyped-def]
+    opts = importer.ImportOptions(**options)  # type: ignore[arg-type]
+    return service.import_stream(runtime, tenant_id, io.BytesIO(data), "f.csv", opts)
+
+
+def _contacts(runtime: Runtime, tenant_id: int) -> list[dict[str, object]]:
+    with runtime.engine.connect() as conn:
+        return service.list_contacts(conn, runtime.keyring, tenant_id, limit=1000).items
+
+
+def test_formats_merge_and_counters(runtime: Runtime, tenant_id: int) -> None:
+    rows = [
+        "13812345678,李小龙,男,1990-05-06,上海,VIP,金卡",
+        "138 1234 5678,,,,,新客,",  # same number: tags united, empty cells keep values
+        "+86 139-0000-1111,王芳,女,1985/1/2,北京,,银卡",
+        "'0086 13900001111,王芳芳,,,,,",  # same again: the later name wins
+        "１３７００００２２２２,,,,,,",
+        "abc,x,,,,,",
+        "1381234567,短,,,,,",
+        "13712345678,张三,未知,,,,",
+    ]
+    result = _import(
+        runtime,
+        tenant_id,
+        (HEADER + "\n".join(rows) + "\n").encode(),
+        consent_source="门店扫码",
+        consent_proof="会员注册页勾选“接收优惠短信”",
+        tags=("2026双11",),
+    )
+    assert (result.rows, result.imported, result.updated, result.duplicates, result.invalid) == (
+        8,
+        3,
+        0,
+        2,
+        3,
+    )
+    assert result.rows == result.imported + result.updated + result.duplicates + result.invalid
+    assert [(e["line"], e["reason"]) for e in result.errors] == [
+        (7, "bad_characters"),
+        (8, "wrong_length"),
+        (9, "bad_gender"),
+    ]
+    assert result.columns["会员等级"] == "attr:会员等级:text"
+    listed = {c["phone_masked"]: c for c in _contacts(runtime, tenant_id)}
+    assert set(listed) == {"138****5678", "139****1111", "137****2222"}
+    li = listed["138****5678"]
+    assert li["name_masked"] == "李**" and li["gender"] == "m" and li["city"] == "上海"
+    assert li["tags"] == ["2026双11", "VIP", "新客"]
+    assert li["attrs"] == {"会员等级": "金卡"} and li["carrier"] == "cmcc"
+    assert li["number_province"] == "江苏" and (li["birth_month"], li["birth_decade"]) == (5, 1990)
+    wang = listed["139****1111"]
+    with runtime.engine.begin() as conn:
+        exported = service.export(
+            conn, runtime.clock, runtime.keyring, tenant_id, "+8613900001111", "test"
+        )
+        defs = fields.attribute_definitions(conn, tenant_id)
+    assert (
+        exported["contact"]["name"] == "王芳芳" and exported["contact"]["birthday"] == "1985-01-02"
+    )
+    assert wang["attrs"] == {"会员等级": "银卡"}
+    assert [(d.name, d.type) for d in defs] == [("会员等级", "text")]
+    assert exported["consent_records"][0]["proof"].startswith("会员注册页")
+
+    # Again with one change: existing contacts are updated, nothing duplicated.
+    again = _import(runtime, tenant_id, (HEADER + "13812345678,李龙,,,,,钻石\n").encode())
+    assert (again.imported, again.updated, again.duplicates) == (0, 1, 0)
+    li = {c["phone_masked"]: c for c in _contacts(runtime, tenant_id)}["138****5678"]
+    assert (
+        li["name_masked"] == "李*" and li["gender"] == "m" and li["attrs"] == {"会员等级": "钻石"}
+    )
+    assert li["tags"] == ["2026双11", "VIP", "新客"]
+
+
+def test_gbk_utf8_bom_utf16_and_tabs(runtime: Runtime, tenant_id: int) -> None:
+    text = HEADER + "13812345678,张伟,男,,杭州,,\n"
+    for data in (
+        text.encode("gbk"),
+        text.encode("gb18030"),
+        b"\xef\xbb\xbf" + text.encode(),
+        text.replace(",", "\t").encode("utf-16"),
+    ):
+        result = _import(runtime, tenant_id, data)
+        assert result.invalid == 0 and result.imported + result.updated == 1
+    [c] = _contacts(runtime, tenant_id)
+    assert c["city"] == "杭州" and c["name_masked"] == "张*"
+
+
+def test_xlsx(runtime: Runtime, tenant_id: int, tmp_path: Path) -> None:
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["手机", "客户姓名", "积分", "生日"])
+    sheet.append([13812345678, "赵六", 1200, None])  # a number Excel stored as a number
+    sheet.append(["+86 139 0000 1111", "钱七", "abc", None])
+    sheet.append(['=HYPERLINK("http://x")', "孙八", 1, None])
+    path = tmp_path / "c.xlsx"
+    book.save(path)
+    result = service.import_path(
+        runtime, tenant_id, path, importer.ImportOptions(mapping={"积分": "attr:积分:number"})
+    )
+    assert (result.imported, result.invalid) == (1, 2)
+    assert [e["reason"] for e in result.errors] == ["bad_attribute", "formula"]
+    [c] = _contacts(runtime, tenant_id)
+    assert c["attrs"] == {"积分": 1200}
+    with runtime.engine.connect() as conn:
+        csv = importer.error_rows_csv(conn, runtime.keyring, tenant_id, result.import_id).decode()
+    assert csv.startswith("\ufeff手机,客户姓名,积分,生日,line,reason,message")
+    assert "'=HYPERLINK" in csv  # the formula is escaped in the error file
+    assert "+86 139 0000 1111" in csv
+
+
+def test_suppressed_numbers_stay_suppressed(runtime: Runtime, tenant_id: int) -> None:
+    with runtime.engine.begin() as conn:
+        suppression.add(
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            [suppression.NewSuppression(tenant_id, "+8613812345678", "opt_out", "reply")],
+        )
+    result = _import(
+        runtime,
+        tenant_id,
+        (HEADER + "13812345678,李,,,,,\n13900001111,王,,,,,\n").encode(),
+        consent_source="import",
+        consent_proof="老客户名单",
+    )
+    assert (result.imported, result.suppressed) == (2, 1)
+    from hongyan.dispatch.states import Lane
+
+    with runtime.engine.connect() as conn:
+        assert suppression.is_suppressed(
+            conn, runtime.keyring, tenant_id, "+8613812345678", Lane.MARKETING, runtime.clock.now()
+        )
+        granted = conn.execute(
+            TenantScope(tenant_id).select(consent_records, sa.func.count())
+        ).scalar_one()
+    assert granted == 1  # only the number that is not suppressed
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "import_empty"),
+        (b"\x00\x01\x02binary\x00" * 100, "import_file_type"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "import_file_type"),
+        ("姓名,城市\n张三,上海\n".encode(), "import_no_phone_column"),
+        (b"abc,\x80\xff\n" * 20, "import_encoding"),
+        (b"PK\x03\x04not really a zip", "import_file_type"),
+        (HEADER.encode(), "import_empty"),
+    ],
+)
+def test_bad_files_store_nothing(runtime: Runtime, tenant_id: int, data: bytes, code: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        _import(runtime, tenant_id, data)
+    assert caught.value.code == code
+    assert caught.value.message_zh and caught.value.message_en
+    assert _contacts(runtime, tenant_id) == []
+    with runtime.engine.connect() as conn:
+        job = conn.execute(TenantScope(tenant_id).select(contact_imports)).mappings().one()
+    assert job["state"] == "failed" and job["error"]["code"] == code
+
+
+def test_failure_half_way_leaves_nothing(runtime: Runtime, tenant_id: int) -> None:
+    good = "".join(f"138{i:08d},名{i},,,,,\n" for i in range(120))
+    for tail, code in (
+        ("13900001111," + "x" * (70 * 1024) + ",,,,,\n", "import_line_too_long"),
+        ('13900001111,"unterminated\n', None),
+    ):
+        data = (HEADER + good + tail).encode()
+        try:
+            result = _import(runtime, tenant_id, data, batch_size=50)
+        except ImportFileError as exc:
+            assert exc.code == code
+        else:  # an unterminated quote at the end is read as one last (odd) row
+            assert code is None and result.rows == 121
+            continue
+        assert _contacts(runtime, tenant_id) == []
+    gbk_then_broken = (HEADER + good).encode("gbk") + b"\x81\x20broken\n"
+    with pytest.raises(ImportFileError) as caught:
+        _import(runtime, tenant_id, gbk_then_broken, batch_size=50)
+    assert caught.value.code in ("import_encoding", "import_csv_invalid")
+
+
+def test_failure_in_the_database_is_resumable(
+    runtime: Runtime, tenant_id: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls = {"n": 0}
+    real = importer._Writer.insert
+
+    def failing(self, rows):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk full")
+        real(self, rows)
+
+    monkeypatch.setattr(importer._Writer, "insert", failing)
+    lines = [f"138{i:08d},名,,,,,\n" for i in range(200)]
+    lines[120] = "bad,坏,,,,,\n"
+    lines[150] = "13800000007,重复,,,,,\n"  # repeats line 9 (stored before the failure)
+    path = tmp_path / "c.csv"
+    path.write_bytes((HEADER + "".join(lines)).encode())
+    opts = importer.ImportOptions(batch_size=50, consent_source="s", consent_proof="p")
+    with pytest.raises(RuntimeError):
+        service.import_path(runtime, tenant_id, path, opts)
+    assert len(_contacts(runtime, tenant_id)) == 100  # the two batches committed before
+    with runtime.engine.connect() as conn:
+        job = conn.execute(TenantScope(tenant_id).select(contact_imports)).mappings().one()
+        granted = conn.execute(
+            TenantScope(tenant_id).select(consent_records, sa.func.count())
+        ).scalar_one()
+    assert job["state"] == "failed" and job["error"]["code"] == "import_failed"
+    assert job["result"]["line"] == 101 and job["result"]["imported"] == 100 and granted == 100
+    monkeypatch.setattr(importer._Writer, "insert", real)
+    other = tmp_path / "other.csv"
+    other.write_bytes((HEADER + "13900000000,x,,,,,\n").encode())
+    with pytest.raises(ValidationFailed):  # not the same file
+        service.import_path(runtime, tenant_id, other, opts, resume=job["id"])
+    done = service.import_path(runtime, tenant_id, path, opts, resume=job["id"])
+    assert (done.rows, done.imported, done.invalid, done.duplicates) == (200, 198, 1, 1)
+    assert done.rows == done.imported + done.updated + done.duplicates + done.invalid
+    assert len(_contacts(runtime, tenant_id)) == 198
+    with runtime.engine.connect() as conn:
+        granted = conn.execute(
+            TenantScope(tenant_id).select(consent_records, sa.func.count())
+        ).scalar_one()
+    assert granted == 198
+    with pytest.raises(ValidationFailed):  # a finished import has nothing to resume
+        service.import_path(runtime, tenant_id, path, opts, resume=job["id"])
+
+
+def test_no_plaintext_at_rest(runtime: Runtime, tenant_id: int, tmp_path: Path) -> None:
+    from tests.security.test_storage_plaintext import _database_bytes, _forms
+
+    rng = random.Random(4)
+    numbers = [
+        f"{rng.choice(['138', '166', '199'])}{rng.randrange(10**7, 10**8)}" for _ in range(50)
+    ]
+    rows = "".join(f"{n},姓名{i}号,女,1991-03-04,上海,,\n" for i, n in enumerate(numbers))
+    rows += "1389274651,坏行,,,,,\n"  # refused rows are kept encrypted too
+    _import(runtime, tenant_id, (HEADER + rows).encode())
+    data = _database_bytes(runtime, tmp_path)
+    assert "上海".encode() in data  # the check reads the real storage
+    for n in [*numbers, "1389274651"]:
+        for form in _forms("+86" + n):
+            assert form not in data
+    assert "姓名7号".encode() not in data and b"1991-03-04" not in data
+
+
+def test_ciphertexts_are_tenant_bound(runtime: Runtime, tenant_id: int) -> None:
+    _import(runtime, tenant_id, (HEADER + "13812345678,李,,,,,\n").encode())
+    with runtime.engine.connect() as conn:
+        row = conn.execute(
+            unscoped(sa.select(contacts.c.phone_cipher, contacts.c.name_cipher), "test")
+        ).one()
+    ring = runtime.keyring
+    assert ring.decrypt(row.phone_cipher, f"tenant:{tenant_id}:phone") == "+8613812345678"
+    assert ring.decrypt(row.name_cipher, importer.name_context(tenant_id)) == "李"
+    from hongyan.security.rotation import ENCRYPTED_COLUMNS
+
+    listed = {(c.table.name, c.column) for c in ENCRYPTED_COLUMNS}
+    assert {
+        ("contacts", "phone_cipher"),
+        ("contacts", "name_cipher"),
+        ("contacts", "birthday_cipher"),
+        ("contact_import_errors", "raw_cipher"),
+    } <= listed
+
+
+def test_mapping_rules() -> None:
+    header = ["Mobile", "备注", "1bad", "城市"]
+    plan = importer.plan_mapping(header, {"备注": "ignore"})
+    assert importer.describe_mapping(header, plan) == {
+        "Mobile": "phone",
+        "备注": "ignore",
+        "1bad": "ignore",
+        "城市": "city",
+    }
+    with pytest.raises(ValidationFailed):
+        importer.plan_mapping(["手机", "电话"], {})  # two phone columns
+    with pytest.raises(ValidationFailed):
+        importer.plan_mapping(["手机"], {"手机": "nonsense"})
+    with pytest.raises(ValidationFailed):
+        importer.plan_mapping(["手机"], {"不存在": "name"})
+    with pytest.raises(ValidationFailed):
+        importer.ImportOptions(consent_source="x").check()  # a source needs its proof
+
+
+def test_pipelined_reader_gives_the_same_result(
+    runtime: Runtime, tenant_id: int, tmp_path: Path
+) -> None:
+    """The reader in a second process: same counters as in-process, broken files refused by it
+    before anything is stored."""
+    rows = "".join(f"138{i:08d},名{i},女,1990-01-0{i % 9 + 1},上海,VIP,金卡\n" for i in range(300))
+    rows += "13800000005,再来,,,,,\nbad,坏,,,,,\n"
+    path = tmp_path / "big.csv"
+    path.write_bytes((HEADER + rows).encode("gbk"))
+    opts = importer.ImportOptions(pipeline=True, batch_size=64)
+    result = service.import_path(runtime, tenant_id, path, opts)
+    assert (result.rows, result.imported, result.duplicates, result.invalid) == (302, 300, 1, 1)
+    [c] = [c for c in _contacts(runtime, tenant_id) if c["phone_masked"] == "138****0005"]
+    assert c["name_masked"] == "再*" and c["tags"] == ["VIP"]
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes((HEADER + rows).encode("gbk") + b"\x81\x20\n" + rows.encode())
+    before = len(_contacts(runtime, tenant_id))
+    with pytest.raises(ImportFileError) as caught:
+        service.import_path(runtime, tenant_id, broken, opts)
+    assert caught.value.code == "import_encoding"
+    assert len(_contacts(runtime, tenant_id)) == before
+
+
+def test_key_rotation_covers_contacts(runtime: Runtime, tenant_id: int) -> None:
+    from hongyan.security.keyring import KeyRing
+    from hongyan.security.rotation import pending, rotate
+
+    _import(runtime, tenant_id, (HEADER + "13812345678,李,男,1990-01-02,,,\nbad,x,,,,,\n").encode())
+    s = runtime.settings
+    new = KeyRing.parse(f"{s.data_keys},k2:{KeyRing.generate_key()}", "k2", s.index_key)
+    assert pending(runtime.engine, new) == 4  # number, name, birthday, refused row
+    rotate(runtime.engine, new)
+    assert pending(runtime.engine, new) == 0
+    with runtime.engine.begin() as conn:
+        out = service.export(conn, runtime.clock, new, tenant_id, "13812345678", "t")
+    assert out["contact"]["name"] == "李" and out["contact"]["birthday"] == "1990-01-02"

@@ -271,6 +271,10 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
         from hongyan.contacts import demo_data
 
         demo_data.seed(runtime, tenant.id)
+        # Stores, saved segments and RFM / lifecycle scores (issue 6).
+        from hongyan.audience import demo as audience_demo
+
+        audience_demo.seed(runtime, tenant.id)
     return {
         "tenant": SLUG,
         "email": EMAIL,

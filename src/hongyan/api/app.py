@@ -121,5 +121,8 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
     from hongyan.api.routers import contacts  # contacts, imports, events (issue 4)
 
     app.include_router(contacts.router, prefix="/api/v1")
+    from hongyan.api.routers import segments  # segments, audiences, RFM, lifecycle (issue 6)
+
+    app.include_router(segments.router, prefix="/api/v1")
     console.install(app)
     return app

@@ -383,10 +383,15 @@ def _dispatcher_jobs(runtime: Runtime) -> list[Any]:
 
 
 def _webhook_jobs(runtime: Runtime) -> list[Any]:
-    """The webhook worker, which runs wherever a dispatcher runs."""
+    """The webhook worker, which runs wherever a dispatcher runs (with the audience scheduler,
+    which recomputes RFM, lifecycle and locations when they are due)."""
+    from hongyan.audience import recompute
     from hongyan.webhooks import delivery
 
-    return [lambda stop: delivery.run(runtime, stop)]
+    return [
+        lambda stop: delivery.run(runtime, stop),
+        lambda stop: recompute.run_schedule(runtime.engine, runtime.clock, stop),
+    ]
 
 
 @app.command()
@@ -631,3 +636,12 @@ def _register_contacts() -> None:
 
 
 _register_contacts()
+
+
+def _register_audiences() -> None:
+    from hongyan.cli.segments import register  # segments, rfm, lifecycle, stores (issue 6)
+
+    register(app)
+
+
+_register_audiences()

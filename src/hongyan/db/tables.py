@@ -787,3 +787,146 @@ contact_import_errors = sa.Table(
     sa.Index("ix_contact_import_errors_import", "import_id", "line"),
     info=SCOPED,
 )
+
+# -- audiences (issue 6; see docs/architecture.md "Audiences") ------------------------------------
+
+# A saved segment: a named rule tree (hongyan.audience.rules) over a tenant's contacts.
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(index=False),  # served by uq_segments_name
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("description", sa.String(500), nullable=False, server_default=""),
+    sa.Column("rule", sa.JSON, nullable=False),
+    sa.Column("created_by", sa.String(80), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", name="uq_segments_name"),
+    info=SCOPED,
+)
+
+# Per contact: RFM scores (1-5, buyers only) and group, and the lifecycle stage, as of the last
+# recompute (hongyan.audience.recompute, an upsert of every contact; an erased contact's row goes
+# with it by the foreign key). Rules evaluate the lifecycle live against their clock.
+contact_scores = sa.Table(
+    "contact_scores",
+    metadata,
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    ),
+    tenant_fk(index=False),
+    sa.Column("r_score", sa.SmallInteger, nullable=True),
+    sa.Column("f_score", sa.SmallInteger, nullable=True),
+    sa.Column("m_score", sa.SmallInteger, nullable=True),
+    sa.Column("rfm_group", sa.String(20), nullable=True),
+    sa.Column("lifecycle", sa.String(12), nullable=False),
+    sa.Column("computed_at", UTCDateTime, nullable=False),
+    # One index besides the key, on a column a recompute never changes: every recompute
+    # rewrites every row, and each index is one more write per row.
+    sa.Index("ix_contact_scores_tenant", "tenant_id"),
+    info=SCOPED,
+)
+
+# A tenant's audience settings: lifecycle thresholds in days, RFM group split points (None:
+# the mean score of the tenant's buyers), the custom attribute that locates a contact, and when
+# scores were last computed.
+audience_settings = sa.Table(
+    "audience_settings",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.Integer,
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("new_days", sa.Integer, nullable=False, server_default="30"),
+    sa.Column("active_days", sa.Integer, nullable=False, server_default="30"),
+    sa.Column("dormant_days", sa.Integer, nullable=False, server_default="90"),
+    sa.Column("lost_days", sa.Integer, nullable=False, server_default="180"),
+    sa.Column("r_split", sa.Float, nullable=True),
+    sa.Column("f_split", sa.Float, nullable=True),
+    sa.Column("m_split", sa.Float, nullable=True),
+    sa.Column("location_attribute", sa.String(40), nullable=True),
+    sa.Column("recompute_hours", sa.Integer, nullable=False, server_default="24"),
+    sa.Column("computed_at", UTCDateTime, nullable=True),
+    sa.Column("computed", sa.JSON, nullable=False, default=dict),  # the last run's figures
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    info=SCOPED,
+)
+
+# A tenant's stores (门店), for "within N km of a store".
+stores = sa.Table(
+    "stores",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("lat", sa.Float, nullable=False),
+    sa.Column("lon", sa.Float, nullable=False),
+    sa.Column("address", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", name="uq_stores_name"),
+    info=SCOPED,
+)
+
+# Where a contact is, as well as we know (coordinates from the location attribute, else the
+# centre of a district or city): latitude/longitude for the bounding-box index, and the point on
+# the unit sphere (x, y, z) so the exact great-circle test is arithmetic on both databases.
+contact_locations = sa.Table(
+    "contact_locations",
+    metadata,
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    ),
+    tenant_fk(index=False),
+    sa.Column("lat", sa.Float, nullable=False),
+    sa.Column("lon", sa.Float, nullable=False),
+    sa.Column("x", sa.Float, nullable=False),
+    sa.Column("y", sa.Float, nullable=False),
+    sa.Column("z", sa.Float, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # coordinates, place, city, number_city
+    sa.Column("place", sa.String(40), nullable=True),  # the district or city it stands for
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_contact_locations_box", "tenant_id", "lat", "lon"),
+    info=SCOPED,
+)
+
+# A segment frozen at a moment for a campaign: every contact the rule matched, with the verdict
+# that decides whether it is sent to (included) or why not (suppressed, no_consent).
+audiences = sa.Table(
+    "audiences",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(),
+    sa.Column(
+        "segment_id", sa.Integer, sa.ForeignKey("segments.id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("purpose", sa.String(16), nullable=False),  # marketing, notification
+    sa.Column("campaign_ref", sa.String(64), nullable=True),
+    sa.Column("rule", sa.JSON, nullable=False),  # the rule as it was, segments inlined
+    sa.Column("counts", sa.JSON, nullable=False, default=dict),
+    sa.Column("created_by", sa.String(80), nullable=False),
+    sa.Column("taken_at", UTCDateTime, nullable=False),
+    info=SCOPED,
+)
+
+audience_members = sa.Table(
+    "audience_members",
+    metadata,
+    sa.Column(
+        "audience_id",
+        sa.Integer,
+        sa.ForeignKey("audiences.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    ),
+    tenant_fk(index=False),
+    sa.Column("phone_index", sa.LargeBinary(32), nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),  # included, suppressed, no_consent
+    sa.Index("ix_audience_members_status", "tenant_id", "audience_id", "status"),
+    info=SCOPED,
+)

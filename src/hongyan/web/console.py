@@ -46,7 +46,7 @@ NAV: list[tuple[str, str]] = [
     ("reports", "nav.reports"),
     ("settings", "nav.settings"),
 ]
-BUILT = {"dashboard", "messages", "inbox", "suppressions", "content", "contacts"}
+BUILT = {"dashboard", "messages", "inbox", "suppressions", "content", "contacts", "audiences"}
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -465,4 +465,7 @@ def install(app: FastAPI) -> None:
     from hongyan.web import contacts  # contacts list and imports (issue 4)
 
     contacts.install(app)
+    from hongyan.web import audience  # segments, RFM, lifecycle (issue 6)
+
+    audience.install(app)
     app.add_api_route("/console/{name}", section, methods=["GET"], include_in_schema=False)

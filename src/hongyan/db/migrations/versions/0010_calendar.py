@@ -1,7 +1,7 @@
 """holiday arrangements loaded by the operator
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-29 22:30:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from hongyan.db.types import UTCDateTime
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

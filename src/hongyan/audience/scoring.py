@@ -1,0 +1,238 @@
+"""Lifecycle stages and RFM: the rules as pure functions, the same rules as SQL expressions.
+
+**Lifecycle** (:func:`stage`), evaluated against a clock with the tenant's thresholds (days),
+first match wins:
+
+1. ``new``: first seen (the earlier of registration and first order) within ``new_days``;
+2. ``active``: an order within ``active_days``;
+3. ``lost``: no interaction at all (any event) for more than ``lost_days``;
+4. ``dormant``: has ordered, but not for more than ``dormant_days``;
+5. ``lapsing``: has ordered, last order between ``active_days`` and ``dormant_days`` ago;
+6. ``potential``: browsed, favourited or carted, never ordered;
+7. ``none``: no behaviour known (an imported list without events).
+
+**RFM** (:func:`quantile_scores`): over the tenant's buyers (at least one order), each of
+recency (the last order's time: later is better), frequency (orders) and monetary (revenue in
+fen) is scored 1–5 by quantile: a buyer's score is ``1 + floor(5 × L / N)``, where ``N`` is the
+number of buyers and ``L`` the number of buyers with a strictly *lower* value. So the bottom
+fifth scores 1 and the top fifth 5, and equal values always get equal scores: a tie sits in the
+fifth where its first member falls (in SQL: ``RANK()`` gives ``L + 1``). Contacts who never
+ordered have no scores.
+
+**Groups** (:func:`group`): each score is *high* when it is above the split point of its
+dimension: by default the mean score of the tenant's buyers (high = strictly above the mean),
+or a threshold the tenant sets (high = at or above it, e.g. 4). The eight classic groups:
+
+=====  =====  =====  ==================  =========================
+R      F      M      group               代码
+=====  =====  =====  ==================  =========================
+high   high   high   重要价值客户         ``important_value``
+high   low    high   重要发展客户         ``important_develop``
+low    high   high   重要保持客户         ``important_keep``
+low    low    high   重要挽留客户         ``important_retain``
+high   high   low    一般价值客户         ``general_value``
+high   low    low    一般发展客户         ``general_develop``
+low    high   low    一般保持客户         ``general_keep``
+low    low    low    一般挽留客户         ``general_retain``
+=====  =====  =====  ==================  =========================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from hongyan.db.types import UTCDateTime
+from hongyan.errors import ValidationFailed
+
+GROUP_OF: dict[tuple[bool, bool, bool], str] = {
+    (True, True, True): "important_value",
+    (True, False, True): "important_develop",
+    (False, True, True): "important_keep",
+    (False, False, True): "important_retain",
+    (True, True, False): "general_value",
+    (True, False, False): "general_develop",
+    (False, True, False): "general_keep",
+    (False, False, False): "general_retain",
+}
+GROUP_NAMES = {
+    "important_value": ("重要价值客户", "Important value"),
+    "important_develop": ("重要发展客户", "Important to develop"),
+    "important_keep": ("重要保持客户", "Important to keep"),
+    "important_retain": ("重要挽留客户", "Important to win back"),
+    "general_value": ("一般价值客户", "General value"),
+    "general_develop": ("一般发展客户", "General to develop"),
+    "general_keep": ("一般保持客户", "General to keep"),
+    "general_retain": ("一般挽留客户", "General to win back"),
+}
+STAGE_NAMES = {
+    "potential": ("潜在客户", "Potential"),
+    "new": ("新客户", "New"),
+    "active": ("活跃客户", "Active"),
+    "lapsing": ("待唤醒客户", "Lapsing"),
+    "dormant": ("沉睡客户", "Dormant"),
+    "lost": ("流失客户", "Lost"),
+    "none": ("暂无行为", "No behaviour"),
+}
+# The order of the funnel: from first interest to gone.
+FUNNEL = ("potential", "new", "active", "lapsing", "dormant", "lost")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    new_days: int = 30
+    active_days: int = 30
+    dormant_days: int = 90
+    lost_days: int = 180
+
+    def check(self) -> Thresholds:
+        values = (self.new_days, self.active_days, self.dormant_days, self.lost_days)
+        if any(not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 3650 for v in values):
+            raise ValidationFailed(
+                "Lifecycle thresholds are whole days from 1 to 3650",
+                "生命周期阈值须为 1–3650 的整数天数",
+            )
+        if not self.active_days <= self.dormant_days <= self.lost_days:
+            raise ValidationFailed(
+                "Lifecycle thresholds must satisfy active ≤ dormant ≤ lost",
+                "生命周期阈值须满足：活跃 ≤ 沉睡 ≤ 流失",
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Where a score turns high, per dimension: None = above the buyers' mean score."""
+
+    r: float | None = None
+    f: float | None = None
+    m: float | None = None
+
+    def check(self) -> Splits:
+        for v in (self.r, self.f, self.m):
+            if v is not None and (isinstance(v, bool) or not 1 <= v <= 5):
+                raise ValidationFailed(
+                    "An RFM split is a score from 1 to 5 (or empty for the mean)",
+                    "RFM 分界须为 1–5 的分数（留空表示取平均值）",
+                )
+        return self
+
+
+# -- pure --------------------------------------------------------------------------------------
+
+
+def stage(activity: Mapping[str, Any] | None, now: datetime, t: Thresholds) -> str:
+    """The lifecycle stage of a contact's aggregates (``contact_activity`` columns) at ``now``."""
+    if activity is None:
+        return "none"
+    first = [v for v in (activity.get("registered_at"), activity.get("first_order_at")) if v]
+    if first and min(first) >= now - timedelta(days=t.new_days):
+        return "new"
+    last_order = activity.get("last_order_at")
+    if last_order is not None and last_order >= now - timedelta(days=t.active_days):
+        return "active"
+    last_seen = activity.get("last_interaction_at")
+    if last_seen is not None and last_seen < now - timedelta(days=t.lost_days):
+        return "lost"
+    if (activity.get("orders_count") or 0) > 0:
+        if last_order is not None and last_order < now - timedelta(days=t.dormant_days):
+            return "dormant"
+        return "lapsing"
+    if any(activity.get(k) for k in ("last_browse_at", "last_favourite_at", "last_cart_at")):
+        return "potential"
+    return "none"
+
+
+def quantile_scores(values: Sequence[Any]) -> list[int]:
+    """1–5 per value: ``1 + floor(5 × (values strictly lower) / N)`` (ties share a score)."""
+    n = len(values)
+    order = sorted(values)
+    from bisect import bisect_left
+
+    return [1 + (5 * bisect_left(order, v)) // n for v in values]
+
+
+def high(score: int, split: float | None, mean: float) -> bool:
+    return score > mean if split is None else score >= split
+
+
+def group(r: int, f: int, m: int, splits: Splits, means: tuple[float, float, float]) -> str:
+    return GROUP_OF[
+        (high(r, splits.r, means[0]), high(f, splits.f, means[1]), high(m, splits.m, means[2]))
+    ]
+
+
+# -- the same in SQL ---------------------------------------------------------------------------
+
+
+def _at(value: datetime) -> Any:
+    return sa.literal(value, UTCDateTime)
+
+
+def stage_sql(a: Any, now: datetime, t: Thresholds) -> sa.ColumnElement[str]:
+    """:func:`stage` as a ``CASE`` over the columns of ``a`` (``contact_activity`` or an alias,
+    outer-joined: a contact without a row is ``none``)."""
+    first_seen = sa.case(
+        (a.c.registered_at.is_(None), a.c.first_order_at),
+        (a.c.first_order_at.is_(None), a.c.registered_at),
+        (a.c.registered_at < a.c.first_order_at, a.c.registered_at),
+        else_=a.c.first_order_at,
+    )
+    return sa.case(
+        (a.c.contact_id.is_(None), "none"),
+        (first_seen >= _at(now - timedelta(days=t.new_days)), "new"),
+        (a.c.last_order_at >= _at(now - timedelta(days=t.active_days)), "active"),
+        (a.c.last_interaction_at < _at(now - timedelta(days=t.lost_days)), "lost"),
+        (
+            sa.and_(
+                a.c.orders_count > 0,
+                a.c.last_order_at < _at(now - timedelta(days=t.dormant_days)),
+            ),
+            "dormant",
+        ),
+        (a.c.orders_count > 0, "lapsing"),
+        (
+            sa.or_(
+                a.c.last_browse_at.is_not(None),
+                a.c.last_favourite_at.is_not(None),
+                a.c.last_cart_at.is_not(None),
+            ),
+            "potential",
+        ),
+        else_="none",
+    )
+
+
+def quintile_sql(rank: Any, n: Any) -> Any:
+    """``1 + floor(5 × (rank − 1) / n)`` in integer arithmetic (both databases divide integers
+    with truncation, and every term is non-negative)."""
+    return 1 + (5 * (rank - 1)) // n
+
+
+def high_sql(score: Any, split: float | None, mean: Any) -> sa.ColumnElement[bool]:
+    return score > mean if split is None else score >= split
+
+
+def group_sql(
+    r: Any, f: Any, m: Any, splits: Splits, means: tuple[Any, Any, Any]
+) -> sa.ColumnElement[str]:
+    hr, hf, hm = (
+        high_sql(r, splits.r, means[0]),
+        high_sql(f, splits.f, means[1]),
+        high_sql(m, splits.m, means[2]),
+    )
+    whens = []
+    for (br, bf, bm), name in GROUP_OF.items():
+        whens.append(
+            (
+                sa.and_(
+                    hr if br else sa.not_(hr), hf if bf else sa.not_(hf), hm if bm else sa.not_(hm)
+                ),
+                name,
+            )
+        )
+    return sa.case(*whens)

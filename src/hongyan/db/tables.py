@@ -187,6 +187,11 @@ messages = sa.Table(
     # content (migration 0008): the approved template version the text was rendered from.
     # No foreign key: versions are never deleted, and the outbox's inserts stay check-free.
     sa.Column("template_version_id", sa.Integer, nullable=True),
+    # campaigns (migration 0011): what planned the message, for the funnel, caps and attribution.
+    # No foreign keys, for the same reason; a campaign's messages outlive nothing they point to.
+    sa.Column("campaign_id", sa.Integer, nullable=True),
+    sa.Column("variant", sa.String(16), nullable=True),
+    sa.Column("contact_id", BigId, nullable=True),
     # The hot path changes a message's row three times (claimed, submitted, final) and every
     # change writes an entry in every index whose predicate the row meets: so the claim and lease
     # indexes hold only the rows they serve, and only keyed messages enter the idempotency index.
@@ -223,6 +228,15 @@ messages = sa.Table(
     sa.Index("ix_messages_dest", "tenant_id", "dest_index"),
     # Send records, newest first per tenant (keyset paging on created_at, id).
     sa.Index("ix_messages_tenant_created", "tenant_id", "created_at", "id"),
+    # A campaign's messages by variant: pause/resume/cancel, the funnel, frequency caps.
+    sa.Index(
+        "ix_messages_campaign",
+        "tenant_id",
+        "campaign_id",
+        "variant",
+        postgresql_where=sa.text("campaign_id IS NOT NULL"),
+        sqlite_where=sa.text("campaign_id IS NOT NULL"),
+    ),
     info=SCOPED,
 )
 

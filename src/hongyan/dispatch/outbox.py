@@ -54,6 +54,11 @@ class NewMessage:
     # The approved template version the text was rendered from; marketing needs one
     # (hongyan.content.gate).
     template_version_id: int | None = None
+    # What planned it (a campaign's set-based materialisation writes these itself; a journey
+    # step or a test enqueues one message with them).
+    campaign_id: int | None = None
+    variant: str | None = None
+    contact_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,9 @@ def enqueue(
         "carrier": carrier_of(new.to),
         "body": new.text,
         "template_version_id": new.template_version_id,
+        "campaign_id": new.campaign_id,
+        "variant": new.variant,
+        "contact_id": new.contact_id,
         "encoding": text_plan.encoding,
         "parts": text_plan.parts,
         "state": State.PLANNED.value,

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from hongyan.api.app import create_app
 from hongyan.clock import FixedClock
@@ -26,6 +28,17 @@ from hongyan.settings import Settings
 
 PG_URL = os.environ.get("HONGYAN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Properties, not timings: a loaded machine must not fail a property test by its clock (the
+# benchmarks measure speed). CI draws the same examples every run, so a red CI is reproducible.
+hypothesis_settings.register_profile(
+    "hongyan",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=IN_CI,
+    database=None if IN_CI else hypothesis_settings.default.database,
+)
+hypothesis_settings.load_profile("hongyan")
 
 
 def _pg_admin() -> sa.Engine | None:

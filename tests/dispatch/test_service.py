@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 
@@ -57,8 +58,11 @@ def test_loop_delivers_and_reconnects(runtime: Runtime) -> None:
     port = _free_port()
     cfg = service.parse_smpp_url(f"smpp://hongyan:pw-1@127.0.0.1:{port}")
 
-    async def until(cond, seconds: float = 10) -> None:  # type: ignore[no-untyped-def]
-        for _ in range(int(seconds / 0.05)):
+    async def until(cond, seconds: float = 30) -> None:  # type: ignore[no-untyped-def]
+        # Generous: on a loaded machine the reconnect and the receipt take their time; what is
+        # tested is that they happen, not how fast.
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
             if cond():
                 return
             await asyncio.sleep(0.05)
@@ -77,9 +81,9 @@ def test_loop_delivers_and_reconnects(runtime: Runtime) -> None:
         await asyncio.sleep(0.3)
         smsc = SandboxSmsc(SandboxConfig(port=port, credentials=CREDS))
         await smsc.start()
-        await until(lambda: state(second) == "delivered", 15)
+        await until(lambda: state(second) == "delivered")
         stop.set()
         await asyncio.wait_for(loop, 10)
         await smsc.stop()
 
-    asyncio.run(asyncio.wait_for(scenario(), 40))
+    asyncio.run(asyncio.wait_for(scenario(), 120))

@@ -37,8 +37,9 @@ DEFAULT_VALIDITY = {
 }
 
 
-def dest_context(tenant_id: int) -> str:
-    return f"tenant:{tenant_id}:phone"
+# A number is encrypted and indexed under one context per tenant wherever it is stored (contacts,
+# suppression, messages), so a contact's ciphertext and blind index are a message's as they are.
+dest_context = suppression.phone_context
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from hongyan.db.scope import TenantScope, unscoped
 from hongyan.db.tables import messages
 from hongyan.dispatch.outbox import dest_context
 from hongyan.dispatch.states import Lane
-from hongyan.runtime import Runtime
+from hongyan.runtime import Runtime, settle_heap
 from hongyan.security.keyring import KeyRing, mask_phone
 from hongyan.settings import Settings
 from hongyan.tenants import service
@@ -100,6 +100,7 @@ def _carrier_main(pipe: Connection) -> None:
             )
             return
 
+    settle_heap()  # as `hongyan sandbox` does
     asyncio.run(main())
 
 
@@ -176,6 +177,7 @@ async def _bare(port: int) -> dict[str, Any]:
 
 def _anchor() -> dict[str, Any]:
     carrier = Carrier()
+    settle_heap()  # as the dispatcher does: the anchor's client gets the same collector settings
     cpu0 = time.process_time()
     try:
         result = asyncio.run(_bare(carrier.port))

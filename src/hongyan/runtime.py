@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
@@ -42,3 +43,19 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def settle_heap() -> None:
+    """Keep the cyclic garbage collector off the objects a long-running process starts with.
+
+    Called once by the dispatcher, the server and the demo after start-up, before work begins.
+    Every object alive then (modules, SQLAlchemy's compiled statements, the key ring) moves to the
+    collector's permanent generation, which full collections no longer traverse; the young
+    generation is collected every 20,000 net allocations rather than every 700. Measured on the
+    dispatcher (``bench/wl_spine.py`` on PostgreSQL): the collector took 17 % of its CPU time
+    before, each full collection scanning the whole start-up heap. The hot path makes few
+    reference cycles, so what the collector still finds is freed a little later, not lost.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)

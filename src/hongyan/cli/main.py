@@ -14,7 +14,7 @@ import typer
 from hongyan.cli.output import emit, fail, note
 from hongyan.errors import HongyanError
 from hongyan.logs import configure as configure_logs
-from hongyan.runtime import Runtime
+from hongyan.runtime import Runtime, settle_heap
 from hongyan.security.roles import Role
 from hongyan.settings import Settings, get_settings
 
@@ -418,6 +418,7 @@ def dispatcher() -> None:
             loop.add_signal_handler(sig, stop.set)
         await asyncio.gather(service.run(runtime, stop), *(j(stop) for j in _webhook_jobs(runtime)))
 
+    settle_heap()
     asyncio.run(main())
 
 
@@ -525,6 +526,7 @@ def sandbox(
 
     configure_logs()
     with contextlib.suppress(KeyboardInterrupt):
+        settle_heap()
         asyncio.run(main())
 
 
@@ -541,8 +543,10 @@ def serve(
 
     runtime = open_runtime()
     configure_logs()
+    app_ = create_app(runtime, _dispatcher_jobs(runtime))
+    settle_heap()
     uvicorn.run(
-        create_app(runtime, _dispatcher_jobs(runtime)),
+        app_,
         host=host or runtime.settings.host,
         port=port or runtime.settings.port,
         log_config=None,
@@ -584,7 +588,9 @@ def demo(
 
         configure_logs(logging.WARNING)
         jobs = [*sandbox_jobs(runtime), *_webhook_jobs(runtime)]
-        uvicorn.run(create_app(runtime, jobs), host=host, port=port, log_config=None)
+        demo_app = create_app(runtime, jobs)
+        settle_heap()
+        uvicorn.run(demo_app, host=host, port=port, log_config=None)
 
 
 @tenant_app.command("ext")

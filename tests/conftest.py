@@ -8,6 +8,7 @@ fails the run; elsewhere the PostgreSQL half is skipped with the reason shown.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -86,20 +87,73 @@ def test_settings(tmp_path: Path, database_url: str) -> Settings:
     )
 
 
+# Databases already at the head revision, made once per run and per backend: a test that uses
+# the migrated ``runtime`` gets a copy (a file copy on SQLite, CREATE DATABASE … TEMPLATE on
+# PostgreSQL) instead of running every migration again, which cost 1.5–3 s a test. The migrations
+# themselves are still tested from an empty database (tests/db/test_migrate.py, ``bare_runtime``).
+_TEMPLATES: dict[str, str] = {}
+#: URLs of test databases that were copied from a template (already migrated).
+MIGRATED: set[str] = set()
+
+
+def _template(backend: str, factory: pytest.TempPathFactory) -> str:
+    if backend not in _TEMPLATES:
+        if backend == "sqlite":
+            path = factory.mktemp("template") / "migrated.db"
+            engine = sa.create_engine(f"sqlite:///{path}")
+            _TEMPLATES[backend] = str(path)
+        else:
+            admin = pg_admin()
+            assert admin is not None
+            name = f"hongyan_tmpl_{uuid.uuid4().hex[:12]}"
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            url = sa.engine.make_url(PG_URL).set(drivername="postgresql+psycopg", database=name)
+            engine = sa.create_engine(url)
+            _TEMPLATES[backend] = name
+        try:
+            migrate.upgrade(engine)
+        finally:
+            engine.dispose()  # a template database must have no connections when it is copied
+    return _TEMPLATES[backend]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    name = _TEMPLATES.pop("postgres", None)
+    admin = pg_admin()
+    if name and admin is not None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     backend = getattr(request, "param", "sqlite")
+    # Only a test that asks for the migrated runtime gets a copy of the template.
+    migrated = "runtime" in request.fixturenames
+    factory = request.getfixturevalue("tmp_path_factory")
     if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
+        path = tmp_path / "test.db"
+        url = f"sqlite:///{path}"
+        if migrated:
+            shutil.copyfile(_template(backend, factory), path)
+            MIGRATED.add(url)
+        yield url
+        MIGRATED.discard(url)
         return
     admin = pg_admin()
     if admin is None:
         pytest.skip(f"PostgreSQL at {PG_URL} does not answer; PostgreSQL half skipped")
     name = f"hongyan_test_{uuid.uuid4().hex[:12]}"
+    template = f' TEMPLATE "{_template(backend, factory)}"' if migrated else ""
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"{template}'))
     base = sa.engine.make_url(PG_URL)
-    yield base.set(database=name).render_as_string(hide_password=False)
+    url = base.set(database=name).render_as_string(hide_password=False)
+    if migrated:
+        MIGRATED.add(url)
+    yield url
+    MIGRATED.discard(url)
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -120,10 +174,16 @@ def bare_runtime(tmp_path: Path, database_url: str, clock: FixedClock) -> Iterat
     runtime.close()
 
 
+def migrated(runtime: Runtime) -> Runtime:
+    """The runtime with its database at the head revision (copied from a template, or migrated)."""
+    if runtime.settings.database_url not in MIGRATED:
+        migrate.upgrade(runtime.engine)
+    return runtime
+
+
 @pytest.fixture
 def runtime(bare_runtime: Runtime) -> Runtime:
-    migrate.upgrade(bare_runtime.engine)
-    return bare_runtime
+    return migrated(bare_runtime)
 
 
 @pytest.fixture

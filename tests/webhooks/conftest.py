@@ -14,17 +14,17 @@ from typing import Any
 
 import pytest
 
-from hongyan.db import migrate
 from hongyan.runtime import Runtime
 from hongyan.tenants import service as tenants
 from hongyan.webhooks import service
 from hongyan.webhooks.signing import HEADER, verify_signature
+from tests.conftest import migrated
 
 
 @pytest.fixture
 def runtime(bare_runtime: Runtime) -> Runtime:
     """The shared runtime, migrated, allowed to deliver to loopback receivers."""
-    migrate.upgrade(bare_runtime.engine)
+    migrated(bare_runtime)
     bare_runtime.settings = bare_runtime.settings.model_copy(update={"webhook_allow_private": True})
     return bare_runtime
 

@@ -17,8 +17,9 @@ Which messages can be sent twice, exactly: a message whose submit reached the ca
 ``submitted`` record was never written. That happens when (a) the dispatcher process dies
 between the carrier's acceptance and the commit of the record (at most the messages claimed
 and not yet recorded: ``batch``), (b) its lease runs out while the submit is in flight (the
-lease is 60 s against a 10 s response timeout, so only a stalled process; a claim on paced
-channels is cut to what they can send in half a lease), or (c) the connection drops
+lease is 60 s against a 10 s response timeout, and a running dispatcher renews the leases of
+what it holds every third of a lease, so only a process stalled for a whole lease; a claim on
+paced channels is cut to what they can send in half a lease), or (c) the connection drops
 after the carrier took a submit but before its response arrived (at most ``window`` per bind):
 the submit fails as transient and the message is tried again. SMPP 3.4 has no idempotent submit
 that would let us ask the carrier; a long message refused part-way is also sent again whole.
@@ -242,6 +243,10 @@ class Dispatcher:
             )
         return claimed, blocked
 
+    def _renew(self, ids: list[int]) -> None:
+        with self._writing() as conn:
+            outbox.renew(conn, self.runtime.clock, owner=self.owner, ids=ids, lease=self.lease)
+
     def _claim_limit(self) -> int:
         """``batch``, or less when paced channels could not send that within half a lease."""
         rates = [b.rate for n, b in self.pool.buckets.items() if n in self.pool.channels]
@@ -272,8 +277,9 @@ class Dispatcher:
         """
         outcomes: list[Outcome] = []
         sending: set[asyncio.Task[Outcome]] = set()
+        held: set[int] = set()  # ids claimed and not yet recorded: their leases are renewed
         failures: list[BaseException] = []
-        sent, room = asyncio.Event(), asyncio.Event()
+        sent, room, recorded_all = asyncio.Event(), asyncio.Event(), asyncio.Event()
         state = {"outstanding": 0, "claiming": True, "recording": True}
 
         def finished(task: asyncio.Task[Outcome]) -> None:
@@ -304,6 +310,7 @@ class Dispatcher:
                         await _wait(stop, idle)
                         continue
                     state["outstanding"] += len(claimed)
+                    held.update(c.id for c in claimed)
                     batch = _Batch(blocked, self.pool.ready(), {})
                     for c in claimed:
                         task = asyncio.create_task(self._send(c, batch))
@@ -325,11 +332,13 @@ class Dispatcher:
                     await self.db_call(self._record, group)
                     for o in group:
                         self._unrecorded.difference_update((o.channel, i) for i in o.carrier_ids)
+                        held.discard(o.claimed.id)
                     state["outstanding"] -= len(group)
                     room.set()
                     self.pool.arrived.set()  # receipts held back for these may go now
             finally:
                 state["recording"] = False
+                recorded_all.set()
                 self.pool.arrived.set()
 
         async def storer() -> None:
@@ -340,7 +349,16 @@ class Dispatcher:
                 # Let a few more arrive: one transaction for many receipts, not one each.
                 await asyncio.sleep(min(idle, GATHER))
 
-        workers = [asyncio.create_task(w()) for w in (claimer, recorder, storer)]
+        async def renewer() -> None:
+            # A live dispatcher's messages are not another's to take over, however slow the
+            # carrier or the machine: every third of a lease, the leases of what it holds run on.
+            every = self.lease.total_seconds() / 3
+            while state["recording"]:
+                await _wait(recorded_all, every)
+                if held and state["recording"]:
+                    await self.db_call(self._renew, list(held))
+
+        workers = [asyncio.create_task(w()) for w in (claimer, recorder, storer, renewer)]
         try:
             await asyncio.gather(*workers)
         finally:

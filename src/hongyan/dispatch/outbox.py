@@ -24,6 +24,7 @@ from hongyan.contacts.numbers import carrier_of
 from hongyan.content import gate
 from hongyan.content.encoding import plan
 from hongyan.db.scope import TenantScope, unscoped
+from hongyan.db.sql import among
 from hongyan.db.tables import messages
 from hongyan.dispatch.states import Lane, State, check_move
 from hongyan.errors import Conflict, NotFound, ValidationFailed
@@ -267,6 +268,24 @@ def _take(
         )
     )
     return list(conn.execute(unscoped(stmt, "the dispatcher serves every tenant")).all())
+
+
+def renew(conn: Connection, clock: Clock, *, owner: str, ids: list[int], lease: timedelta) -> int:
+    """Extend the leases ``owner`` holds on ``ids`` (still sending); returns how many ran on."""
+    m = messages
+    result = conn.execute(
+        unscoped(
+            sa.update(m)
+            .where(
+                among(conn, m.c.id, ids, sa.BigInteger),
+                m.c.state == State.SENDING.value,
+                m.c.lease_owner == owner,
+            )
+            .values(lease_until=clock.now() + lease),
+            "a dispatcher renews the leases it holds, whatever their tenant",
+        )
+    )
+    return int(result.rowcount)
 
 
 def move(

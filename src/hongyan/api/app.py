@@ -125,4 +125,7 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
 
     app.include_router(segments.router, prefix="/api/v1")
     console.install(app)
+    from hongyan.tracking import redirector  # short links: GET /{code}, after every other route
+
+    redirector.install(app, runtime)
     return app

@@ -1035,7 +1035,7 @@ coupons = sa.Table(
     sa.Column("issued_at", UTCDateTime, nullable=True),
     sa.Column("expires_at", UTCDateTime, nullable=True),
     sa.Column("redeemed_at", UTCDateTime, nullable=True),
-    sa.Column("order_key", sa.String(64), nullable=True),
+    sa.Column("order_key", sa.String(80), nullable=True),
     sa.UniqueConstraint("tenant_id", "code", name="uq_coupons_code"),
     sa.Index("ix_coupons_pool_state", "tenant_id", "pool_id", "state"),
     info=SCOPED,
@@ -1048,8 +1048,8 @@ conversions = sa.Table(
     metadata,
     sa.Column("id", BigId, primary_key=True),
     tenant_fk(index=False),
-    sa.Column("order_key", sa.String(64), nullable=False),
-    sa.Column("event_id", BigId, nullable=False),  # contact_events.id of the order
+    sa.Column("order_key", sa.String(80), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),  # the order event's event_id
     sa.Column("contact_id", BigId, nullable=False),
     sa.Column("campaign_id", sa.Integer, nullable=True),
     sa.Column("variant", sa.String(16), nullable=True),
@@ -1070,7 +1070,7 @@ coupon_rejections = sa.Table(
     metadata,
     sa.Column("id", BigId, primary_key=True),
     tenant_fk(),
-    sa.Column("order_key", sa.String(64), nullable=False),
+    sa.Column("order_key", sa.String(80), nullable=False),
     sa.Column("code", sa.String(64), nullable=False),
     sa.Column("reason", sa.String(12), nullable=False),  # unknown, used, not_issued, expired
     sa.Column("at", UTCDateTime, nullable=False),

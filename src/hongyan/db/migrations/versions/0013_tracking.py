@@ -51,8 +51,8 @@ def upgrade() -> None:
         "conversions",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
-        sa.Column("order_key", sa.String(length=64), nullable=False),
-        sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("order_key", sa.String(length=80), nullable=False),
+        sa.Column("event_id", sa.String(length=64), nullable=False),
         sa.Column(
             "contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
         ),
@@ -101,7 +101,7 @@ def upgrade() -> None:
         "coupon_rejections",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
-        sa.Column("order_key", sa.String(length=64), nullable=False),
+        sa.Column("order_key", sa.String(length=80), nullable=False),
         sa.Column("code", sa.String(length=64), nullable=False),
         sa.Column("reason", sa.String(length=12), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
@@ -180,7 +180,7 @@ def upgrade() -> None:
         sa.Column("issued_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("redeemed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("order_key", sa.String(length=64), nullable=True),
+        sa.Column("order_key", sa.String(length=80), nullable=True),
         sa.ForeignKeyConstraint(
             ["pool_id"],
             ["coupon_pools.id"],

@@ -645,3 +645,12 @@ def _register_audiences() -> None:
 
 
 _register_audiences()
+
+
+def _register_tracking() -> None:
+    from hongyan.cli.tracking import register  # redirector, coupons, links, report (issue 8)
+
+    register(app)
+
+
+_register_tracking()

@@ -62,3 +62,43 @@ def order(
     )
     with runtime.engine.begin() as conn:
         events.ingest(conn, runtime.clock, runtime.keyring, tenant_id, [e])
+
+
+def plan_messages(
+    runtime: Runtime, tenant_id: int, campaign_id: int, rows: list[dict[str, Any]]
+) -> None:
+    """A campaign's messages in given states, by one set-based insert (what a materialisation
+    writes, then the dispatcher's moves): each row names variant, contact_id, state and may
+    name reason, channel, parts, carrier, submitted (bool)."""
+    from hongyan.db.scope import TenantScope
+    from hongyan.db.tables import messages
+
+    now = runtime.clock.now()
+    TenantScope(tenant_id)
+    values = [
+        {
+            "lane": 2,
+            "category": "marketing",
+            "source": "campaign",
+            "dest_cipher": b"x",
+            "dest_index": bytes(32),
+            "dest_masked": "138****0000",
+            "body": "【鸿雁】hi",
+            "encoding": "ucs2",
+            "parts": r.get("parts", 1),
+            "state": r["state"],
+            "due_at": now,
+            "expires_at": now + timedelta(days=1),
+            "created_at": now,
+            "submitted_at": now if r.get("submitted", r["state"] != "planned") else None,
+            "channel": r.get("channel", "sbx"),
+            "carrier": r.get("carrier", "cmcc"),
+            "reason": r.get("reason"),
+            "campaign_id": campaign_id,
+            "variant": r["variant"],
+            "contact_id": r["contact_id"],
+        }
+        for r in rows
+    ]
+    with runtime.engine.begin() as conn:
+        TenantScope(tenant_id).insert_many(conn, messages, values)

@@ -159,3 +159,24 @@ def test_decide_never_twice_and_clicks_in_window(
 def test_order_key() -> None:
     assert order_key("A1", "e1") == "A1"
     assert order_key(None, "e1") == "event:e1"
+
+
+def test_export_escapes_formula_cells() -> None:
+    from hongyan.reports.export import escape, to_csv
+
+    assert [escape(v) for v in ("=SUM(A1)", "+1", "-x", "@a", "北京", 5, -3.5, None)] == [
+        "'=SUM(A1)", "'+1", "'-x", "'@a", "北京", 5, -3.5, None,
+    ]  # fmt: skip
+    blank = {k: 0 for k in ("planned", "sent", "delivered")}
+    report = {
+        "totals": blank,
+        "variants": [{"variant": "=HYPERLINK(1)", **blank}],
+        "failures_by_variant": [{"variant": "A", "reason": "@evil", "count": 1}],
+        "provinces": [{"province": "+cmd", **blank}],
+        "cities": [],
+        "carriers": [],
+        "clicks_by_hour_after_send": [],
+        "clicks_by_hour_of_day": [],
+    }
+    text = to_csv(report).decode("utf-8-sig")
+    assert "'=HYPERLINK(1)" in text and "'@evil" in text and "'+cmd" in text

@@ -150,3 +150,37 @@ def register(app: typer.Typer) -> None:
     app.add_typer(coupons_app, name="coupons")
     app.add_typer(links_app, name="links")
     app.add_typer(report_app, name="report")
+
+
+@report_app.command("campaign")
+def report_campaign(
+    campaign_id: int,
+    tenant: TenantOpt,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write a CSV here")] = None,
+    xlsx_out: Annotated[Path | None, typer.Option("--xlsx", help="Also write an XLSX here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A campaign's funnel, failures, places, clicks by hour, cost and ROI."""
+    from hongyan.reports import campaigns, export
+    from hongyan.tenants import service as tenants
+
+    runtime = open_runtime()
+    with runtime.engine.connect() as conn:
+        t = tenants.get_tenant(conn, tenant)
+        rep = campaigns.campaign_report(conn, t.id, campaign_id, timezone=t.timezone)
+    if csv_out is not None:
+        csv_out.write_bytes(export.to_csv(rep))
+    if xlsx_out is not None:
+        xlsx_out.write_bytes(export.to_xlsx(rep))
+    tot = rep["totals"]
+    lines = [f"campaign {campaign_id}"]
+    for row in [{"variant": "all", **tot}, *rep["variants"]]:
+        lines.append(
+            f"  {row['variant']:<6} planned {row['planned']:>8} sent {row['sent']:>8} "
+            f"delivered {row['delivered']:>8} failed {row['failed']:>6} "
+            f"clicked {row['clicks_unique']:>6}/{row['clicks_total']:<6} "
+            f"converted {row['conversions']:>5} revenue ¥{row['revenue_fen'] / 100:,.2f} "
+            f"cost ¥{row['cost_fen'] / 100:,.2f} ROI {row['roi']}"
+        )
+    lines += [f"  failed: {f['reason']} × {f['count']}" for f in rep["failures"]]
+    emit(rep, as_json, "\n".join(lines))

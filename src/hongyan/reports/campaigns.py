@@ -100,38 +100,177 @@ def _as_utc(value: Any) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _place_columns(table: sa.Table, carrier_col: Any) -> list[Any]:
+    return [
+        sa.func.coalesce(contacts.c.number_province, UNKNOWN).label("province"),
+        sa.func.coalesce(contacts.c.number_city, UNKNOWN).label("city"),
+        sa.func.coalesce(carrier_col, UNKNOWN).label("carrier"),
+    ]
+
+
 def campaign_report(
     conn: Connection, tenant_id: int, campaign_id: int, *, timezone: str = "Asia/Shanghai"
 ) -> dict[str, Any]:
+    """The report (see the module docstring): one pass over the campaign's messages (joined
+    to their contacts for the place), one over its clicks, one over its conversions, one for
+    clicks by hour; everything else is assembled from those groups."""
     scope = TenantScope(tenant_id)
-    tz = ZoneInfo(timezone)
-    mine = (m.c.campaign_id == campaign_id,)
-    totals = _blank()
-    variants: dict[str, dict[str, Any]] = defaultdict(_blank)
+    scoped = {TENANT_OPTION: tenant_id}
+    if conn.dialect.name == "postgresql":
+        # Hash the groups in memory rather than sort them on disk (this transaction only).
+        conn.execute(sa.select(sa.func.set_config("work_mem", "128MB", True)))
     prices = {
         r.name: Decimal(r.price_per_part)
         for r in conn.execute(sa.select(channels.c.name, channels.c.price_per_part))
     }
     submitted = m.c.submitted_at.is_not(None)
-    parts_by_channel: dict[tuple[str, str | None], int] = defaultdict(int)
-    first_sent: datetime | None = None
-    for r in conn.execute(
-        scope.select(
-            m,
+    place = _place_columns(m, m.c.carrier)
+    message_groups = conn.execute(
+        sa.select(
             m.c.variant,
             m.c.state,
             m.c.channel,
+            m.c.reason,
             submitted.label("submitted"),
+            *place,
             sa.func.count().label("n"),
             sa.func.sum(m.c.parts).label("parts"),
             sa.func.min(m.c.submitted_at).label("first"),
         )
-        .where(*mine)
-        .group_by(m.c.variant, m.c.state, m.c.channel, submitted)
-    ):
-        v = r.variant or "-"
-        for row in (totals, variants[v]):
+        .select_from(m.outerjoin(contacts, _contact_of(m.c.contact_id, tenant_id)))
+        .where(m.c.tenant_id == tenant_id, m.c.campaign_id == campaign_id)
+        .group_by(m.c.variant, m.c.state, m.c.channel, m.c.reason, submitted, *place)
+        .execution_options(**scoped)
+    ).all()
+    if not message_groups:
+        has_links = conn.execute(
+            scope.select(links, links.c.id).where(links.c.campaign_id == campaign_id).limit(1)
+        ).first()
+        if has_links is None:
+            raise CampaignNotFound(details={"campaign_id": campaign_id})
+    is_bot = clicks.c.bot.is_not(None)
+    click_groups = conn.execute(
+        scope.select(
+            clicks,
+            clicks.c.variant,
+            is_bot.label("bot"),
+            sa.func.count().label("n"),
+            sa.func.count(sa.distinct(clicks.c.link_id)).label("u"),
+        )
+        .where(clicks.c.campaign_id == campaign_id)
+        .group_by(clicks.c.variant, is_bot)
+    ).all()
+    conversion_groups = conn.execute(
+        scope.select(
+            conversions,
+            conversions.c.variant,
+            conversions.c.method,
+            sa.func.count().label("n"),
+            sa.func.sum(conversions.c.amount_fen).label("amount"),
+        )
+        .where(conversions.c.campaign_id == campaign_id)
+        .group_by(conversions.c.variant, conversions.c.method)
+    ).all()
+    # Where the clickers and buyers are: people's clicks folded per link first (far fewer rows
+    # than clicks), then placed by their contact.
+    per_link = (
+        sa.select(clicks.c.link_id, clicks.c.contact_id, sa.func.count().label("n"))
+        .where(
+            clicks.c.tenant_id == tenant_id,
+            clicks.c.campaign_id == campaign_id,
+            clicks.c.bot.is_(None),
+        )
+        .group_by(clicks.c.link_id, clicks.c.contact_id)
+        .subquery("per_link")
+    )
+    cplace = _place_columns(clicks, contacts.c.carrier)
+    place_clicks = conn.execute(
+        sa.select(
+            *cplace, sa.func.sum(per_link.c.n).label("total"), sa.func.count().label("unique")
+        )
+        .select_from(per_link.outerjoin(contacts, _contact_of(per_link.c.contact_id, tenant_id)))
+        .group_by(*cplace)
+        .execution_options(**scoped)
+    ).all()
+    vplace = _place_columns(conversions, contacts.c.carrier)
+    place_conversions = conn.execute(
+        sa.select(
+            *vplace,
+            sa.func.count().label("n"),
+            sa.func.sum(conversions.c.amount_fen).label("amount"),
+        )
+        .select_from(
+            conversions.outerjoin(contacts, _contact_of(conversions.c.contact_id, tenant_id))
+        )
+        .where(conversions.c.tenant_id == tenant_id, conversions.c.campaign_id == campaign_id)
+        .group_by(*vplace)
+        .execution_options(**scoped)
+    ).all()
+    bucket = _hour_bucket(conn, clicks.c.at)
+    hourly: list[tuple[datetime, int]] = [
+        (_as_utc(r.h), r.n)
+        for r in conn.execute(
+            scope.select(clicks, bucket.label("h"), sa.func.count().label("n"))
+            .where(clicks.c.campaign_id == campaign_id, clicks.c.bot.is_(None))
+            .group_by(bucket)
+        )
+    ]
+    return assemble(
+        campaign_id,
+        message_groups,
+        click_groups,
+        conversion_groups,
+        place_clicks,
+        place_conversions,
+        hourly,
+        prices,
+        timezone,
+    )
+
+
+def assemble(
+    campaign_id: int,
+    message_groups: Iterable[Any],
+    click_groups: Iterable[Any],
+    conversion_groups: Iterable[Any],
+    place_clicks: Iterable[Any],
+    place_conversions: Iterable[Any],
+    hourly: list[tuple[datetime, int]],
+    prices: dict[str, Decimal],
+    timezone: str,
+) -> dict[str, Any]:
+    """The report from the grouped rows (pure): totals, variants, failures, places, hours."""
+    tz = ZoneInfo(timezone)
+    totals = _blank()
+    variants: dict[str, dict[str, Any]] = defaultdict(_blank)
+    places: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {
+        "province": defaultdict(_blank),
+        "city": defaultdict(_blank),
+        "carrier": defaultdict(_blank),
+    }
+
+    def place_rows(r: Any) -> list[dict[str, Any]]:
+        return [
+            places["province"][(r.province,)],
+            places["city"][(r.province, r.city)],
+            places["carrier"][(r.carrier,)],
+        ]
+
+    def rows_for(r: Any) -> list[dict[str, Any]]:
+        return [totals, variants[r.variant or "-"], *place_rows(r)]
+
+    failures: dict[str, int] = defaultdict(int)
+    by_variant: dict[tuple[str, str], int] = defaultdict(int)
+    parts_by_channel: dict[tuple[str, str | None], int] = defaultdict(int)
+    first_sent: datetime | None = None
+    for r in message_groups:
+        for row in rows_for(r):
             _add_state(row, r.state, bool(r.submitted), r.n)
+        v = r.variant or "-"
+        if r.state in ("failed", "expired"):
+            reason = r.reason or "unknown"
+            failures[reason] += r.n
+            by_variant[(v, reason)] += r.n
         if r.submitted:
             parts_by_channel[(v, r.channel)] += int(r.parts or 0)
             if r.first is not None:
@@ -142,131 +281,27 @@ def campaign_report(
         for row in (totals, variants[v]):
             row["parts"] += parts
             row["cost_fen"] += cost
-
-    has_links = conn.execute(
-        scope.select(links, links.c.id).where(links.c.campaign_id == campaign_id).limit(1)
-    ).first()
-    if totals["planned"] == 0 and has_links is None:
-        raise CampaignNotFound(details={"campaign_id": campaign_id})
-
-    failures: dict[str, int] = defaultdict(int)
-    failures_by_variant: list[dict[str, Any]] = []
-    for r in conn.execute(
-        scope.select(m, m.c.variant, m.c.reason, sa.func.count().label("n"))
-        .where(*mine, m.c.state.in_(("failed", "expired")))
-        .group_by(m.c.variant, m.c.reason)
-    ):
-        reason = r.reason or "unknown"
-        failures[reason] += r.n
-        failures_by_variant.append({"variant": r.variant or "-", "reason": reason, "count": r.n})
-
-    # Clicks and conversions by variant.
-    is_bot = clicks.c.bot.is_not(None)
-    for r in conn.execute(
-        scope.select(
-            clicks,
-            clicks.c.variant,
-            is_bot.label("bot"),
-            sa.func.count().label("n"),
-            sa.func.count(sa.distinct(clicks.c.link_id)).label("u"),
-        )
-        .where(clicks.c.campaign_id == campaign_id)
-        .group_by(clicks.c.variant, is_bot)
-    ):
+    for r in click_groups:
         for row in (totals, variants[r.variant or "-"]):
             if r.bot:
                 row["bot_clicks"] += r.n
             else:
                 row["clicks_total"] += r.n
                 row["clicks_unique"] += r.u
-    for r in conn.execute(
-        scope.select(
-            conversions,
-            conversions.c.variant,
-            conversions.c.method,
-            sa.func.count().label("n"),
-            sa.func.sum(conversions.c.amount_fen).label("amount"),
-        )
-        .where(conversions.c.campaign_id == campaign_id)
-        .group_by(conversions.c.variant, conversions.c.method)
-    ):
+    for r in place_clicks:
+        for row in place_rows(r):
+            row["clicks_total"] += int(r.total)
+            row["clicks_unique"] += int(r.unique)
+    for r in place_conversions:
+        for row in place_rows(r):
+            row["conversions"] += int(r.n)
+            row["revenue_fen"] += int(r.amount or 0)
+    for r in conversion_groups:
         for row in (totals, variants[r.variant or "-"]):
             row["conversions"] += r.n
             row["revenue_fen"] += int(r.amount or 0)
-            row[f"conversions_{r.method}"] = row.get(f"conversions_{r.method}", 0) + r.n
-
-    # Where the recipients are: the number's province and city (号码归属地), the carrier.
-    places: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {
-        "province": defaultdict(_blank),
-        "city": defaultdict(_blank),
-        "carrier": defaultdict(_blank),
-    }
-    province = sa.func.coalesce(contacts.c.number_province, UNKNOWN)
-    city = sa.func.coalesce(contacts.c.number_city, UNKNOWN)
-    carrier = sa.func.coalesce(m.c.carrier, UNKNOWN)
-    for r in conn.execute(
-        sa.select(
-            province.label("province"),
-            city.label("city"),
-            carrier.label("carrier"),
-            m.c.state,
-            submitted.label("submitted"),
-            sa.func.count().label("n"),
-        )
-        .select_from(m.outerjoin(contacts, _contact_of(m.c.contact_id, tenant_id)))
-        .where(m.c.tenant_id == tenant_id, *mine)
-        .group_by(province, city, carrier, m.c.state, submitted)
-        .execution_options(**{TENANT_OPTION: tenant_id})
-    ):
-        for kind, key in (
-            ("province", (r.province,)),
-            ("city", (r.province, r.city)),
-            ("carrier", (r.carrier,)),
-        ):
-            _add_state(places[kind][key], r.state, bool(r.submitted), r.n)
-    for table, col, value in (
-        (clicks, clicks.c.link_id, "clicks_unique"),
-        (conversions, conversions.c.id, "conversions"),
-    ):
-        ccity = sa.func.coalesce(contacts.c.number_city, UNKNOWN)
-        cprov = sa.func.coalesce(contacts.c.number_province, UNKNOWN)
-        ccarrier = sa.func.coalesce(contacts.c.carrier, UNKNOWN)
-        where = [table.c.campaign_id == campaign_id]
-        if table is clicks:
-            where.append(clicks.c.bot.is_(None))
-        amount = sa.func.sum(conversions.c.amount_fen) if table is conversions else sa.literal(0)
-        for r in conn.execute(
-            sa.select(
-                cprov.label("province"),
-                ccity.label("city"),
-                ccarrier.label("carrier"),
-                sa.func.count(sa.distinct(col)).label("n"),
-                amount.label("amount"),
-            )
-            .select_from(table.outerjoin(contacts, _contact_of(table.c.contact_id, tenant_id)))
-            .where(table.c.tenant_id == tenant_id, *where)
-            .group_by(cprov, ccity, ccarrier)
-            .execution_options(**{TENANT_OPTION: tenant_id})
-        ):
-            for kind, key in (
-                ("province", (r.province,)),
-                ("city", (r.province, r.city)),
-                ("carrier", (r.carrier,)),
-            ):
-                places[kind][key][value] += r.n
-                if table is conversions:
-                    places[kind][key]["revenue_fen"] += int(r.amount or 0)
-
-    # Clicks over time (people only), by UTC hour; then hours after sending, hour of day.
-    bucket = _hour_bucket(conn, clicks.c.at)
-    hourly: list[tuple[datetime, int]] = [
-        (_as_utc(r.h), r.n)
-        for r in conn.execute(
-            scope.select(clicks, bucket.label("h"), sa.func.count().label("n"))
-            .where(clicks.c.campaign_id == campaign_id, clicks.c.bot.is_(None))
-            .group_by(bucket)
-        )
-    ]
+            key = f"conversions_{r.method}"
+            row[key] = row.get(key, 0) + r.n
     return {
         "campaign_id": campaign_id,
         "timezone": timezone,
@@ -276,7 +311,10 @@ def campaign_report(
         "failures": [
             {"reason": k, "count": v} for k, v in sorted(failures.items(), key=lambda i: -i[1])
         ],
-        "failures_by_variant": failures_by_variant,
+        "failures_by_variant": [
+            {"variant": v, "reason": reason, "count": n}
+            for (v, reason), n in sorted(by_variant.items())
+        ],
         "provinces": _places(places["province"], ("province",)),
         "cities": _places(places["city"], ("province", "city")),
         "carriers": _places(places["carrier"], ("carrier",)),

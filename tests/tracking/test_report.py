@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -35,7 +36,9 @@ def _channel(runtime: Runtime, name: str, price: str) -> None:
         )
 
 
-def _campaign(client: TestClient, runtime: Runtime, tid: int) -> list[int]:
+def _campaign(client: Any, runtime: Runtime, tid: int) -> list[int]:
+    """Campaign 9: variants A and B, delivered, failed, planned; clicks (one by a bot) through
+    ``client`` (a TestClient or an httpx client on a live server); two orders."""
     ids = contacts_for(runtime, tid, PHONES)
     _channel(runtime, "sbx", "0.045")
     plan_messages(

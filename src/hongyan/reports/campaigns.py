@@ -6,7 +6,9 @@ failures by reason; clicks and conversions by variant; clicks by hour), assemble
 Definitions (per campaign, per variant, per province / city / carrier):
 
 * planned: messages the campaign put in the outbox; sent: submitted to a carrier
-  (``submitted_at`` set); delivered / failed / expired: final states; pending: the rest.
+  (``submitted_at`` set); delivered, failed (refused, or ``undelivered`` by the carrier),
+  expired, cancelled: final states; pending: the rest. Failure reasons cover failed and
+  expired messages.
 * delivery rate: delivered / sent.
 * clicked: people's clicks only (bots, previews, scanners and HEAD requests are counted apart as
   ``bot_clicks``); total = every click, unique = distinct links (one per recipient).
@@ -36,7 +38,8 @@ from hongyan.db.tables import messages as m
 from hongyan.errors import NotFound
 
 UNKNOWN = "未知"
-SENT_STATES = ("submitted", "delivered", "failed", "expired")
+#: A failure with a reason: refused (failed) or not delivered by the carrier (undelivered).
+FAILED_STATES = ("failed", "undelivered")
 
 
 class CampaignNotFound(NotFound):
@@ -57,6 +60,7 @@ def _blank() -> dict[str, Any]:
         "delivered": 0,
         "failed": 0,
         "expired": 0,
+        "cancelled": 0,
         "pending": 0,
         "parts": 0,
         "cost_fen": 0,
@@ -82,7 +86,9 @@ def _add_state(row: dict[str, Any], state: str, submitted: bool, n: int) -> None
     row["planned"] += n
     if submitted:
         row["sent"] += n
-    if state in ("delivered", "failed", "expired"):
+    if state in FAILED_STATES:
+        row["failed"] += n
+    elif state in ("delivered", "expired", "cancelled"):
         row[state] += n
     else:
         row["pending"] += n
@@ -267,7 +273,7 @@ def assemble(
         for row in rows_for(r):
             _add_state(row, r.state, bool(r.submitted), r.n)
         v = r.variant or "-"
-        if r.state in ("failed", "expired"):
+        if r.state in (*FAILED_STATES, "expired"):
             reason = r.reason or "unknown"
             failures[reason] += r.n
             by_variant[(v, reason)] += r.n

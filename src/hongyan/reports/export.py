@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 FUNNEL = (
-    "planned", "sent", "delivered", "failed", "expired", "pending", "delivery_rate",
+    "planned", "sent", "delivered", "failed", "expired", "cancelled", "pending", "delivery_rate",
     "clicks_total", "clicks_unique", "bot_clicks", "click_rate", "conversions",
     "conversion_rate", "revenue_fen", "parts", "cost_fen", "roi",
 )  # fmt: skip

@@ -180,3 +180,24 @@ def test_export_escapes_formula_cells() -> None:
     }
     text = to_csv(report).decode("utf-8-sig")
     assert "'=HYPERLINK(1)" in text and "'@evil" in text and "'+cmd" in text
+
+
+def test_shopper_rules_and_plans() -> None:
+    import random
+
+    import pytest
+
+    from hongyan.channels.sandbox.shoppers import ShopperConfig, parse_rule, plan
+
+    rule = parse_rule("立减50元:0.6:0.4")
+    assert (rule.contains, rule.click, rule.buy) == ("立减50元", 0.6, 0.4)
+    assert parse_rule("a:b:0.1:0.2").contains == "a:b"
+    with pytest.raises(ValueError):
+        parse_rule("x:2:0")
+    cfg = ShopperConfig("http://x", "k", (parse_rule("always:1:1"), parse_rule("never:0:0")))
+    rng = random.Random(1)
+    text = "【茶】always 点击 https://hy.cx/Ab3dE6f 券码 HY8K2M4Q 回T退订"
+    p = plan(cfg, rng, "8613800000001", text, 1)
+    assert p is not None and (p.code, p.coupon, p.buys) == ("Ab3dE6f", "HY8K2M4Q", True)
+    assert plan(cfg, rng, "8613800000001", text.replace("always", "never"), 2) is None
+    assert plan(cfg, rng, "8613800000001", "always no link", 3) is None

@@ -8,6 +8,7 @@ a campaign's clicks are people. A ``HEAD`` request is never a person's click.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -53,6 +54,12 @@ def classify(method: str, user_agent: str) -> str | None:
     """None for a person's click; else ``head``, ``empty``, ``preview``, ``scanner``, ``tool``."""
     if method.upper() == "HEAD":
         return "head"
+    return _classify_agent(user_agent)
+
+
+@functools.lru_cache(maxsize=8192)
+def _classify_agent(user_agent: str) -> str | None:
+    """By user agent (cached: a campaign's clicks come from a few thousand distinct agents)."""
     ua = user_agent.strip()
     if not ua:
         return "empty"

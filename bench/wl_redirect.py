@@ -26,7 +26,7 @@ from typing import Any
 
 LINKS = 100_000
 DURATION = int(os.environ.get("BENCH_REDIRECT_SECONDS", "10"))
-CONNECTIONS = int(os.environ.get("BENCH_REDIRECT_CONNECTIONS", "64"))
+CONNECTIONS = int(os.environ.get("BENCH_REDIRECT_CONNECTIONS", "256"))
 THREADS = 1  # two cores: one for wrk, one for the server (and the database shares them)
 
 LUA = """

@@ -27,6 +27,7 @@ from typing import Any
 LINKS = 100_000
 DURATION = int(os.environ.get("BENCH_REDIRECT_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_REDIRECT_CONNECTIONS", "256"))
+WORKERS = int(os.environ.get("BENCH_REDIRECT_WORKERS", "1"))
 THREADS = 1  # two cores: one for wrk, one for the server (and the database shares them)
 
 LUA = """
@@ -121,6 +122,7 @@ def run() -> dict[str, Any]:
         "duration_s": DURATION,
         "connections": CONNECTIONS,
         "wrk_threads": THREADS,
+        "redirector_workers": WORKERS,
         "cores": os.cpu_count(),
     }
     if shutil.which("wrk") is None:
@@ -163,7 +165,16 @@ def run() -> dict[str, Any]:
             )
             port = _free_port()
             redirector = subprocess.Popen(
-                [sys.executable, "-m", "hongyan.cli", "redirector", "--port", str(port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "hongyan.cli",
+                    "redirector",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(WORKERS),
+                ],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -32,8 +32,13 @@ def redirector(
     trust_forwarded: Annotated[
         bool, typer.Option(help="Take the client address from X-Forwarded-For (behind a proxy)")
     ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Processes sharing the port (one per core)")
+    ] = 1,
 ) -> None:
     """Serve short-link redirects alone (GET /{code}; GET /healthz), recording every click."""
+    import os
+
     import uvicorn
 
     from hongyan.logs import configure as configure_logs
@@ -41,17 +46,23 @@ def redirector(
 
     runtime = open_runtime()
     configure_logs()
-    app = redirect.create(runtime, trust_forwarded=trust_forwarded)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+        "loop": "uvloop",
+        "http": "httptools",
+        "backlog": 4096,
+    }
+    if workers == 1:
+        uvicorn.run(redirect.create(runtime, trust_forwarded=trust_forwarded), **options)
+        return
+    runtime.close()  # each worker builds its own (a forked engine must not be shared)
+    os.environ["HONGYAN_TRUST_FORWARDED"] = "1" if trust_forwarded else "0"
     uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        loop="uvloop",
-        http="httptools",
-        backlog=4096,
+        "hongyan.tracking.redirector:from_environment", factory=True, workers=workers, **options
     )
 
 

@@ -295,6 +295,19 @@ def create(runtime: Any, *, trust_forwarded: bool = False) -> Redirector:
     )
 
 
+def from_environment() -> Redirector:
+    """The redirector of a worker process (``hongyan redirector --workers N``): each worker
+    builds its own runtime from the environment, as the command did."""
+    import os
+
+    from hongyan.runtime import Runtime
+    from hongyan.settings import get_settings
+
+    settings = get_settings()
+    runtime = Runtime.create(settings, generate_secrets=settings.env != "production")
+    return create(runtime, trust_forwarded=os.environ.get("HONGYAN_TRUST_FORWARDED") == "1")
+
+
 def install(app: Any, runtime: Any) -> Redirector:
     """Mount ``/{code}`` at the end of the main app's routes (after the API and the console)."""
     from starlette.routing import Route

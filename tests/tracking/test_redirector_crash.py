@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from hongyan.db.tables import clicks, links
@@ -35,9 +36,12 @@ def _env(runtime: Runtime, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+CLI = [sys.executable, "-m", "hongyan.cli"]
+
+
+def _start(env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hongyan.cli", "redirector", "--port", str(port)],
+        [*CLI, "redirector", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -113,3 +117,33 @@ def test_sigkill_loses_no_answered_click(runtime: Runtime, tmp_path: Path) -> No
         )
     assert answered <= stored, f"{len(answered - stored)} answered clicks were lost"
     assert len(stored) < n  # the kill did stop it midway
+
+
+@pytest.mark.sqlite_only
+def test_workers_share_the_port(runtime: Runtime, tmp_path: Path) -> None:
+    with runtime.engine.begin() as conn:
+        tid = tenants.create_tenant(conn, runtime.clock, slug="tea", name="T").id
+    urls = issue_for(
+        runtime,
+        tenant_id=tid,
+        contact_ids=[1, 2, 3],
+        link_url="https://shop.example/",
+        expires_at=None,  # the process's clock is the system's, the test's stands still
+    )["link"]
+    port = _free_port()
+    proc = _start(_env(runtime, tmp_path), port, workers=2)
+    try:
+        for url in urls:
+            r = httpx.get(f"http://127.0.0.1:{port}/{url.rsplit('/', 1)[1]}", timeout=10)
+            assert r.status_code == 302 and r.headers["location"] == "https://shop.example/"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    with runtime.engine.connect() as conn:
+        n = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(clicks)
+            .where(clicks.c.tenant_id == tid)
+            .execution_options(hongyan_tenant=tid)
+        ).scalar_one()
+    assert n == 3

@@ -158,6 +158,8 @@ def test_expired_unknown_and_flood(client: TestClient, runtime: Runtime, tenant_
     assert r.status_code == 410 and "已过期" in r.text
     r = client.get("/zzzzzzz", follow_redirects=False)
     assert r.status_code == 404 and "链接不存在" in r.text
+    for _ in range(30):  # not code-shaped: no guess, never limited
+        assert client.get("/favicon.ico").status_code == 404
     statuses = [client.get(f"/{codes.new_link_code()}").status_code for _ in range(25)]
     assert 429 in statuses and statuses[:18] == [404] * 18
     assert client.get("/api/v1/health").status_code == 200  # the API is not limited

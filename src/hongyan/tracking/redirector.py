@@ -4,8 +4,9 @@ A plain ASGI application (no framework routing on the hot path), run alone by
 ``hongyan redirector`` so clicks never compete with the API, and also mounted at the end of the
 main app's routes (``hongyan serve``). Per request:
 
-* the path must have a link code's shape, else it is a miss without a database read;
-* an address over its miss limit (:class:`~hongyan.tracking.ratelimit.MissLimiter`) gets 429;
+* the path must have a link code's shape, else 404 without a database read;
+* an address over its miss limit (unknown codes of the right shape;
+  :class:`~hongyan.tracking.ratelimit.MissLimiter`) gets 429;
 * the link is found by code (a per-process cache; codes never change their link), unknown → 404
   page, expired → 410 with a friendly page in Chinese (and English);
 * the click (time, link, campaign, variant, contact, HMAC of the address, user agent, bot kind)
@@ -213,7 +214,10 @@ class Redirector:
             await _respond(send, 429, LIMITED_PAGE, head=head, extra=[(b"retry-after", b"60")])
             return
         code = scope["path"][1:]
-        info = await self.link(code) if codes.is_link_code(code) else None
+        if not codes.is_link_code(code):  # /favicon.ico and the like: not a guess at a code
+            await _respond(send, 404, NOT_FOUND_PAGE, head=head)
+            return
+        info = await self.link(code)
         if info is None:
             self.limiter.miss(addr_key, now_mono)
             await _respond(send, 404, NOT_FOUND_PAGE, head=head)

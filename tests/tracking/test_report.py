@@ -126,6 +126,12 @@ def test_report_numbers(client: TestClient, runtime: Runtime) -> None:
 
     r = client.get("/api/v1/reports/campaigns/9", headers=auth(key))
     assert r.status_code == 200 and r.json()["totals"]["conversions"] == 2
+    quick = client.get("/api/v1/reports/campaigns/9?places=false", headers=auth(key)).json()
+    assert quick["totals"] == rep["totals"] and quick["variants"] == rep["variants"]
+    assert quick["failures"] == rep["failures"] and quick["provinces"] == []
+    assert {c["carrier"]: c["planned"] for c in quick["carriers"]} == {
+        c["carrier"]: c["planned"] for c in rep["carriers"] if c["planned"]
+    }
     _, other = _tenant_with_key(runtime, "other", Role.OWNER)
     assert client.get("/api/v1/reports/campaigns/9", headers=auth(other)).status_code == 404
     csv = client.get("/api/v1/reports/campaigns/9/export.csv", headers=auth(key))

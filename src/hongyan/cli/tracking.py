@@ -169,6 +169,9 @@ def report_campaign(
     tenant: TenantOpt,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write a CSV here")] = None,
     xlsx_out: Annotated[Path | None, typer.Option("--xlsx", help="Also write an XLSX here")] = None,
+    places: Annotated[
+        bool, typer.Option(help="Provinces and cities (--no-places: faster on a large campaign)")
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """A campaign's funnel, failures, places, clicks by hour, cost and ROI."""
@@ -178,7 +181,7 @@ def report_campaign(
     runtime = open_runtime()
     with runtime.engine.connect() as conn:
         t = tenants.get_tenant(conn, tenant)
-        rep = campaigns.campaign_report(conn, t.id, campaign_id, timezone=t.timezone)
+        rep = campaigns.campaign_report(conn, t.id, campaign_id, timezone=t.timezone, places=places)
     if csv_out is not None:
         csv_out.write_bytes(export.to_csv(rep))
     if xlsx_out is not None:

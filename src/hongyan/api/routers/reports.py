@@ -18,19 +18,25 @@ router = APIRouter(tags=["reports"])
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-def _report(conn: Connection, who: Principal, campaign_id: int) -> dict[str, Any]:
+def _report(
+    conn: Connection, who: Principal, campaign_id: int, places: bool = True
+) -> dict[str, Any]:
     who.require(Permission.READ_REPORTS)
     tz = tenants.get_tenant_by_id(conn, who.tenant_id).timezone
-    return campaigns.campaign_report(conn, who.tenant_id, campaign_id, timezone=tz)
+    return campaigns.campaign_report(conn, who.tenant_id, campaign_id, timezone=tz, places=places)
 
 
 @router.get("/reports/campaigns/{campaign_id}")
 def campaign_report(
-    campaign_id: int, conn: Connection = CONN, who: Principal = Depends(get_principal)
+    campaign_id: int,
+    places: bool = True,
+    conn: Connection = CONN,
+    who: Principal = Depends(get_principal),
 ) -> dict[str, Any]:
     """Funnel (planned → sent → delivered → clicked → converted), failure reasons, provinces,
-    cities, carriers, clicks by hour, cost and ROI; per variant too."""
-    return _report(conn, who, campaign_id)
+    cities, carriers, clicks by hour, cost and ROI; per variant too. ``places=false`` leaves
+    out provinces and cities (the costly part for a large campaign)."""
+    return _report(conn, who, campaign_id, places)
 
 
 @router.get("/reports/campaigns/{campaign_id}/export.csv")

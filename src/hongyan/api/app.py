@@ -124,5 +124,11 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
     from hongyan.api.routers import segments  # segments, audiences, RFM, lifecycle (issue 6)
 
     app.include_router(segments.router, prefix="/api/v1")
+    from hongyan.api.routers import reports  # campaign reports and exports (issue 8)
+
+    app.include_router(reports.router, prefix="/api/v1")
     console.install(app)
+    from hongyan.tracking import redirector  # short links: GET /{code}, after every other route
+
+    redirector.install(app, runtime)
     return app

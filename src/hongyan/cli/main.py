@@ -481,11 +481,44 @@ def sandbox(
     record: Annotated[
         str | None, typer.Option(help="Append what the carrier received to this JSON-lines file")
     ] = None,
+    shop_url: Annotated[
+        str | None,
+        typer.Option(help="Shoppers: the platform's URL (short links are fetched, orders posted)"),
+    ] = None,
+    shop_api_key: Annotated[
+        str | None, typer.Option(envvar="HONGYAN_SHOP_API_KEY", help="Shoppers: an API key")
+    ] = None,
+    shop_rule: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Shoppers: TEXT:CLICK:BUY rates for messages containing TEXT; repeatable"
+        ),
+    ] = None,
+    click_rate: Annotated[float, typer.Option(help="Shoppers: default click rate")] = 0.0,
+    buy_rate: Annotated[float, typer.Option(help="Shoppers: default buy rate (of clickers)")] = 0.0,
 ) -> None:
     """Run the carrier sandbox: a real SMPP 3.4 SMSC for the demo, tests and benchmarks."""
     import asyncio
 
+    from hongyan.channels.sandbox.shoppers import ShopperConfig, parse_rule
     from hongyan.channels.sandbox.smsc import DEFAULT_REPLY_TEXTS, SandboxConfig, SandboxSmsc
+
+    shoppers = None
+    if shop_url:
+        if not shop_api_key:
+            raise typer.BadParameter("--shop-url needs --shop-api-key (an operator key)")
+        try:
+            rules = tuple(parse_rule(r) for r in shop_rule or [])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        shoppers = ShopperConfig(
+            base_url=shop_url,
+            api_key=shop_api_key,
+            rules=rules,
+            click=click_rate,
+            buy=buy_rate,
+            seed=seed,
+        )
 
     config = SandboxConfig(
         host=host,
@@ -511,6 +544,7 @@ def sandbox(
         reply_texts=tuple(reply_text) if reply_text else DEFAULT_REPLY_TEXTS,
         reply_delay=reply_delay,
         record_path=record,
+        shoppers=shoppers,
     )
 
     async def main() -> None:
@@ -651,3 +685,12 @@ def _register_audiences() -> None:
 
 
 _register_audiences()
+
+
+def _register_tracking() -> None:
+    from hongyan.cli.tracking import register  # redirector, coupons, links, report (issue 8)
+
+    register(app)
+
+
+_register_tracking()

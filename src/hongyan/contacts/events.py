@@ -242,6 +242,10 @@ def ingest(
     new = [e for e in unique.values() if e.event_id in fresh]
     if new:
         _aggregate(conn, scope, ids, new, now)
+        # tracking (issue 8): the new orders' conversions, by coupon or last click
+        from hongyan.tracking.attribution import attribute_orders, orders_from_events
+
+        attribute_orders(conn, tenant_id, orders_from_events(new, ids), now)
     return result
 
 

@@ -944,3 +944,135 @@ audience_members = sa.Table(
     sa.Index("ix_audience_members_status", "tenant_id", "audience_id", "status"),
     info=SCOPED,
 )
+
+# --- tracking (issue 8, migration 0013): short links, clicks, coupons, conversions -------------
+
+# A tenant's tracking settings: its own short-link base (https://t.example; empty: the
+# platform's) and the attribution window for last-click conversions.
+tracking_settings = sa.Table(
+    "tracking_settings",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.Integer,
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("link_base", sa.String(60), nullable=True),
+    sa.Column("attribution_days", sa.Integer, nullable=False, server_default="7"),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    info=SCOPED,
+)
+
+# One per recipient and campaign link: the code is globally unique (the redirector finds the
+# tenant by it) and random, so codes cannot be enumerated.
+links = sa.Table(
+    "links",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column("code", sa.String(16), nullable=False),
+    sa.Column("campaign_id", sa.Integer, nullable=True),
+    sa.Column("variant", sa.String(16), nullable=True),
+    sa.Column("contact_id", BigId, nullable=True),
+    sa.Column("message_id", BigId, nullable=True),
+    sa.Column("target", sa.String(2000), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("code", name="uq_links_code"),
+    sa.Index("ix_links_campaign", "tenant_id", "campaign_id", "variant"),
+    info=SCOPED,
+)
+
+# Every answered request for a link. The campaign, variant and contact are copied from the link
+# so reports and attribution read clicks alone. ip_hash: HMAC of the address, never the address.
+clicks = sa.Table(
+    "clicks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column("link_id", BigId, nullable=False),
+    sa.Column("campaign_id", sa.Integer, nullable=True),
+    sa.Column("variant", sa.String(16), nullable=True),
+    sa.Column("contact_id", BigId, nullable=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("ip_hash", sa.LargeBinary(16), nullable=True),
+    sa.Column("user_agent", sa.String(300), nullable=False, server_default=""),
+    # None for a person; else what it was: preview, scanner, tool, head
+    sa.Column("bot", sa.String(16), nullable=True),
+    sa.Index("ix_clicks_campaign", "tenant_id", "campaign_id", "variant"),
+    sa.Index("ix_clicks_contact", "tenant_id", "contact_id", "at"),
+    info=SCOPED,
+)
+
+coupon_pools = sa.Table(
+    "coupon_pools",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    # generate: codes are made as they are issued (never runs out); import: a fixed stock
+    sa.Column("kind", sa.String(12), nullable=False),
+    sa.Column("amount_fen", sa.BigInteger, nullable=True),  # the discount, for the reports
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", name="uq_coupon_pools_name"),
+    info=SCOPED,
+)
+
+coupons = sa.Table(
+    "coupons",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column(
+        "pool_id", sa.Integer, sa.ForeignKey("coupon_pools.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(12), nullable=False),  # available, issued, redeemed
+    sa.Column("campaign_id", sa.Integer, nullable=True),
+    sa.Column("variant", sa.String(16), nullable=True),
+    sa.Column("contact_id", BigId, nullable=True),
+    sa.Column("issued_at", UTCDateTime, nullable=True),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Column("redeemed_at", UTCDateTime, nullable=True),
+    sa.Column("order_key", sa.String(80), nullable=True),
+    sa.UniqueConstraint("tenant_id", "code", name="uq_coupons_code"),
+    sa.Index("ix_coupons_pool_state", "tenant_id", "pool_id", "state"),
+    info=SCOPED,
+)
+
+# An order attributed to a campaign (by its coupon, else by the contact's last click within the
+# window); one row per order at most (uq on the order key: order id, else the event id).
+conversions = sa.Table(
+    "conversions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column("order_key", sa.String(80), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),  # the order event's event_id
+    sa.Column("contact_id", BigId, nullable=False),
+    sa.Column("campaign_id", sa.Integer, nullable=True),
+    sa.Column("variant", sa.String(16), nullable=True),
+    sa.Column("method", sa.String(8), nullable=False),  # coupon, click
+    sa.Column("coupon_id", BigId, nullable=True),
+    sa.Column("click_id", BigId, nullable=True),
+    sa.Column("amount_fen", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("ordered_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "order_key", name="uq_conversions_order"),
+    sa.Index("ix_conversions_campaign", "tenant_id", "campaign_id", "variant"),
+    info=SCOPED,
+)
+
+# An order that named a coupon we could not redeem: unknown, already used, not issued, expired.
+coupon_rejections = sa.Table(
+    "coupon_rejections",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(),
+    sa.Column("order_key", sa.String(80), nullable=False),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(12), nullable=False),  # unknown, used, not_issued, expired
+    sa.Column("at", UTCDateTime, nullable=False),
+    info=SCOPED,
+)

@@ -468,4 +468,7 @@ def install(app: FastAPI) -> None:
     from hongyan.web import audience  # segments, RFM, lifecycle (issue 6)
 
     audience.install(app)
+    from hongyan.web import reports  # campaign reports and charts (issue 8)
+
+    reports.install(app)
     app.add_api_route("/console/{name}", section, methods=["GET"], include_in_schema=False)

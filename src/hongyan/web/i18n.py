@@ -629,3 +629,61 @@ MESSAGES.update(
         "aud.chart_table": {"zh-CN": "数据表", "en": "Data table"},
     }
 )
+
+
+# -- reports: campaign funnel, delivery, charts (web/reports.py, issue 8) ------------------------
+MESSAGES.update(
+    {
+        "rep.title": {"zh-CN": "活动报表", "en": "Campaign reports"},
+        "rep.intro": {
+            "zh-CN": "每个活动的发送、送达、点击、转化、收入与成本。",
+            "en": "Each campaign's sends, deliveries, clicks, conversions, revenue and cost.",
+        },
+        "rep.none": {"zh-CN": "还没有活动的发送记录。", "en": "No campaign has sent yet."},
+        "rep.campaign": {"zh-CN": "活动 #{id}", "en": "Campaign #{id}"},
+        "rep.open": {"zh-CN": "查看报表", "en": "Open report"},
+        "rep.live": {
+            "zh-CN": "页面每 {every} 自动刷新",
+            "en": "This page refreshes every {every}",
+        },
+        "rep.export_csv": {"zh-CN": "导出 CSV", "en": "Export CSV"},
+        "rep.export_xlsx": {"zh-CN": "导出 Excel", "en": "Export Excel"},
+        "rep.funnel": {"zh-CN": "转化漏斗", "en": "Funnel"},
+        "rep.failures": {"zh-CN": "失败原因", "en": "Failure reasons"},
+        "rep.provinces": {"zh-CN": "省份分布", "en": "By province"},
+        "rep.carriers": {"zh-CN": "运营商分布", "en": "By carrier"},
+        "rep.heatmap": {"zh-CN": "点击时段热力图", "en": "Clicks by day and hour"},
+        "rep.hours_after": {"zh-CN": "发送后各小时点击", "en": "Clicks by hour after sending"},
+        "rep.variants": {"zh-CN": "A/B 版本对比", "en": "A/B comparison"},
+        "rep.no_failures": {"zh-CN": "没有失败的消息。", "en": "No message failed."},
+        "rep.no_clicks": {"zh-CN": "还没有点击。", "en": "No clicks yet."},
+        "rep.f.planned": {"zh-CN": "计划", "en": "Planned"},
+        "rep.f.sent": {"zh-CN": "已发送", "en": "Sent"},
+        "rep.f.delivered": {"zh-CN": "已送达", "en": "Delivered"},
+        "rep.f.clicked": {"zh-CN": "点击（人）", "en": "Clicked (people)"},
+        "rep.f.converted": {"zh-CN": "转化", "en": "Converted"},
+        "rep.col.variant": {"zh-CN": "版本", "en": "Variant"},
+        "rep.col.planned": {"zh-CN": "计划", "en": "Planned"},
+        "rep.col.sent": {"zh-CN": "已发送", "en": "Sent"},
+        "rep.col.delivered": {"zh-CN": "送达", "en": "Delivered"},
+        "rep.col.failed": {"zh-CN": "失败", "en": "Failed"},
+        "rep.col.pending": {"zh-CN": "进行中", "en": "Pending"},
+        "rep.col.delivery_rate": {"zh-CN": "送达率", "en": "Delivery rate"},
+        "rep.col.clicks_total": {"zh-CN": "点击次数", "en": "Clicks"},
+        "rep.col.clicks_unique": {"zh-CN": "点击人数", "en": "Clickers"},
+        "rep.col.bot_clicks": {"zh-CN": "机器访问", "en": "Bot visits"},
+        "rep.col.click_rate": {"zh-CN": "点击率", "en": "Click rate"},
+        "rep.col.conversions": {"zh-CN": "转化", "en": "Conversions"},
+        "rep.col.conversion_rate": {"zh-CN": "转化率", "en": "Conversion rate"},
+        "rep.col.revenue": {"zh-CN": "收入（元）", "en": "Revenue (¥)"},
+        "rep.col.cost": {"zh-CN": "成本（元）", "en": "Cost (¥)"},
+        "rep.col.roi": {"zh-CN": "ROI", "en": "ROI"},
+        "rep.col.reason": {"zh-CN": "原因", "en": "Reason"},
+        "rep.col.count": {"zh-CN": "条数", "en": "Count"},
+        "rep.col.province": {"zh-CN": "省份", "en": "Province"},
+        "rep.col.carrier": {"zh-CN": "运营商", "en": "Carrier"},
+        "rep.col.hour": {"zh-CN": "小时", "en": "Hour"},
+        "rep.col.date": {"zh-CN": "日期", "en": "Date"},
+        "rep.col.clicks": {"zh-CN": "点击", "en": "Clicks"},
+    }
+)

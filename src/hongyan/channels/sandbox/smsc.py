@@ -70,6 +70,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple
 
+from hongyan.channels.sandbox.shoppers import ShopperConfig, Shoppers
 from hongyan.channels.smpp.pdu import (
     Bind,
     BindReceiver,
@@ -218,6 +219,8 @@ class SandboxConfig:
     reply_delay: float = 0.0
     #: Append one JSON line per accepted submit, receipt, reply and fault to this file.
     record_path: str | os.PathLike[str] | None = None
+    #: Simulated shoppers who click links and buy with coupons (``shoppers.py``); None: off.
+    shoppers: ShopperConfig | None = None
 
     def __post_init__(self) -> None:
         weights = self.outcome_weights()
@@ -856,6 +859,10 @@ class SandboxSmsc:
         self._due_order = itertools.count()
         self._due_added = asyncio.Event()
         self._cum_weights: tuple[tuple[float, ...], list[Outcome], list[float]] | None = None
+        self.shoppers: Shoppers | None = None
+        if self.config.shoppers is not None:
+            self.shoppers = Shoppers(self.config.shoppers, self._write_record)
+        self._shop_parts: dict[tuple[object, ...], dict[int, str]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -885,6 +892,8 @@ class SandboxSmsc:
             await session.close()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.shoppers is not None:
+            await self.shoppers.close()
         if server is not None:
             await server.wait_closed()
         self._close_record()
@@ -1070,6 +1079,10 @@ class SandboxSmsc:
         outcome = self._outcome(record.destination)
         receipt = self._receipt_wanted(record, outcome)
         reply = self._reply_for(record, outcome)
+        if self.shoppers is not None and outcome == "delivered":
+            text = self._shop_text(record)
+            if text is not None:
+                self.shoppers.delivered(record.destination, text, self.config.receipt_delay)
         if receipt or reply is not None:
             self._at(
                 self.config.receipt_delay,
@@ -1107,6 +1120,20 @@ class SandboxSmsc:
             return False
         del self._parts_seen[key]
         return True
+
+    def _shop_text(self, record: ReceivedSubmit) -> str | None:
+        """A delivered message's whole text once its last part is in (None before)."""
+        text = _decode_text(record.payload, record.data_coding)
+        c = record.concat
+        if c is None or c.total == 1:
+            return text
+        key = (record.system_id, record.source, record.destination, c.reference, c.total)
+        parts = self._shop_parts.setdefault(key, {})
+        parts[c.seq] = text
+        if len(parts) < c.total:
+            return None
+        del self._shop_parts[key]
+        return "".join(parts[i] for i in sorted(parts))
 
     def _reply_for(self, record: ReceivedSubmit, outcome: Outcome) -> SimulatedReply | None:
         cfg = self.config

@@ -17,6 +17,7 @@ from hongyan import __version__
 from hongyan.db.migrate import require_migrated
 from hongyan.errors import HongyanError, ValidationFailed
 from hongyan.runtime import Runtime
+from hongyan.tracking.codes import is_link_code
 
 log = logging.getLogger("hongyan.api")
 
@@ -28,6 +29,34 @@ def _error(status: int, code: str, en: str, zh: str, **extra: object) -> JSONRes
 
 
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+#: Paths that never open a transaction: they need not wait their turn on SQLite.
+_NO_TRANSACTION = ("/static/", "/api/v1/health")
+
+
+class _TakeTurnsOnSqlite:
+    """On SQLite, requests take turns on the event loop before they take a worker thread.
+
+    SQLite has one writer, and every request's transaction begins IMMEDIATE (it takes the write
+    lock at its start, see :mod:`hongyan.db.engine`). Without this, a burst of requests filled
+    the worker threads with transactions waiting at BEGIN for the lock, while the request that
+    held it waited for a free thread to run its handler: after busy_timeout, "database is
+    locked" and a 500. Waiting here costs no thread, and requests run one after another as
+    they would have anyway. PostgreSQL needs none of this and is not wrapped.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.turn = asyncio.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        # A short link's click is written by the redirector's own group-committing writer.
+        if not path or path.startswith(_NO_TRANSACTION) or is_link_code(path[1:]):
+            await self.app(scope, receive, send)
+            return
+        async with self.turn:
+            await self.app(scope, receive, send)
 
 
 def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastAPI:
@@ -131,4 +160,6 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
     from hongyan.tracking import redirector  # short links: GET /{code}, after every other route
 
     redirector.install(app, runtime)
+    if runtime.engine.dialect.name == "sqlite":
+        app.add_middleware(_TakeTurnsOnSqlite)
     return app

@@ -968,7 +968,9 @@ campaigns = sa.Table(
     sa.Column("window", sa.JSON, nullable=True),  # {"preset": …} or {"start","end","days"}
     sa.Column("on_window_end", sa.String(8), nullable=False, server_default="carry"),
     sa.Column("rate", sa.Float, nullable=True),  # messages a second to spread at (None: channel)
-    sa.Column("ab", sa.JSON, nullable=True),  # {"share","metric","method","confidence","wait_hours"}
+    sa.Column(
+        "ab", sa.JSON, nullable=True
+    ),  # {"share","metric","method","confidence","wait_hours"}
     sa.Column("decision", sa.JSON, nullable=True),  # the A/B winner and its evidence
     sa.Column("salt", sa.Integer, nullable=False),
     sa.Column("estimate", sa.JSON, nullable=False, default=dict),

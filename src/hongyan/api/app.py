@@ -124,5 +124,8 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
     from hongyan.api.routers import segments  # segments, audiences, RFM, lifecycle (issue 6)
 
     app.include_router(segments.router, prefix="/api/v1")
+    from hongyan.api.routers import campaigns  # campaigns, caps, journeys (issue 7)
+
+    app.include_router(campaigns.router, prefix="/api/v1")
     console.install(app)
     return app

@@ -384,13 +384,16 @@ def _dispatcher_jobs(runtime: Runtime) -> list[Any]:
 
 def _webhook_jobs(runtime: Runtime) -> list[Any]:
     """The webhook worker, which runs wherever a dispatcher runs (with the audience scheduler,
-    which recomputes RFM, lifecycle and locations when they are due)."""
+    which recomputes RFM, lifecycle and locations when they are due, and the campaign scheduler,
+    which launches due campaigns, decides A/B tests and advances journeys)."""
     from hongyan.audience import recompute
+    from hongyan.campaigns import service as campaigns
     from hongyan.webhooks import delivery
 
     return [
         lambda stop: delivery.run(runtime, stop),
         lambda stop: recompute.run_schedule(runtime.engine, runtime.clock, stop),
+        lambda stop: campaigns.run_schedule(runtime.engine, runtime.clock, runtime.keyring, stop),
     ]
 
 
@@ -645,3 +648,12 @@ def _register_audiences() -> None:
 
 
 _register_audiences()
+
+
+def _register_campaigns() -> None:
+    from hongyan.cli.campaigns import register  # campaigns, caps, journeys (issue 7)
+
+    register(app)
+
+
+_register_campaigns()

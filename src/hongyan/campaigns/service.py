@@ -1265,3 +1265,31 @@ __all__ = [
     "status",
     "tick",
 ]
+
+
+def copy_choices(
+    conn: Connection, tenant_id: int, category: str = "marketing"
+) -> list[dict[str, Any]]:
+    """The tenant's templates that can be sent now (a live approved version), each with its
+    lint: the preview, the count and parts, the findings (the wizard's copy step)."""
+    from hongyan.content import templates as content_templates
+
+    ctx = content_service.context(conn, tenant_id, category)
+    out = []
+    for t in content_templates.listing(conn, tenant_id, category=category):
+        if not t["live_version_id"]:
+            continue
+        live = sendable(conn, tenant_id, int(t["id"]))
+        compiled = CompiledTemplate(live.body, ctx)
+        out.append(
+            {
+                "template_id": int(t["id"]),
+                "name": t["name"],
+                "version_id": live.version_id,
+                "version": live.version,
+                "body": live.body,
+                "needs": list(extras.needed(compiled.keys)),
+                "lint": compiled.lint.as_dict(),
+            }
+        )
+    return out

@@ -46,7 +46,10 @@ NAV: list[tuple[str, str]] = [
     ("reports", "nav.reports"),
     ("settings", "nav.settings"),
 ]
-BUILT = {"dashboard", "messages", "inbox", "suppressions", "content", "contacts", "audiences"}
+BUILT = {
+    "dashboard", "messages", "inbox", "suppressions", "content", "contacts", "audiences",
+    "campaigns",
+}  # fmt: skip
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -468,4 +471,7 @@ def install(app: FastAPI) -> None:
     from hongyan.web import audience  # segments, RFM, lifecycle (issue 6)
 
     audience.install(app)
+    from hongyan.web import campaigns  # campaigns: list, wizard, status (issue 7)
+
+    campaigns.install(app)
     app.add_api_route("/console/{name}", section, methods=["GET"], include_in_schema=False)

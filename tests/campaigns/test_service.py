@@ -328,3 +328,87 @@ def test_scheduled_and_recurring_campaigns_run_from_the_scheduler(
         2026, 12, 18, 2, 0, tzinfo=UTC
     )
     assert sorted(runs) == [1, 1]
+
+
+def test_ab_test_picks_the_planted_better_variant(runtime: Runtime, shop: Shop) -> None:
+    """Two variants to 20 % each; A's messages are delivered, most of B's are not; when the
+    wait is over the scheduler decides for A by the two-proportion test and sends the rest A."""
+    clock = runtime.clock
+    assert isinstance(clock, FixedClock)
+    camp = _create(
+        runtime, shop,
+        variants=[{"template_version_id": shop.versions[0]}, {"template_version_id": shop.versions[1]}],
+        ab={"share": 0.2, "metric": "delivery_rate", "wait_hours": 2, "min_trials": 5},
+    )  # fmt: skip
+    done = _launch(runtime, shop, camp["id"])
+    assert done["phase"] == "test" and done["counts"]["planned"] == 16
+    assert done["counts"]["by_variant"] == {"A": 8, "B": 8}
+    assert done["counts"]["waiting_for_winner"] == 22
+    rows = _messages(runtime, camp["id"])
+    assert {r.source for r in rows} == {"ab_test"}
+    b_rows = sorted(r.id for r in rows if r.variant == "B")
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            unscoped(
+                sa.update(messages).where(messages.c.variant == "A").values(state="delivered"),
+                "test: receipts",
+            )
+        )
+        conn.execute(
+            unscoped(
+                sa.update(messages)
+                .where(messages.c.id.in_(b_rows[:6]))
+                .values(state="undelivered"),
+                "test: receipts",
+            )
+        )
+        conn.execute(
+            unscoped(
+                sa.update(messages).where(messages.c.id.in_(b_rows[6:])).values(state="delivered"),
+                "test: receipts",
+            )
+        )
+    clock.advance(timedelta(hours=1))
+    assert campaigns.tick(runtime.engine, clock, runtime.keyring) == {}  # still waiting
+    clock.advance(timedelta(hours=1))
+    assert campaigns.tick(runtime.engine, clock, runtime.keyring) == {"decided": 1}
+    with runtime.engine.connect() as conn:
+        st = campaigns.status(conn, clock, shop.tenant_id, camp["id"])
+    decision = st["decision"]
+    assert decision["winner"] == "A" and decision["chosen_by"] == "test"
+    assert decision["confidence"] > 0.95 and "p ≤" in decision["reason"]["en"]
+    assert {e["variant"]: e["trials"] for e in decision["estimates"]} == {"A": 8, "B": 8}
+    assert st["phase"] == "rest" and st["counts"]["planned"] == 22
+    rest = [r for r in _messages(runtime, camp["id"]) if r.source == "campaign"]
+    assert len(rest) == 22 and {r.variant for r in rest} == {"A"}
+    # every contact got exactly one message
+    everyone = [r.contact_id for r in _messages(runtime, camp["id"])]
+    assert len(everyone) == len(set(everyone)) == 38
+
+
+def test_ab_test_without_a_clear_winner_waits_for_the_marketer(
+    runtime: Runtime, shop: Shop
+) -> None:
+    clock = runtime.clock
+    assert isinstance(clock, FixedClock)
+    camp = _create(
+        runtime, shop,
+        variants=[{"template_version_id": v} for v in shop.versions],
+        ab={"share": 0.1, "metric": "delivery_rate", "wait_hours": 1, "min_trials": 3},
+    )  # fmt: skip
+    _launch(runtime, shop, camp["id"])
+    with runtime.engine.begin() as conn:
+        conn.execute(unscoped(sa.update(messages).values(state="delivered"), "test: receipts"))
+    clock.advance(timedelta(hours=1))
+    assert campaigns.tick(runtime.engine, clock, runtime.keyring) == {"decided": 1}
+    with runtime.engine.connect() as conn:
+        st = campaigns.get(conn, shop.tenant_id, camp["id"])
+    assert st["decision"]["winner"] is None and st["phase"] == "test"
+    assert campaigns.tick(runtime.engine, clock, runtime.keyring) == {}  # not completed
+    with runtime.engine.begin() as conn:
+        chosen = campaigns.decide(
+            conn, clock, runtime.keyring, shop.tenant_id, camp["id"], winner="C", actor="t"
+        )
+    assert chosen["decision"]["chosen_by"] == "t" and chosen["counts"]["by_variant"] == {
+        "C": 38 - 12
+    }

@@ -337,7 +337,7 @@ def test_ab_test_picks_the_planted_better_variant(runtime: Runtime, shop: Shop) 
     assert isinstance(clock, FixedClock)
     camp = _create(
         runtime, shop,
-        variants=[{"template_version_id": shop.versions[0]}, {"template_version_id": shop.versions[1]}],
+        variants=[{"template_version_id": v} for v in shop.versions[:2]],
         ab={"share": 0.2, "metric": "delivery_rate", "wait_hours": 2, "min_trials": 5},
     )  # fmt: skip
     done = _launch(runtime, shop, camp["id"])

@@ -295,6 +295,29 @@ def caps_set(
     emit(policy.as_json(), as_json, "[green]✓[/green]")
 
 
+@campaigns_app.command("preference-link")
+@reports_errors
+def preference_link(
+    tenant: TenantOpt,
+    phone: Annotated[str, typer.Option(help="The contact's number (E.164)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The contact's preference page link (how often they want marketing)."""
+    from hongyan.campaigns import preferences
+    from hongyan.contacts import service as contacts
+    from hongyan.errors import NotFound
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.connect() as conn:
+        contact_id = contacts.find_id(conn, runtime.keyring, tenant_id, phone)
+    if contact_id is None:
+        raise NotFound("No such contact", "找不到该联系人")
+    base = runtime.settings.public_url or "http://127.0.0.1:8000"
+    url = preferences.link(base, runtime.settings.session_secret, tenant_id, contact_id)
+    emit({"url": url}, as_json, url)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(campaigns_app, name="campaigns")
     app.add_typer(caps_app, name="caps")

@@ -474,4 +474,7 @@ def install(app: FastAPI) -> None:
     from hongyan.web import campaigns  # campaigns: list, wizard, status (issue 7)
 
     campaigns.install(app)
+    from hongyan.web import preferences  # the public preference page /p/{token} (issue 7)
+
+    preferences.install(app)
     app.add_api_route("/console/{name}", section, methods=["GET"], include_in_schema=False)

@@ -756,3 +756,16 @@ MESSAGES.update(
         "cmp.do.decide": {"zh-CN": "确定胜出版本", "en": "Decide"},
     }
 )
+
+# -- the public preference page (web/preferences.py, issue 7) -------------------------------------
+MESSAGES.update(
+    {
+        "pref.title": {"zh-CN": "短信接收偏好", "en": "Message preferences"},
+        "pref.intro": {
+            "zh-CN": "号码 {number}：请选择您希望多久收到一次我们的营销短信。",
+            "en": "Number {number}: choose how often you want our marketing messages.",
+        },
+        "pref.save": {"zh-CN": "保存", "en": "Save"},
+        "pref.saved": {"zh-CN": "已保存，感谢您的反馈。", "en": "Saved. Thank you."},
+    }
+)

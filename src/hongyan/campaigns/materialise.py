@@ -144,6 +144,7 @@ class Launch:
     counts: Counter[str] = field(default_factory=Counter)
     planned: Counter[str] = field(default_factory=Counter)  # per variant
     parts: Counter[str] = field(default_factory=Counter)  # per variant
+    skipped: dict[int, str] = field(default_factory=dict)  # contact → why no message
     written: int = 0
 
 
@@ -206,8 +207,10 @@ def write(
         for i, (cid, variant) in enumerate(chunk):
             if cid not in found:
                 launch.counts["gone"] += 1
+                launch.skipped[cid] = "gone"
             elif times[i] is None:
                 launch.counts["window_full"] += 1
+                launch.skipped[cid] = "window_full"
             else:
                 by_variant.setdefault(variant, []).append(i)
         position += len(chunk)
@@ -241,11 +244,11 @@ def write(
             out = []
             for j, i in enumerate(at):
                 problems = batch.problems.get(j)
-                if problems and blocking(category, problems):
+                if (problems and blocking(category, problems)) or (
+                    batch.parts[j] > plan.compiled.max_parts
+                ):
                     launch.counts["content"] += 1
-                    continue
-                if batch.parts[j] > plan.compiled.max_parts:
-                    launch.counts["content"] += 1
+                    launch.skipped[chunk[i][0]] = "content"
                     continue
                 r = rows[j]
                 due, expires = times[i]  # type: ignore[misc]

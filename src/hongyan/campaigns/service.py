@@ -641,14 +641,39 @@ def _snapshot(
         scope.select(campaigns, campaigns.c.list_indexes).where(campaigns.c.id == camp["id"])
     ).scalar_one()
     indexes = [bytes.fromhex(h) for h in raw or []]
+    audience_id, counts = snapshot_of(
+        conn, clock, tenant_id, contacts.c.phone_index, indexes, purpose=purpose,
+        name=str(camp["name"]), ref=ref, actor=actor,
+    )  # fmt: skip
+    counts["not_a_contact"] = len(indexes) - counts["matched"]
+    conn.execute(scope.update(audiences).where(audiences.c.id == audience_id).values(counts=counts))
+    return audience_id, counts
+
+
+def snapshot_of(
+    conn: Connection,
+    clock: Clock,
+    tenant_id: int,
+    key: Any,
+    values: Sequence[Any],
+    *,
+    purpose: str,
+    name: str,
+    ref: str,
+    actor: str,
+) -> tuple[int, dict[str, int]]:
+    """An audience of the contacts whose ``key`` column is among ``values`` (an uploaded list's
+    blind indexes, a journey step's contact ids), each with its verdict as a segment snapshot
+    gives it (suppressed, no_consent, included)."""
+    scope = TenantScope(tenant_id)
     schema = audience_service.load_schema(conn, tenant_id)
     ctx = audience_service.context(conn, clock, tenant_id, schema)
     audience_id = int(
         conn.execute(
             scope.insert(audiences)
             .values(
-                segment_id=None, name=str(camp["name"])[:100], purpose=purpose, campaign_ref=ref,
-                rule={"list": len(indexes)}, counts={}, created_by=actor, taken_at=ctx.now,
+                segment_id=None, name=name[:100], purpose=purpose, campaign_ref=ref[:64],
+                rule={"list": len(values)}, counts={}, created_by=actor, taken_at=ctx.now,
             )
             .returning(audiences.c.id)
         ).scalar_one()
@@ -659,12 +684,12 @@ def _snapshot(
         else_="included",
     )
     m = audience_members.c
-    for start in range(0, len(indexes), 5000):
-        chunk = indexes[start : start + 5000]
+    for start in range(0, len(values), 5000):
+        chunk = list(values[start : start + 5000])
         select = sa.select(
             sa.literal(audience_id, sa.Integer), contacts.c.id, sa.literal(tenant_id, sa.Integer),
             contacts.c.phone_index, verdict,
-        ).where(contacts.c.tenant_id == tenant_id, contacts.c.phone_index.in_(chunk))  # fmt: skip
+        ).where(contacts.c.tenant_id == tenant_id, key.in_(chunk))  # fmt: skip
         conn.execute(
             sa.insert(audience_members)
             .from_select(
@@ -673,7 +698,6 @@ def _snapshot(
             .execution_options(**{TENANT_OPTION: tenant_id})
         )
     counts = segments._counts(conn, tenant_id, audience_id)
-    counts["not_a_contact"] = len(indexes) - counts["matched"]
     conn.execute(scope.update(audiences).where(audiences.c.id == audience_id).values(counts=counts))
     return audience_id, counts
 
@@ -1237,12 +1261,18 @@ def _finished(conn: Connection, tenant_id: int, campaign_id: int) -> bool:
 async def run_schedule(
     engine: Engine, clock: Clock, keyring: KeyRing, stop: asyncio.Event, every: float = 30.0
 ) -> None:
-    """Run :func:`tick` until ``stop`` is set (beside the dispatcher, in a worker thread)."""
+    """Run :func:`tick` and the journeys' tick until ``stop`` is set (beside the dispatcher,
+    in a worker thread)."""
+    from hongyan.campaigns import journeys
+
     while not stop.is_set():
         try:
             done = await asyncio.to_thread(tick, engine, clock, keyring)
             if done:
                 log.info("campaigns: %s", done)
+            moved = await asyncio.to_thread(journeys.tick, engine, clock, keyring)
+            if moved:
+                log.info("journeys: %s", moved)
         except Exception:
             log.exception("campaign scheduler failed")
         with contextlib.suppress(TimeoutError):

@@ -142,3 +142,36 @@ def test_bad_journeys_are_refused(runtime: Runtime, shop: Shop) -> None:
     _journey(runtime, shop)
     with pytest.raises(Conflict):
         _journey(runtime, shop)
+
+
+def test_journeys_api_cli_and_console(client: Any, runtime: Runtime, shop: Shop) -> None:
+    from hongyan.security import apikeys
+    from hongyan.security.roles import Role
+    from tests.api.test_api import auth
+    from tests.campaigns.test_console import _user
+    from tests.web.test_console import login
+
+    with runtime.engine.begin() as conn:
+        key = apikeys.create(conn, runtime.clock, shop.tenant_id, "k", Role.OPERATOR).key
+    body = {
+        "name": "欢迎",
+        "trigger": "registration",
+        "steps": [{"kind": "wait", "minutes": 30},
+                  {"kind": "send", "template_id": _template_id(runtime, shop, shop.versions[2])}],
+    }  # fmt: skip
+    made = client.post("/api/v1/journeys", headers=auth(key), json=body)
+    assert made.status_code == 201, made.text
+    jid = made.json()["id"]
+    loop = client.post(
+        "/api/v1/journeys", headers=auth(key), json={**body, "name": "x", "exit_on": "registration"}
+    )
+    assert loop.status_code == 422 and loop.json()["code"] == "journey_invalid"
+    paused = client.put(
+        f"/api/v1/journeys/{jid}/state", headers=auth(key), json={"state": "paused"}
+    )
+    assert paused.json()["state"] == "paused"
+    assert client.get("/api/v1/journeys", headers=auth(key)).json()["journeys"][0]["name"] == "欢迎"
+    _user(runtime, shop)
+    login(client)
+    page = client.get("/console/campaigns")
+    assert "自动化旅程" in page.text and "欢迎" in page.text and "注册" in page.text

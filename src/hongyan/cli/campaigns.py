@@ -16,6 +16,9 @@ campaigns_app = typer.Typer(
     help="Campaigns: create, estimate, launch, pause, resume, cancel, status", no_args_is_help=True
 )
 caps_app = typer.Typer(help="Frequency caps by lifecycle stage", no_args_is_help=True)
+journeys_app = typer.Typer(
+    help="Behaviour-triggered journeys: create, list, show, pause, resume", no_args_is_help=True
+)
 
 TenantOpt = Annotated[str, typer.Option(help="Tenant slug")]
 CampaignArg = Annotated[str, typer.Argument(help="Campaign id or name")]
@@ -254,11 +257,20 @@ def list_(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
 @campaigns_app.command("tick")
 @reports_errors
 def tick(as_json: JsonOpt = False) -> None:
-    """Run the scheduler once (launch due campaigns, decide A/B tests, complete finished ones)."""
+    """Run the scheduler once (launch due campaigns, decide A/B tests, complete finished ones,
+    enrol and advance journeys)."""
     from hongyan.campaigns import service
 
     runtime = open_runtime()
+    from hongyan.campaigns import journeys
+
     done = service.tick(runtime.engine, runtime.clock, runtime.keyring)
+    done.update(
+        {
+            f"journeys.{k}": v
+            for k, v in journeys.tick(runtime.engine, runtime.clock, runtime.keyring).items()
+        }
+    )
     emit(done, as_json, str(done or "nothing due"))
 
 
@@ -318,6 +330,100 @@ def preference_link(
     emit({"url": url}, as_json, url)
 
 
+@journeys_app.command("create")
+@reports_errors
+def journey_create(
+    tenant: TenantOpt,
+    name: Annotated[str, typer.Option(help="Journey name")],
+    trigger: Annotated[
+        str, typer.Option(help="Event kind (add_to_cart, registration …) or birthday")
+    ],
+    steps: Annotated[
+        str,
+        typer.Option(
+            help='Steps as JSON: [{"kind":"wait","minutes":60},{"kind":"send","template_id":3}]'
+        ),
+    ],
+    exit_on: Annotated[str, typer.Option(help="Event that ends it (order), or none")] = "order",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an active journey."""
+    from hongyan.campaigns import journeys
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.begin() as conn:
+        j = journeys.create(
+            conn, runtime.clock, tenant_id, name=name, trigger=trigger,
+            steps=_json_arg(steps, "steps"), exit_on=None if exit_on == "none" else exit_on,
+            actor=ACTOR,
+        )  # fmt: skip
+    emit(j, as_json, f"[green]✓[/green] journey {j['id']} {j['name']}")
+
+
+@journeys_app.command("list")
+@reports_errors
+def journey_list(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """The tenant's journeys with their counts."""
+    from hongyan.campaigns import journeys
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.connect() as conn:
+        rows = journeys.list_journeys(conn, tenant_id)
+    lines = [
+        f"{j['id']:>4}  {j['name']:<16} {j['trigger']:<12} {j['state']:<7} {j['counts']}"
+        for j in rows
+    ]
+    emit({"journeys": rows}, as_json, "\n".join(lines) or "(none)")
+
+
+@journeys_app.command("show")
+@reports_errors
+def journey_show(
+    tenant: TenantOpt,
+    journey: Annotated[str, typer.Argument(help="Journey id or name")],
+    as_json: JsonOpt = False,
+) -> None:
+    """A journey, its steps and counts."""
+    from hongyan.campaigns import journeys
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.connect() as conn:
+        j = journeys.get(conn, tenant_id, _ref(journey))
+    emit(j, as_json, f"{j['name']} ({j['state']}): {j['counts']}")
+
+
+def _journey_state(tenant: str, journey: str, state: str, as_json: bool) -> None:
+    from hongyan.campaigns import journeys
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+    with runtime.engine.begin() as conn:
+        j = journeys.set_state(conn, runtime.clock, tenant_id, _ref(journey), state, actor=ACTOR)
+    emit(j, as_json, f"[green]✓[/green] {j['name']}: {j['state']}")
+
+
+@journeys_app.command("pause")
+@reports_errors
+def journey_pause(
+    tenant: TenantOpt, journey: Annotated[str, typer.Argument()], as_json: JsonOpt = False
+) -> None:
+    """Stop enrolling and advancing (enrolments wait where they are)."""
+    _journey_state(tenant, journey, "paused", as_json)
+
+
+@journeys_app.command("resume")
+@reports_errors
+def journey_resume(
+    tenant: TenantOpt, journey: Annotated[str, typer.Argument()], as_json: JsonOpt = False
+) -> None:
+    """Enrol and advance again."""
+    _journey_state(tenant, journey, "active", as_json)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(campaigns_app, name="campaigns")
     app.add_typer(caps_app, name="caps")
+    app.add_typer(journeys_app, name="journeys")

@@ -1,4 +1,5 @@
-"""Console pages for campaigns: the list, the wizard (audience → copy with its lint → schedule →
+"""Console pages for campaigns: the list (with the journeys and their counts), the wizard
+(audience → copy with its lint → schedule →
 review with counts and cost → launch) and each campaign's live status page.
 
 The wizard's first three steps are one form (each step a fieldset, so it works without
@@ -17,6 +18,7 @@ from fastapi.responses import Response
 from sqlalchemy.engine import Connection
 
 from hongyan.audience import segments
+from hongyan.campaigns import journeys
 from hongyan.campaigns import service as campaigns
 from hongyan.campaigns.windows import PRESETS
 from hongyan.errors import HongyanError, NotFound
@@ -43,6 +45,7 @@ def overview(request: Request) -> Response:
         return view.respond(
             conn, "campaigns", active="campaigns", error=None,
             campaigns=campaigns.list_campaigns(conn, view.principal.tenant_id),
+            journeys=journeys.list_journeys(conn, view.principal.tenant_id),
             manage=_can_send(view),
         )  # fmt: skip
 

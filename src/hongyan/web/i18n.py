@@ -769,3 +769,29 @@ MESSAGES.update(
         "pref.saved": {"zh-CN": "已保存，感谢您的反馈。", "en": "Saved. Thank you."},
     }
 )
+
+# -- journeys (web/campaigns.py, issue 7) ---------------------------------------------------------
+MESSAGES.update(
+    {
+        "jny.title": {"zh-CN": "自动化旅程", "en": "Journeys"},
+        "jny.none": {
+            "zh-CN": "还没有旅程（如：加购未下单 1 小时后发优惠）。",
+            "en": "No journeys yet (e.g. an offer an hour after a cart is abandoned).",
+        },
+        "jny.trigger": {"zh-CN": "触发事件", "en": "Trigger"},
+        "jny.entered": {"zh-CN": "进入", "en": "Entered"},
+        "jny.active": {"zh-CN": "进行中", "en": "In progress"},
+        "jny.completed": {"zh-CN": "已完成", "en": "Completed"},
+        "jny.converted": {"zh-CN": "已转化", "en": "Converted"},
+        "jny.exited": {"zh-CN": "中途退出", "en": "Left"},
+        "jny.state.active": {"zh-CN": "运行中", "en": "Active"},
+        "jny.state.paused": {"zh-CN": "已暂停", "en": "Paused"},
+        "jny.trigger.order": {"zh-CN": "下单", "en": "Order"},
+        "jny.trigger.browse": {"zh-CN": "浏览", "en": "Browse"},
+        "jny.trigger.favourite": {"zh-CN": "收藏", "en": "Favourite"},
+        "jny.trigger.add_to_cart": {"zh-CN": "加入购物车", "en": "Added to cart"},
+        "jny.trigger.registration": {"zh-CN": "注册", "en": "Registration"},
+        "jny.trigger.order_signed": {"zh-CN": "订单签收", "en": "Order signed"},
+        "jny.trigger.birthday": {"zh-CN": "生日", "en": "Birthday"},
+    }
+)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.campaigns import caps
+from hongyan.campaigns import caps, journeys
 from hongyan.campaigns import service as campaigns
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
@@ -195,3 +195,61 @@ def set_caps(
     who.require(Permission.MANAGE_TENANT)
     policy = caps.set_policy(conn, runtime.clock, who.tenant_id, body.limits)
     return {"limits": policy.as_json()}
+
+
+class JourneyIn(BaseModel):
+    name: str = Field(max_length=100)
+    trigger: str = Field(description="An event kind (add_to_cart, registration …) or birthday")
+    exit_on: str | None = Field(default="order", description="An event kind that ends it")
+    steps: list[dict[str, Any]] = Field(
+        description='[{"kind": "wait", "minutes": 60}, {"kind": "condition", "rule": {…}}, '
+        '{"kind": "send", "template_id": 3}]'
+    )
+
+
+class JourneyState(BaseModel):
+    state: str = Field(pattern="^(active|paused)$")
+
+
+@router.get("/journeys", summary="The tenant's journeys with their counts")
+def list_journeys(
+    who: Principal = Depends(get_principal), conn: Connection = CONN
+) -> dict[str, Any]:
+    who.require(Permission.READ_REPORTS)
+    return {"journeys": journeys.list_journeys(conn, who.tenant_id)}
+
+
+@router.post("/journeys", status_code=201, summary="Create an active journey")
+def create_journey(
+    body: JourneyIn,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
+    who.require(Permission.SEND)
+    return journeys.create(
+        conn, runtime.clock, who.tenant_id, name=body.name, trigger=body.trigger,
+        steps=body.steps, exit_on=body.exit_on, actor=who.actor,
+    )  # fmt: skip
+
+
+@router.get("/journeys/{ref}", summary="A journey, its steps and counts")
+def get_journey(
+    ref: str, who: Principal = Depends(get_principal), conn: Connection = CONN
+) -> dict[str, Any]:
+    who.require(Permission.READ_REPORTS)
+    return journeys.get(conn, who.tenant_id, _ref(ref))
+
+
+@router.put("/journeys/{ref}/state", summary="Pause or resume a journey")
+def journey_state(
+    ref: str,
+    body: JourneyState,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
+    who.require(Permission.SEND)
+    return journeys.set_state(
+        conn, runtime.clock, who.tenant_id, _ref(ref), body.state, actor=who.actor
+    )

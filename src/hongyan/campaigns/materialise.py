@@ -20,6 +20,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection
@@ -38,10 +39,21 @@ from hongyan.security.keyring import KeyRing
 
 BATCH = 5_000
 MAX_SPREAD_DAYS = 62
-CONTACT_COLUMNS = (
-    "id", "phone_cipher", "phone_index", "phone_masked", "carrier", "name_cipher", "gender",
-    "birthday_cipher", "province", "city", "attrs",
-)  # fmt: skip
+BASE_COLUMNS = ("id", "phone_cipher", "phone_index", "phone_masked", "carrier")
+# What each placeholder reads from contacts (only those the templates name are fetched).
+VALUE_COLUMNS = {
+    "name": "name_cipher", "gender": "gender", "birthday": "birthday_cipher",
+    "province": "province", "city": "city",
+}  # fmt: skip
+
+
+def contact_columns(keys: set[str]) -> tuple[str, ...]:
+    wanted = [c for k, c in VALUE_COLUMNS.items() if k in keys]
+    if any(k.startswith("attr.") for k in keys):
+        wanted.append("attrs")
+    return BASE_COLUMNS + tuple(wanted)
+
+
 MESSAGE_COLUMNS = (
     "dest_cipher", "dest_index", "dest_masked", "carrier", "body", "encoding", "parts",
     "due_at", "expires_at", "contact_id",
@@ -149,30 +161,27 @@ class Launch:
 
 
 def _values(
-    rows: Sequence[tuple[object, ...]], keys: set[str], keyring: KeyRing, tenant_id: int,
-    tags: dict[int, list[str]],
+    rows: Sequence[tuple[Any, ...]], columns: tuple[str, ...], keys: set[str], keyring: KeyRing,
+    tenant_id: int, tags: dict[int, list[str]],
 ) -> list[dict[str, str]]:  # fmt: skip
+    """The template values of each row (``columns`` as :func:`contact_columns` chose them)."""
     if not keys - set(extras.KEYS):
         return [{} for _ in rows]
+    at = {c: i for i, c in enumerate(columns)}
     name_ctx, birthday_ctx = name_context(tenant_id), birthday_context(tenant_id)
-    want_name, want_birthday = "name" in keys, "birthday" in keys
-    want_attrs = any(k.startswith("attr.") for k in keys)
+    want = {k: at.get(c) for k, c in VALUE_COLUMNS.items() if k in keys}
+    attrs_at = at.get("attrs") if any(k.startswith("attr.") for k in keys) else None
     out = []
     for r in rows:
-        cid, _c, _i, _m, _car, name_c, gender, birthday_c, province, city, attrs = r
-        record = {
-            "name": keyring.decrypt(name_c, name_ctx) if want_name and name_c else None,  # type: ignore[arg-type]
-            "gender": gender,
-            "birthday": (
-                keyring.decrypt(birthday_c, birthday_ctx)  # type: ignore[arg-type]
-                if want_birthday and birthday_c
-                else None
-            ),
-            "province": province,
-            "city": city,
-            "tags": tags.get(int(cid), []),  # type: ignore[call-overload]
-        }
-        out.append(contact_values(record, attrs if want_attrs else None))  # type: ignore[arg-type]
+        record: dict[str, Any] = {"tags": tags.get(int(r[0]), [])}
+        for key, i in want.items():
+            value = r[i] if i is not None else None
+            if value is not None and key == "name":
+                value = keyring.decrypt(value, name_ctx)
+            elif value is not None and key == "birthday":
+                value = keyring.decrypt(value, birthday_ctx)
+            record[key] = value
+        out.append(contact_values(record, r[attrs_at] if attrs_at is not None else None))
     return out
 
 
@@ -193,14 +202,13 @@ def write(
     keys: set[str] = set()
     for v in launch.variants.values():
         keys |= set(v.compiled.keys)
+    columns = contact_columns(keys)
     category = launch.lane.name.lower()
     position = 0
     for start in range(0, len(order), BATCH):
         chunk = order[start : start + BATCH]
         ids = [c for c, _ in chunk]
-        found = {
-            int(r[0]): r for r in bulk.fetch_in(conn, scope, contacts, CONTACT_COLUMNS, "id", ids)
-        }
+        found = {int(r[0]): r for r in bulk.fetch_in(conn, scope, contacts, columns, "id", ids)}
         tags = _tags(conn, scope, ids) if "tags" in keys else {}
         times = launch.spread.times(position, len(chunk))
         by_variant: dict[str, list[int]] = {}
@@ -217,7 +225,9 @@ def write(
         for variant, at in by_variant.items():
             plan = launch.variants[variant]
             rows = [found[chunk[i][0]] for i in at]
-            values = _values(rows, set(plan.compiled.keys), keyring, launch.tenant_id, tags)
+            values = _values(
+                rows, columns, set(plan.compiled.keys), keyring, launch.tenant_id, tags
+            )
             needs = extras.needed(plan.compiled.keys)
             if needs:
                 first = times[at[0]]

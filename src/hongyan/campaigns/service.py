@@ -754,19 +754,29 @@ def _apply_caps(
         .subquery()
     )
     out = {}
-    for reason in ("over_cap", "preference"):
-        ids = sa.select(inner.c.contact_id).where(inner.c.verdict == reason)
-        result = conn.execute(
-            sa.update(audience_members)
-            .where(
-                audience_members.c.tenant_id == tenant_id,
-                audience_members.c.audience_id == audience_id,
-                audience_members.c.contact_id.in_(ids),
-            )
-            .values(status=reason)
+    # One read of the verdicts that exclude (hash joins: the whole audience is read), then the
+    # marks by key, a chunk at a time. (One UPDATE … WHERE contact_id IN (that SELECT) was
+    # planned by PostgreSQL as a nested loop re-running the verdict per member: minutes for
+    # 20,000 members.)
+    with segments.whole_tenant(conn):
+        excluded = conn.execute(
+            sa.select(inner.c.contact_id, inner.c.verdict)
+            .where(inner.c.verdict != "ok")
             .execution_options(**{TENANT_OPTION: tenant_id})
-        )
-        out[reason] = int(result.rowcount)
+        ).all()
+    by_reason: dict[str, list[int]] = {"over_cap": [], "preference": []}
+    for contact_id, reason in excluded:
+        by_reason[str(reason)].append(int(contact_id))
+    am = audience_members.c
+    for reason, ids in by_reason.items():
+        for start in range(0, len(ids), 5000):
+            conn.execute(
+                TenantScope(tenant_id)
+                .update(audience_members)
+                .where(am.audience_id == audience_id, am.contact_id.in_(ids[start : start + 5000]))
+                .values(status=reason)
+            )
+        out[reason] = len(ids)
     return out
 
 

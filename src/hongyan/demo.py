@@ -275,6 +275,12 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
         from hongyan.audience import demo as audience_demo
 
         audience_demo.seed(runtime, tenant.id)
+        # A scheduled A/B campaign to dormant customers and a cart-abandonment journey (issue 7).
+        from hongyan.campaigns import demo as campaigns_demo
+
+        with runtime.engine.begin() as conn:
+            reviewer = _demo_reviewer(conn, runtime, password)
+        campaigns_demo.seed(runtime, tenant.id, reviewer)
     return {
         "tenant": SLUG,
         "email": EMAIL,

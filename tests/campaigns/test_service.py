@@ -412,3 +412,30 @@ def test_ab_test_without_a_clear_winner_waits_for_the_marketer(
     assert chosen["decision"]["chosen_by"] == "t" and chosen["counts"]["by_variant"] == {
         "C": 38 - 12
     }
+
+
+def test_notification_campaigns_are_not_held_by_quiet_hours(runtime: Runtime, shop: Shop) -> None:
+    from hongyan.contacts import suppression
+
+    clock = runtime.clock
+    assert isinstance(clock, FixedClock)
+    clock.set(datetime(2026, 11, 11, 14, 0, tzinfo=UTC))  # 22:00 in Shanghai
+    with runtime.engine.begin() as conn:
+        suppression.record_consent(
+            conn, clock, runtime.keyring,
+            [suppression.ConsentChange(shop.tenant_id, p, "notification", "granted", "s", "t", "t")
+             for p in shop.phones[:5]],
+        )  # fmt: skip
+    version = approved_version(
+        runtime, shop.tenant_id, "【鸿雁茶饮】{name|您好}，您预约的门店自提订单已备好。",
+        category="notification",
+    )  # fmt: skip
+    camp = _create(
+        runtime, shop, category="notification", variants=[{"template_version_id": version}],
+        phones=shop.phones[:5], segment=None,
+    )  # fmt: skip
+    done = _launch(runtime, shop, camp["id"])
+    rows = _messages(runtime, camp["id"])
+    # the first number opted out of marketing, which does not stop notifications
+    assert done["counts"]["planned"] == 5 and done["counts"]["suppressed"] == 0
+    assert rows[0].due_at == clock.now() and {r.lane for r in rows} == {1}

@@ -174,8 +174,15 @@ def test_frequency_caps_hold_across_campaigns(runtime: Runtime, shop: Shop) -> N
 
 
 def test_preferences_are_the_stricter_limit(runtime: Runtime, shop: Shop) -> None:
+    from hongyan.contacts import service as contact_service
+
+    # by number: an import stores contacts in blind-index order, so ids do not follow numbers
+    ids: dict[int, int] = {}
     with runtime.engine.connect() as conn:
-        ids = sorted(conn.execute(unscoped(sa.select(contacts.c.id), "t")).scalars())
+        for i in (5, 6, 7):
+            found = contact_service.find_id(conn, runtime.keyring, shop.tenant_id, shop.phones[i])
+            assert found is not None
+            ids[i] = found
     with runtime.engine.begin() as conn:
         caps.set_preference(conn, runtime.clock, shop.tenant_id, ids[5], "none", "page")
         caps.set_preference(conn, runtime.clock, shop.tenant_id, ids[6], "important", "page")
@@ -439,3 +446,12 @@ def test_notification_campaigns_are_not_held_by_quiet_hours(runtime: Runtime, sh
     # the first number opted out of marketing, which does not stop notifications
     assert done["counts"]["planned"] == 5 and done["counts"]["suppressed"] == 0
     assert rows[0].due_at == clock.now() and {r.lane for r in rows} == {1}
+
+
+def test_weights_split_the_audience() -> None:
+    camp = {"variants": [{"name": "A", "weight": 1}, {"name": "B", "weight": 3}], "salt": 987_654}
+    order, boundary = campaigns._assign(list(range(1, 20_001)), camp, "full")
+    share = sum(1 for _c, v in order if v == "B") / len(order)
+    assert boundary is None and 0.73 < share < 0.77
+    again, _ = campaigns._assign(list(range(1, 20_001)), camp, "full")
+    assert again == order  # stable: a contact keeps its variant

@@ -455,3 +455,37 @@ def test_weights_split_the_audience() -> None:
     assert boundary is None and 0.73 < share < 0.77
     again, _ = campaigns._assign(list(range(1, 20_001)), camp, "full")
     assert again == order  # stable: a contact keeps its variant
+
+
+def test_a_launch_that_fails_halfway_leaves_nothing(
+    runtime: Runtime, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of 10; the link hook breaks on the third: no message, no audience, still a draft."""
+    from hongyan.campaigns import materialise
+
+    monkeypatch.setattr(materialise, "BATCH", 10)
+    body = "【鸿雁茶饮】{name|您好}，专属券已到账，点击{link} 领取，本周有效，回T退订"
+    version = approved_version(runtime, shop.tenant_id, body)
+    camp = _create(runtime, shop, variants=[{"template_version_id": version}])
+    calls: list[int] = []
+
+    def links(conn: sa.Connection, req: extras.PerRecipientRequest) -> dict[str, list[str]]:
+        calls.append(len(req.contact_ids))
+        if len(calls) == 3:
+            return {"link": ["https://hy.cx/x"] * (len(req.contact_ids) - 1)}  # one short
+        return {"link": [f"https://hy.cx/{c:07d}" for c in req.contact_ids]}
+
+    extras.register("halfway", links)
+    try:
+        with pytest.raises(extras.ExtrasBroken):
+            _launch(runtime, shop, camp["id"])
+    finally:
+        extras.unregister("halfway")
+    assert len(calls) == 3
+    assert _messages(runtime) == []
+    with runtime.engine.connect() as conn:
+        assert (
+            conn.execute(unscoped(sa.select(sa.func.count()).select_from(audiences), "t")).scalar()
+            == 0
+        )
+        assert campaigns.get(conn, shop.tenant_id, camp["id"])["state"] == "draft"

@@ -35,6 +35,7 @@ from hongyan.tenants import service
 
 SLUG = "demo"
 EMAIL = "owner@demo.hongyan.local"
+SHOPPER_KEY_NAME = "sandbox-shoppers"
 
 
 def _login_password(runtime: Runtime) -> str:
@@ -90,10 +91,30 @@ def _sandbox_channel(conn: Connection, runtime: Runtime) -> None:
     )
 
 
-def sandbox_jobs(runtime: Runtime) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
-    """The carrier sandbox and a dispatcher (on the channels, the sandbox's among them)."""
+def _shopper_key(runtime: Runtime) -> str:
+    """A fresh operator API key for the sandbox's shoppers (the last run's is revoked)."""
+    with runtime.engine.begin() as conn:
+        tenant = service.get_tenant(conn, SLUG)
+        for key in apikeys.listing(conn, tenant.id):
+            if key["name"] == SHOPPER_KEY_NAME and key["revoked_at"] is None:
+                apikeys.revoke(conn, runtime.clock, tenant.id, int(key["id"]))
+        return apikeys.create(conn, runtime.clock, tenant.id, SHOPPER_KEY_NAME, Role.OPERATOR).key
+
+
+def sandbox_jobs(
+    runtime: Runtime, base_url: str | None = None
+) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
+    """The carrier sandbox and a dispatcher (on the channels, the sandbox's among them).
+
+    With ``base_url`` (the platform's own address), the sandbox's recipients also shop: they
+    open the short links of delivered messages and order with their coupons through the events
+    API, at the rates of :data:`hongyan.campaigns.demo.SHOPPERS` (one variant planted better),
+    so the demo campaign's report fills with a real funnel.
+    """
+    from hongyan.campaigns.demo import SHOPPERS
+    from hongyan.channels.sandbox.shoppers import ShopperConfig
     from hongyan.channels.sandbox.smsc import SandboxConfig, SandboxSmsc
-    from hongyan.dispatch import service
+    from hongyan.dispatch import service as dispatch_service
 
     system_id, password = SANDBOX_ACCOUNT
     smsc_config = SandboxConfig(
@@ -109,6 +130,11 @@ def sandbox_jobs(runtime: Runtime) -> list[Callable[[asyncio.Event], Coroutine[A
         # Some recipients answer: TD / 退订 (opt-outs) and free text land in the inbox.
         reply_rate=0.2,
         reply_delay=3.0,
+        shoppers=(
+            ShopperConfig(base_url=base_url, api_key=_shopper_key(runtime), rules=SHOPPERS)
+            if base_url
+            else None
+        ),
     )
 
     async def run_sandbox(stop: asyncio.Event) -> None:
@@ -120,7 +146,7 @@ def sandbox_jobs(runtime: Runtime) -> list[Callable[[asyncio.Event], Coroutine[A
             await smsc.stop()
 
     async def run_dispatcher(stop: asyncio.Event) -> None:
-        await service.run(runtime, stop)
+        await dispatch_service.run(runtime, stop)
 
     return [run_sandbox, run_dispatcher]
 
@@ -275,6 +301,12 @@ def prepare(runtime: Runtime) -> dict[str, Any]:
         from hongyan.audience import demo as audience_demo
 
         audience_demo.seed(runtime, tenant.id)
+        # A scheduled A/B campaign to dormant customers and a cart-abandonment journey (issue 7).
+        from hongyan.campaigns import demo as campaigns_demo
+
+        with runtime.engine.begin() as conn:
+            reviewer = _demo_reviewer(conn, runtime, password)
+        campaigns_demo.seed(runtime, tenant.id, reviewer)
     return {
         "tenant": SLUG,
         "email": EMAIL,

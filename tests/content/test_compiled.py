@@ -207,3 +207,5 @@ def test_check_many_examples() -> None:
     with pytest.raises(MissingParameter):
         t.check_many([{"name": "李女士", **SPECIALS}], strict=True)
     assert len(t.check_many([])) == 0
+    plain = CompiledTemplate("【鸿雁茶饮】好久不见，送您满30减10，回T退订", CTX)
+    assert plain.check_many([{}, {"name": "李"}]).rendered() == [plain.check({})] * 2

@@ -148,7 +148,7 @@ def test_login_shows_dashboard_with_real_tenant_data(client: TestClient, runtime
     for label in ("概览", "联系人", "人群", "内容", "活动", "发送记录", "报表", "设置"):
         assert label in page.text
 
-    later = client.get("/console/campaigns")
+    later = client.get("/console/settings")
     assert later.status_code == 200
     assert "后续版本" in later.text
     assert client.get("/console/nonsense").status_code == 404

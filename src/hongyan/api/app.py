@@ -156,6 +156,9 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
     from hongyan.api.routers import reports  # campaign reports and exports (issue 8)
 
     app.include_router(reports.router, prefix="/api/v1")
+    from hongyan.api.routers import campaigns  # campaigns, caps, journeys (issue 7)
+
+    app.include_router(campaigns.router, prefix="/api/v1")
     console.install(app)
     from hongyan.tracking import redirector  # short links: GET /{code}, after every other route
 

@@ -384,13 +384,16 @@ def _dispatcher_jobs(runtime: Runtime) -> list[Any]:
 
 def _webhook_jobs(runtime: Runtime) -> list[Any]:
     """The webhook worker, which runs wherever a dispatcher runs (with the audience scheduler,
-    which recomputes RFM, lifecycle and locations when they are due)."""
+    which recomputes RFM, lifecycle and locations when they are due, and the campaign scheduler,
+    which launches due campaigns, decides A/B tests and advances journeys)."""
     from hongyan.audience import recompute
+    from hongyan.campaigns import service as campaigns
     from hongyan.webhooks import delivery
 
     return [
         lambda stop: delivery.run(runtime, stop),
         lambda stop: recompute.run_schedule(runtime.engine, runtime.clock, stop),
+        lambda stop: campaigns.run_schedule(runtime.engine, runtime.clock, runtime.keyring, stop),
     ]
 
 
@@ -621,7 +624,7 @@ def demo(
         from hongyan.demo import sandbox_jobs
 
         configure_logs(logging.WARNING)
-        jobs = [*sandbox_jobs(runtime), *_webhook_jobs(runtime)]
+        jobs = [*sandbox_jobs(runtime, f"http://{host}:{port}"), *_webhook_jobs(runtime)]
         demo_app = create_app(runtime, jobs)
         settle_heap()
         uvicorn.run(demo_app, host=host, port=port, log_config=None)
@@ -693,4 +696,11 @@ def _register_tracking() -> None:
     register(app)
 
 
+def _register_campaigns() -> None:
+    from hongyan.cli.campaigns import register  # campaigns, caps, journeys (issue 7)
+
+    register(app)
+
+
 _register_tracking()
+_register_campaigns()

@@ -399,6 +399,8 @@ class CompiledTemplate:
         n = len(rows)
         if self.dense or n == 0:
             return Batch.of([self.check(r, strict) for r in rows])
+        if not self._fast_slots:  # no placeholder: one text for everyone
+            return Batch.of([self.check(rows[0], strict)] * n)
         cols: list[list[Any]] = []
         acc = [self._base] * n
         for slot in self._fast_slots:

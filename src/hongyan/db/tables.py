@@ -1076,3 +1076,190 @@ coupon_rejections = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     info=SCOPED,
 )
+
+# -- campaigns and journeys (issue 7; see docs/architecture.md "Campaigns") ---------------------
+
+# A campaign: who (a segment or an uploaded list), what (variants), when (schedule, window), and
+# where it stands (draft → scheduled → running ⇄ paused → completed | cancelled).
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(index=False),  # served by uq_campaigns_name
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("category", sa.String(16), nullable=False),  # marketing, notification
+    sa.Column("important", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column(
+        "segment_id", sa.Integer, sa.ForeignKey("segments.id", ondelete="SET NULL"), nullable=True
+    ),
+    # An uploaded list: the numbers' blind indexes (tenant:<id>:phone), matched to contacts.
+    sa.Column("list_indexes", sa.JSON, nullable=True),
+    sa.Column("route", sa.String(64), nullable=True),  # a channel name; None: the tenant's route
+    sa.Column("schedule", sa.JSON, nullable=False),  # campaigns.schedule.Schedule.as_dict()
+    sa.Column("window", sa.JSON, nullable=True),  # {"preset": …} or {"start","end","days"}
+    sa.Column("on_window_end", sa.String(8), nullable=False, server_default="carry"),
+    sa.Column("rate", sa.Float, nullable=True),  # messages a second to spread at (None: channel)
+    sa.Column(
+        "ab", sa.JSON, nullable=True
+    ),  # {"share","metric","method","confidence","wait_hours"}
+    sa.Column("decision", sa.JSON, nullable=True),  # the A/B winner and its evidence
+    sa.Column("salt", sa.Integer, nullable=False),
+    sa.Column("estimate", sa.JSON, nullable=False, default=dict),
+    sa.Column("counts", sa.JSON, nullable=False, default=dict),  # the last launch's counts
+    sa.Column("runs", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_run_at", UTCDateTime, nullable=True),
+    sa.Column("phase", sa.String(8), nullable=True),  # test, rest (A/B), full
+    sa.Column("launched_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("created_by", sa.String(80), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", name="uq_campaigns_name"),
+    # The scheduler looks for due campaigns across tenants.
+    sa.Index("ix_campaigns_due", "state", "next_run_at"),
+    info=SCOPED,
+)
+
+# A campaign's variants: an approved template version each, with a weight (or an A/B share).
+campaign_variants = sa.Table(
+    "campaign_variants",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column(
+        "campaign_id",
+        sa.Integer,
+        sa.ForeignKey("campaigns.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(16), nullable=False),  # A, B, C …
+    sa.Column("template_version_id", sa.Integer, nullable=False),
+    sa.Column("weight", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("link_url", sa.String(500), nullable=True),
+    sa.Column("coupon_pool_id", sa.Integer, nullable=True),
+    sa.UniqueConstraint("campaign_id", "name", name="uq_campaign_variants_name"),
+    info=SCOPED,
+)
+
+# One launch of a campaign (a recurring one launches once per occurrence; an A/B test twice:
+# the test phase, then the rest): what was planned and what was left out, and why.
+campaign_runs = sa.Table(
+    "campaign_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column(
+        "campaign_id",
+        sa.Integer,
+        sa.ForeignKey("campaigns.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("run_no", sa.Integer, nullable=False),
+    sa.Column("phase", sa.String(8), nullable=False),  # full, test, rest
+    sa.Column("audience_id", sa.Integer, nullable=True),
+    sa.Column("counts", sa.JSON, nullable=False, default=dict),
+    sa.Column("seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    info=SCOPED,
+)
+
+# A tenant's frequency caps by lifecycle stage: {"new": [1, 7], "dormant": [1, 90], …}
+# (at most N marketing messages in D days); stages not named use "default".
+frequency_policies = sa.Table(
+    "frequency_policies",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.Integer,
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("limits", sa.JSON, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    info=SCOPED,
+)
+
+# A contact's own choice from the preference page: weekly, monthly, important (only campaigns
+# marked important), none (no marketing).
+contact_preferences = sa.Table(
+    "contact_preferences",
+    metadata,
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    ),
+    tenant_fk(),
+    sa.Column("frequency", sa.String(10), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # page, api, console
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    info=SCOPED,
+)
+
+# A behaviour-triggered journey: an event kind starts it, steps wait, test and send.
+journeys = sa.Table(
+    "journeys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),  # an event kind, or birthday
+    sa.Column("exit_on", sa.String(16), nullable=True),  # an event kind that ends it (order)
+    sa.Column("state", sa.String(8), nullable=False),  # active, paused
+    sa.Column("created_by", sa.String(80), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", name="uq_journeys_name"),
+    info=SCOPED,
+)
+
+journey_steps = sa.Table(
+    "journey_steps",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column(
+        "journey_id", sa.Integer, sa.ForeignKey("journeys.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(10), nullable=False),  # wait, condition, send
+    sa.Column("minutes", sa.Integer, nullable=True),  # wait
+    sa.Column("rule", sa.JSON, nullable=True),  # condition: a segment rule the contact must meet
+    sa.Column("template_version_id", sa.Integer, nullable=True),  # send
+    sa.UniqueConstraint("journey_id", "position", name="uq_journey_steps_position"),
+    info=SCOPED,
+)
+
+# A contact's way through a journey, started by one event.
+journey_enrolments = sa.Table(
+    "journey_enrolments",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    tenant_fk(index=False),
+    sa.Column(
+        "journey_id", sa.Integer, sa.ForeignKey("journeys.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("event_key", sa.String(64), nullable=False),  # the event id (or birthday:<date>)
+    sa.Column("state", sa.String(10), nullable=False),  # active, completed, exited
+    sa.Column("step", sa.Integer, nullable=False),  # the next step's position
+    sa.Column("next_at", UTCDateTime, nullable=False),
+    sa.Column("entered_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("outcome", sa.String(24), nullable=True),  # sent, converted, condition, capped …
+    sa.UniqueConstraint("journey_id", "contact_id", "event_key", name="uq_journey_enrolments_key"),
+    sa.Index("ix_journey_enrolments_due", "state", "next_at"),
+    info=SCOPED,
+)
+
+# Frequency caps count a contact's marketing messages by due time: only marketing rows enter.
+sa.Index(
+    "ix_messages_contact_marketing",
+    messages.c.tenant_id,
+    messages.c.contact_id,
+    messages.c.due_at,
+    postgresql_where=sa.text("lane = 2 AND contact_id IS NOT NULL"),
+    sqlite_where=sa.text("lane = 2 AND contact_id IS NOT NULL"),
+)

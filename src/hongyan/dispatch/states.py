@@ -3,7 +3,8 @@
     planned ──claim──► sending ──submit ok──► submitted ──receipt──► delivered|undelivered|expired
        │                 │  └─transient error─► planned (retry with backoff, or the next channel)
        │                 └─permanent error / validity over──► failed | expired
-       └──cancel──► cancelled
+       ├──cancel──► cancelled
+       └──pause (a campaign's)──► held ──resume──► planned   (held: never claimed; cancel ends it)
 
 The dispatcher writes each change before and after the external call that causes it; these rules
 are what it checks a change against, so an impossible transition is a bug caught at once.
@@ -23,6 +24,7 @@ class State(StrEnum):
     EXPIRED = "expired"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    HELD = "held"  # a paused campaign's planned message: not claimed until resumed
 
 
 FINAL = frozenset(
@@ -30,7 +32,10 @@ FINAL = frozenset(
 )
 
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.PLANNED: frozenset({State.SENDING, State.CANCELLED, State.EXPIRED, State.FAILED}),
+    State.PLANNED: frozenset(
+        {State.SENDING, State.CANCELLED, State.EXPIRED, State.FAILED, State.HELD}
+    ),
+    State.HELD: frozenset({State.PLANNED, State.CANCELLED}),
     State.SENDING: frozenset(
         # PLANNED: a transient error or an expired lease puts it back for another try.
         {

@@ -46,7 +46,10 @@ NAV: list[tuple[str, str]] = [
     ("reports", "nav.reports"),
     ("settings", "nav.settings"),
 ]
-BUILT = {"dashboard", "messages", "inbox", "suppressions", "content", "contacts", "audiences"}
+BUILT = {
+    "dashboard", "messages", "inbox", "suppressions", "content", "contacts", "audiences",
+    "campaigns",
+}  # fmt: skip
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -471,4 +474,10 @@ def install(app: FastAPI) -> None:
     from hongyan.web import reports  # campaign reports and charts (issue 8)
 
     reports.install(app)
+    from hongyan.web import campaigns  # campaigns: list, wizard, status (issue 7)
+
+    campaigns.install(app)
+    from hongyan.web import preferences  # the public preference page /p/{token} (issue 7)
+
+    preferences.install(app)
     app.add_api_route("/console/{name}", section, methods=["GET"], include_in_schema=False)

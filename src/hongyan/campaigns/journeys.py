@@ -1,0 +1,495 @@
+"""Behaviour-triggered journeys: an event starts one, steps wait, test and send.
+
+A journey has a trigger (an event kind: ``registration``, ``add_to_cart``, ``order_signed`` …,
+or ``birthday``), an optional exit event (``order``: a contact who orders after entering leaves
+at once, "converted"), and steps in order:
+
+- ``{"kind": "wait", "minutes": 60}``: the next step is due that long after this one was;
+- ``{"kind": "condition", "rule": {...}}``: a segment rule the contact must meet *now*
+  (checked again at send time, not at entry), else the contact leaves (``condition``);
+- ``{"kind": "send", "template_id": 7}``: one marketing message from the template's live
+  approved version.
+
+**Enrolment** is a periodic scan (:func:`enrol`, run by the campaign scheduler beside the
+dispatcher): one ``INSERT … SELECT`` of the trigger's events received since the journey was
+made (``ON CONFLICT DO NOTHING`` on (journey, contact, event), so a scan may repeat); birthdays
+enrol the contacts whose birthday is today in the tenant's zone, once a year.
+
+**Advancing** (:func:`advance`) works on every due enrolment of a step at once. A send step is a
+small launch through the campaigns' own path: the due contacts are snapshot (suppressed and
+no-consent marked), the frequency caps and preferences apply under the tenant's cap lock, and
+the messages are materialised with source ``journey`` (quiet hours hold them, spread at the
+channel's rate). A contact left out by any of these leaves the journey with the reason.
+
+A journey whose exit event is its own trigger would end every enrolment at once: refused as a
+loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from hongyan.audience import compiler, segments
+from hongyan.campaigns import caps, extras
+from hongyan.campaigns import service as campaigns
+from hongyan.campaigns.materialise import Launch, Spread, VariantPlan, write
+from hongyan.clock import Clock
+from hongyan.contacts.events import KINDS
+from hongyan.content import gate
+from hongyan.content.sending import sendable
+from hongyan.db.scope import TenantScope, unscoped
+from hongyan.db.tables import (
+    audience_members,
+    contact_events,
+    contacts,
+    journey_enrolments,
+    journey_steps,
+    journeys,
+)
+from hongyan.dispatch.outbox import DEFAULT_VALIDITY
+from hongyan.dispatch.states import Lane
+from hongyan.errors import Conflict, NotFound, ValidationFailed
+from hongyan.security import audit
+from hongyan.security.keyring import KeyRing
+from hongyan.tenants import service as tenants_service
+
+TRIGGERS = (*KINDS, "birthday")
+MAX_STEPS = 20
+MAX_WAIT = 60 * 24 * 90  # minutes
+SCAN_DAYS = 3  # events received within this many days are looked at by a scan
+BATCH = 5_000
+
+
+class JourneyInvalid(ValidationFailed):
+    code = "journey_invalid"
+
+
+class JourneyNotFound(NotFound):
+    code = "journey_not_found"
+    message_zh = "找不到该旅程"
+    message_en = "No such journey"
+
+
+def _bad(en: str, zh: str) -> JourneyInvalid:
+    return JourneyInvalid(f"Journey: {en}", f"旅程设置有误：{zh}")
+
+
+def _steps(
+    conn: Connection, tenant_id: int, raw: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    if not 1 <= len(raw) <= MAX_STEPS:
+        raise _bad(f"1 to {MAX_STEPS} steps", f"步骤须为 1–{MAX_STEPS} 个")
+    out = []
+    for i, step in enumerate(raw):
+        kind = step.get("kind")
+        row: dict[str, Any] = {
+            "position": i,
+            "kind": kind,
+            "minutes": None,
+            "rule": None,
+            "template_version_id": None,
+        }
+        if kind == "wait":
+            minutes = step.get("minutes")
+            if (
+                not isinstance(minutes, int)
+                or isinstance(minutes, bool)
+                or not 1 <= minutes <= MAX_WAIT
+            ):
+                raise _bad(
+                    f"step {i + 1}: wait 1 to {MAX_WAIT} minutes",
+                    f"第 {i + 1} 步：等待 1–{MAX_WAIT} 分钟",
+                )
+            row["minutes"] = minutes
+        elif kind == "condition":
+            segments.check(conn, tenant_id, step.get("rule"))
+            row["rule"] = step["rule"]
+        elif kind == "send":
+            template_id = step.get("template_id")
+            if not isinstance(template_id, int):
+                raise _bad(f"step {i + 1}: name a template", f"第 {i + 1} 步：请指定模板")
+            version = sendable(conn, tenant_id, template_id).version_id
+            gate.check_outbox(conn, tenant_id, Lane.MARKETING, version)
+            row["template_version_id"] = version
+        else:
+            raise _bad(
+                f"step {i + 1}: wait, condition or send", f"第 {i + 1} 步：须为等待、条件或发送"
+            )
+        out.append(row)
+    if not any(r["kind"] == "send" for r in out):
+        raise _bad("a journey sends at least one message", "旅程至少要发送一条短信")
+    return out
+
+
+def create(
+    conn: Connection,
+    clock: Clock,
+    tenant_id: int,
+    *,
+    name: str,
+    trigger: str,
+    steps: Sequence[Mapping[str, Any]],
+    exit_on: str | None = "order",
+    actor: str,
+) -> dict[str, Any]:
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 100:
+        raise _bad("a name of 1–100 characters", "名称须为 1–100 个字符")
+    if trigger not in TRIGGERS:
+        raise _bad(
+            f"the trigger is one of {', '.join(TRIGGERS)}",
+            f"触发事件须为 {'、'.join(TRIGGERS)} 之一",
+        )
+    if exit_on is not None and exit_on not in KINDS:
+        raise _bad(
+            f"the exit event is one of {', '.join(KINDS)}", f"退出事件须为 {'、'.join(KINDS)} 之一"
+        )
+    if exit_on == trigger:
+        raise _bad(
+            "the exit event is the trigger itself: every enrolment would end at once (a loop)",
+            "退出事件与触发事件相同：每次进入都会立即退出（循环）",
+        )
+    rows = _steps(conn, tenant_id, steps)
+    scope = TenantScope(tenant_id)
+    if conn.execute(scope.select(journeys, journeys.c.id).where(journeys.c.name == name)).first():
+        raise Conflict(f"A journey named {name!r} exists", f"已有名为“{name}”的旅程")
+    now = clock.now()
+    jid = int(
+        conn.execute(
+            scope.insert(journeys)
+            .values(
+                name=name,
+                trigger=trigger,
+                exit_on=exit_on,
+                state="active",
+                created_by=actor,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(journeys.c.id)
+        ).scalar_one()
+    )
+    scope.insert_many(conn, journey_steps, [{**r, "journey_id": jid} for r in rows])
+    audit.record(
+        conn, clock, tenant_id=tenant_id, actor=actor, action="journey.create",
+        target=f"journey:{jid}",
+    )  # fmt: skip
+    return get(conn, tenant_id, jid)
+
+
+def get(conn: Connection, tenant_id: int, ref: int | str) -> dict[str, Any]:
+    scope = TenantScope(tenant_id)
+    col = journeys.c.id if isinstance(ref, int) or str(ref).isdigit() else journeys.c.name
+    value = int(ref) if col is journeys.c.id else ref
+    row = conn.execute(scope.select(journeys).where(col == value)).mappings().first()
+    if row is None:
+        raise JourneyNotFound()
+    out = {k: v for k, v in row.items() if k != "tenant_id"}
+    s = journey_steps.c
+    out["steps"] = [
+        {k: v for k, v in r.items() if k not in ("tenant_id", "journey_id", "id")}
+        for r in conn.execute(
+            scope.select(journey_steps).where(s.journey_id == out["id"]).order_by(s.position)
+        ).mappings()
+    ]
+    out["counts"] = counts(conn, tenant_id, out["id"])
+    return out
+
+
+def counts(conn: Connection, tenant_id: int, journey_id: int) -> dict[str, int]:
+    e = journey_enrolments.c
+    out: Counter[str] = Counter()
+    for state, outcome, n in conn.execute(
+        TenantScope(tenant_id)
+        .select(journey_enrolments, e.state, e.outcome, sa.func.count())
+        .where(e.journey_id == journey_id)
+        .group_by(e.state, e.outcome)
+    ):
+        out["entered"] += int(n)
+        out[str(state)] += int(n)
+        if outcome:
+            out[f"outcome.{outcome}"] += int(n)
+    return dict(out)
+
+
+def list_journeys(conn: Connection, tenant_id: int) -> list[dict[str, Any]]:
+    j = journeys.c
+    rows = conn.execute(
+        TenantScope(tenant_id).select(journeys).order_by(j.created_at.desc(), j.id.desc())
+    ).mappings()
+    return [
+        {
+            **{k: v for k, v in r.items() if k != "tenant_id"},
+            "counts": counts(conn, tenant_id, r["id"]),
+        }
+        for r in rows
+    ]
+
+
+def set_state(
+    conn: Connection, clock: Clock, tenant_id: int, ref: int | str, state: str, *, actor: str
+) -> dict[str, Any]:
+    if state not in ("active", "paused"):
+        raise _bad("state is active or paused", "状态须为 active 或 paused")
+    jid = get(conn, tenant_id, ref)["id"]
+    conn.execute(
+        TenantScope(tenant_id)
+        .update(journeys)
+        .where(journeys.c.id == jid)
+        .values(state=state, updated_at=clock.now())
+    )
+    audit.record(
+        conn,
+        clock,
+        tenant_id=tenant_id,
+        actor=actor,
+        action=f"journey.{state}",
+        target=f"journey:{jid}",
+    )
+    return get(conn, tenant_id, jid)
+
+
+# -- enrolment -----------------------------------------------------------------------------
+
+
+def enrol(conn: Connection, clock: Clock, tenant_id: int, journey: Mapping[str, Any]) -> int:
+    """Enrol the contacts whose trigger happened (see the module doc); returns how many are new."""
+    now = clock.now()
+    e, j = journey_enrolments.c, journey
+    values = [
+        e.tenant_id,
+        e.journey_id,
+        e.contact_id,
+        e.event_key,
+        e.state,
+        e.step,
+        e.next_at,
+        e.entered_at,
+        e.updated_at,
+    ]
+    lit = sa.literal
+    from hongyan.db.types import UTCDateTime
+
+    if j["trigger"] == "birthday":
+        zone = ZoneInfo(tenants_service.get_tenant_by_id(conn, tenant_id).timezone)
+        today = now.astimezone(zone).date()
+        c = contacts.c
+        at = lit(now, UTCDateTime())
+        select = sa.select(
+            lit(tenant_id, sa.Integer), lit(j["id"], sa.Integer), c.id,
+            lit(f"birthday:{today.isoformat()}", sa.String), lit("active", sa.String),
+            lit(0, sa.Integer), at, at, at,
+        ).where(
+            c.tenant_id == tenant_id, c.birth_month == today.month, c.birth_day == today.day
+        )  # fmt: skip
+    else:
+        ev = contact_events.c
+        since = max(j["created_at"], now - dt.timedelta(days=SCAN_DAYS))
+        select = sa.select(
+            lit(tenant_id, sa.Integer), lit(j["id"], sa.Integer), ev.contact_id, ev.event_id,
+            lit("active", sa.String), lit(0, sa.Integer), ev.occurred_at, ev.occurred_at,
+            lit(now, UTCDateTime()),
+        ).where(
+            ev.tenant_id == tenant_id, ev.kind == j["trigger"],
+            ev.received_at >= lit(since, UTCDateTime()),
+            ev.occurred_at >= lit(j["created_at"], UTCDateTime()),
+        )  # fmt: skip
+    stmt = (
+        TenantScope(tenant_id)
+        .dialect_insert(conn, journey_enrolments)
+        .from_select(values, select)
+        .on_conflict_do_nothing(index_elements=["journey_id", "contact_id", "event_key"])
+        .returning(journey_enrolments.c.id)
+    )
+    return len(conn.execute(stmt).all())
+
+
+# -- advancing -----------------------------------------------------------------------------
+
+
+def _due(
+    conn: Connection, tenant_id: int, journey_id: int, position: int, now: dt.datetime
+) -> list[Any]:
+    e = journey_enrolments.c
+    return list(
+        conn.execute(
+            TenantScope(tenant_id)
+            .select(journey_enrolments, e.id, e.contact_id, e.next_at, e.entered_at)
+            .where(
+                e.journey_id == journey_id,
+                e.state == "active",
+                e.step == position,
+                e.next_at <= now,
+            )
+            .order_by(e.next_at, e.id)
+            .limit(BATCH)
+        ).all()
+    )
+
+
+def _update(conn: Connection, tenant_id: int, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    e = journey_enrolments.c
+    stmt = (
+        TenantScope(tenant_id)
+        .update(journey_enrolments)
+        .where(e.id == sa.bindparam("eid"))
+        .values(
+            state=sa.bindparam("st"),
+            step=sa.bindparam("sp"),
+            next_at=sa.bindparam("nx"),
+            outcome=sa.bindparam("oc"),
+            updated_at=sa.bindparam("up"),
+        )
+    )
+    conn.execute(stmt, rows)
+
+
+def _exit_converted(
+    conn: Connection, tenant_id: int, journey: Mapping[str, Any], now: dt.datetime
+) -> int:
+    """Active enrolments whose contact did the exit event after entering: converted."""
+    if not journey["exit_on"]:
+        return 0
+    e, ev = journey_enrolments.c, contact_events.c
+    converted = sa.exists().where(
+        ev.tenant_id == tenant_id, ev.contact_id == e.contact_id, ev.kind == journey["exit_on"],
+        ev.occurred_at > e.entered_at,
+    )  # fmt: skip
+    result = conn.execute(
+        TenantScope(tenant_id)
+        .update(journey_enrolments)
+        .where(e.journey_id == journey["id"], e.state == "active", converted)
+        .values(state="exited", outcome="converted", updated_at=now)
+    )
+    return int(result.rowcount)
+
+
+def _matching(
+    conn: Connection, clock: Clock, tenant_id: int, rule: Any, ids: list[int]
+) -> set[int]:
+    c = segments.compile_rule(conn, clock, tenant_id, rule)
+    stmt = compiler.query(c.node, c.ctx, contacts.c.id).where(contacts.c.id.in_(ids))
+    return {int(x) for x in conn.execute(stmt).scalars()}
+
+
+def _send(
+    conn: Connection, clock: Clock, keyring: KeyRing, tenant_id: int, journey: Mapping[str, Any],
+    step: Mapping[str, Any], due: list[Any],
+) -> dict[int, str]:  # fmt: skip
+    """Plan the step's message for the due contacts; the reason each left-out one leaves."""
+    caps.lock_tenant(conn, tenant_id)
+    ids = [int(r.contact_id) for r in due]
+    ref = f"journey:{journey['id']}"
+    audience_id, _counts = campaigns.snapshot_of(
+        conn, clock, tenant_id, contacts.c.id, ids, purpose="marketing",
+        name=str(journey["name"]), ref=ref, actor="journey",
+    )  # fmt: skip
+    zone, rules = campaigns._rules(conn, tenant_id, {"window": None})  # quiet hours only
+    now = clock.now()
+    probe = Spread(now, campaigns.DEFAULT_RATE, zone=zone, rules=rules, total=1)
+    campaigns._apply_caps(conn, tenant_id, audience_id, probe.first, False, sa.true(), now)
+    eligible = campaigns._eligible(conn, tenant_id, audience_id, sa.true())
+    m = audience_members.c
+    statuses: dict[int, str] = dict(
+        conn.execute(
+            TenantScope(tenant_id)
+            .select(audience_members, m.contact_id, m.status)
+            .where(m.audience_id == audience_id)
+        ).all()
+    )
+    out = {cid: str(statuses.get(cid, "gone")) for cid in ids if cid not in set(eligible)}
+    if not eligible:
+        return out
+    version_id = int(step["template_version_id"])
+    compiled = campaigns._compiled(conn, tenant_id, "marketing", [version_id])[version_id]
+    extras.require(compiled.keys)
+    name = f"s{step['position']}"
+    rate = campaigns._rate(conn, tenant_id, {"category": "marketing", "route": None, "rate": None})
+    spread = Spread(
+        now, rate, zone=zone, rules=rules, total=len(eligible),
+        validity=DEFAULT_VALIDITY[Lane.MARKETING],
+    )  # fmt: skip
+    launch = Launch(
+        tenant_id=tenant_id, lane=Lane.MARKETING, source="journey", source_ref=ref,
+        campaign_id=None, variants={name: VariantPlan(name, version_id, compiled)}, now=now,
+        spread=spread,
+    )  # fmt: skip
+    write(conn, keyring, launch, [(c, name) for c in eligible])
+    out.update(launch.skipped)  # a value brought a refused word, or the window was full
+    return out
+
+
+def advance(
+    conn: Connection, clock: Clock, keyring: KeyRing, tenant_id: int, journey: Mapping[str, Any]
+) -> dict[str, int]:
+    """Move every due enrolment of the journey through its steps (until each waits or ends)."""
+    now = clock.now()
+    done: Counter[str] = Counter()
+    done["converted"] += _exit_converted(conn, tenant_id, journey, now)
+    steps = journey["steps"]
+    last = len(steps)
+    for position, step in enumerate(steps):
+        due = _due(conn, tenant_id, journey["id"], position, now)
+        if not due:
+            continue
+        rows: list[dict[str, Any]] = []
+        ends = position + 1 >= last
+
+        def go_on(
+            r: Any, at: dt.datetime, ends: bool = ends, to: int = position + 1
+        ) -> dict[str, Any]:
+            return {"eid": r.id, "st": "completed" if ends else "active", "sp": to, "nx": at,
+                    "oc": "completed" if ends else None, "up": now}  # fmt: skip
+
+        def leave(r: Any, why: str, at: int = position) -> dict[str, Any]:
+            return {"eid": r.id, "st": "exited", "sp": at, "nx": r.next_at, "oc": why, "up": now}
+
+        if step["kind"] == "wait":
+            rows = [go_on(r, r.next_at + dt.timedelta(minutes=int(step["minutes"]))) for r in due]
+            done["waited"] += len(rows)
+        elif step["kind"] == "condition":
+            ok = _matching(conn, clock, tenant_id, step["rule"], [int(r.contact_id) for r in due])
+            rows = [
+                go_on(r, now) if int(r.contact_id) in ok else leave(r, "condition") for r in due
+            ]
+            done["condition_failed"] += sum(1 for r in due if int(r.contact_id) not in ok)
+        else:
+            left = _send(conn, clock, keyring, tenant_id, journey, step, due)
+            rows = [
+                leave(r, left[int(r.contact_id)]) if int(r.contact_id) in left else go_on(r, now)
+                for r in due
+            ]
+            done["sent"] += len(due) - len(left)
+            done["left_out"] += len(left)
+        _update(conn, tenant_id, rows)
+    return {k: v for k, v in done.items() if v}
+
+
+def tick(engine: Engine, clock: Clock, keyring: KeyRing) -> dict[str, int]:
+    """Enrol and advance every active journey of every tenant, each in its own transaction."""
+    total: Counter[str] = Counter()
+    with engine.connect() as conn:
+        active = conn.execute(
+            unscoped(
+                sa.select(journeys.c.tenant_id, journeys.c.id).where(journeys.c.state == "active"),
+                "the scheduler advances every tenant's journeys",
+            )
+        ).all()
+    for tenant_id, journey_id in active:
+        with engine.begin() as conn:
+            j = get(conn, int(tenant_id), int(journey_id))
+            total["enrolled"] += enrol(conn, clock, int(tenant_id), j)
+            total.update(advance(conn, clock, keyring, int(tenant_id), j))
+    return {k: v for k, v in total.items() if v}
+
+
+__all__ = ["advance", "create", "enrol", "get", "list_journeys", "set_state", "tick"]

@@ -1,7 +1,9 @@
 """A parsed rule tree (:mod:`hongyan.audience.rules`) as one SQLAlchemy Core query.
 
 The query reads ``contacts`` and, only when the rule needs them, left-joins the contact's
-aggregates (``contact_activity``) and scores (``contact_scores``); tags, interest tags, store
+aggregates (``contact_activity``); RFM scores and groups are comparisons of those aggregates
+with the tenant's cut points (:class:`~hongyan.audience.scoring.Cuts`, bound as parameters);
+tags, interest tags, store
 distances and consent are ``IN`` / scalar subqueries. Every table is limited to the tenant with
 :class:`~hongyan.db.scope.TenantScope` (the engine's guard checks it), every value is a bound
 parameter, and relative times ("within 30 days") count back from the clock the caller passes.
@@ -21,16 +23,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hongyan.audience import geo
+from hongyan.audience import geo, scoring
 from hongyan.audience.rules import NEGATIVE, All, Any_, Cond, Near, Node, Not, SegmentRef
-from hongyan.audience.scoring import Thresholds, stage_sql
+from hongyan.audience.scoring import Cuts, Splits, Thresholds, stage_sql
 from hongyan.db.scope import TENANT_OPTION, TenantScope
 from hongyan.db.tables import (
     consent_records,
     contact_activity,
     contact_interests,
     contact_locations,
-    contact_scores,
     contact_tags,
     contacts,
 )
@@ -39,7 +40,6 @@ from hongyan.db.types import UTCDateTime
 # The guard recognises a table's tenant condition on the table itself, so no aliases: a query
 # joins each of these at most once.
 activity = contact_activity
-scores = contact_scores
 
 
 @dataclass
@@ -49,7 +49,9 @@ class Context:
     now: datetime
     today: date  # in the tenant's time zone
     thresholds: Thresholds = field(default_factory=Thresholds)
-    joins: set[str] = field(default_factory=set)  # "activity", "scores": filled while compiling
+    cuts: Cuts | None = None  # the tenant's RFM cut points (None: never computed)
+    splits: Splits = field(default_factory=Splits)
+    joins: set[str] = field(default_factory=set)  # "activity": filled while compiling
 
 
 def where(node: Node, ctx: Context, negated: bool = False) -> sa.ColumnElement[bool]:
@@ -82,13 +84,6 @@ def select_from(ctx: Context, *columns: Any) -> sa.Select[Any]:
                 activity.c.contact_id == contacts.c.id, activity.c.tenant_id == ctx.scope.tenant_id
             ),
         )
-    if "scores" in ctx.joins:
-        src = src.outerjoin(
-            scores,
-            sa.and_(
-                scores.c.contact_id == contacts.c.id, scores.c.tenant_id == ctx.scope.tenant_id
-            ),
-        )
     # Not scope.select: it would add "<joined table>.tenant_id = t" to WHERE, which turns the
     # outer joins into inner ones; the joins carry their tenant condition in ON instead.
     stmt = sa.select(*columns).select_from(src).where(ctx.scope.owns(contacts))
@@ -115,8 +110,10 @@ def _column(spec_column: str, ctx: Context) -> Any:
             return sa.func.coalesce(col, 0)  # no aggregates yet: nothing ordered
         return col
     if table == "scores":
-        ctx.joins.add("scores")
-        return scores.c[name]
+        ctx.joins.add("activity")
+        if name == "rfm_group":
+            return scoring.group_sql(activity, ctx.cuts, ctx.splits)
+        return scoring.score_sql(activity, name[0], ctx.cuts)
     if table == "lifecycle":
         ctx.joins.add("activity")
         return stage_sql(activity, ctx.now, ctx.thresholds)
@@ -138,8 +135,9 @@ def attribute_sql(name: str, kind: str, dialect: str) -> Any:
             return sa.case((typeof == "boolean", text == "true"))
         return sa.case((typeof == "string", text))
     # SQLite (before 3.45) matches a path's key against the key as written in the document: a
-    # document written with \u escapes (Python's default JSON encoder) has "\u7b49\u7ea7" where
-    # another has "等级". Both spellings are looked up.
+    # document written with \u escapes has "\u7b49\u7ea7" where another has "等级". The engine
+    # writes JSON unescaped (db/engine.py); rows written before it did, or by another client,
+    # may be escaped, so both spellings are looked up.
     path = sa.literal('$."' + name + '"', sa.String)
     typeof = sa.func.json_type(attrs, path)
     extract = sa.func.json_extract(attrs, path)
@@ -189,6 +187,13 @@ def _condition(cond: Cond, ctx: Context, negated: bool) -> sa.ColumnElement[bool
     if kind == "near":
         assert isinstance(value, Near)
         return _near(value, ctx)
+    if cond.field.column == "scores.rfm_group" and op in ("eq", "in"):
+        # plain comparisons of the aggregates with cuts, never NULL (see scoring.group_is_sql)
+        ctx.joins.add("activity")
+        names = [value] if op == "eq" else list(value)
+        return sa.or_(
+            sa.false(), *(scoring.group_is_sql(activity, g, ctx.cuts, ctx.splits) for g in names)
+        )
     col = _value_of(cond, ctx)
     if op == "is_set":
         return col.is_not(None)

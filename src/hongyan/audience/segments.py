@@ -30,7 +30,6 @@ from hongyan.db.scope import TENANT_OPTION, TenantScope
 from hongyan.db.tables import (
     audience_members,
     audiences,
-    contact_scores,
     contacts,
     segments,
     suppressions,
@@ -230,7 +229,7 @@ def whole_tenant(conn: Connection) -> Iterator[None]:
 
 
 def _sample_columns(ctx: compiler.Context) -> list[Any]:
-    ctx.joins |= {"activity", "scores"}
+    ctx.joins.add("activity")
     a = compiler.activity
     return [
         contacts.c.id,
@@ -245,10 +244,10 @@ def _sample_columns(ctx: compiler.Context) -> list[Any]:
         sa.func.coalesce(a.c.revenue_fen, 0).label("revenue_fen"),
         a.c.last_order_at,
         scoring.stage_sql(a, ctx.now, ctx.thresholds).label("lifecycle"),
-        contact_scores.c.r_score,
-        contact_scores.c.f_score,
-        contact_scores.c.m_score,
-        contact_scores.c.rfm_group,
+        scoring.score_sql(a, "r", ctx.cuts).label("r_score"),
+        scoring.score_sql(a, "f", ctx.cuts).label("f_score"),
+        scoring.score_sql(a, "m", ctx.cuts).label("m_score"),
+        scoring.group_sql(a, ctx.cuts, ctx.splits).label("rfm_group"),
     ]
 
 

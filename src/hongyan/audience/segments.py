@@ -206,7 +206,7 @@ def rule_of(conn: Connection, tenant_id: int, ref: int | str) -> Any:
 def count(conn: Connection, clock: Clock, tenant_id: int, rule: Any) -> int:
     c = compile_rule(conn, clock, tenant_id, rule)
     with whole_tenant(conn):
-        return int(conn.execute(compiler.query(c.node, c.ctx, sa.func.count())).scalar_one())
+        return int(conn.execute(compiler.count_query(c.node, c.ctx)).scalar_one())
 
 
 @contextlib.contextmanager
@@ -264,7 +264,7 @@ def preview(
     names masked. ``reach`` (a purpose) adds how many of them a snapshot would exclude."""
     c = compile_rule(conn, clock, tenant_id, rule)
     with whole_tenant(conn):
-        total = int(conn.execute(compiler.query(c.node, c.ctx, sa.func.count())).scalar_one())
+        total = int(conn.execute(compiler.count_query(c.node, c.ctx)).scalar_one())
     rows = []
     if sample > 0 and total:
         stmt = (

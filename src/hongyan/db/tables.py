@@ -758,7 +758,9 @@ contact_interests = sa.Table(
     sa.Column("weight", sa.Float, nullable=False),
     sa.Column("first_at", UTCDateTime, nullable=False),
     sa.Column("last_at", UTCDateTime, nullable=False),
-    sa.Index("ix_contact_interests_tenant_tag", "tenant_id", "tag"),
+    # "has interest X with weight ≥ w" reads only this index (an index-only scan; migration
+    # 0014 replaced the (tenant_id, tag) index, a prefix of this one)
+    sa.Index("ix_contact_interests_tag_weight", "tenant_id", "tag", "weight", "contact_id"),
     info=SCOPED,
 )
 

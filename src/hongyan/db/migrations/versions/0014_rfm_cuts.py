@@ -37,6 +37,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", name=op.f("pk_rfm_cuts")),
         info={"tenant_scoped": True},
     )
+    # "has interest X (with weight ≥ w)" as an index-only scan: the tag's entries, the weight
+    # range, the contact ids, no table pages (the old index is this one's prefix)
+    with op.batch_alter_table("contact_interests", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_contact_interests_tag_weight",
+            ["tenant_id", "tag", "weight", "contact_id"],
+            unique=False,
+        )
+        batch_op.drop_index("ix_contact_interests_tenant_tag")
     # Scores are computed from the cuts and the aggregates when read: the per-contact rows go
     # (the next recompute writes the cuts).
     with op.batch_alter_table("contact_scores", schema=None) as batch_op:
@@ -75,3 +84,6 @@ def downgrade() -> None:
     with op.batch_alter_table("contact_scores", schema=None) as batch_op:
         batch_op.create_index("ix_contact_scores_tenant", ["tenant_id"], unique=False)
     op.drop_table("rfm_cuts")
+    with op.batch_alter_table("contact_interests", schema=None) as batch_op:
+        batch_op.create_index("ix_contact_interests_tenant_tag", ["tenant_id", "tag"], unique=False)
+        batch_op.drop_index("ix_contact_interests_tag_weight")

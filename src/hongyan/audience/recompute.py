@@ -328,9 +328,19 @@ def recompute_locations(
 
 
 def recompute(engine: Engine, clock: Clock, tenant_id: int) -> dict[str, Any]:
-    """Scores, then locations, each in its own transaction; the run is recorded."""
-    with engine.begin() as conn:
-        scores = recompute_scores(conn, clock, tenant_id)
+    """Scores, then locations, each in its own transaction; the run is recorded.
+
+    The scores' statements (buyers, cuts, sums) read one snapshot: on PostgreSQL the
+    transaction is REPEATABLE READ, so orders arriving meanwhile cannot make the sums disagree
+    with the cuts (SQLite's transactions are serializable already)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as c:
+            rr = c.execution_options(isolation_level="REPEATABLE READ")
+            with rr.begin():
+                scores = recompute_scores(rr, clock, tenant_id)
+    else:
+        with engine.begin() as conn:
+            scores = recompute_scores(conn, clock, tenant_id)
     with engine.begin() as conn:
         locations = recompute_locations(conn, clock, tenant_id)
         figures = {**scores, "locations": locations}
@@ -411,7 +421,7 @@ async def run_schedule(
 
 
 def lifecycle_now(conn: Connection, clock: Clock, tenant_id: int) -> dict[str, int]:
-    """Contacts per lifecycle stage evaluated live at the clock (not the stored stages)."""
+    """Contacts per lifecycle stage evaluated live at the clock (nothing is stored)."""
     a = contact_activity
     settings = get_settings(conn, tenant_id)
     inner = (

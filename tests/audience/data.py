@@ -18,7 +18,6 @@ from hongyan.db.tables import (
     contact_activity,
     contact_interests,
     contact_locations,
-    contact_scores,
     contact_tags,
     contacts,
 )
@@ -87,7 +86,6 @@ def build(runtime: Runtime, clock: Clock, tenant_id: int, n: int = 80, seed: int
             ).scalar_one()
             rec: dict[str, Any] = {"id": int(cid), **row}
             rec["activity"] = _activity(conn, scope, rng, now, int(cid))
-            rec["scores"] = _scores(conn, scope, rng, now, int(cid))
             rec["tags"] = set(rng.sample(TAGS, rng.randrange(0, 4)))
             for tag in rec["tags"]:
                 conn.execute(
@@ -131,13 +129,18 @@ def build(runtime: Runtime, clock: Clock, tenant_id: int, n: int = 80, seed: int
                 )  # fmt: skip
                 rec["location"] = (lat, lon)
             records.append(rec)
+        # the tenant's RFM cuts, by the recompute; the oracle's scores from the pure rules
+        from hongyan.audience import recompute
+
+        recompute.recompute_scores(conn, clock, tenant_id)
+        _scores(records, service.get_settings(conn, tenant_id).splits)
     return records
 
 
 def _activity(conn: Any, scope: TenantScope, rng: random.Random, now: datetime, cid: int) -> Any:
     if rng.random() < 0.2:
         return None
-    orders = rng.choice((0, 0, 1, 2, 5, 12))
+    orders = rng.choice((0, 0, 1, 2, 3, 5, 8, 12))
     last_order = _time(rng, now) if orders else None
     first_order = (last_order - timedelta(days=rng.randrange(0, 200))) if last_order else None
     act = {
@@ -159,23 +162,29 @@ def _activity(conn: Any, scope: TenantScope, rng: random.Random, now: datetime, 
     return act
 
 
-def _scores(conn: Any, scope: TenantScope, rng: random.Random, now: datetime, cid: int) -> Any:
-    if rng.random() < 0.3:
-        return None
-    buyer = rng.random() < 0.7
-    row = {
-        "contact_id": cid,
-        "r_score": rng.randrange(1, 6) if buyer else None,
-        "f_score": rng.randrange(1, 6) if buyer else None,
-        "m_score": rng.randrange(1, 6) if buyer else None,
-        "rfm_group": rng.choice(("important_value", "general_retain", "important_keep"))
-        if buyer
-        else None,
-        "lifecycle": "none",
-        "computed_at": now,
+def _scores(records: list[dict[str, Any]], splits: Any) -> None:
+    """Each record's RFM scores and group by the documented method (ranks among the buyers,
+    mean scores), computed here in Python from the records' aggregates."""
+    from hongyan.audience import scoring
+
+    buyers = [r for r in records if r["activity"] and r["activity"]["orders_count"] > 0]
+    for r in records:
+        r["scores"] = None
+    if not buyers:
+        return
+    columns = {
+        d: scoring.quantile_scores([b["activity"][c] for b in buyers])
+        for d, c in scoring.DIMENSIONS.items()
     }
-    conn.execute(scope.insert(contact_scores).values(**row))
-    return row
+    means = tuple(sum(columns[d]) / len(buyers) for d in "rfm")
+    for i, b in enumerate(buyers):
+        r, f, m = (columns[d][i] for d in "rfm")
+        b["scores"] = {
+            "r_score": r,
+            "f_score": f,
+            "m_score": m,
+            "rfm_group": scoring.group(r, f, m, splits, means),  # type: ignore[arg-type]
+        }
 
 
 def ids(conn: Any, stmt: sa.Select[Any]) -> set[int]:

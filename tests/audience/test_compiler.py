@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.sql import util as sa_util
 
 from hongyan.audience import compiler, rules, segments, service
 from hongyan.audience.rules import OPERATORS, Schema
@@ -139,8 +140,10 @@ def check(world: World, raw: Any) -> None:
         node = rules.parse(raw, world.schema)
         ctx = service.context(conn, world.clock, world.tenant_id, world.schema)
         got = data.ids(conn, compiler.query(node, ctx, contacts.c.id))
+        counted = conn.execute(compiler.count_query(node, ctx)).scalar_one()
     want = {r["id"] for r in world.records if evaluate(node, r, world.env)}
     assert got == want, f"{raw}: SQL {sorted(got - want)} extra, {sorted(want - got)} missing"
+    assert counted == len(want), f"{raw}: counted {counted}, want {len(want)}"
 
 
 def test_every_operator_of_every_field(world: World) -> None:
@@ -189,6 +192,38 @@ def trees(schema: Schema) -> st.SearchStrategy[Any]:
 @given(st.data())
 def test_random_trees(world: World, drawn: st.DataObject) -> None:
     check(world, drawn.draw(trees(world.schema)))
+
+
+def test_a_count_over_the_aggregates_alone(world: World) -> None:
+    """A rule that needs aggregates and no contact column is counted over contact_activity
+    alone; any other is counted over contacts (and both agree with the oracle: check)."""
+    driven = [
+        {"all": [{"field": "orders_count", "op": "gte", "value": 1},
+                 {"field": "interest", "op": "has", "value": "果茶"}]},
+        {"field": "rfm_group", "op": "in", "value": ["important_value", "general_retain"]},
+        {"all": [{"field": "lifecycle", "op": "in", "value": ["active", "lost"]},
+                 {"not": {"field": "tags", "op": "has", "value": "vip"}}]},
+        {"field": "last_order_at", "op": "within_days", "value": 90},
+        {"field": "revenue", "op": "between", "value": [1, 500]},
+    ]  # fmt: skip
+    joined = [
+        {"field": "orders_count", "op": "lte", "value": 2},  # holds with no aggregates
+        {"field": "lifecycle", "op": "in", "value": ["none", "active"]},
+        {"field": "r_score", "op": "ne", "value": 3},
+        {"any": [{"field": "orders_count", "op": "gte", "value": 1},
+                 {"field": "tags", "op": "has", "value": "vip"}]},
+        {"all": [{"field": "orders_count", "op": "gte", "value": 1},
+                 {"field": "gender", "op": "eq", "value": "f"}]},  # reads contacts
+        {"all": [{"field": "orders_count", "op": "gte", "value": 1},
+                 {"field": "consent", "op": "granted", "value": "marketing"}]},
+    ]  # fmt: skip
+    with world.runtime.engine.connect() as conn:
+        ctx = service.context(conn, world.clock, world.tenant_id, world.schema)
+        for raw, alone in [*((r, True) for r in driven), *((r, False) for r in joined)]:
+            stmt = compiler.count_query(rules.parse(raw, world.schema), ctx)
+            names = {t.name for f in stmt.get_final_froms() for t in sa_util.find_tables(f)}
+            assert ("contacts" not in names) is alone, raw
+            check(world, raw)
 
 
 def test_relative_times_follow_the_clock(world: World) -> None:

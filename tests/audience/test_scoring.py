@@ -3,7 +3,9 @@ on SQLite and PostgreSQL; the pure rules exhaustively."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +17,7 @@ from hongyan.audience.scoring import Splits, Thresholds
 from hongyan.clock import FixedClock
 from hongyan.contacts import events
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import contact_activity, contact_scores, contacts
+from hongyan.db.tables import contact_activity, contacts
 from hongyan.runtime import Runtime
 from hongyan.tenants import service as tenants
 
@@ -97,22 +99,30 @@ def shop(runtime: Runtime, clock: FixedClock) -> int:
     return tid
 
 
-def _by_name(runtime: Runtime, tid: int) -> dict[str, tuple]:
+def _by_name(runtime: Runtime, tid: int, clock: FixedClock | None = None) -> dict[str, tuple]:
+    """Every contact's (r, f, m, group, stage) as rules and samples read them: computed from
+    the aggregates, the tenant's cuts and splits, and the clock."""
     names = {runtime.keyring.blind_index(p, f"tenant:{tid}:phone"): n for n, p in PHONES.items()}
+    a = contact_activity
     with runtime.engine.connect() as conn:
+        cuts = service.get_cuts(conn, tid)
+        settings = service.get_settings(conn, tid)
+        now = clock.now() if clock else NOW
         rows = conn.execute(
             sa.select(
                 contacts.c.phone_index,
-                contact_scores.c.r_score,
-                contact_scores.c.f_score,
-                contact_scores.c.m_score,
-                contact_scores.c.rfm_group,
-                contact_scores.c.lifecycle,
+                scoring.score_sql(a, "r", cuts),
+                scoring.score_sql(a, "f", cuts),
+                scoring.score_sql(a, "m", cuts),
+                scoring.group_sql(a, cuts, settings.splits),
+                scoring.stage_sql(a, now, settings.thresholds),
             )
             .select_from(
-                contacts.join(contact_scores, contact_scores.c.contact_id == contacts.c.id)
+                contacts.outerjoin(
+                    a, sa.and_(a.c.contact_id == contacts.c.id, a.c.tenant_id == tid)
+                )
             )
-            .where(contacts.c.tenant_id == tid, contact_scores.c.tenant_id == tid)
+            .where(contacts.c.tenant_id == tid)
             .execution_options(hongyan_tenant=tid)
         ).all()
     return {names[bytes(r[0])]: tuple(r[1:]) for r in rows}
@@ -162,16 +172,31 @@ def test_configured_splits_and_thresholds(runtime: Runtime, clock: FixedClock, s
 def test_matches_the_pure_rules(runtime: Runtime, clock: FixedClock, shop: int) -> None:
     """The SQL and the Python functions agree on the same aggregates."""
     recompute.recompute(runtime.engine, clock, shop)
+    a = contact_activity
     with runtime.engine.connect() as conn:
-        rows = conn.execute(TenantScope(shop).select(contact_activity)).mappings().all()
+        rows = conn.execute(TenantScope(shop).select(a)).mappings().all()
+        cuts = service.get_cuts(conn, shop)
+        assert cuts is not None
         stored = {
-            r.contact_id: r for r in conn.execute(TenantScope(shop).select(contact_scores)).all()
+            r.contact_id: r
+            for r in conn.execute(
+                TenantScope(shop).select(
+                    a,
+                    a.c.contact_id,
+                    scoring.score_sql(a, "r", cuts).label("r_score"),
+                    scoring.score_sql(a, "f", cuts).label("f_score"),
+                    scoring.score_sql(a, "m", cuts).label("m_score"),
+                    scoring.group_sql(a, cuts, Splits()).label("rfm_group"),
+                    scoring.stage_sql(a, NOW, Thresholds()).label("lifecycle"),
+                )
+            ).all()
         }
     buyers = [r for r in rows if r["orders_count"] > 0]
     rs = scoring.quantile_scores([r["last_order_at"] for r in buyers])
     fs = scoring.quantile_scores([r["orders_count"] for r in buyers])
     ms = scoring.quantile_scores([r["revenue_fen"] for r in buyers])
     means = (sum(rs) / len(rs), sum(fs) / len(fs), sum(ms) / len(ms))
+    assert cuts.sums == (sum(rs), sum(fs), sum(ms)) and cuts.n == len(buyers)
     for row, r, f, m in zip(buyers, rs, fs, ms, strict=True):
         s = stored[row["contact_id"]]
         assert (s.r_score, s.f_score, s.m_score) == (r, f, m)
@@ -186,7 +211,7 @@ def test_recompute_replaces_and_clock_moves_stages(
     recompute.recompute(runtime.engine, clock, shop)
     clock.advance(timedelta(days=30))
     recompute.recompute(runtime.engine, clock, shop)
-    got = _by_name(runtime, shop)
+    got = _by_name(runtime, shop, clock)
     assert len(got) == 14
     assert got["A"][4] == "lapsing" and got["C"][4] == "lapsing" and got["M"][4] == "none"
 
@@ -216,6 +241,41 @@ def test_quantile_scores(values: list[int]) -> None:
     if len(set(values)) == len(values):
         n = len(values)
         assert sorted(scores) == [1 + 5 * i // n for i in range(n)]
+
+
+@given(
+    st.lists(st.integers(0, 12), min_size=1, max_size=80)
+    | st.lists(st.integers(-(10**12), 10**12), min_size=1, max_size=40)
+)
+def test_cut_points_give_the_documented_scores(values: list[int]) -> None:
+    """Scoring by the 12 cut points is ``1 + floor(5 × L / N)`` for every value, ties included
+    (few distinct values force ties), checked against a brute-force count of lower values."""
+    n = len(values)
+    cuts = scoring.cut_points(values)
+    assert list(cuts) == sorted(cuts)
+    for v in values:
+        lower = sum(1 for w in values if w < v)
+        assert scoring.score_at(v, cuts) == 1 + (5 * lower) // n
+    assert [scoring.score_at(v, cuts) for v in values] == scoring.quantile_scores(values)
+    positions = scoring.cut_positions(n)
+    for k, q in zip(range(2, 6), positions, strict=True):
+        assert q == math.ceil((k - 1) * n / 5) and 1 <= q <= n
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5)), min_size=1),
+    st.sampled_from([None, 1, 2.5, 3, 4, 5]),
+)
+def test_exact_means_pick_the_same_groups(
+    triples: list[tuple[int, int, int]], split: float | None
+) -> None:
+    n = len(triples)
+    sums = tuple(sum(t[i] for t in triples) for i in range(3))
+    cuts = scoring.Cuts(n, (0, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0), sums)  # type: ignore[arg-type]
+    splits = Splits(r=split, f=None, m=split)
+    means = tuple(float(Fraction(s, n)) for s in sums)
+    for r, f, m in triples:
+        assert scoring.group_at(r, f, m, cuts, splits) == scoring.group(r, f, m, splits, means)
 
 
 def test_the_eight_groups() -> None:

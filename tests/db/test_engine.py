@@ -124,3 +124,28 @@ def test_dispatcher_statements_run_on_indexes_without_statistics(runtime: Runtim
                 assert "Seq Scan" not in plan, (statement, plan)
                 assert "Bitmap" not in plan, (statement, plan)
                 assert "Hash Join" not in plan and "Merge Join" not in plan, (statement, plan)
+
+
+def test_json_is_stored_readably(runtime: Runtime) -> None:
+    """A JSON column keeps non-ASCII keys and values as written (no \\u escapes), on both
+    databases, and reads back the same; SQLite's JSON path finds the key by its own spelling."""
+    from hongyan.db.tables import segments
+
+    rule = {"field": "attr.等级", "op": "eq", "value": "金卡会员", "等级": "金卡"}
+    now = runtime.clock.now()
+    with runtime.engine.begin() as conn:
+        tid = service.create_tenant(conn, runtime.clock, slug="json", name="鸿雁").id
+        scope = TenantScope(tid)
+        conn.execute(
+            scope.insert(segments).values(
+                name="金卡", rule=rule, created_by="test", created_at=now, updated_at=now
+            )
+        )
+        raw = conn.execute(scope.select(segments, sa.cast(segments.c.rule, sa.Text))).scalar_one()
+        assert "等级" in raw and "金卡会员" in raw and "\\u" not in raw
+        assert conn.execute(scope.select(segments, segments.c.rule)).scalar_one() == rule
+        if runtime.engine.dialect.name == "sqlite":
+            found = sa.func.json_extract(segments.c.rule, '$."等级"')
+        else:
+            found = segments.c.rule.op("->>")(sa.literal("等级", sa.String))
+        assert conn.execute(scope.select(segments, found)).scalar_one() == "金卡"

@@ -16,8 +16,17 @@ recency (the last order's time: later is better), frequency (orders) and monetar
 fen) is scored 1–5 by quantile: a buyer's score is ``1 + floor(5 × L / N)``, where ``N`` is the
 number of buyers and ``L`` the number of buyers with a strictly *lower* value. So the bottom
 fifth scores 1 and the top fifth 5, and equal values always get equal scores: a tie sits in the
-fifth where its first member falls (in SQL: ``RANK()`` gives ``L + 1``). Contacts who never
-ordered have no scores.
+fifth where its first member falls. Contacts who never ordered have no scores.
+
+**Cut points** (:func:`cut_points`): the same scores follow from four values per dimension.
+With the buyers' values sorted ascending (``v[0] ≤ … ≤ v[N − 1]``), a score is at least ``k``
+(2–5) exactly when the value is above ``v[⌈(k − 1)N / 5⌉ − 1]``: ``1 + floor(5L / N) ≥ k`` ⇔
+``L ≥ ⌈(k − 1)N / 5⌉ =: q`` ⇔ at least ``q`` values are strictly lower ⇔ the ``q``-th smallest
+is strictly lower. So a tenant keeps 12 cut points (:class:`Cuts`) and the sums of the scores
+(the means, exactly), and a score is a ``CASE`` on the aggregate (:func:`score_sql`), evaluated
+when a rule, a sample or a report reads it. A group too: with a mean (or a split) the lowest
+*high* score is a whole number ``h``, and a dimension is high exactly when its value is above
+the cut of ``h`` (:meth:`Cuts.high_at`).
 
 **Groups** (:func:`group`): each score is *high* when it is above the split point of its
 dimension: by default the mean score of the tenant's buyers (high = strictly above the mean),
@@ -39,9 +48,11 @@ low    low    low    一般挽留客户         ``general_retain``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 import sqlalchemy as sa
@@ -156,6 +167,64 @@ def quantile_scores(values: Sequence[Any]) -> list[int]:
     return [1 + (5 * bisect_left(order, v)) // n for v in values]
 
 
+def cut_positions(n: int) -> tuple[int, int, int, int]:
+    """The 1-based positions in ascending order whose values are the cuts of scores 2–5:
+    ``⌈(k − 1)n / 5⌉`` for k = 2…5 (``n`` ≥ 1)."""
+    return tuple(-(-(k - 1) * n // 5) for k in range(2, 6))  # type: ignore[return-value]
+
+
+def cut_points(values: Sequence[Any]) -> tuple[Any, Any, Any, Any]:
+    """The cuts of scores 2–5 of the buyers' ``values`` (see the module's "Cut points")."""
+    order = sorted(values)
+    return tuple(order[q - 1] for q in cut_positions(len(order)))
+
+
+def score_at(value: Any, cuts: Sequence[Any]) -> int:
+    """A buyer's score from the cuts of 2–5: one more for each cut the value is above."""
+    return 1 + sum(1 for c in cuts if value > c)
+
+
+def lowest_high(split: float | None, score_sum: int, n: int) -> int:
+    """The lowest score (1–6; 6: none) that is *high*: above the mean ``score_sum / n``
+    (strictly), or at least the split."""
+    if split is None:
+        return min(6, max(1, score_sum // n + 1))  # s > sum / n ⇔ s ≥ floor(sum / n) + 1
+    return min(6, max(1, math.ceil(split)))
+
+
+@dataclass(frozen=True)
+class Cuts:
+    """A tenant's RFM as of its last recompute: ``n`` buyers, per dimension the cuts of scores
+    2–5 (recency as times, frequency as orders, monetary as fen) and the sum of the buyers'
+    scores (the mean is ``sum / n``)."""
+
+    n: int
+    r: tuple[Any, Any, Any, Any]
+    f: tuple[int, int, int, int]
+    m: tuple[int, int, int, int]
+    sums: tuple[int, int, int]
+    computed_at: datetime | None = None
+
+    def of(self, dim: str) -> tuple[Any, ...]:
+        return {"r": self.r, "f": self.f, "m": self.m}[dim]
+
+    @property
+    def means(self) -> tuple[float, float, float]:
+        return tuple(float(Fraction(s, self.n)) for s in self.sums)  # type: ignore[return-value]
+
+    def high_at(self, dim: str, splits: Splits) -> int:
+        i = "rfm".index(dim)
+        return lowest_high((splits.r, splits.f, splits.m)[i], self.sums[i], self.n)
+
+
+def group_at(r: int, f: int, m: int, cuts: Cuts, splits: Splits) -> str:
+    """:func:`group` with the exact means of ``cuts`` (no float comparison)."""
+    return GROUP_OF[
+        (r >= cuts.high_at("r", splits), f >= cuts.high_at("f", splits),
+         m >= cuts.high_at("m", splits))
+    ]  # fmt: skip
+
+
 def high(score: int, split: float | None, mean: float) -> bool:
     return score > mean if split is None else score >= split
 
@@ -207,25 +276,61 @@ def stage_sql(a: Any, now: datetime, t: Thresholds) -> sa.ColumnElement[str]:
     )
 
 
-def quintile_sql(rank: Any, n: Any) -> Any:
-    """``1 + floor(5 × (rank − 1) / n)`` in integer arithmetic (both databases divide integers
-    with truncation, and every term is non-negative)."""
-    return 1 + (5 * (rank - 1)) // n
+# The aggregate each dimension is scored on (columns of contact_activity).
+DIMENSIONS = {"r": "last_order_at", "f": "orders_count", "m": "revenue_fen"}
 
 
-def high_sql(score: Any, split: float | None, mean: Any) -> sa.ColumnElement[bool]:
-    return score > mean if split is None else score >= split
+def _cut(a: Any, dim: str, value: Any) -> Any:
+    col = a.c[DIMENSIONS[dim]]
+    return sa.literal(value, col.type)
 
 
-def group_sql(
-    r: Any, f: Any, m: Any, splits: Splits, means: tuple[Any, Any, Any]
-) -> sa.ColumnElement[str]:
-    hr, hf, hm = (
-        high_sql(r, splits.r, means[0]),
-        high_sql(f, splits.f, means[1]),
-        high_sql(m, splits.m, means[2]),
-    )
-    whens = []
+def buyer_sql(a: Any) -> sa.ColumnElement[bool]:
+    """Has ordered: true or false, never NULL (an outer-joined missing row is false)."""
+    return sa.and_(a.c.last_order_at.is_not(None), a.c.orders_count > 0)
+
+
+def score_sql(a: Any, dim: str, cuts: Cuts | None) -> Any:
+    """A contact's score on ``dim`` (1–5; NULL for a non-buyer or before any recompute) as a
+    ``CASE`` on its aggregate, the cuts bound as parameters."""
+    if cuts is None:
+        return sa.null()
+    col = a.c[DIMENSIONS[dim]]
+    whens: list[Any] = [(sa.not_(buyer_sql(a)), sa.null())]
+    for k in range(5, 1, -1):
+        whens.append((col > _cut(a, dim, cuts.of(dim)[k - 2]), k))
+    return sa.case(*whens, else_=1)
+
+
+def high_sql(a: Any, dim: str, cuts: Cuts, splits: Splits) -> sa.ColumnElement[bool]:
+    """A buyer's ``dim`` is high: a plain comparison of the aggregate with one cut."""
+    h = cuts.high_at(dim, splits)
+    if h > 5:
+        return sa.false()
+    if h <= 1:
+        return sa.true()
+    return a.c[DIMENSIONS[dim]] > _cut(a, dim, cuts.of(dim)[h - 2])
+
+
+def group_is_sql(a: Any, name: str, cuts: Cuts | None, splits: Splits) -> sa.ColumnElement[bool]:
+    """The contact is a buyer in the group ``name``: comparisons of aggregates with cuts (no
+    ``CASE``, so a planner estimates it from the columns' statistics)."""
+    if cuts is None:
+        return sa.false()
+    (br, bf, bm) = next(k for k, v in GROUP_OF.items() if v == name)
+    tests: list[Any] = [buyer_sql(a)]
+    for dim, want in zip("rfm", (br, bf, bm), strict=True):
+        h = high_sql(a, dim, cuts, splits)
+        tests.append(h if want else sa.not_(h))
+    return sa.and_(*tests)
+
+
+def group_sql(a: Any, cuts: Cuts | None, splits: Splits) -> Any:
+    """A contact's group name (NULL for a non-buyer or before any recompute) as a ``CASE``."""
+    if cuts is None:
+        return sa.null()
+    hr, hf, hm = (high_sql(a, d, cuts, splits) for d in "rfm")
+    whens: list[Any] = [(sa.not_(buyer_sql(a)), sa.null())]
     for (br, bf, bm), name in GROUP_OF.items():
         whens.append(
             (

@@ -14,11 +14,11 @@ from sqlalchemy.engine import Connection
 
 from hongyan.audience.compiler import Context
 from hongyan.audience.rules import Schema, StoreRef, build_schema
-from hongyan.audience.scoring import Splits, Thresholds
+from hongyan.audience.scoring import Cuts, Splits, Thresholds
 from hongyan.clock import Clock
 from hongyan.contacts import fields
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import audience_settings, segments, stores
+from hongyan.db.tables import audience_settings, rfm_cuts, segments, stores
 from hongyan.errors import Conflict, NotFound, ValidationFailed
 from hongyan.tenants import service as tenants
 
@@ -54,6 +54,22 @@ def get_settings(conn: Connection, tenant_id: int) -> Settings:
         row["recompute_hours"],
         row["computed_at"],
         dict(row["computed"] or {}),
+    )
+
+
+def get_cuts(conn: Connection, tenant_id: int) -> Cuts | None:
+    """The tenant's RFM cut points and score sums as of its last recompute (None: never, or no
+    buyers then)."""
+    row = conn.execute(TenantScope(tenant_id).select(rfm_cuts)).mappings().first()
+    if row is None or not row["buyers"]:
+        return None
+    return Cuts(
+        n=int(row["buyers"]),
+        r=tuple(row[f"r{k}"] for k in range(2, 6)),
+        f=tuple(int(row[f"f{k}"]) for k in range(2, 6)),  # type: ignore[arg-type]
+        m=tuple(int(row[f"m{k}"]) for k in range(2, 6)),  # type: ignore[arg-type]
+        sums=(int(row["r_sum"]), int(row["f_sum"]), int(row["m_sum"])),
+        computed_at=row["computed_at"],
     )
 
 
@@ -201,12 +217,15 @@ def load_schema(conn: Connection, tenant_id: int) -> Schema:
 
 def context(conn: Connection, clock: Clock, tenant_id: int, schema: Schema) -> Context:
     now = clock.now()
+    settings = get_settings(conn, tenant_id)
     return Context(
         scope=TenantScope(tenant_id),
         dialect=conn.dialect.name,
         now=now,
         today=now.astimezone(schema.tz).date(),
-        thresholds=get_settings(conn, tenant_id).thresholds,
+        thresholds=settings.thresholds,
+        cuts=get_cuts(conn, tenant_id),
+        splits=settings.splits,
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,10 +102,17 @@ def _begin_writes(engine: Engine) -> None:
     engine.begin = begin  # type: ignore[method-assign]
 
 
+_json_dumps = functools.partial(json.dumps, ensure_ascii=False)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the tenant guard; bound parameters never appear in error messages."""
     url = normalise_url(url)
     kwargs.setdefault("hide_parameters", True)
+    # JSON columns store non-ASCII keys and values as written ("等级", not "\\u7b49\\u7ea7"), as
+    # the COPY path (db/bulk.py) already does: readable in the database, and one spelling of a
+    # key for SQLite's JSON paths to match.
+    kwargs.setdefault("json_serializer", _json_dumps)
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":

@@ -758,7 +758,9 @@ contact_interests = sa.Table(
     sa.Column("weight", sa.Float, nullable=False),
     sa.Column("first_at", UTCDateTime, nullable=False),
     sa.Column("last_at", UTCDateTime, nullable=False),
-    sa.Index("ix_contact_interests_tenant_tag", "tenant_id", "tag"),
+    # "has interest X with weight ≥ w" reads only this index (an index-only scan; migration
+    # 0014 replaced the (tenant_id, tag) index, a prefix of this one)
+    sa.Index("ix_contact_interests_tag_weight", "tenant_id", "tag", "weight", "contact_id"),
     info=SCOPED,
 )
 
@@ -817,28 +819,6 @@ segments = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("tenant_id", "name", name="uq_segments_name"),
-    info=SCOPED,
-)
-
-# Per contact: RFM scores (1-5, buyers only) and group, and the lifecycle stage, as of the last
-# recompute (hongyan.audience.recompute, an upsert of every contact; an erased contact's row goes
-# with it by the foreign key). Rules evaluate the lifecycle live against their clock.
-contact_scores = sa.Table(
-    "contact_scores",
-    metadata,
-    sa.Column(
-        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
-    ),
-    tenant_fk(index=False),
-    sa.Column("r_score", sa.SmallInteger, nullable=True),
-    sa.Column("f_score", sa.SmallInteger, nullable=True),
-    sa.Column("m_score", sa.SmallInteger, nullable=True),
-    sa.Column("rfm_group", sa.String(20), nullable=True),
-    sa.Column("lifecycle", sa.String(12), nullable=False),
-    sa.Column("computed_at", UTCDateTime, nullable=False),
-    # One index besides the key, on a column a recompute never changes: every recompute
-    # rewrites every row, and each index is one more write per row.
-    sa.Index("ix_contact_scores_tenant", "tenant_id"),
     info=SCOPED,
 )
 
@@ -1262,4 +1242,25 @@ sa.Index(
     messages.c.due_at,
     postgresql_where=sa.text("lane = 2 AND contact_id IS NOT NULL"),
     sqlite_where=sa.text("lane = 2 AND contact_id IS NOT NULL"),
+)
+
+# A tenant's RFM as of its last recompute (hongyan.audience.scoring.Cuts): per dimension the
+# cut points of scores 2-5 (a buyer scores k or more exactly when its aggregate is above the
+# k-th cut) and the sum of the buyers' scores (the mean is sum / buyers). Scores and groups are
+# computed from these and the aggregates when read; nothing is stored per contact.
+rfm_cuts = sa.Table(
+    "rfm_cuts",
+    metadata,
+    sa.Column(
+        "tenant_id", sa.Integer, sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("buyers", sa.Integer, nullable=False),  # 0: computed, nobody had ordered
+    *(sa.Column(f"r{k}", UTCDateTime, nullable=True) for k in range(2, 6)),
+    *(sa.Column(f"f{k}", sa.Integer, nullable=True) for k in range(2, 6)),
+    *(sa.Column(f"m{k}", sa.BigInteger, nullable=True) for k in range(2, 6)),
+    sa.Column("r_sum", sa.BigInteger, nullable=False),
+    sa.Column("f_sum", sa.BigInteger, nullable=False),
+    sa.Column("m_sum", sa.BigInteger, nullable=False),
+    sa.Column("computed_at", UTCDateTime, nullable=False),
+    info=SCOPED,
 )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
+from typing import Any
 
 from hongyan.security.keyring import mask_phone
 
@@ -44,11 +46,25 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream it was at
+    start-up (a test runner that swaps and closes stderr would otherwise leave the handler
+    writing to a closed file)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure(level: int = logging.INFO) -> None:
     """Root logging for the processes hongyan starts; idempotent."""
     root = logging.getLogger()
     if not any(isinstance(f, RedactingFilter) for h in root.handlers for f in h.filters):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(RedactingFilter())
         root.addHandler(handler)

@@ -73,6 +73,7 @@ def test_state_filter_one_or_several_and_counts(runtime: Runtime, seeded: Seed) 
         "expired": 1,
         "failed": 1,
         "cancelled": 0,
+        "held": 0,  # a paused campaign's messages (none here)
     }
     assert narrowed["delivered"] == 1 and narrowed["submitted"] == 1
     assert sum(narrowed.values()) == 2

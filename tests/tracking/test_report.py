@@ -168,7 +168,7 @@ def test_report_cli_json(
     get_settings.cache_clear()
     r = CliRunner().invoke(app, ["report", "campaign", "9", "--tenant", "tea", "--json"])
     assert r.exit_code == 0, r.output
-    rep = json.loads(r.output)
+    rep = json.loads(r.stdout)
     assert rep["totals"]["revenue_fen"] == 24900 and len(rep["variants"]) == 2
     r = CliRunner().invoke(app, ["report", "campaign", "99", "--tenant", "tea", "--json"])
-    assert r.exit_code == 1 and json.loads(r.output)["error"]["code"] == "campaign_not_found"
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"]["code"] == "campaign_not_found"

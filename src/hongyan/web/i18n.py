@@ -86,6 +86,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "state.expired": {"zh-CN": "已过期", "en": "Expired"},
     "state.failed": {"zh-CN": "发送失败", "en": "Failed"},
     "state.cancelled": {"zh-CN": "已取消", "en": "Cancelled"},
+    "state.held": {"zh-CN": "已暂停", "en": "Held (paused)"},
     "category.verification": {"zh-CN": "验证码", "en": "Verification"},
     "category.notification": {"zh-CN": "通知", "en": "Notification"},
     "category.marketing": {"zh-CN": "营销", "en": "Marketing"},

@@ -418,6 +418,27 @@ def _postgres(var: Path, dispatchers: int) -> dict[str, Any] | None:
         admin.dispose()
 
 
+def cpu_budget(result: dict[str, Any]) -> dict[str, Any]:
+    """CPU microseconds each process spent per message, and the rate this machine's cores could
+    reach if every one of them did nothing else: a ceiling no tuning of the pipeline's overlap
+    can pass, only doing less work per message."""
+    cpu = result["cpu_s"]
+    parts = {
+        "dispatchers": sum(cpu["dispatchers"]),
+        "carrier": cpu.get("carrier") or 0.0,
+        "postgres": cpu.get("postgres") or 0.0,
+    }
+    n = result["messages"]
+    us = {k: round(v * 1e6 / n, 1) for k, v in parts.items() if v}
+    total = sum(us.values())
+    cores = os.cpu_count() or 1
+    return {
+        "us_per_message": {**us, "total": round(total, 1)},
+        "cores": cores,
+        "ceiling_per_s": round(cores * 1e6 / total) if total else None,
+    }
+
+
 def run() -> dict[str, Any]:
     only = {s for s in os.environ.get("HONGYAN_BENCH_SPINE_ONLY", "").split(",") if s}
     out: dict[str, Any] = {
@@ -447,6 +468,7 @@ def run() -> dict[str, Any]:
             if result is None:
                 continue
             result["ratio_to_anchor"] = round(result["per_s"] / bare, 3)
+            result["cpu_budget"] = cpu_budget(result)
             out[key] = result
             print(f"spine {key}: {result}", file=sys.stderr, flush=True)
     return out

@@ -55,7 +55,7 @@ from hongyan.channels.service import Route
 from hongyan.contacts import suppression
 from hongyan.db.engine import BEGIN_IMMEDIATE, INDEX_PLANS
 from hongyan.db.scope import TenantScope, unscoped
-from hongyan.db.sql import among
+from hongyan.db.sql import among, pg_array
 from hongyan.db.tables import message_parts, messages
 from hongyan.db.types import UTCDateTime
 from hongyan.dispatch import outbox, receipts, replies, routing
@@ -595,10 +595,10 @@ def _insert_parts(
         return
     params = {
         "tenant": TenantScope(tenant_id).tenant_id,
-        "mids": [r["message_id"] for r in rows],
-        "nos": [r["part_no"] for r in rows],
-        "chs": [r["channel"] for r in rows],
-        "cids": [r["carrier_id"] for r in rows],
+        "mids": pg_array((r["message_id"] for r in rows), int),
+        "nos": pg_array((r["part_no"] for r in rows), int),
+        "chs": pg_array(r["channel"] for r in rows),
+        "cids": pg_array(r["carrier_id"] for r in rows),
         "now": now,
     }
     conn.execute(

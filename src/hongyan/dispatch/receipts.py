@@ -23,7 +23,7 @@ from hongyan.channels.base import Report
 from hongyan.clock import Clock
 from hongyan.contacts import suppression
 from hongyan.db.scope import unscoped
-from hongyan.db.sql import among
+from hongyan.db.sql import among, pg_array
 from hongyan.db.tables import message_parts, messages, unmatched_receipts, webhook_endpoints
 from hongyan.db.types import UTCDateTime
 from hongyan.dispatch.states import Reason, State, check_move
@@ -145,10 +145,10 @@ _PARTS_PG = sa.text(
 def _store_on_parts(conn: Connection, updates: list[dict[str, Any]], now: datetime) -> None:
     if conn.dialect.name == "postgresql":
         params = {
-            "pids": [u["pid"] for u in updates],
-            "stats": [u["stat"] for u in updates],
-            "errs": [u["err"] for u in updates],
-            "whys": [u["why"] for u in updates],
+            "pids": pg_array((u["pid"] for u in updates), int),
+            "stats": pg_array(u["stat"] for u in updates),
+            "errs": pg_array(u["err"] for u in updates),
+            "whys": pg_array(u["why"] for u in updates),
             "now": now,
         }
         conn.execute(unscoped(_PARTS_PG, WHY), params)

@@ -339,7 +339,12 @@ def _spine(url: str, var: Path, dispatchers: int) -> dict[str, Any]:
         while True:
             time.sleep(0.1)
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"messages not final when the run gave up; see {log.name}")
+                log.flush()
+                tail = Path(log.name).read_text(errors="replace").splitlines()[-40:]
+                raise RuntimeError(
+                    "messages not final when the run gave up; the dispatchers' log ends:\n"
+                    + "\n".join(tail)
+                )
             if carrier.receipts() < N:
                 continue
             with runtime.engine.connect() as conn:

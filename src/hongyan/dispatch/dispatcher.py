@@ -54,6 +54,7 @@ from hongyan.channels.base import Channel, ChannelSpec, Inbound, Outgoing, Repor
 from hongyan.channels.service import Route
 from hongyan.contacts import suppression
 from hongyan.db.engine import BEGIN_IMMEDIATE, INDEX_PLANS
+from hongyan.db.retry import retrying
 from hongyan.db.scope import TenantScope, unscoped
 from hongyan.db.sql import among, pg_array
 from hongyan.db.tables import message_parts, messages
@@ -215,6 +216,17 @@ class Dispatcher:
         async with self._serial:
             return await asyncio.to_thread(work, *args)
 
+    def _tx(self, body: Callable[[Connection], T], what: str) -> T:
+        """``body`` in one writing transaction, run whole again after a deadlock, a locked
+        SQLite, a lost connection (:func:`hongyan.db.retry.retrying`): a dispatcher outlives
+        what a database does in normal life instead of exiting with its messages leased."""
+
+        def once() -> T:
+            with self._writing() as conn:
+                return body(conn)
+
+        return retrying(once, what=what)
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Connection]:
         """A transaction that will write (on SQLite it waits for the write lock at BEGIN), its
@@ -234,18 +246,25 @@ class Dispatcher:
         stale = not busy or now >= self._next_stale
         if stale:
             self._next_stale = now + STALE_EVERY
-        with self._writing() as conn:
+
+        def body(conn: Connection) -> tuple[list[Claimed], dict[tuple[int, bytes], set[str]]]:
             claimed = outbox.claim(
                 conn, clock, owner=self.owner, limit=limit, lease=self.lease, stale=stale
             )
             blocked = suppression.lookup(
                 conn, ((c.tenant_id, c.dest_index) for c in claimed), clock.now()
             )
-        return claimed, blocked
+            return claimed, blocked
+
+        return self._tx(body, "a claim")
 
     def _renew(self, ids: list[int]) -> None:
-        with self._writing() as conn:
-            outbox.renew(conn, self.runtime.clock, owner=self.owner, ids=ids, lease=self.lease)
+        self._tx(
+            lambda conn: outbox.renew(
+                conn, self.runtime.clock, owner=self.owner, ids=ids, lease=self.lease
+            ),
+            "a lease renewal",
+        )
 
     def _claim_limit(self) -> int:
         """``batch``, or less when paced channels could not send that within half a lease."""
@@ -443,107 +462,119 @@ class Dispatcher:
 
     # -- database side (run in a worker thread) -------------------------------------------------
     def _record(self, outcomes: list[Outcome]) -> None:
+        recorded = self._tx(partial(self._record_states, outcomes), "recording outcomes")
+        # Receipts that came before their parts were recorded, looked for only after the parts
+        # are committed: a receipt stored meanwhile by another transaction (this dispatcher's
+        # flush, another dispatcher's bind) is then seen here or sees the parts itself.
+        if recorded:
+
+            def look() -> dict[str, list[str]]:
+                with self.runtime.engine.connect() as conn:  # a read first: seldom one waits
+                    conn.execution_options(**{INDEX_PLANS: True})
+                    return {ch: receipts.kept_ids(conn, ch, ids) for ch, ids in recorded.items()}
+
+            kept = retrying(look, what="looking for kept receipts")
+            if any(kept.values()):
+
+                def match(conn: Connection) -> None:
+                    for channel, ids in kept.items():
+                        receipts.match_waiting(conn, self.runtime.clock, channel, ids)
+
+                self._tx(match, "matching kept receipts")
+
+    def _record_states(self, outcomes: list[Outcome], conn: Connection) -> dict[str, list[str]]:
+        """The outcomes' state changes and parts, in the caller's transaction; returns the
+        carrier ids recorded per channel."""
         now = self.runtime.clock.now()
         parts_by_tenant: dict[int, list[dict[str, Any]]] = {}
         submitted: dict[tuple[str | None, int], list[int]] = {}
         finals: list[int] = []
         recorded: dict[str, list[str]] = {}
-        with self._writing() as conn:
-            for o in outcomes:
-                c = o.claimed
-                why = o.reason.value if o.reason else None
-                if o.kind in ("held", "waiting"):
-                    # No attempt was made (quiet hours; no channel up): give the attempt back and
-                    # look again when they are over, or shortly.
-                    outbox.move(
-                        conn,
-                        c.id,
-                        State.SENDING,
-                        State.PLANNED,
-                        owner=self.owner,
-                        due_at=o.due_at or now + timedelta(seconds=1),
-                        attempts=max(0, c.attempts - 1),
-                        reason=why,
-                    )
-                    continue
-                if o.kind == "transient" and c.attempts < self.max_attempts:
-                    delay = 0.0 if o.retry_now else retry_delay(c.attempts)
-                    outbox.move(
-                        conn,
-                        c.id,
-                        State.SENDING,
-                        State.PLANNED,
-                        owner=self.owner,
-                        due_at=now + timedelta(seconds=delay),
-                        reason=why,
-                        carrier_code=o.code,
-                        channel=o.channel,
-                    )
-                    continue
-                for n, cid in enumerate(o.carrier_ids, start=1):
-                    parts_by_tenant.setdefault(c.tenant_id, []).append(
-                        {
-                            "message_id": c.id,
-                            "part_no": n,
-                            "channel": o.channel,
-                            "carrier_id": cid,
-                            "submitted_at": now,
-                        }
-                    )
-                    recorded.setdefault(o.channel or "", []).append(cid)
-                if o.kind == "submitted":
-                    submitted.setdefault((o.channel, len(o.carrier_ids)), []).append(c.id)
-                    continue
-                target = State.EXPIRED if o.kind == "expired" else State.FAILED
-                if outbox.move(
+        for o in outcomes:
+            c = o.claimed
+            why = o.reason.value if o.reason else None
+            if o.kind in ("held", "waiting"):
+                # No attempt was made (quiet hours; no channel up): give the attempt back and
+                # look again when they are over, or shortly.
+                outbox.move(
                     conn,
                     c.id,
                     State.SENDING,
-                    target,
+                    State.PLANNED,
                     owner=self.owner,
+                    due_at=o.due_at or now + timedelta(seconds=1),
+                    attempts=max(0, c.attempts - 1),
+                    reason=why,
+                )
+                continue
+            if o.kind == "transient" and c.attempts < self.max_attempts:
+                delay = 0.0 if o.retry_now else retry_delay(c.attempts)
+                outbox.move(
+                    conn,
+                    c.id,
+                    State.SENDING,
+                    State.PLANNED,
+                    owner=self.owner,
+                    due_at=now + timedelta(seconds=delay),
                     reason=why,
                     carrier_code=o.code,
                     channel=o.channel,
-                    done_at=now,
-                ):
-                    finals.append(c.id)
-            # The common case in a few set-based statements: parts per tenant, then states.
-            for tenant_id, rows in parts_by_tenant.items():
-                _insert_parts(conn, tenant_id, rows, now)
-            # One UPDATE per (channel, number of parts): a handful, not one per message.
-            check_move(State.SENDING, State.SUBMITTED)
-            for (channel, n), mids in submitted.items():
-                stmt = (
-                    sa.update(messages)
-                    .where(
-                        among(conn, messages.c.id, mids, sa.BigInteger),
-                        messages.c.state == State.SENDING.value,
-                        messages.c.lease_owner == self.owner,
-                    )
-                    .values(
-                        state=State.SUBMITTED.value,
-                        lease_owner=None,
-                        lease_until=None,
-                        channel=channel,
-                        carrier_parts=n,
-                        reason=None,
-                        carrier_code=None,
-                        submitted_at=now,
-                    )
                 )
-                conn.execute(unscoped(stmt, WHY))
-            receipts.after_final(conn, self.runtime.clock, finals)
-        # Receipts that came before their parts were recorded, looked for only after the parts
-        # are committed: a receipt stored meanwhile by another transaction (this dispatcher's
-        # flush, another dispatcher's bind) is then seen here or sees the parts itself.
-        if recorded:
-            with self.runtime.engine.connect() as conn:  # a read first: seldom is one waiting
-                conn.execution_options(**{INDEX_PLANS: True})
-                kept = {ch: receipts.kept_ids(conn, ch, ids) for ch, ids in recorded.items()}
-            if any(kept.values()):
-                with self._writing() as conn:
-                    for channel, ids in kept.items():
-                        receipts.match_waiting(conn, self.runtime.clock, channel, ids)
+                continue
+            for n, cid in enumerate(o.carrier_ids, start=1):
+                parts_by_tenant.setdefault(c.tenant_id, []).append(
+                    {
+                        "message_id": c.id,
+                        "part_no": n,
+                        "channel": o.channel,
+                        "carrier_id": cid,
+                        "submitted_at": now,
+                    }
+                )
+                recorded.setdefault(o.channel or "", []).append(cid)
+            if o.kind == "submitted":
+                submitted.setdefault((o.channel, len(o.carrier_ids)), []).append(c.id)
+                continue
+            target = State.EXPIRED if o.kind == "expired" else State.FAILED
+            if outbox.move(
+                conn,
+                c.id,
+                State.SENDING,
+                target,
+                owner=self.owner,
+                reason=why,
+                carrier_code=o.code,
+                channel=o.channel,
+                done_at=now,
+            ):
+                finals.append(c.id)
+        # The common case in a few set-based statements: parts per tenant, then states.
+        for tenant_id, rows in parts_by_tenant.items():
+            _insert_parts(conn, tenant_id, rows, now)
+        # One UPDATE per (channel, number of parts): a handful, not one per message.
+        check_move(State.SENDING, State.SUBMITTED)
+        for (channel, n), mids in submitted.items():
+            stmt = (
+                sa.update(messages)
+                .where(
+                    among(conn, messages.c.id, mids, sa.BigInteger),
+                    messages.c.state == State.SENDING.value,
+                    messages.c.lease_owner == self.owner,
+                )
+                .values(
+                    state=State.SUBMITTED.value,
+                    lease_owner=None,
+                    lease_until=None,
+                    channel=channel,
+                    carrier_parts=n,
+                    reason=None,
+                    carrier_code=None,
+                    submitted_at=now,
+                )
+            )
+            conn.execute(unscoped(stmt, WHY))
+        receipts.after_final(conn, self.runtime.clock, finals)
+        return recorded
 
     def _apply(
         self, reports: list[tuple[str, Report]], inbounds: list[tuple[str, Inbound]]
@@ -554,7 +585,10 @@ class Dispatcher:
             by_channel.setdefault(name, []).append(report)
         unmatched: dict[str, list[str]] = {}
         pending: set[int] = set()
-        with self._writing() as conn:
+
+        def store(conn: Connection) -> None:
+            unmatched.clear()
+            pending.clear()
             for name, items in by_channel.items():
                 receipts.apply_reports(
                     conn,
@@ -567,14 +601,19 @@ class Dispatcher:
             for name, inbound in inbounds:
                 spec = self.pool.specs.get(name) or ChannelSpec(name=name, kind="unknown")
                 replies.apply_inbound(conn, clock, self.runtime.keyring, spec, [inbound])
+
+        self._tx(store, "storing receipts and replies")
         # Looked at again once committed (see _record): receipts kept because their parts were
         # not there, and long messages whose other parts' receipts another transaction stored.
         if pending or any(unmatched.values()):
-            with self._writing() as conn:
+
+            def again(conn: Connection) -> None:
                 for name, ids in unmatched.items():
                     if ids:
                         receipts.match_waiting(conn, clock, name, ids)
                 receipts.settle(conn, clock, pending)
+
+            self._tx(again, "matching receipts again")
 
 
 # PostgreSQL: a tenant's parts in one short statement of arrays (prepared once, whatever the

@@ -192,6 +192,12 @@ messages = sa.Table(
     sa.Column("campaign_id", sa.Integer, nullable=True),
     sa.Column("variant", sa.String(16), nullable=True),
     sa.Column("contact_id", BigId, nullable=True),
+    # reports (migration 0015): where the recipient's number was issued (号码归属地), copied
+    # from the contact when the message is planned (the API's sends: looked up from the number,
+    # as a contact's is), so a campaign's report groups its messages by place without joining a
+    # million contacts. The carrier above is the recipient's too. Never changed afterwards.
+    sa.Column("number_province", sa.String(16), nullable=True),
+    sa.Column("number_city", sa.String(32), nullable=True),
     # The hot path changes a message's row three times (claimed, submitted, final) and every
     # change writes an entry in every index whose predicate the row meets: so the claim and lease
     # indexes hold only the rows they serve, and only keyed messages enter the idempotency index.
@@ -1263,4 +1269,14 @@ rfm_cuts = sa.Table(
     sa.Column("m_sum", sa.BigInteger, nullable=False),
     sa.Column("computed_at", UTCDateTime, nullable=False),
     info=SCOPED,
+)
+
+# A journey's messages (source ``journey``, source_ref ``journey:<id>``), for its report: only
+# journey rows enter, so the outbox's other writes never touch it.
+sa.Index(
+    "ix_messages_journey",
+    messages.c.tenant_id,
+    messages.c.source_ref,
+    postgresql_where=sa.text("source = 'journey'"),
+    sqlite_where=sa.text("source = 'journey'"),
 )

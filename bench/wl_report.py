@@ -63,10 +63,12 @@ def load(runtime: Any, tid: int) -> dict[str, float]:
             if r > 0.995:
                 state = "submitted"
             variant = "A" if i % 2 else "B"
+            # The contact's carrier, province and city copied onto its message, as
+            # materialisation does (hongyan.campaigns.materialise).
             return (2, "marketing", "campaign", b"x", bytes(32), "138****0000", "hi", "ucs2",
                     1 + (i % 3 == 0), state, NOW, NOW + timedelta(days=1), NOW,
                     NOW + timedelta(seconds=i % 3600), "sbx", CARRIERS[i % 4], reason,
-                    CAMPAIGN, variant, first + i)  # fmt: skip
+                    CAMPAIGN, variant, first + i, *PLACES[i % len(PLACES)])  # fmt: skip
 
         insert_rows(
             conn,
@@ -74,17 +76,21 @@ def load(runtime: Any, tid: int) -> dict[str, float]:
             messages,
             ("lane", "category", "source", "dest_cipher", "dest_index", "dest_masked", "body",
              "encoding", "parts", "state", "due_at", "expires_at", "created_at", "submitted_at",
-             "channel", "carrier", "reason", "campaign_id", "variant", "contact_id"),
+             "channel", "carrier", "reason", "campaign_id", "variant", "contact_id",
+             "number_province", "number_city"),
             (message(i) for i in range(N)),
         )  # fmt: skip
         insert_rows(
             conn,
             scope,
             clicks,
-            ("link_id", "campaign_id", "variant", "contact_id", "at", "user_agent", "bot"),
+            ("link_id", "campaign_id", "variant", "contact_id", "at", "user_agent", "bot",
+             "number_province", "number_city", "carrier"),
             (
+                # The recipient's place and carrier, copied from the link as the redirector does.
                 (i, CAMPAIGN, "A" if i % 2 else "B", first + i,
-                 NOW + timedelta(minutes=i % 2000), "Mozilla", None if i % 20 else "preview")
+                 NOW + timedelta(minutes=i % 2000), "Mozilla", None if i % 20 else "preview",
+                 *PLACES[i % len(PLACES)], CARRIERS[i % 4])
                 for i in range(0, N, max(1, N // 60000))
             ),
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Migration 0015: messages take their contact's number province and city, set-based."""
+"""Migration 0015: messages, links and clicks take their contact's place, set-based."""
 
 from __future__ import annotations
 
@@ -47,6 +47,19 @@ def test_existing_messages_get_their_contacts_places(bare_runtime: Runtime) -> N
             stmt = sa.insert(messages).values(row).returning(messages.c.id)
             return int(conn.execute(unscoped(stmt, "test set-up")).scalar_one())
 
+        links = sa.Table("links", meta, autoload_with=conn)
+        clicks = sa.Table("clicks", meta, autoload_with=conn)
+        link_row = {
+            "tenant_id": tid, "code": "abc1234", "campaign_id": 1, "variant": "A",
+            "contact_id": gd, "target": "https://shop.example/", "created_at": now,
+        }  # fmt: skip
+        stmt = sa.insert(links).values(link_row).returning(links.c.id)
+        link_id = int(conn.execute(unscoped(stmt, "test set-up")).scalar_one())
+        click_row = {
+            "tenant_id": tid, "link_id": link_id, "campaign_id": 1, "variant": "A",
+            "contact_id": gd, "at": now, "user_agent": "UA",
+        }  # fmt: skip
+        conn.execute(unscoped(sa.insert(clicks).values(click_row), "test set-up"))
         ids = {
             "gd": message(tid, gd),
             "nowhere": message(tid, nowhere),
@@ -58,10 +71,18 @@ def test_existing_messages_get_their_contacts_places(bare_runtime: Runtime) -> N
     migrate.upgrade(engine)
     with engine.connect() as conn:
         rows = conn.execute(
-            unscoped(
-                sa.text("SELECT id, number_province, number_city FROM messages"), "test check"
-            )
+            unscoped(sa.text("SELECT id, number_province, number_city FROM messages"), "test check")
         ).all()
+        placed = [
+            conn.execute(
+                unscoped(
+                    sa.text(f"SELECT number_province, number_city, carrier FROM {t}"),  # noqa: S608
+                    "test check",
+                )
+            ).one()
+            for t in ("links", "clicks")
+        ]
+    assert [tuple(p) for p in placed] == [("广东", "深圳", "cmcc")] * 2
     got = {r.id: (r.number_province, r.number_city) for r in rows}
     assert {k: got[v] for k, v in ids.items()} == {
         "gd": ("广东", "深圳"),

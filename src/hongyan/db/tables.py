@@ -965,6 +965,11 @@ links = sa.Table(
     sa.Column("target", sa.String(2000), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=True),
+    # reports (migration 0015): the recipient's number province, city and carrier, copied from
+    # the contact when the link is issued, and from the link onto each of its clicks.
+    sa.Column("number_province", sa.String(16), nullable=True),
+    sa.Column("number_city", sa.String(32), nullable=True),
+    sa.Column("carrier", sa.String(8), nullable=True),
     sa.UniqueConstraint("code", name="uq_links_code"),
     sa.Index("ix_links_campaign", "tenant_id", "campaign_id", "variant"),
     info=SCOPED,
@@ -986,6 +991,11 @@ clicks = sa.Table(
     sa.Column("user_agent", sa.String(300), nullable=False, server_default=""),
     # None for a person; else what it was: preview, scanner, tool, head
     sa.Column("bot", sa.String(16), nullable=True),
+    # reports (migration 0015): the clicker's place, from the link (a report groups a campaign's
+    # clicks by place without joining contacts: 0.9 s for 50,000 clickers among 1,000,000).
+    sa.Column("number_province", sa.String(16), nullable=True),
+    sa.Column("number_city", sa.String(32), nullable=True),
+    sa.Column("carrier", sa.String(8), nullable=True),
     sa.Index("ix_clicks_campaign", "tenant_id", "campaign_id", "variant"),
     sa.Index("ix_clicks_contact", "tenant_id", "contact_id", "at"),
     info=SCOPED,

@@ -91,6 +91,11 @@ def _finish(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def blank_row() -> dict[str, Any]:
+    """A group with nothing in it, rates included."""
+    return _finish(_blank())
+
+
 def _add_state(row: dict[str, Any], state: str, submitted: bool, n: int) -> None:
     row["planned"] += n
     if submitted:

@@ -2,7 +2,8 @@
 
 Loads 1,000,000 contacts (provinces, cities, carriers spread like a national list), a campaign's
 1,000,000 messages in two variants and final states (delivered 93 %, failed with reasons,
-expired, pending), 60,000 clicks and 6,000 conversions, by COPY; VACUUM ANALYZE (a settled
+expired, pending), 60,000 clicks and 6,000 conversions, by COPY, each message and click with
+its recipient's province, city and carrier as the product writes them (migration 0015); VACUUM ANALYZE (a settled
 database); then times :func:`hongyan.reports.campaigns.campaign_report` (first and warm median
 of 5). Anchor in the same run: ``SELECT count(*)`` of the campaign's messages (one pass over
 them, what any report must at least read). Goal: the report under 1 s.

@@ -1,7 +1,8 @@
 """A campaign's report: the funnel, delivery and failure reasons, breakdowns, clicks over time,
 cost and ROI. Read-only; every figure comes from a handful of set-based GROUP BY statements
 (the messages once by variant × state × channel × reason × the recipient's place and carrier;
-clicks and conversions by variant, and by the clicker's place; clicks by hour), assembled here.
+the clicks once by variant and place; conversions by variant and by the buyer's place; clicks
+by hour), assembled here.
 
 The same statements serve any set of messages (a :class:`Subject`): a journey's (its send steps
 are its variants, see :mod:`hongyan.reports.journeys`) and a segment's campaigns (grouped by
@@ -203,8 +204,8 @@ def report(
 ) -> dict[str, Any] | None:
     """The report of ``subject``, ``head`` first; None when it has no message (unless
     ``empty``). One pass over the messages (by group, state, channel, reason and place), one
-    over the clicks, one over the conversions, one for clicks by hour, the clicks by their own
-    place and the conversions by their contact's; everything else is assembled from those.
+    over the clicks (by group, bot or not, and place), one for clicks by hour, one over the
+    conversions and one placing them by their contact; everything else is assembled from those.
 
     ``places=False``: without provinces and cities (and without placing clicks and
     conversions); carriers stay (the message's own carrier). With the places on the rows it
@@ -254,21 +255,30 @@ def report(
     place_conversions: list[Any] = []
     hourly: list[tuple[datetime, int]] = []
     if subject.clicks is not None:
+        # By group, bot or person, and place at once: a link has one place (the click's is the
+        # link's), so the distinct links of each place add up to those of the group.
         is_bot = clicks.c.bot.is_not(None)
         ckey = clicks.c[subject.group]
+        cplace = (
+            _place_columns(clicks.c.number_province, clicks.c.number_city, clicks.c.carrier)
+            if places
+            else []
+        )
         click_groups = list(
             conn.execute(
                 scope.select(
                     clicks,
                     ckey.label("variant"),
                     is_bot.label("bot"),
+                    *cplace,
                     sa.func.count().label("n"),
                     sa.func.count(sa.distinct(clicks.c.link_id)).label("u"),
                 )
                 .where(subject.clicks)
-                .group_by(ckey, is_bot)
+                .group_by(ckey, is_bot, *cplace)
             ).all()
         )
+        place_clicks = [r for r in click_groups if not r.bot] if places else []
         bucket = _hour_bucket(conn, clicks.c.at)
         hourly = [
             (_as_utc(r.h), r.n)
@@ -278,8 +288,6 @@ def report(
                 .group_by(bucket)
             )
         ]
-        if places:
-            place_clicks = _placed_clicks(conn, tenant_id, subject.clicks)
     if subject.conversions is not None:
         vkey = conversions.c[subject.group]
         conversion_groups = list(
@@ -335,25 +343,6 @@ def _placed_source(conn: Connection, rows: Any, contact_id: Any, tenant_id: int)
         source = rows.outerjoin(contacts, _contact_of(contact_id, tenant_id))
         cols = (contacts.c.number_province, contacts.c.number_city, contacts.c.carrier)
     return source, _place_columns(*cols)
-
-
-def _placed_clicks(conn: Connection, tenant_id: int, where: Any) -> list[Any]:
-    """People's clicks by the recipient's province, city and carrier (copied onto each click
-    from its link: no join)."""
-    cplace = _place_columns(clicks.c.number_province, clicks.c.number_city, clicks.c.carrier)
-    return list(
-        conn.execute(
-            TenantScope(tenant_id)
-            .select(
-                clicks,
-                *cplace,
-                sa.func.count().label("total"),
-                sa.func.count(sa.distinct(clicks.c.link_id)).label("unique"),
-            )
-            .where(where, clicks.c.bot.is_(None))
-            .group_by(*cplace)
-        ).all()
-    )
 
 
 def _placed_conversions(conn: Connection, tenant_id: int, where: Any) -> list[Any]:
@@ -438,8 +427,8 @@ def assemble(
                 row["clicks_unique"] += r.u
     for r in place_clicks:
         for row in place_rows(r):
-            row["clicks_total"] += int(r.total)
-            row["clicks_unique"] += int(r.unique)
+            row["clicks_total"] += int(r.n)
+            row["clicks_unique"] += int(r.u)
     for r in place_conversions:
         for row in place_rows(r):
             row["conversions"] += int(r.n)

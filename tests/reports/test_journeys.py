@@ -165,3 +165,52 @@ def test_journey_report_api_exports_and_console(client: TestClient, runtime: Run
         client.get(f"/api/v1/reports/journeys/{j['id']}", headers=auth(other_key)).status_code
         == 404
     )
+
+
+@pytest.mark.sqlite_only
+def test_journey_and_segment_reports_from_the_cli(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from hongyan.cli.main import app
+    from hongyan.settings import get_settings
+
+    shop = make_shop(runtime, 10, opted_out=1, without_consent=1)
+    j = _journey(runtime, shop)
+    s = runtime.settings
+    for k, v in {
+        "HONGYAN_DATABASE_URL": s.database_url,
+        "HONGYAN_VAR_DIR": str(s.var_dir),
+        "HONGYAN_DATA_KEYS": s.data_keys,
+        "HONGYAN_ACTIVE_KEY": s.active_key,
+        "HONGYAN_INDEX_KEY": s.index_key,
+        "HONGYAN_SESSION_SECRET": s.session_secret,
+    }.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    out = tmp_path / "j.csv"
+    r = CliRunner().invoke(
+        app, ["report", "journey", str(j["id"]), "--tenant", "tea", "--json", "--csv", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["totals"]["planned"] == 6 and [v["variant"] for v in rep["variants"]] == [
+        "s0",
+        "s2",
+    ]
+    assert "s0,3,3,1,1" in out.read_text(encoding="utf-8-sig")
+    r = CliRunner().invoke(app, ["report", "journey", str(j["id"]), "--tenant", "tea"])
+    assert r.exit_code == 0 and "s2" in r.stdout and "entered 5" in r.stdout
+    # The shop's segment has no campaign: an empty report, not an error.
+    r = CliRunner().invoke(
+        app, ["report", "segment", str(shop.segment_id), "--tenant", "tea", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert (
+        json.loads(r.stdout)["campaigns"] == [] and json.loads(r.stdout)["totals"]["planned"] == 0
+    )
+    r = CliRunner().invoke(app, ["report", "journey", "99", "--tenant", "tea", "--json"])
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"]["code"] == "journey_not_found"

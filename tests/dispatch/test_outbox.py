@@ -44,6 +44,13 @@ def test_enqueue_stores_plan_and_masks(runtime: Runtime) -> None:
     assert msg["parts"] == 2 and msg["state"] == "planned"
     assert "dest_cipher" not in msg
     assert msg["expires_at"] - msg["due_at"] == timedelta(hours=24)
+    # The number's carrier and place, as a contact of that number would have them.
+    place = (msg["carrier"], msg["number_province"], msg["number_city"])
+    assert place == ("cmcc", "江苏", "连云港")
+    mid, _ = _put(runtime, t, NewMessage("+14155550100", "Your order has shipped"))
+    with runtime.engine.connect() as conn:
+        msg = outbox.get(conn, t, mid)
+    assert (msg["carrier"], msg["number_province"], msg["number_city"]) == ("intl", None, None)
 
 
 @pytest.mark.parametrize("to", ["13812345678", "+86 138", "+0123456789", "", "+86138123456789012"])

@@ -69,12 +69,23 @@ def plan_messages(
 ) -> None:
     """A campaign's messages in given states, by one set-based insert (what a materialisation
     writes, then the dispatcher's moves): each row names variant, contact_id, state and may
-    name reason, channel, parts, carrier, submitted (bool)."""
+    name reason, channel, parts, carrier, submitted (bool). The contact's number province and
+    city are copied onto its message, as materialisation does."""
     from hongyan.db.scope import TenantScope
-    from hongyan.db.tables import messages
+    from hongyan.db.tables import contacts, messages
 
     now = runtime.clock.now()
-    TenantScope(tenant_id)
+    scope = TenantScope(tenant_id)
+    ids = [r["contact_id"] for r in rows if r["contact_id"] is not None]
+    with runtime.engine.connect() as conn:
+        place = {
+            c.id: (c.number_province, c.number_city)
+            for c in conn.execute(
+                scope.select(
+                    contacts, contacts.c.id, contacts.c.number_province, contacts.c.number_city
+                ).where(contacts.c.id.in_(ids))
+            )
+        }
     values = [
         {
             "lane": 2,
@@ -97,8 +108,10 @@ def plan_messages(
             "campaign_id": campaign_id,
             "variant": r["variant"],
             "contact_id": r["contact_id"],
+            "number_province": place.get(r["contact_id"], (None, None))[0],
+            "number_city": place.get(r["contact_id"], (None, None))[1],
         }
         for r in rows
     ]
     with runtime.engine.begin() as conn:
-        TenantScope(tenant_id).insert_many(conn, messages, values)
+        scope.insert_many(conn, messages, values)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from hongyan.campaigns import extras
 from hongyan.campaigns import service as campaigns
 from hongyan.db.scope import unscoped
-from hongyan.db.tables import coupons, links, messages
+from hongyan.db.tables import contacts, coupons, links, messages
 from hongyan.runtime import Runtime
 from hongyan.tracking import coupons as coupon_service
 from hongyan.tracking import metrics
@@ -50,9 +50,13 @@ def test_a_launch_issues_a_link_and_a_coupon_per_recipient(runtime: Runtime) -> 
     with runtime.engine.connect() as conn:
         sent = conn.execute(
             unscoped(
-                sa.select(messages.c.contact_id, messages.c.body).where(
-                    messages.c.campaign_id == camp["id"]
-                ),
+                sa.select(
+                    messages.c.contact_id,
+                    messages.c.body,
+                    messages.c.number_province,
+                    messages.c.number_city,
+                    messages.c.carrier,
+                ).where(messages.c.campaign_id == camp["id"]),
                 "test",
             )
         ).all()
@@ -62,6 +66,10 @@ def test_a_launch_issues_a_link_and_a_coupon_per_recipient(runtime: Runtime) -> 
                 unscoped(sa.select(links).where(links.c.campaign_id == camp["id"]), "test")
             )
         }
+        places = {
+            r.id: (r.number_province, r.number_city, r.carrier)
+            for r in conn.execute(unscoped(sa.select(contacts), "test"))
+        }
         codes = {
             r.code: r.contact_id
             for r in conn.execute(
@@ -69,11 +77,15 @@ def test_a_launch_issues_a_link_and_a_coupon_per_recipient(runtime: Runtime) -> 
             )
         }
     assert len(sent) == planned == len(issued) == len(codes)
-    for contact_id, body in sent:
+    # The recipient's place and carrier travel on the message and its link (for the reports).
+    assert any(p[0] for p in places.values())
+    for contact_id, body, *place in sent:
+        assert tuple(place) == places[contact_id]
         link = re.search(r"https://[^/\s]+/([0-9A-Za-z]{7}) ", body)
         assert link is not None, body
         row = issued[link.group(1)]
         assert row.contact_id == contact_id and row.target == "https://shop.example/1111"
+        assert (row.number_province, row.number_city, row.carrier) == places[contact_id]
         assert any(code in body and owner == contact_id for code, owner in codes.items())
         assert "{" not in body
 

@@ -117,6 +117,21 @@ def test_report_numbers(client: TestClient, runtime: Runtime) -> None:
     )
     assert rep["failures"] == [{"reason": "invalid_number", "count": 1}]
     assert sum(p["planned"] for p in rep["provinces"]) == 5
+    # By hand: 138…01 and 186…03 are Beijing numbers, 139…02 Urumqi, 133…04 Nanning; the planned
+    # message without a contact has no place. People's clicks: link A0 twice, A1 and B0 once.
+    assert {
+        (p["province"], p["city"]): (
+            p["planned"], p["delivered"], p["failed"], p["clicks_total"], p["clicks_unique"],
+            p["conversions"], p["revenue_fen"],
+        )
+        for p in rep["cities"]
+    } == {
+        ("北京", "北京"): (2, 2, 0, 3, 2, 2, 24900),
+        ("新疆", "乌鲁木齐"): (1, 1, 0, 1, 1, 0, 0),
+        ("广西", "南宁"): (1, 0, 1, 0, 0, 0, 0),
+        ("未知", "未知"): (1, 0, 0, 0, 0, 0, 0),
+    }  # fmt: skip
+    assert rep["provinces"][0]["province"] == "北京" and len(rep["provinces"]) == 4
     assert sum(p["clicks_unique"] for p in rep["provinces"]) == 3
     assert sum(p["revenue_fen"] for p in rep["carriers"]) == 24900
     assert {c["carrier"] for c in rep["carriers"]} >= {"cmcc", "未知"}

@@ -4,7 +4,8 @@ The launch decides who gets which variant, in which order (:mod:`hongyan.campaig
 this module turns that list into rows of ``messages``: for each batch of 5,000 contacts, one
 read of their stored fields (the number's ciphertext and blind index are copied as they are:
 ``contacts.phone_cipher`` is encrypted under the same context as ``messages.dest_cipher``, so
-no number is ever decrypted), the template values (names and birthdays decrypted only when the
+no number is ever decrypted; its carrier, province and city go onto the message for the
+reports), the template values (names and birthdays decrypted only when the
 template places them), the per-recipient ``{link}`` / ``{coupon}`` values from the registered
 hook, one ``check_many`` per variant (text, encoding, parts, the words the values bring in), and
 one bulk insert (``COPY`` on PostgreSQL). No statement per message.
@@ -39,7 +40,12 @@ from hongyan.security.keyring import KeyRing
 
 BATCH = 5_000
 MAX_SPREAD_DAYS = 62
-BASE_COLUMNS = ("id", "phone_cipher", "phone_index", "phone_masked", "carrier")
+# The number's ciphertext, index, mask and place go onto the message as they are: the report
+# groups by the message's carrier, province and city without joining contacts.
+BASE_COLUMNS = (
+    "id", "phone_cipher", "phone_index", "phone_masked", "carrier", "number_province",
+    "number_city",
+)  # fmt: skip
 # What each placeholder reads from contacts (only those the templates name are fetched).
 VALUE_COLUMNS = {
     "name": "name_cipher", "gender": "gender", "birthday": "birthday_cipher",
@@ -56,7 +62,7 @@ def contact_columns(keys: set[str]) -> tuple[str, ...]:
 
 MESSAGE_COLUMNS = (
     "dest_cipher", "dest_index", "dest_masked", "carrier", "body", "encoding", "parts",
-    "due_at", "expires_at", "contact_id",
+    "due_at", "expires_at", "contact_id", "number_province", "number_city",
 )  # fmt: skip
 
 
@@ -274,6 +280,8 @@ def write(
                         due,
                         expires,
                         r[0],
+                        r[5],
+                        r[6],
                     )
                 )
                 launch.parts[variant] += batch.parts[j]

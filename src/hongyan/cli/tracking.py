@@ -14,7 +14,9 @@ from hongyan.cli.output import emit
 
 coupons_app = typer.Typer(help="Coupon pools: create, import codes, list", no_args_is_help=True)
 links_app = typer.Typer(help="Short links: the tenant's domain and window", no_args_is_help=True)
-report_app = typer.Typer(help="Reports: a campaign's funnel, delivery, ROI", no_args_is_help=True)
+report_app = typer.Typer(
+    help="Reports: a campaign's, journey's or segment's funnel, delivery, ROI", no_args_is_help=True
+)
 
 TenantOpt = Annotated[str, typer.Option(help="Tenant slug")]
 
@@ -163,38 +165,91 @@ def register(app: typer.Typer) -> None:
     app.add_typer(report_app, name="report")
 
 
-@report_app.command("campaign")
-def report_campaign(
-    campaign_id: int,
-    tenant: TenantOpt,
-    csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write a CSV here")] = None,
-    xlsx_out: Annotated[Path | None, typer.Option("--xlsx", help="Also write an XLSX here")] = None,
-    places: Annotated[
-        bool, typer.Option(help="Provinces and cities (--no-places: faster on a large campaign)")
-    ] = True,
-    as_json: JsonOpt = False,
+def _report(
+    kind: str,
+    ref: int,
+    tenant: str,
+    csv_out: Path | None,
+    xlsx_out: Path | None,
+    places: bool,
+    as_json: bool,
 ) -> None:
-    """A campaign's funnel, failures, places, clicks by hour, cost and ROI."""
-    from hongyan.reports import campaigns, export
+    """Make a campaign's, journey's or segment's report; write the files; print it."""
+    from hongyan.reports import campaigns, export, journeys, segments
     from hongyan.tenants import service as tenants
 
+    make = {
+        "campaign": campaigns.campaign_report,
+        "journey": journeys.journey_report,
+        "segment": segments.segment_report,
+    }[kind]
     runtime = open_runtime()
     with runtime.engine.connect() as conn:
         t = tenants.get_tenant(conn, tenant)
-        rep = campaigns.campaign_report(conn, t.id, campaign_id, timezone=t.timezone, places=places)
+        rep = make(conn, t.id, ref, timezone=t.timezone, places=places)
     if csv_out is not None:
         csv_out.write_bytes(export.to_csv(rep))
     if xlsx_out is not None:
         xlsx_out.write_bytes(export.to_xlsx(rep))
     tot = rep["totals"]
-    lines = [f"campaign {campaign_id}"]
-    for row in [{"variant": "all", **tot}, *rep["variants"]]:
+    lines = [f"{kind} {ref}" + (f" {rep['name']}" if "name" in rep else "")]
+    groups = rep.get("campaigns", rep.get("variants", []))
+    for row in [{"group": "all", **tot}, *groups]:
+        group = row.get("group", row.get("variant", row.get("campaign_id")))
         lines.append(
-            f"  {row['variant']:<6} planned {row['planned']:>8} sent {row['sent']:>8} "
+            f"  {group!s:<6} planned {row['planned']:>8} sent {row['sent']:>8} "
             f"delivered {row['delivered']:>8} failed {row['failed']:>6} "
             f"clicked {row['clicks_unique']:>6}/{row['clicks_total']:<6} "
             f"converted {row['conversions']:>5} revenue ¥{row['revenue_fen'] / 100:,.2f} "
             f"cost ¥{row['cost_fen'] / 100:,.2f} ROI {row['roi']}"
         )
     lines += [f"  failed: {f['reason']} × {f['count']}" for f in rep["failures"]]
+    if "enrolments" in rep:
+        lines.append(
+            "  enrolments: " + ", ".join(f"{k} {v}" for k, v in sorted(rep["enrolments"].items()))
+        )
     emit(rep, as_json, "\n".join(lines))
+
+
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Also write a CSV here")]
+XlsxOpt = Annotated[Path | None, typer.Option("--xlsx", help="Also write an XLSX here")]
+PlacesOpt = Annotated[bool, typer.Option(help="Provinces and cities (--no-places: without)")]
+
+
+@report_app.command("campaign")
+def report_campaign(
+    campaign_id: int,
+    tenant: TenantOpt,
+    csv_out: CsvOpt = None,
+    xlsx_out: XlsxOpt = None,
+    places: PlacesOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """A campaign's funnel, failures, places, clicks by hour, cost and ROI."""
+    _report("campaign", campaign_id, tenant, csv_out, xlsx_out, places, as_json)
+
+
+@report_app.command("journey")
+def report_journey(
+    journey_id: int,
+    tenant: TenantOpt,
+    csv_out: CsvOpt = None,
+    xlsx_out: XlsxOpt = None,
+    places: PlacesOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """A journey's funnel per send step, failures, places, cost, and its enrolments."""
+    _report("journey", journey_id, tenant, csv_out, xlsx_out, places, as_json)
+
+
+@report_app.command("segment")
+def report_segment(
+    segment_id: int,
+    tenant: TenantOpt,
+    csv_out: CsvOpt = None,
+    xlsx_out: XlsxOpt = None,
+    places: PlacesOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """The funnel across the campaigns sent to a segment, per campaign."""
+    _report("segment", segment_id, tenant, csv_out, xlsx_out, places, as_json)

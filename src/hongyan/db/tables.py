@@ -192,6 +192,12 @@ messages = sa.Table(
     sa.Column("campaign_id", sa.Integer, nullable=True),
     sa.Column("variant", sa.String(16), nullable=True),
     sa.Column("contact_id", BigId, nullable=True),
+    # reports (migration 0015): where the recipient's number was issued (号码归属地), copied
+    # from the contact when the message is planned (the API's sends: looked up from the number,
+    # as a contact's is), so a campaign's report groups its messages by place without joining a
+    # million contacts. The carrier above is the recipient's too. Never changed afterwards.
+    sa.Column("number_province", sa.String(16), nullable=True),
+    sa.Column("number_city", sa.String(32), nullable=True),
     # The hot path changes a message's row three times (claimed, submitted, final) and every
     # change writes an entry in every index whose predicate the row meets: so the claim and lease
     # indexes hold only the rows they serve, and only keyed messages enter the idempotency index.
@@ -959,6 +965,11 @@ links = sa.Table(
     sa.Column("target", sa.String(2000), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=True),
+    # reports (migration 0015): the recipient's number province, city and carrier, copied from
+    # the contact when the link is issued, and from the link onto each of its clicks.
+    sa.Column("number_province", sa.String(16), nullable=True),
+    sa.Column("number_city", sa.String(32), nullable=True),
+    sa.Column("carrier", sa.String(8), nullable=True),
     sa.UniqueConstraint("code", name="uq_links_code"),
     sa.Index("ix_links_campaign", "tenant_id", "campaign_id", "variant"),
     info=SCOPED,
@@ -980,6 +991,11 @@ clicks = sa.Table(
     sa.Column("user_agent", sa.String(300), nullable=False, server_default=""),
     # None for a person; else what it was: preview, scanner, tool, head
     sa.Column("bot", sa.String(16), nullable=True),
+    # reports (migration 0015): the clicker's place, from the link (a report groups a campaign's
+    # clicks by place without joining contacts: 0.9 s for 50,000 clickers among 1,000,000).
+    sa.Column("number_province", sa.String(16), nullable=True),
+    sa.Column("number_city", sa.String(32), nullable=True),
+    sa.Column("carrier", sa.String(8), nullable=True),
     sa.Index("ix_clicks_campaign", "tenant_id", "campaign_id", "variant"),
     sa.Index("ix_clicks_contact", "tenant_id", "contact_id", "at"),
     info=SCOPED,
@@ -1263,4 +1279,14 @@ rfm_cuts = sa.Table(
     sa.Column("m_sum", sa.BigInteger, nullable=False),
     sa.Column("computed_at", UTCDateTime, nullable=False),
     info=SCOPED,
+)
+
+# A journey's messages (source ``journey``, source_ref ``journey:<id>``), for its report: only
+# journey rows enter, so the outbox's other writes never touch it.
+sa.Index(
+    "ix_messages_journey",
+    messages.c.tenant_id,
+    messages.c.source_ref,
+    postgresql_where=sa.text("source = 'journey'"),
+    sqlite_where=sa.text("source = 'journey'"),
 )

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hongyan.clock import Clock
 from hongyan.contacts import suppression
-from hongyan.contacts.numbers import carrier_of
+from hongyan.contacts.geo import describe
 from hongyan.content import gate
 from hongyan.content.encoding import plan
 from hongyan.db.scope import TenantScope, unscoped
@@ -133,6 +133,9 @@ def enqueue(
     if why is not None:
         raise Suppressed(details={"reason": why})
     due = new.due_at or now
+    # The recipient's carrier and place, from the number: the lookup that gave a contact its
+    # own (the campaign report groups by them; campaigns copy the contact's).
+    number = describe(new.to)
     row: dict[str, Any] = {
         "lane": int(new.lane),
         "category": new.lane.name.lower(),
@@ -142,7 +145,9 @@ def enqueue(
         "dest_cipher": keyring.encrypt(new.to, context),
         "dest_index": index,
         "dest_masked": mask_phone(new.to),
-        "carrier": carrier_of(new.to),
+        "carrier": number.carrier,
+        "number_province": number.province,
+        "number_city": number.city,
         "body": new.text,
         "template_version_id": new.template_version_id,
         "campaign_id": new.campaign_id,

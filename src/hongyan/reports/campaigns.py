@@ -1,7 +1,17 @@
 """A campaign's report: the funnel, delivery and failure reasons, breakdowns, clicks over time,
 cost and ROI. Read-only; every figure comes from a handful of set-based GROUP BY statements
-(the messages once by variant × state × channel, once by the recipients' place and carrier;
-failures by reason; clicks and conversions by variant; clicks by hour), assembled here.
+(the messages once by variant × state × channel × reason × the recipient's place and carrier;
+the clicks once by variant and place; conversions by variant and by the buyer's place; clicks
+by hour), assembled here.
+
+The same statements serve any set of messages (a :class:`Subject`): a journey's (its send steps
+are its variants, see :mod:`hongyan.reports.journeys`) and a segment's campaigns (grouped by
+campaign instead of variant, see :mod:`hongyan.reports.segments`).
+
+The place of a message is the message's own: ``number_province``, ``number_city`` and
+``carrier`` are copied onto it when it is planned, and onto a link when it is issued and from
+the link onto each click (migration 0015), so the two large statements read ``messages`` and
+``clicks`` alone (joins to contacts cost 3.3 s for 1,000,000 messages on PostgreSQL).
 
 Definitions (per campaign, per variant, per province / city / carrier):
 
@@ -24,6 +34,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -82,6 +93,11 @@ def _finish(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def blank_row() -> dict[str, Any]:
+    """A group with nothing in it, rates included."""
+    return _finish(_blank())
+
+
 def _add_state(row: dict[str, Any], state: str, submitted: bool, n: int) -> None:
     row["planned"] += n
     if submitted:
@@ -106,12 +122,35 @@ def _as_utc(value: Any) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _place_columns(table: sa.Table, carrier_col: Any) -> list[Any]:
-    return [
-        sa.func.coalesce(contacts.c.number_province, UNKNOWN).label("province"),
-        sa.func.coalesce(contacts.c.number_city, UNKNOWN).label("city"),
-        sa.func.coalesce(carrier_col, UNKNOWN).label("carrier"),
-    ]
+def _place_columns(province: Any, city: Any, carrier: Any) -> list[Any]:
+    """Grouped as stored (NULL for unknown, named by :func:`assemble`): a ``coalesce`` per
+    column per row cost 15 % of the million-message statement."""
+    return [province.label("province"), city.label("city"), carrier.label("carrier")]
+
+
+def _known(value: str | None) -> str:
+    return UNKNOWN if value is None else value
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a report counts: which messages, clicks and conversions (conditions on each table;
+    None: the subject has none of that kind), and the column of each that splits them into
+    groups (``variant``: a campaign's variants or a journey's steps; ``campaign_id``: a
+    segment's campaigns). The tenant is added to every statement."""
+
+    messages: Any
+    clicks: Any | None
+    conversions: Any | None
+    group: str = "variant"
+
+
+def campaign_subject(campaign_id: int) -> Subject:
+    return Subject(
+        m.c.campaign_id == campaign_id,
+        clicks.c.campaign_id == campaign_id,
+        conversions.c.campaign_id == campaign_id,
+    )
 
 
 def campaign_report(
@@ -122,14 +161,55 @@ def campaign_report(
     timezone: str = "Asia/Shanghai",
     places: bool = True,
 ) -> dict[str, Any]:
-    """The report (see the module docstring): one pass over the campaign's messages (joined
-    to their contacts for the place), one over its clicks, one over its conversions, one for
-    clicks by hour; everything else is assembled from those groups.
+    """The report (see the module docstring) of a campaign that has messages or links."""
+    rep = report(
+        conn,
+        tenant_id,
+        campaign_subject(campaign_id),
+        {"campaign_id": campaign_id},
+        timezone=timezone,
+        places=places,
+    )
+    if rep is None:
+        has_links = conn.execute(
+            TenantScope(tenant_id)
+            .select(links, links.c.id)
+            .where(links.c.campaign_id == campaign_id)
+            .limit(1)
+        ).first()
+        if has_links is None:
+            raise CampaignNotFound(details={"campaign_id": campaign_id})
+        rep = report(
+            conn,
+            tenant_id,
+            campaign_subject(campaign_id),
+            {"campaign_id": campaign_id},
+            timezone=timezone,
+            places=places,
+            empty=True,
+        )
+        assert rep is not None
+    return rep
 
-    ``places=False``: without provinces and cities (the contacts join, most of the cost for a
-    large campaign); carriers stay (the message's own carrier). The console's live panel uses
-    it between full refreshes."""
-    scope = TenantScope(tenant_id)
+
+def report(
+    conn: Connection,
+    tenant_id: int,
+    subject: Subject,
+    head: dict[str, Any],
+    *,
+    timezone: str = "Asia/Shanghai",
+    places: bool = True,
+    empty: bool = False,
+) -> dict[str, Any] | None:
+    """The report of ``subject``, ``head`` first; None when it has no message (unless
+    ``empty``). One pass over the messages (by group, state, channel, reason and place), one
+    over the clicks (by group, bot or not, and place), one for clicks by hour, one over the
+    conversions and one placing them by their contact; everything else is assembled from those.
+
+    ``places=False``: without provinces and cities (and without placing clicks and
+    conversions); carriers stay (the message's own carrier). With the places on the rows it
+    saves little; kept for the API's ``?places=false`` and the CLI's ``--no-places``."""
     scoped = {TENANT_OPTION: tenant_id}
     if conn.dialect.name == "postgresql":
         # Hash the groups in memory rather than sort them on disk (this transaction only).
@@ -139,22 +219,20 @@ def campaign_report(
         for r in conn.execute(sa.select(channels.c.name, channels.c.price_per_part))
     }
     submitted = m.c.submitted_at.is_not(None)
-    source: Any
     if places:
-        place = _place_columns(m, m.c.carrier)
-        source = m.outerjoin(contacts, _contact_of(m.c.contact_id, tenant_id))
+        place = _place_columns(m.c.number_province, m.c.number_city, m.c.carrier)
     else:
         place = [
-            sa.literal(UNKNOWN).label("province"),
-            sa.literal(UNKNOWN).label("city"),
-            sa.func.coalesce(m.c.carrier, UNKNOWN).label("carrier"),
+            sa.null().label("province"),
+            sa.null().label("city"),
+            m.c.carrier.label("carrier"),
         ]
-        source = m
-    grouped = [m.c.variant, m.c.state, m.c.channel, m.c.reason, submitted]
+    key = m.c[subject.group]
+    grouped = [key, m.c.state, m.c.channel, m.c.reason, submitted]
     grouped += place if places else place[2:]
     message_groups = conn.execute(
         sa.select(
-            m.c.variant,
+            key.label("variant"),
             m.c.state,
             m.c.channel,
             m.c.reason,
@@ -164,55 +242,71 @@ def campaign_report(
             sa.func.sum(m.c.parts).label("parts"),
             sa.func.min(m.c.submitted_at).label("first"),
         )
-        .select_from(source)
-        .where(m.c.tenant_id == tenant_id, m.c.campaign_id == campaign_id)
+        .where(m.c.tenant_id == tenant_id, subject.messages)
         .group_by(*grouped)
         .execution_options(**scoped)
     ).all()
-    if not message_groups:
-        has_links = conn.execute(
-            scope.select(links, links.c.id).where(links.c.campaign_id == campaign_id).limit(1)
-        ).first()
-        if has_links is None:
-            raise CampaignNotFound(details={"campaign_id": campaign_id})
-    is_bot = clicks.c.bot.is_not(None)
-    click_groups = conn.execute(
-        scope.select(
-            clicks,
-            clicks.c.variant,
-            is_bot.label("bot"),
-            sa.func.count().label("n"),
-            sa.func.count(sa.distinct(clicks.c.link_id)).label("u"),
-        )
-        .where(clicks.c.campaign_id == campaign_id)
-        .group_by(clicks.c.variant, is_bot)
-    ).all()
-    conversion_groups = conn.execute(
-        scope.select(
-            conversions,
-            conversions.c.variant,
-            conversions.c.method,
-            sa.func.count().label("n"),
-            sa.func.sum(conversions.c.amount_fen).label("amount"),
-        )
-        .where(conversions.c.campaign_id == campaign_id)
-        .group_by(conversions.c.variant, conversions.c.method)
-    ).all()
+    if not message_groups and not empty:
+        return None
+    scope = TenantScope(tenant_id)
+    click_groups: list[Any] = []
+    conversion_groups: list[Any] = []
     place_clicks: list[Any] = []
     place_conversions: list[Any] = []
-    if places:
-        place_clicks, place_conversions = _placed(conn, tenant_id, campaign_id)
-    bucket = _hour_bucket(conn, clicks.c.at)
-    hourly: list[tuple[datetime, int]] = [
-        (_as_utc(r.h), r.n)
-        for r in conn.execute(
-            scope.select(clicks, bucket.label("h"), sa.func.count().label("n"))
-            .where(clicks.c.campaign_id == campaign_id, clicks.c.bot.is_(None))
-            .group_by(bucket)
+    hourly: list[tuple[datetime, int]] = []
+    if subject.clicks is not None:
+        # By group, bot or person, and place at once: a link has one place (the click's is the
+        # link's), so the distinct links of each place add up to those of the group.
+        is_bot = clicks.c.bot.is_not(None)
+        ckey = clicks.c[subject.group]
+        cplace = (
+            _place_columns(clicks.c.number_province, clicks.c.number_city, clicks.c.carrier)
+            if places
+            else []
         )
-    ]
+        click_groups = list(
+            conn.execute(
+                scope.select(
+                    clicks,
+                    ckey.label("variant"),
+                    is_bot.label("bot"),
+                    *cplace,
+                    sa.func.count().label("n"),
+                    sa.func.count(sa.distinct(clicks.c.link_id)).label("u"),
+                )
+                .where(subject.clicks)
+                .group_by(ckey, is_bot, *cplace)
+            ).all()
+        )
+        place_clicks = [r for r in click_groups if not r.bot] if places else []
+        bucket = _hour_bucket(conn, clicks.c.at)
+        hourly = [
+            (_as_utc(r.h), r.n)
+            for r in conn.execute(
+                scope.select(clicks, bucket.label("h"), sa.func.count().label("n"))
+                .where(subject.clicks, clicks.c.bot.is_(None))
+                .group_by(bucket)
+            )
+        ]
+    if subject.conversions is not None:
+        vkey = conversions.c[subject.group]
+        conversion_groups = list(
+            conn.execute(
+                scope.select(
+                    conversions,
+                    vkey.label("variant"),
+                    conversions.c.method,
+                    sa.func.count().label("n"),
+                    sa.func.sum(conversions.c.amount_fen).label("amount"),
+                )
+                .where(subject.conversions)
+                .group_by(vkey, conversions.c.method)
+            ).all()
+        )
+        if places:
+            place_conversions = _placed_conversions(conn, tenant_id, subject.conversions)
     rep = assemble(
-        campaign_id,
+        head,
         message_groups,
         click_groups,
         conversion_groups,
@@ -228,48 +322,49 @@ def campaign_report(
     return rep
 
 
-def _placed(conn: Connection, tenant_id: int, campaign_id: int) -> tuple[list[Any], list[Any]]:
-    """People's clicks and the conversions by the contact's province, city and carrier; the
-    clicks folded per link first (far fewer rows than clicks), then placed."""
-    scoped = {TENANT_OPTION: tenant_id}
-    per_link = (
-        sa.select(clicks.c.link_id, clicks.c.contact_id, sa.func.count().label("n"))
-        .where(
-            clicks.c.tenant_id == tenant_id,
-            clicks.c.campaign_id == campaign_id,
-            clicks.c.bot.is_(None),
+def _placed_source(conn: Connection, rows: Any, contact_id: Any, tenant_id: int) -> Any:
+    """``rows`` joined (outer) to the place of each row's contact, and the three place columns
+    (for conversions: they are few, and carry no place of their own).
+
+    On PostgreSQL a LATERAL lookup (``LIMIT 1`` keeps it from being flattened into a join): one
+    primary-key probe per row, bounded by the conversions, where a plain join may hash every
+    contact of the tenant (it did for 50,000 clicks among 1,000,000 contacts: 0.9 s). SQLite
+    joins by probing the key anyway."""
+    if conn.dialect.name == "postgresql":
+        found = (
+            sa.select(contacts.c.number_province, contacts.c.number_city, contacts.c.carrier)
+            .where(contacts.c.id == contact_id, contacts.c.tenant_id == tenant_id)
+            .limit(1)
+            .lateral("place")
         )
-        .group_by(clicks.c.link_id, clicks.c.contact_id)
-        .subquery("per_link")
+        source = rows.outerjoin(found, sa.true())
+        cols = (found.c.number_province, found.c.number_city, found.c.carrier)
+    else:
+        source = rows.outerjoin(contacts, _contact_of(contact_id, tenant_id))
+        cols = (contacts.c.number_province, contacts.c.number_city, contacts.c.carrier)
+    return source, _place_columns(*cols)
+
+
+def _placed_conversions(conn: Connection, tenant_id: int, where: Any) -> list[Any]:
+    """Conversions by the contact's province, city and carrier."""
+    source, vplace = _placed_source(conn, conversions, conversions.c.contact_id, tenant_id)
+    return list(
+        conn.execute(
+            sa.select(
+                *vplace,
+                sa.func.count().label("n"),
+                sa.func.sum(conversions.c.amount_fen).label("amount"),
+            )
+            .select_from(source)
+            .where(conversions.c.tenant_id == tenant_id, where)
+            .group_by(*vplace)
+            .execution_options(**{TENANT_OPTION: tenant_id})
+        ).all()
     )
-    cplace = _place_columns(clicks, contacts.c.carrier)
-    place_clicks = conn.execute(
-        sa.select(
-            *cplace, sa.func.sum(per_link.c.n).label("total"), sa.func.count().label("unique")
-        )
-        .select_from(per_link.outerjoin(contacts, _contact_of(per_link.c.contact_id, tenant_id)))
-        .group_by(*cplace)
-        .execution_options(**scoped)
-    ).all()
-    vplace = _place_columns(conversions, contacts.c.carrier)
-    place_conversions = conn.execute(
-        sa.select(
-            *vplace,
-            sa.func.count().label("n"),
-            sa.func.sum(conversions.c.amount_fen).label("amount"),
-        )
-        .select_from(
-            conversions.outerjoin(contacts, _contact_of(conversions.c.contact_id, tenant_id))
-        )
-        .where(conversions.c.tenant_id == tenant_id, conversions.c.campaign_id == campaign_id)
-        .group_by(*vplace)
-        .execution_options(**scoped)
-    ).all()
-    return list(place_clicks), list(place_conversions)
 
 
 def assemble(
-    campaign_id: int,
+    head: dict[str, Any],
     message_groups: Iterable[Any],
     click_groups: Iterable[Any],
     conversion_groups: Iterable[Any],
@@ -279,7 +374,8 @@ def assemble(
     prices: dict[str, Decimal],
     timezone: str,
 ) -> dict[str, Any]:
-    """The report from the grouped rows (pure): totals, variants, failures, places, hours."""
+    """The report from the grouped rows (pure): ``head``, totals, groups (``variants``),
+    failures, places, hours. A group's key is the rows' ``variant`` ("-" for none)."""
     tz = ZoneInfo(timezone)
     totals = _blank()
     variants: dict[str, dict[str, Any]] = defaultdict(_blank)
@@ -290,10 +386,11 @@ def assemble(
     }
 
     def place_rows(r: Any) -> list[dict[str, Any]]:
+        province, city, carrier = _known(r.province), _known(r.city), _known(r.carrier)
         return [
-            places["province"][(r.province,)],
-            places["city"][(r.province, r.city)],
-            places["carrier"][(r.carrier,)],
+            places["province"][(province,)],
+            places["city"][(province, city)],
+            places["carrier"][(carrier,)],
         ]
 
     def rows_for(r: Any) -> list[dict[str, Any]]:
@@ -330,8 +427,8 @@ def assemble(
                 row["clicks_unique"] += r.u
     for r in place_clicks:
         for row in place_rows(r):
-            row["clicks_total"] += int(r.total)
-            row["clicks_unique"] += int(r.unique)
+            row["clicks_total"] += int(r.n)
+            row["clicks_unique"] += int(r.u)
     for r in place_conversions:
         for row in place_rows(r):
             row["conversions"] += int(r.n)
@@ -343,7 +440,7 @@ def assemble(
             key = f"conversions_{r.method}"
             row[key] = row.get(key, 0) + r.n
     return {
-        "campaign_id": campaign_id,
+        **head,
         "timezone": timezone,
         "first_sent_at": first_sent.isoformat() if first_sent else None,
         "totals": _finish(totals),

@@ -1,4 +1,5 @@
-"""A campaign report as CSV or XLSX: one table per section (pure, no I/O but the bytes).
+"""A report (campaign, journey, segment) as CSV or XLSX: one table per section (pure, no I/O
+but the bytes).
 
 Text cells that start like a spreadsheet formula (``=``, ``+``, ``-``, ``@``, a tab or a
 carriage return) get a leading apostrophe, so Excel and WPS show them instead of running them;
@@ -28,15 +29,21 @@ def escape(value: Any) -> Any:
 
 
 def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
-    """(title, header, rows) per section of a report."""
+    """(title, header, rows) per section of a report: a campaign's or a journey's (groups:
+    ``variants``) or a segment's (groups: ``campaigns``)."""
     t = report["totals"]
+    if "campaigns" in report:
+        keys, groups, failures = ["campaign_id", "name"], "campaigns", "failures_by_campaign"
+    else:
+        keys, groups, failures = ["variant"], "variants", "failures_by_variant"
+    blanks = [""] * (len(keys) - 1)
     out: list[tuple[str, list[str], list[list[Any]]]] = [
-        ("funnel", ["variant", *FUNNEL], [["all", *(t.get(k) for k in FUNNEL)]]),
+        ("funnel", [*keys, *FUNNEL], [["all", *blanks, *(t.get(k) for k in FUNNEL)]]),
     ]
-    out[0][2].extend([v["variant"], *(v.get(k) for k in FUNNEL)] for v in report["variants"])
+    out[0][2].extend([*(g[k] for k in keys), *(g.get(k) for k in FUNNEL)] for g in report[groups])
     out.append(
-        ("failures", ["variant", "reason", "count"],
-         [[f["variant"], f["reason"], f["count"]] for f in report["failures_by_variant"]])
+        ("failures", [keys[0], "reason", "count"],
+         [[f[keys[0]], f["reason"], f["count"]] for f in report[failures]])
     )  # fmt: skip
     for title, keys in (
         ("provinces", ["province"]),

@@ -25,7 +25,10 @@ from hongyan.db.engine import BEGIN_IMMEDIATE
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import clicks
 
-COLUMNS = ("link_id", "campaign_id", "variant", "contact_id", "at", "ip_hash", "user_agent", "bot")
+COLUMNS = (
+    "link_id", "campaign_id", "variant", "contact_id", "at", "ip_hash", "user_agent", "bot",
+    "number_province", "number_city", "carrier",
+)  # fmt: skip
 MAX_BATCH = 5000
 WRITERS = 3
 
@@ -41,6 +44,10 @@ class Click:
     ip_hash: bytes | None
     user_agent: str
     bot: str | None
+    # The recipient's place, copied from the link (for the reports).
+    number_province: str | None = None
+    number_city: str | None = None
+    carrier: str | None = None
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -52,6 +59,9 @@ class Click:
             self.ip_hash,
             self.user_agent[:300],
             self.bot,
+            self.number_province,
+            self.number_city,
+            self.carrier,
         )
 
 

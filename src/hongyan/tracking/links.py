@@ -9,14 +9,15 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from hongyan.db.bulk import insert_rows
+from hongyan.db.bulk import fetch_in, insert_rows
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import links, tracking_settings
+from hongyan.db.tables import contacts, links, tracking_settings
 from hongyan.tracking import codes
 from hongyan.tracking.errors import TrackingInvalid
 
 DEFAULT_ATTRIBUTION_DAYS = 7
 MAX_TARGET = 2000
+PLACE = ("id", "number_province", "number_city", "carrier")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,14 @@ def issue(
     target = check_target(target)
     scope = TenantScope(tenant_id)
     base = settings_of(conn, tenant_id).link_base
+    # The recipients' places go onto their links, and from a link onto its clicks (reports).
+    place = {
+        int(r[0]): r[1:]
+        for r in fetch_in(
+            conn, scope, contacts, PLACE, "id", [c for c in contact_ids if c is not None]
+        )
+    }
+    nowhere = (None, None, None)
     dbapi = conn.dialect.loaded_dbapi
     for _attempt in range(5):
         drawn: set[str] = set()
@@ -104,8 +113,11 @@ def issue(
                     conn,
                     scope,
                     links,
-                    ("code", "contact_id"),
-                    zip(code_list, contact_ids, strict=True),
+                    ("code", "contact_id", *PLACE[1:]),
+                    (
+                        (code, cid, *(place.get(cid, nowhere) if cid is not None else nowhere))
+                        for code, cid in zip(code_list, contact_ids, strict=True)
+                    ),
                     {
                         "campaign_id": campaign_id,
                         "variant": variant,

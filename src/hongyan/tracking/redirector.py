@@ -58,6 +58,9 @@ class LinkInfo:
     contact_id: int | None
     target: str
     expires_at: datetime | None
+    number_province: str | None = None
+    number_city: str | None = None
+    carrier: str | None = None
 
 
 def _page(title_zh: str, text_zh: str, text_en: str) -> bytes:
@@ -128,6 +131,9 @@ class Redirector:
             links.c.contact_id,
             links.c.target,
             links.c.expires_at,
+            links.c.number_province,
+            links.c.number_city,
+            links.c.carrier,
         ).where(links.c.code.in_(sa.bindparam("codes", expanding=True))),
         "redirect: the code (globally unique) names the tenant",
     )
@@ -241,6 +247,9 @@ class Redirector:
             ip_hash=self._ip_hash(address) if address else None,
             user_agent=user_agent,
             bot=bots.classify(method, user_agent),
+            number_province=info.number_province,
+            number_city=info.number_city,
+            carrier=info.carrier,
         )
         try:
             await self.recorder.record(click)

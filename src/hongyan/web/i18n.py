@@ -854,3 +854,20 @@ MESSAGES.update(
         "jny.trigger.birthday": {"zh-CN": "生日", "en": "Birthday"},
     }
 )
+
+# -- journey and segment reports (web/reports.py, issue 8) ----------------------------------------
+MESSAGES.update(
+    {
+        "rep.journey": {"zh-CN": "旅程 #{id} {name}", "en": "Journey #{id} {name}"},
+        "rep.segment": {"zh-CN": "人群 #{id} {name}", "en": "Segment #{id} {name}"},
+        "rep.journeys": {"zh-CN": "旅程报表", "en": "Journey reports"},
+        "rep.segments": {
+            "zh-CN": "人群报表（该人群的全部活动）",
+            "en": "Segment reports (all campaigns sent to the segment)",
+        },
+        "rep.steps": {"zh-CN": "各发送步骤对比", "en": "By send step"},
+        "rep.by_campaign": {"zh-CN": "各活动对比", "en": "By campaign"},
+        "rep.enrolments": {"zh-CN": "进入与结果", "en": "Enrolments"},
+        "rep.outcome": {"zh-CN": "结果", "en": "Outcome"},
+    }
+)

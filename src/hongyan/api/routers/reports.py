@@ -1,8 +1,9 @@
-"""Reports through the API: a campaign's funnel, delivery analysis and ROI (``read_reports``),
-as JSON or exported as CSV / XLSX."""
+"""Reports through the API (``read_reports``): a campaign's, a journey's or a segment's funnel,
+delivery analysis and ROI, as JSON or exported as CSV / XLSX."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -10,20 +11,39 @@ from fastapi.responses import Response
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal
-from hongyan.reports import campaigns, export
+from hongyan.errors import NotFound
+from hongyan.reports import campaigns, export, journeys, segments
 from hongyan.security.roles import Permission
 from hongyan.tenants import service as tenants
 
 router = APIRouter(tags=["reports"])
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# What a report is of: its name in paths and files, and the function that makes it.
+KINDS: dict[str, Callable[..., dict[str, Any]]] = {
+    "campaign": campaigns.campaign_report,
+    "journey": journeys.journey_report,
+    "segment": segments.segment_report,
+}
 
 
 def _report(
-    conn: Connection, who: Principal, campaign_id: int, places: bool = True
+    conn: Connection, who: Principal, kind: str, ref: int, places: bool = True
 ) -> dict[str, Any]:
     who.require(Permission.READ_REPORTS)
     tz = tenants.get_tenant_by_id(conn, who.tenant_id).timezone
-    return campaigns.campaign_report(conn, who.tenant_id, campaign_id, timezone=tz, places=places)
+    return KINDS[kind](conn, who.tenant_id, ref, timezone=tz, places=places)
+
+
+def _file(rep: dict[str, Any], kind: str, ref: int, ext: str) -> Response:
+    if ext == "xlsx":
+        body, media = export.to_xlsx(rep), XLSX
+    else:
+        body, media = export.to_csv(rep), "text/csv; charset=utf-8"
+    return Response(
+        body,
+        media_type=media,
+        headers={"content-disposition": f'attachment; filename="{kind}-{ref}.{ext}"'},
+    )
 
 
 @router.get("/reports/campaigns/{campaign_id}")
@@ -35,29 +55,64 @@ def campaign_report(
 ) -> dict[str, Any]:
     """Funnel (planned → sent → delivered → clicked → converted), failure reasons, provinces,
     cities, carriers, clicks by hour, cost and ROI; per variant too. ``places=false`` leaves
-    out provinces and cities (the costly part for a large campaign)."""
-    return _report(conn, who, campaign_id, places)
+    out provinces and cities."""
+    return _report(conn, who, "campaign", campaign_id, places)
 
 
 @router.get("/reports/campaigns/{campaign_id}/export.csv")
 def campaign_report_csv(
     campaign_id: int, conn: Connection = CONN, who: Principal = Depends(get_principal)
 ) -> Response:
-    body = export.to_csv(_report(conn, who, campaign_id))
-    return Response(
-        body,
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="campaign-{campaign_id}.csv"'},
-    )
+    return _file(_report(conn, who, "campaign", campaign_id), "campaign", campaign_id, "csv")
 
 
 @router.get("/reports/campaigns/{campaign_id}/export.xlsx")
 def campaign_report_xlsx(
     campaign_id: int, conn: Connection = CONN, who: Principal = Depends(get_principal)
 ) -> Response:
-    body = export.to_xlsx(_report(conn, who, campaign_id))
-    return Response(
-        body,
-        media_type=XLSX,
-        headers={"content-disposition": f'attachment; filename="campaign-{campaign_id}.xlsx"'},
-    )
+    return _file(_report(conn, who, "campaign", campaign_id), "campaign", campaign_id, "xlsx")
+
+
+@router.get("/reports/journeys/{journey_id}")
+def journey_report(
+    journey_id: int,
+    places: bool = True,
+    conn: Connection = CONN,
+    who: Principal = Depends(get_principal),
+) -> dict[str, Any]:
+    """A journey's funnel per send step (``variants`` s1, s2 …, named in ``steps``), failure
+    reasons, places, cost, and its enrolments by state and outcome."""
+    return _report(conn, who, "journey", journey_id, places)
+
+
+@router.get("/reports/journeys/{journey_id}/export.{ext}")
+def journey_report_file(
+    journey_id: int, ext: str, conn: Connection = CONN, who: Principal = Depends(get_principal)
+) -> Response:
+    _check_ext(ext)
+    return _file(_report(conn, who, "journey", journey_id), "journey", journey_id, ext)
+
+
+@router.get("/reports/segments/{segment_id}")
+def segment_report(
+    segment_id: int,
+    places: bool = True,
+    conn: Connection = CONN,
+    who: Principal = Depends(get_principal),
+) -> dict[str, Any]:
+    """The funnel across the campaigns whose audience is the segment, per campaign
+    (``campaigns``), with failure reasons, places, clicks by hour of day, cost and ROI."""
+    return _report(conn, who, "segment", segment_id, places)
+
+
+@router.get("/reports/segments/{segment_id}/export.{ext}")
+def segment_report_file(
+    segment_id: int, ext: str, conn: Connection = CONN, who: Principal = Depends(get_principal)
+) -> Response:
+    _check_ext(ext)
+    return _file(_report(conn, who, "segment", segment_id), "segment", segment_id, ext)
+
+
+def _check_ext(ext: str) -> None:
+    if ext not in ("csv", "xlsx"):
+        raise NotFound("Exports are .csv or .xlsx", "导出格式为 .csv 或 .xlsx")

@@ -33,7 +33,7 @@ MAX_BATCH = 5000
 WRITERS = 3
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, once per click
 class Click:
     tenant_id: int
     link_id: int
@@ -85,6 +85,7 @@ class ClickRecorder:
         self._pending: list[tuple[Click, asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._live = 0  # writer tasks not yet done
         self._closing = False
         # A few writers: while one batch commits (a WAL flush), the next is written by another,
         # so the commit latency does not bound the rate. On SQLite they take turns (one writer
@@ -94,10 +95,17 @@ class ClickRecorder:
         self.stored = 0
 
     def _ensure_started(self) -> None:
-        if not self._tasks or all(t.done() for t in self._tasks):
+        # Checked on every click: a counter, not a look at each writer task.
+        if self._live == 0:
             self._wake = asyncio.Event()
             loop = asyncio.get_running_loop()
             self._tasks = [loop.create_task(self._run()) for _ in range(self.writers)]
+            self._live = len(self._tasks)
+            for task in self._tasks:
+                task.add_done_callback(self._writer_done)
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        self._live -= 1
 
     async def record(self, click: Click) -> None:
         if self._closing:

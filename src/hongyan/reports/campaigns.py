@@ -32,6 +32,7 @@ Definitions (per campaign, per variant, per province / city / carrier):
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -162,7 +163,8 @@ def campaign_report(
     places: bool = True,
 ) -> dict[str, Any]:
     """The report (see the module docstring) of a campaign that has messages or links."""
-    rep = report(
+    run = functools.partial(
+        report,
         conn,
         tenant_id,
         campaign_subject(campaign_id),
@@ -170,6 +172,7 @@ def campaign_report(
         timezone=timezone,
         places=places,
     )
+    rep = run()
     if rep is None:
         has_links = conn.execute(
             TenantScope(tenant_id)
@@ -179,15 +182,7 @@ def campaign_report(
         ).first()
         if has_links is None:
             raise CampaignNotFound(details={"campaign_id": campaign_id})
-        rep = report(
-            conn,
-            tenant_id,
-            campaign_subject(campaign_id),
-            {"campaign_id": campaign_id},
-            timezone=timezone,
-            places=places,
-            empty=True,
-        )
+        rep = run(empty=True)
         assert rep is not None
     return rep
 

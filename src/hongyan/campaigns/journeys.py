@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from hongyan.audience import compiler, segments
-from hongyan.campaigns import caps, extras
+from hongyan.campaigns import caps, extras, zones
 from hongyan.campaigns import service as campaigns
 from hongyan.campaigns.materialise import Launch, Spread, VariantPlan, write
 from hongyan.clock import Clock
@@ -395,8 +395,12 @@ def _send(
     )  # fmt: skip
     zone, rules = campaigns._rules(conn, tenant_id, {"window": None})  # quiet hours only
     now = clock.now()
-    probe = Spread(now, campaigns.DEFAULT_RATE, zone=zone, rules=rules, total=1)
-    campaigns._apply_caps(conn, tenant_id, audience_id, probe.first, False, sa.true(), now)
+    own = zones.own_zones(conn, tenant_id)
+    first = zones.firsts(
+        set(own.values()), zone.key,
+        lambda z: Spread(now, campaigns.DEFAULT_RATE, zone=z, rules=rules, total=1),
+    )  # fmt: skip
+    campaigns._apply_caps(conn, tenant_id, audience_id, first, False, sa.true(), now)
     eligible = campaigns._eligible(conn, tenant_id, audience_id, sa.true())
     m = audience_members.c
     statuses: dict[int, str] = dict(
@@ -414,16 +418,18 @@ def _send(
     extras.require(compiled.keys)
     name = f"s{step['position']}"
     rate = campaigns._rate(conn, tenant_id, {"category": "marketing", "route": None, "rate": None})
-    spread = Spread(
-        now, rate, zone=zone, rules=rules, total=len(eligible),
-        validity=DEFAULT_VALIDITY[Lane.MARKETING],
+    order, spread = zones.plan(
+        [(c, name) for c in eligible], own, zone.key, rate,
+        lambda z, r, n: Spread(
+            now, r, zone=z, rules=rules, total=n, validity=DEFAULT_VALIDITY[Lane.MARKETING]
+        ),
     )  # fmt: skip
     launch = Launch(
         tenant_id=tenant_id, lane=Lane.MARKETING, source="journey", source_ref=ref,
         campaign_id=None, variants={name: VariantPlan(name, version_id, compiled)}, now=now,
         spread=spread,
     )  # fmt: skip
-    write(conn, keyring, launch, [(c, name) for c in eligible])
+    write(conn, keyring, launch, order)
     out.update(launch.skipped)  # a value brought a refused word, or the window was full
     return out
 

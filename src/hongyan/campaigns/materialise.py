@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,7 +39,7 @@ from hongyan.security.keyring import KeyRing
 
 BATCH = 5_000
 MAX_SPREAD_DAYS = 62
-BASE_COLUMNS = ("id", "phone_cipher", "phone_index", "phone_masked", "carrier")
+BASE_COLUMNS = ("id", "phone_cipher", "phone_index", "phone_masked", "carrier", "time_zone")
 # What each placeholder reads from contacts (only those the templates name are fetched).
 VALUE_COLUMNS = {
     "name": "name_cipher", "gender": "gender", "birthday": "birthday_cipher",
@@ -56,7 +56,7 @@ def contact_columns(keys: set[str]) -> tuple[str, ...]:
 
 MESSAGE_COLUMNS = (
     "dest_cipher", "dest_index", "dest_masked", "carrier", "body", "encoding", "parts",
-    "due_at", "expires_at", "contact_id",
+    "due_at", "expires_at", "contact_id", "time_zone",
 )  # fmt: skip
 
 
@@ -158,6 +158,7 @@ class Launch:
     parts: Counter[str] = field(default_factory=Counter)  # per variant
     skipped: dict[int, str] = field(default_factory=dict)  # contact → why no message
     written: int = 0
+    progress: Callable[[int, int], None] | None = None  # (done, total) after each batch
 
 
 def _values(
@@ -274,6 +275,7 @@ def write(
                         due,
                         expires,
                         r[0],
+                        r[5],  # the zone its quiet hours are kept in (None: the tenant's)
                     )
                 )
                 launch.parts[variant] += batch.parts[j]
@@ -296,3 +298,5 @@ def write(
                     "template_version_id": plan.version_id,
                 },
             )
+        if launch.progress is not None:
+            launch.progress(position, len(order))

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from hongyan.audience import compiler, segments
 from hongyan.audience import service as audience_service
 from hongyan.audience.scoring import stage_sql
-from hongyan.campaigns import abtest, caps, extras
+from hongyan.campaigns import abtest, caps, extras, zones
 from hongyan.campaigns.materialise import Launch, Spread, VariantPlan, write
 from hongyan.campaigns.schedule import Schedule, parse_schedule
 from hongyan.campaigns.windows import PRESETS, QuietHours, Rules, SendWindow, parse_hhmm, preset
@@ -830,12 +830,16 @@ def _evaluate(
     audience_id, counts = _snapshot(conn, clock, tenant_id, camp, "estimate")
     if camp["category"] == "marketing":
         zone, rules = _rules(conn, tenant_id, camp)
-        spread = Spread(clock.now(), _rate(conn, tenant_id, camp), zone=zone, rules=rules, total=1)
+        rate = _rate(conn, tenant_id, camp)
+        first = zones.firsts(
+            set(zones.own_zones(conn, tenant_id).values()), zone.key,
+            lambda z: Spread(clock.now(), rate, zone=z, rules=rules, total=1),
+        )  # fmt: skip
         capped = _apply_caps(
             conn,
             tenant_id,
             audience_id,
-            spread.first,
+            first,
             bool(camp["important"]),
             sa.true(),
             clock.now(),
@@ -928,29 +932,31 @@ def launch_now(
         extra = sa.true()
     zone, rules = _rules(conn, tenant_id, camp)
     marketing = lane is Lane.MARKETING
-    probe = (
-        Spread(now, rate, zone=zone, rules=rules, carry=camp["on_window_end"] == "carry", total=1)
-        if marketing
-        else None
-    )
+    carry = camp["on_window_end"] == "carry"
+    # Recipients with a zone of their own get their quiet hours and window in it.
+    own = zones.own_zones(conn, tenant_id) if marketing else {}
     if marketing:
-        assert probe is not None
+        first = zones.firsts(
+            set(own.values()), zone.key,
+            lambda z: Spread(now, rate, zone=z, rules=rules, carry=carry, total=1),
+        )  # fmt: skip
         capped = _apply_caps(
-            conn, tenant_id, audience_id, probe.first, bool(camp["important"]), extra, now
+            conn, tenant_id, audience_id, first, bool(camp["important"]), extra, now
         )
         counts.update(capped)
     ids = _eligible(conn, tenant_id, audience_id, extra)
     if not ids:
         raise EmptyAudience(details={"counts": counts})
     order, boundary = _assign(ids, camp, phase)
-    spread = (
-        Spread(
-            now, rate, zone=zone, rules=rules, carry=camp["on_window_end"] == "carry",
-            total=len(order), validity=DEFAULT_VALIDITY[lane],
-        )
-        if marketing
-        else Spread(now, rate, validity=DEFAULT_VALIDITY[lane])
-    )  # fmt: skip
+    if marketing:
+        order, spread = zones.plan(
+            order, own, zone.key, rate,
+            lambda z, r, n: Spread(
+                now, r, zone=z, rules=rules, carry=carry, total=n, validity=DEFAULT_VALIDITY[lane]
+            ),
+        )  # fmt: skip
+    else:
+        spread = Spread(now, rate, validity=DEFAULT_VALIDITY[lane])
     plans = {
         v["name"]: VariantPlan(
             v["name"], v["template_version_id"], compiled[v["template_version_id"]],

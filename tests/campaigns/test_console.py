@@ -57,9 +57,14 @@ def test_launching_page_and_a_failed_launch(client: TestClient, runtime: Runtime
     assert 'hx-trigger="every 2s"' in page.text and 'id="do-launch"' not in page.text
     with runtime.engine.begin() as conn:
         suppression.add(
-            conn, runtime.clock, runtime.keyring,
-            [suppression.NewSuppression(shop.tenant_id, p, "opt_out", "reply") for p in shop.phones],
-        )  # fmt: skip
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            [
+                suppression.NewSuppression(shop.tenant_id, p, "opt_out", "reply")
+                for p in shop.phones
+            ],
+        )
     launching.run(
         runtime.engine, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
     )

@@ -40,9 +40,7 @@ def _count(runtime: Runtime, cid: int) -> int:
     with runtime.engine.connect() as conn:
         return int(
             conn.execute(
-                unscoped(
-                    sa.select(sa.func.count()).where(messages.c.campaign_id == cid), "test"
-                )
+                unscoped(sa.select(sa.func.count()).where(messages.c.campaign_id == cid), "test")
             ).scalar_one()
         )
 
@@ -73,15 +71,15 @@ def test_marked_then_launched_in_the_background(runtime: Runtime) -> None:
     assert _count(runtime, camp["id"]) == 38
     # a schedule for later is not a background job: it is handed to the scheduler at once
     later = _draft(runtime, shop, "晚些")
+    at = (runtime.clock.now() + timedelta(days=1)).isoformat()
     with runtime.engine.begin() as conn:
         conn.execute(
             unscoped(
                 sa.update(campaigns.campaigns)
                 .where(campaigns.campaigns.c.id == later["id"])
-                .values(schedule={"kind": "at", "zone": "Asia/Shanghai",
-                                  "at": (runtime.clock.now() + timedelta(days=1)).isoformat()}),
+                .values(schedule={"kind": "at", "zone": "Asia/Shanghai", "at": at}),
                 "test",
-            )  # fmt: skip
+            )
         )
     assert _mark(runtime, shop, later["id"])["state"] == "scheduled"
 
@@ -110,9 +108,14 @@ def test_a_failed_launch_comes_back_as_a_draft_with_the_error(runtime: Runtime) 
     _mark(runtime, shop, camp["id"])
     with runtime.engine.begin() as conn:  # everyone opts out before it runs
         suppression.add(
-            conn, runtime.clock, runtime.keyring,
-            [suppression.NewSuppression(shop.tenant_id, p, "opt_out", "reply") for p in shop.phones],
-        )  # fmt: skip
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            [
+                suppression.NewSuppression(shop.tenant_id, p, "opt_out", "reply")
+                for p in shop.phones
+            ],
+        )
     assert (
         launching.run(
             runtime.engine, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"

@@ -91,9 +91,10 @@ def test_set_through_the_service_and_events(runtime: Runtime, tenant_id: int) ->
         assert got["time_zone"] == "America/Chicago"
         with pytest.raises(service.BadTimeZone):
             service.set_time_zone(conn, runtime.clock, tenant_id, cid, "Chicago", actor="t")
-        assert service.set_time_zone(conn, runtime.clock, tenant_id, cid, None, actor="t")[
-            "time_zone"
-        ] is None
+        assert (
+            service.set_time_zone(conn, runtime.clock, tenant_id, cid, None, actor="t")["time_zone"]
+            is None
+        )
         # an event from a new foreign number makes its contact with the number's zone
         tz = runtime.clock.now().tzinfo
         assert tz is not None

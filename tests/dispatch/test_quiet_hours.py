@@ -116,10 +116,8 @@ def test_the_recipients_own_zone_holds_marketing(runtime: Runtime) -> None:
     assert isinstance(clock, FixedClock)
     clock.set(datetime(2026, 11, 12, 10, 0, tzinfo=SH))
     t = _tenant(runtime, "tea")
-    contacts.import_stream(
-        runtime, t, io.BytesIO("手机号,时区\n13812345678,America/New_York\n13812345679,\n".encode()),
-        "c.csv", importer.ImportOptions(),
-    )  # fmt: skip
+    data = "手机号,时区\n13812345678,America/New_York\n13812345679,\n".encode()
+    contacts.import_stream(runtime, t, io.BytesIO(data), "c.csv", importer.ImportOptions())
     abroad = put(runtime, t, ME, BREAKFAST, lane=Lane.MARKETING)
     home = put(runtime, t, "+8613812345679", DINNER, lane=Lane.MARKETING)
     visitor = put(runtime, t, "+12125551234", TONIGHT, lane=Lane.MARKETING)

@@ -193,6 +193,14 @@ def create(
 
 
 def get(conn: Connection, tenant_id: int, ref: int | str) -> dict[str, Any]:
+    """The journey with its steps and its counts."""
+    out = _load(conn, tenant_id, ref)
+    out["counts"] = counts(conn, tenant_id, out["id"])
+    return out
+
+
+def _load(conn: Connection, tenant_id: int, ref: int | str) -> dict[str, Any]:
+    """The journey with its steps (no counts: they read every enrolment)."""
     scope = TenantScope(tenant_id)
     col = journeys.c.id if isinstance(ref, int) or str(ref).isdigit() else journeys.c.name
     value = int(ref) if col is journeys.c.id else ref
@@ -207,7 +215,6 @@ def get(conn: Connection, tenant_id: int, ref: int | str) -> dict[str, Any]:
             scope.select(journey_steps).where(s.journey_id == out["id"]).order_by(s.position)
         ).mappings()
     ]
-    out["counts"] = counts(conn, tenant_id, out["id"])
     return out
 
 
@@ -357,7 +364,7 @@ def on_events(
     for journey_id in list(found):
         try:
             with conn.begin_nested():
-                journey = get(conn, tenant_id, int(journey_id))
+                journey = _load(conn, tenant_id, int(journey_id))
                 ids = _enrol(conn, clock, tenant_id, journey, kinds[journey["trigger"]])
                 done["enrolled"] += len(ids)
                 if ids:

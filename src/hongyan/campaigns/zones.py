@@ -35,9 +35,7 @@ def own_zones(conn: Connection, tenant_id: int) -> dict[int, str]:
     """The tenant's contacts that have a time zone of their own, with it."""
     c = contacts.c
     rows = conn.execute(
-        TenantScope(tenant_id)
-        .select(contacts, c.id, c.time_zone)
-        .where(c.time_zone.is_not(None))
+        TenantScope(tenant_id).select(contacts, c.id, c.time_zone).where(c.time_zone.is_not(None))
     ).all()
     return {int(i): str(z) for i, z in rows}
 
@@ -46,7 +44,7 @@ class ZonedSpread(Spread):
     """Due and expiry times for an order grouped by zone (see the module doc): a
     :class:`Spread` to materialisation, made of one per group."""
 
-    def __init__(self, parts: list[tuple[int, Spread]]) -> None:  # noqa: D107 (no super: parts)
+    def __init__(self, parts: list[tuple[int, Spread]]) -> None:  # Spread's own state: unused
         self.parts = parts  # (first index of the group in the order, its spread), in order
 
     @property
@@ -90,9 +88,7 @@ def plan(
     return grouped, ZonedSpread(parts)
 
 
-def firsts(
-    names: set[str], default: str, make: Callable[[ZoneInfo], Spread]
-) -> dt.datetime:
+def firsts(names: set[str], default: str, make: Callable[[ZoneInfo], Spread]) -> dt.datetime:
     """The earliest first allowed minute over the zones (the caps' reference time ``T``: the
     earliest keeps the count conservative)."""
     return min(make(zone(n)).first for n in {default, *names})

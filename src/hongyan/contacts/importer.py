@@ -587,7 +587,8 @@ class _Writer(_Builder):
                 city=keep(bp("v_city", type_=sa.String), c.city),
                 # A zone given in the file wins; one derived from the number only fills a gap.
                 time_zone=keep(
-                    bp("v_time_zone_given", type_=sa.String), c.time_zone,
+                    bp("v_time_zone_given", type_=sa.String),
+                    c.time_zone,
                     bp("v_time_zone", type_=sa.String),
                 ),
                 attrs=bp("v_attrs", type_=sa.JSON),

@@ -872,6 +872,10 @@ MESSAGES.update(
             "zh-CN": "正在后台启动，完成后此页会自动更新。",
             "en": "Launching in the background; this page updates when it is done.",
         },
-        "cmp.launch_failed": {"zh-CN": "上次启动失败，未生成任何短信：", "en": "The last launch failed and planned nothing: "},
+        "cmp.launch_failed": {
+            "zh-CN": "上次启动失败，未生成任何短信：",
+            "en": "The last launch failed and planned nothing: ",
+        },
+        "ct.field.time_zone": {"zh-CN": "时区", "en": "Time zone"},
     }
 )

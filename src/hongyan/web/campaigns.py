@@ -45,7 +45,7 @@ def _id(value: str) -> int:
 
 def overview(request: Request) -> Response:
     view = _Page(request, Permission.READ_REPORTS)
-    with view.runtime.engine.begin() as conn:
+    with view.runtime.engine.connect() as conn:  # reads: stays live while a launch writes
         return view.respond(
             conn, "campaigns", active="campaigns", error=None,
             campaigns=campaigns.list_campaigns(conn, view.principal.tenant_id),

@@ -142,3 +142,38 @@ def test_wizard_review_launch_and_status(client: TestClient, runtime: Runtime) -
     client.post("/logout", data={"csrf_token": token})
     login(client, "boss@other.example")
     assert client.get(url).status_code == 404
+
+
+def test_the_page_shows_a_launch_in_progress(client: TestClient, runtime: Runtime) -> None:
+    """A launch waiting for the tenant's cap lock (another launch holds it) shows its stage on
+    the live page; once it gets the lock it runs, and the page shows the campaign running."""
+    from hongyan.campaigns import caps, launching
+    from hongyan.campaigns import service as campaigns
+
+    shop = make_shop(runtime, 3, opted_out=0, without_consent=0)
+    _user(runtime, shop)
+    login(client)
+    with runtime.engine.begin() as conn:
+        camp = campaigns.create(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="c",
+            segment=shop.segment_id, variants=[{"template_version_id": shop.versions[0]}],
+            actor="t",
+        )  # fmt: skip
+        campaigns.begin_launch(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
+        )
+    url = f"/console/campaigns/{camp['id']}"
+    with runtime.engine.begin() as other:
+        caps.lock_tenant(other, shop.tenant_id)
+        thread = launching.start(
+            runtime.engine, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
+        )
+        deadline = time.monotonic() + 5
+        while launching.progress(shop.tenant_id, camp["id"]) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        page = client.get(url)
+        assert 'id="launch-progress"' in page.text and "正在生成受众快照" in page.text
+    thread.join(30)
+    page = client.get(url)
+    assert 'id="campaign-state">发送中<' in page.text and 'id="count-planned">3<' in page.text

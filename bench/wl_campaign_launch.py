@@ -28,6 +28,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 CONTACTS = int(os.environ.get("HONGYAN_BENCH_CONTACTS", "1000000"))
+# Share of contacts with a time zone of their own (New York, London, Tokyo): the launch then
+# plans per zone. 0 by default (the seed's random stream is then as it always was).
+ZONED = float(os.environ.get("HONGYAN_BENCH_ZONED", "0"))
+ZONES = ("America/New_York", "Europe/London", "Asia/Tokyo")
 NOW = datetime(2026, 11, 11, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 CHUNK = 50_000
 SIG = "【鸿雁茶饮】"
@@ -84,6 +88,7 @@ def seed(runtime: Any, tenant_id: int) -> dict[str, Any]:
             if name and name.endswith("先"):
                 name += "生"
             city = rng.choice(CITIES) if rng.random() < 0.8 else None
+            zone = rng.choice(ZONES) if ZONED and rng.random() < ZONED else None
             rows.append(
                 (
                     index,
@@ -98,6 +103,7 @@ def seed(runtime: Any, tenant_id: int) -> dict[str, Any]:
                     "import",
                     NOW,
                     NOW,
+                    zone,
                 )
             )
             if rng.random() < 0.99:
@@ -110,7 +116,8 @@ def seed(runtime: Any, tenant_id: int) -> dict[str, Any]:
             bulk.insert_rows(
                 conn, scope, contacts,
                 ("phone_index", "phone_cipher", "phone_masked", "country", "carrier", "mvno",
-                 "name_cipher", "city", "attrs", "source", "created_at", "updated_at"),
+                 "name_cipher", "city", "attrs", "source", "created_at", "updated_at",
+                 "time_zone"),
                 rows,
             )  # fmt: skip
             bulk.insert_rows(
@@ -154,7 +161,7 @@ def run() -> dict[str, Any]:
     from hongyan.db.tables import audience_members, contacts, messages
     from hongyan.tenants import service as tenants
 
-    out: dict[str, Any] = {"contacts": CONTACTS}
+    out: dict[str, Any] = {"contacts": CONTACTS, "zoned_share": ZONED}
     pg = _pg()
     if pg is None:
         return {**out, "skipped": "no PostgreSQL"}

@@ -139,3 +139,26 @@ def test_events_consent_export_forget_and_roles(client: TestClient, runtime: Run
         "empty": 0,
         "unknown": 0,
     }
+
+
+def test_patch_a_contacts_time_zone(client: TestClient, runtime: Runtime) -> None:
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    _, other = _tenant_with_key(runtime, "deli", Role.OPERATOR)
+    posted = client.post(
+        "/api/v1/events",
+        headers=auth(key),
+        json={"events": [{"event_id": "e1", "kind": "browse", "phone": "13812345678",
+                          "occurred_at": "2026-11-11T10:00:00"}]},
+    )  # fmt: skip
+    assert posted.json()["contacts_created"] == 1
+    cid = client.get("/api/v1/contacts", headers=auth(key)).json()["contacts"][0]["id"]
+    url = f"/api/v1/contacts/{cid}"
+    assert client.get(url, headers=auth(key)).json()["time_zone"] is None
+    r = client.patch(url, headers=auth(key), json={"time_zone": "America/New_York"})
+    assert r.status_code == 200 and r.json()["time_zone"] == "America/New_York"
+    bad = client.patch(url, headers=auth(key), json={"time_zone": "New York"})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_time_zone"
+    assert client.get(url, headers=auth(key)).json()["time_zone"] == "America/New_York"
+    assert client.patch(url, headers=auth(other), json={"time_zone": None}).status_code == 404
+    r = client.patch(url, headers=auth(key), json={"time_zone": None})
+    assert r.json()["time_zone"] is None

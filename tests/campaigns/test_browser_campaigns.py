@@ -59,7 +59,8 @@ def test_wizard_to_launch(live_server: str, runtime: Runtime, tmp_path: Path) ->
             expect(page.locator("dd[data-reason=no_consent]")).to_have_text("1")
             expect(page.locator("#est-cost")).to_have_text("¥1.90")
             page.click("#do-launch")
-            expect(page.locator("#campaign-state")).to_have_text("发送中")
+            # launched in the background: the panel polls until it is running
+            expect(page.locator("#campaign-state")).to_have_text("发送中", timeout=15000)
             expect(page.locator("#count-planned")).to_have_text("38")
             expect(page.locator("#funnel tr[data-variant=A]")).to_be_visible()
             # the panel polls: a pause from elsewhere shows without a reload

@@ -184,3 +184,53 @@ def test_counts_include_messages_planned_for_later(runtime: Runtime) -> None:
         )  # fmt: skip
         with pytest.raises(campaigns.EmptyAudience):
             campaigns.launch(conn, clock, runtime.keyring, shop.tenant_id, now["id"], actor="t")
+
+
+def test_marketing_sent_through_the_api_counts(runtime: Runtime) -> None:
+    """POST /api/v1/messages with a marketing template to a contact's number names the contact,
+    so a campaign launched after it finds that contact's allowance spent."""
+    from fastapi.testclient import TestClient
+
+    from hongyan.api.app import create_app
+    from hongyan.security import apikeys
+    from hongyan.security.roles import Role
+
+    shop = make_shop(runtime, 6, opted_out=0, without_consent=0)
+    with runtime.engine.begin() as conn:
+        caps.set_policy(conn, runtime.clock, shop.tenant_id, {"default": [1, 30], "new": [1, 30]})
+        key = apikeys.create(conn, runtime.clock, shop.tenant_id, "k", Role.OPERATOR).key
+        template_id = next(
+            c["template_id"]
+            for c in campaigns.copy_choices(conn, shop.tenant_id)
+            if c["version_id"] == shop.versions[2]
+        )
+    with TestClient(create_app(runtime)) as client:
+        r = client.post(
+            "/api/v1/messages",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"to": shop.phones[2], "template_id": template_id, "category": "marketing"},
+        )
+        assert r.status_code == 202, r.text
+    with runtime.engine.begin() as conn:
+        camp = campaigns.create(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="c",
+            segment=shop.segment_id, variants=[{"template_version_id": shop.versions[0]}],
+            actor="t",
+        )  # fmt: skip
+        done = campaigns.launch(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
+        )
+    assert done["counts"]["planned"] == 5 and done["counts"]["over_cap"] == 1
+    with runtime.engine.connect() as conn:
+        api = conn.execute(
+            unscoped(sa.select(messages.c.contact_id).where(messages.c.source == "api"), "t")
+        ).scalar_one()
+        planned = set(
+            conn.execute(
+                unscoped(
+                    sa.select(messages.c.contact_id).where(messages.c.campaign_id == camp["id"]),
+                    "t",
+                )
+            ).scalars()
+        )
+    assert api is not None and api not in planned

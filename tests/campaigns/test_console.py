@@ -3,8 +3,13 @@ panel, pause; Chinese by default, English on request; tenants kept apart."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from hongyan.db.scope import unscoped
 from hongyan.runtime import Runtime
 from hongyan.tenants import service as tenants
 from tests.campaigns.support import Shop, make_shop
@@ -17,6 +22,71 @@ def _user(runtime: Runtime, shop: Shop, email: str = "owner@tea.example") -> Non
             conn, runtime.clock, runtime.keyring, tenant_id=shop.tenant_id, email=email,
             name="王小明", role="owner", password=PASSWORD,
         )  # fmt: skip
+
+
+def _settled(client: TestClient, url: str) -> Any:
+    deadline = time.monotonic() + 30
+    while True:
+        page = client.get(url)
+        if 'id="campaign-state">启动中<' not in page.text or time.monotonic() > deadline:
+            return page
+        assert 'id="launch-progress"' in page.text and 'hx-trigger="every 2s"' in page.text
+        time.sleep(0.1)
+
+
+def test_launching_page_and_a_failed_launch(client: TestClient, runtime: Runtime) -> None:
+    """A campaign marked ``launching`` shows it (live) even when another process runs it; a
+    launch that fails comes back as a draft with the error on the page."""
+    from hongyan.campaigns import launching
+    from hongyan.campaigns import service as campaigns
+    from hongyan.contacts import suppression
+
+    shop = make_shop(runtime, 3, opted_out=0, without_consent=0)
+    _user(runtime, shop)
+    login(client)
+    with runtime.engine.begin() as conn:
+        camp = campaigns.create(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="c",
+            segment=shop.segment_id, variants=[{"template_version_id": shop.versions[0]}],
+            actor="t",
+        )  # fmt: skip
+        campaigns.begin_launch(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
+        )
+    url = f"/console/campaigns/{camp['id']}"
+    # While a launch holds the writer (SQLite has one), the page and the list still answer
+    with runtime.engine.begin() as launch:
+        table = campaigns.campaigns
+        launch.execute(
+            unscoped(
+                sa.update(table)
+                .where(table.c.id == camp["id"])
+                .values(updated_at=table.c.updated_at),
+                "a stand-in for a launch's writes",
+            )
+        )
+        started = time.monotonic()
+        page = client.get(url)
+        assert client.get("/console/campaigns").status_code == 200
+        assert time.monotonic() - started < 5  # not after SQLite's 10 s busy timeout
+    assert 'id="campaign-state">启动中<' in page.text and "正在后台启动" in page.text
+    assert 'hx-trigger="every 2s"' in page.text and 'id="do-launch"' not in page.text
+    with runtime.engine.begin() as conn:
+        suppression.add(
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            [
+                suppression.NewSuppression(shop.tenant_id, p, "opt_out", "reply")
+                for p in shop.phones
+            ],
+        )
+    launching.run(
+        runtime.engine, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
+    )
+    page = client.get(url)
+    assert 'id="campaign-state">草稿<' in page.text and 'id="launch-error"' in page.text
+    assert "上次启动失败" in page.text and "没有可发送的联系人" in page.text
 
 
 def test_wizard_review_launch_and_status(client: TestClient, runtime: Runtime) -> None:
@@ -56,7 +126,8 @@ def test_wizard_review_launch_and_status(client: TestClient, runtime: Runtime) -
     assert "¥1.90" in review.text and "启动" in review.text
     launched = client.post(f"{url}/launch", data={"csrf_token": token}, follow_redirects=False)
     assert launched.status_code == 303
-    status = client.get(url)
+    # the launch runs in the background: the page says so (and polls) until it is done
+    status = _settled(client, url)
     assert 'id="count-planned">38<' in status.text
     assert 'hx-trigger="every 2s"' in status.text  # live while messages wait
     panel = client.get(url, headers={"hx-request": "true", "hx-target": "records"})
@@ -71,3 +142,38 @@ def test_wizard_review_launch_and_status(client: TestClient, runtime: Runtime) -
     client.post("/logout", data={"csrf_token": token})
     login(client, "boss@other.example")
     assert client.get(url).status_code == 404
+
+
+def test_the_page_shows_a_launch_in_progress(client: TestClient, runtime: Runtime) -> None:
+    """A launch waiting for the tenant's cap lock (another launch holds it) shows its stage on
+    the live page; once it gets the lock it runs, and the page shows the campaign running."""
+    from hongyan.campaigns import caps, launching
+    from hongyan.campaigns import service as campaigns
+
+    shop = make_shop(runtime, 3, opted_out=0, without_consent=0)
+    _user(runtime, shop)
+    login(client)
+    with runtime.engine.begin() as conn:
+        camp = campaigns.create(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="c",
+            segment=shop.segment_id, variants=[{"template_version_id": shop.versions[0]}],
+            actor="t",
+        )  # fmt: skip
+        campaigns.begin_launch(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
+        )
+    url = f"/console/campaigns/{camp['id']}"
+    with runtime.engine.begin() as other:
+        caps.lock_tenant(other, shop.tenant_id)
+        thread = launching.start(
+            runtime.engine, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
+        )
+        deadline = time.monotonic() + 5
+        while launching.progress(shop.tenant_id, camp["id"]) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        page = client.get(url)
+        assert 'id="launch-progress"' in page.text and "正在生成受众快照" in page.text
+    thread.join(30)
+    page = client.get(url)
+    assert 'id="campaign-state">发送中<' in page.text and 'id="count-planned">3<' in page.text

@@ -51,10 +51,12 @@ def _journey(runtime: Runtime, shop: Shop, **kw: Any) -> dict[str, Any]:
         return journeys.create(conn, runtime.clock, shop.tenant_id, actor="t", **values)
 
 
-def _events(runtime: Runtime, shop: Shop, kind: str, idx: list[int], tag: str) -> None:
+def _events(
+    runtime: Runtime, shop: Shop, kind: str, idx: list[int], tag: str
+) -> events.IngestResult:
     now = runtime.clock.now()
     with runtime.engine.begin() as conn:
-        events.ingest(
+        return events.ingest(
             conn, runtime.clock, runtime.keyring, shop.tenant_id,
             [events.Event(f"{tag}{i}", kind, shop.phones[i], now) for i in idx],
         )  # fmt: skip
@@ -81,9 +83,9 @@ def test_cart_abandonment(runtime: Runtime, shop: Shop) -> None:
         )  # fmt: skip
         campaigns.launch(conn, clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t")
     clock.advance(timedelta(minutes=1))
-    _events(runtime, shop, "add_to_cart", [0, 1, 2, 3, 4, 9], "cart")
-    assert journeys.tick(runtime.engine, clock, runtime.keyring) == {"enrolled": 6, "waited": 6}
-    assert journeys.tick(runtime.engine, clock, runtime.keyring) == {}  # idempotent scan
+    # enrolled as the events arrive (and the first wait planned); the scan finds nothing new
+    assert _events(runtime, shop, "add_to_cart", [0, 1, 2, 3, 4, 9], "cart").enrolled == 6
+    assert journeys.tick(runtime.engine, clock, runtime.keyring) == {}
     clock.advance(timedelta(minutes=30))
     _events(runtime, shop, "order", [3], "order")  # 3 buys: converted, never messaged
     clock.advance(timedelta(minutes=31))
@@ -175,3 +177,84 @@ def test_journeys_api_cli_and_console(client: Any, runtime: Runtime, shop: Shop)
     login(client)
     page = client.get("/console/campaigns")
     assert "自动化旅程" in page.text and "欢迎" in page.text and "注册" in page.text
+
+
+def _enrolments(runtime: Runtime) -> list[Any]:
+    from hongyan.db.tables import journey_enrolments
+
+    with runtime.engine.connect() as conn:
+        return list(conn.execute(unscoped(sa.select(journey_enrolments), "t")))
+
+
+def test_an_event_enrols_at_once(client: Any, runtime: Runtime, shop: Shop) -> None:
+    """Posted through the API, a registration enrols the welcome journey in the same request:
+    its send step is due 30 minutes after the event, without the scheduler's scan; the same event
+    again, or the scan after it, enrols nobody twice."""
+    import io
+    from types import SimpleNamespace
+
+    from hongyan.security import apikeys
+    from hongyan.security.roles import Role
+    from tests.api.test_api import auth
+
+    clock = runtime.clock
+    assert isinstance(clock, FixedClock)
+    welcome = _template_id(runtime, shop, shop.versions[2])
+    j = _journey(
+        runtime, shop, name="欢迎", trigger="registration", exit_on=None,
+        steps=[{"kind": "wait", "minutes": 30}, {"kind": "send", "template_id": welcome}],
+    )  # fmt: skip
+    with runtime.engine.begin() as conn:
+        key = apikeys.create(conn, clock, shop.tenant_id, "k", Role.OPERATOR).key
+    clock.advance(timedelta(minutes=5))
+    at = clock.now() - timedelta(minutes=2)  # the event happened two minutes ago
+    batch = {"events": [{"event_id": "reg-1", "kind": "registration", "phone": shop.phones[1],
+                         "occurred_at": at.isoformat()}]}  # fmt: skip
+    first = client.post("/api/v1/events", headers=auth(key), json=batch).json()
+    assert (first["accepted"], first["enrolled"]) == (1, 1)
+    (e,) = _enrolments(runtime)
+    assert (e.journey_id, e.step, e.state) == (j["id"], 1, "active")
+    assert e.next_at == at + timedelta(minutes=30)  # the welcome is due then
+    again = client.post("/api/v1/events", headers=auth(key), json=batch).json()
+    assert (again["duplicates"], again["enrolled"]) == (1, 0)
+    assert journeys.tick(runtime.engine, clock, runtime.keyring) == {}  # the scan: nothing new
+    assert len(_enrolments(runtime)) == 1
+    clock.set(at + timedelta(minutes=30))
+    assert journeys.tick(runtime.engine, clock, runtime.keyring) == {"sent": 1}
+    (row,) = _journey_messages(runtime)
+    assert row.due_at == at + timedelta(minutes=30)
+    # `hongyan events import` goes through the same ingest: a journey that sends first plans
+    # its message while the file is read
+    _journey(
+        runtime, shop, name="下单关怀", trigger="order_signed", exit_on=None,
+        steps=[{"kind": "send", "template_id": welcome}],
+    )  # fmt: skip
+    csv = f"event_id,kind,phone,occurred_at\nsig-1,order_signed,{shop.phones[4]},"
+    csv += clock.now().isoformat() + "\n"
+    out = events.import_file(
+        SimpleNamespace(engine=runtime.engine, clock=clock, keyring=runtime.keyring),
+        shop.tenant_id, io.BytesIO(csv.encode()), "e.csv",
+    )  # fmt: skip
+    assert (out["accepted"], out["enrolled"]) == (1, 1)
+    assert len(_journey_messages(runtime)) == 2
+    assert journeys.tick(runtime.engine, clock, runtime.keyring) == {}
+
+
+def test_a_send_waits_for_a_launch_in_progress(runtime: Runtime, shop: Shop) -> None:
+    """While another transaction holds the tenant's cap lock (a launch), an event's send step is
+    not made to wait in the ingest: the enrolment is stored, and the next pass sends. (SQLite's
+    single writer makes the ingest itself wait: PostgreSQL only.)"""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises the writers themselves")
+    clock = runtime.clock
+    welcome = _template_id(runtime, shop, shop.versions[2])
+    _journey(
+        runtime, shop, name="欢迎", trigger="registration", exit_on=None,
+        steps=[{"kind": "send", "template_id": welcome}],
+    )  # fmt: skip
+    with runtime.engine.begin() as launch:
+        caps.lock_tenant(launch, shop.tenant_id)
+        assert _events(runtime, shop, "registration", [1], "reg").enrolled == 1
+        assert _journey_messages(runtime) == []
+    assert journeys.tick(runtime.engine, clock, runtime.keyring) == {"sent": 1}
+    assert len(_journey_messages(runtime)) == 1 and len(_enrolments(runtime)) == 1

@@ -101,3 +101,35 @@ def test_a_tenant_policy_moves_the_quiet_hours(runtime: Runtime) -> None:
     mid = put(runtime, t, ME, "【鸿雁茶饮】新品立减3元，本周有效，回T退订", lane=Lane.MARKETING)
     assert _pass(runtime) == []
     assert state(runtime, t, mid)["due_at"] == datetime(2026, 11, 12, 1, 30, tzinfo=UTC)
+
+
+def test_the_recipients_own_zone_holds_marketing(runtime: Runtime) -> None:
+    """A Shanghai tenant at 10:00 (21:00 the evening before in New York): the offer to a contact
+    living in New York, and to a New York number nobody imported, wait for 08:00 there; the one
+    to a contact in the tenant's zone goes. Notifications to New York are not held."""
+    import io
+
+    from hongyan.contacts import importer
+    from hongyan.contacts import service as contacts
+
+    clock = runtime.clock
+    assert isinstance(clock, FixedClock)
+    clock.set(datetime(2026, 11, 12, 10, 0, tzinfo=SH))
+    t = _tenant(runtime, "tea")
+    data = "手机号,时区\n13812345678,America/New_York\n13812345679,\n".encode()
+    contacts.import_stream(runtime, t, io.BytesIO(data), "c.csv", importer.ImportOptions())
+    abroad = put(runtime, t, ME, BREAKFAST, lane=Lane.MARKETING)
+    home = put(runtime, t, "+8613812345679", DINNER, lane=Lane.MARKETING)
+    visitor = put(runtime, t, "+12125551234", TONIGHT, lane=Lane.MARKETING)
+    notice = put(runtime, t, "+12125551235", "【鸿雁茶饮】您的订单已发货", lane=Lane.NOTIFICATION)
+    assert sorted(_pass(runtime)) == ["12125551235", "8613812345679"]
+    morning = datetime(2026, 11, 12, 8, 0, tzinfo=ZoneInfo("America/New_York"))
+    for held in (abroad, visitor):
+        row = state(runtime, t, held)
+        assert (row["state"], row["reason"], row["due_at"]) == ("planned", "quiet_hours", morning)
+    assert state(runtime, t, abroad)["time_zone"] == "America/New_York"
+    assert state(runtime, t, abroad)["contact_id"] is not None  # counted toward its caps
+    assert state(runtime, t, home)["state"] in ("submitted", "delivered")
+    assert state(runtime, t, notice)["state"] in ("submitted", "delivered")
+    clock.set(morning)
+    assert sorted(_pass(runtime)) == ["12125551234", "8613812345678"]

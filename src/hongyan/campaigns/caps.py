@@ -159,6 +159,18 @@ def lock_tenant(conn: Connection, tenant_id: int) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(LOCK_CLASS, tenant_id)))
 
 
+def try_lock_tenant(conn: Connection, tenant_id: int) -> bool:
+    """:func:`lock_tenant` if it is free now (False if another transaction holds it: a launch
+    in progress), for work that may as well wait for the next scheduler pass."""
+    if conn.dialect.name == "postgresql":
+        return bool(
+            conn.execute(
+                sa.select(sa.func.pg_try_advisory_xact_lock(LOCK_CLASS, tenant_id))
+            ).scalar_one()
+        )
+    return True
+
+
 def counts_sql(tenant_id: int, at: datetime, days: list[int]) -> sa.Subquery:
     """Per contact, how many marketing messages count in each window (``c<days>`` columns)."""
     m = messages.c

@@ -10,10 +10,16 @@ at once, "converted"), and steps in order:
 - ``{"kind": "send", "template_id": 7}``: one marketing message from the template's live
   approved version.
 
-**Enrolment** is a periodic scan (:func:`enrol`, run by the campaign scheduler beside the
-dispatcher): one ``INSERT … SELECT`` of the trigger's events received since the journey was
-made (``ON CONFLICT DO NOTHING`` on (journey, contact, event), so a scan may repeat); birthdays
-enrol the contacts whose birthday is today in the tenant's zone, once a year.
+**Enrolment** happens as events arrive (:func:`on_events`, called by
+:func:`hongyan.contacts.events.ingest` for the API, ``hongyan events import`` and every other
+ingest, in the ingest's transaction): the same ``INSERT … SELECT`` as the scan, narrowed to the
+new events' ids, then the new enrolments are advanced at once (a first wait step is planned
+from the event's time; a send step due now is sent, unless another launch holds the tenant's
+cap lock, when the next pass sends it). The periodic scan (:func:`enrol`, run by the campaign
+scheduler beside the dispatcher) stays as the safety net: one ``INSERT … SELECT`` of the
+trigger's events received since the journey was made (``ON CONFLICT DO NOTHING`` on (journey,
+contact, event), so a scan after an ingest, or twice, enrols nobody twice); birthdays enrol the
+contacts whose birthday is today in the tenant's zone, once a year.
 
 **Advancing** (:func:`advance`) works on every due enrolment of a step at once. A send step is a
 small launch through the campaigns' own path: the due contacts are snapshot (suppressed and
@@ -28,6 +34,7 @@ loop.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,7 +44,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from hongyan.audience import compiler, segments
-from hongyan.campaigns import caps, extras
+from hongyan.campaigns import caps, extras, zones
 from hongyan.campaigns import service as campaigns
 from hongyan.campaigns.materialise import Launch, Spread, VariantPlan, write
 from hongyan.clock import Clock
@@ -60,6 +67,7 @@ from hongyan.security import audit
 from hongyan.security.keyring import KeyRing
 from hongyan.tenants import service as tenants_service
 
+log = logging.getLogger(__name__)
 TRIGGERS = (*KINDS, "birthday")
 MAX_STEPS = 20
 MAX_WAIT = 60 * 24 * 90  # minutes
@@ -185,6 +193,14 @@ def create(
 
 
 def get(conn: Connection, tenant_id: int, ref: int | str) -> dict[str, Any]:
+    """The journey with its steps and its counts."""
+    out = _load(conn, tenant_id, ref)
+    out["counts"] = counts(conn, tenant_id, out["id"])
+    return out
+
+
+def _load(conn: Connection, tenant_id: int, ref: int | str) -> dict[str, Any]:
+    """The journey with its steps (no counts: they read every enrolment)."""
     scope = TenantScope(tenant_id)
     col = journeys.c.id if isinstance(ref, int) or str(ref).isdigit() else journeys.c.name
     value = int(ref) if col is journeys.c.id else ref
@@ -199,7 +215,6 @@ def get(conn: Connection, tenant_id: int, ref: int | str) -> dict[str, Any]:
             scope.select(journey_steps).where(s.journey_id == out["id"]).order_by(s.position)
         ).mappings()
     ]
-    out["counts"] = counts(conn, tenant_id, out["id"])
     return out
 
 
@@ -261,6 +276,17 @@ def set_state(
 
 def enrol(conn: Connection, clock: Clock, tenant_id: int, journey: Mapping[str, Any]) -> int:
     """Enrol the contacts whose trigger happened (see the module doc); returns how many are new."""
+    return len(_enrol(conn, clock, tenant_id, journey))
+
+
+def _enrol(
+    conn: Connection,
+    clock: Clock,
+    tenant_id: int,
+    journey: Mapping[str, Any],
+    event_ids: Sequence[str] | None = None,
+) -> list[int]:
+    """The new enrolments' ids; ``event_ids`` narrows the scan to those events (same rules)."""
     now = clock.now()
     e, j = journey_enrolments.c, journey
     values = [
@@ -301,6 +327,8 @@ def enrol(conn: Connection, clock: Clock, tenant_id: int, journey: Mapping[str, 
             ev.received_at >= lit(since, UTCDateTime()),
             ev.occurred_at >= lit(j["created_at"], UTCDateTime()),
         )  # fmt: skip
+        if event_ids is not None:
+            select = select.where(ev.event_id.in_(list(event_ids)))
     stmt = (
         TenantScope(tenant_id)
         .dialect_insert(conn, journey_enrolments)
@@ -308,30 +336,67 @@ def enrol(conn: Connection, clock: Clock, tenant_id: int, journey: Mapping[str, 
         .on_conflict_do_nothing(index_elements=["journey_id", "contact_id", "event_key"])
         .returning(journey_enrolments.c.id)
     )
-    return len(conn.execute(stmt).all())
+    return [int(r[0]) for r in conn.execute(stmt).all()]
+
+
+def on_events(
+    conn: Connection,
+    clock: Clock,
+    keyring: KeyRing,
+    tenant_id: int,
+    new: Sequence[tuple[str, str]],
+) -> dict[str, int]:
+    """Enrol the tenant's active journeys triggered by just-stored events (``(event_id, kind)``)
+    and advance those enrolments at once (see the module doc), in a savepoint of the ingest's
+    transaction: a journey that cannot go on now (a template withdrawn) is logged and left to
+    the scheduler's pass, and the events are stored whatever happens here."""
+    kinds: dict[str, list[str]] = {}
+    for event_id, kind in new:
+        kinds.setdefault(kind, []).append(event_id)
+    j = journeys.c
+    found = conn.execute(
+        TenantScope(tenant_id)
+        .select(journeys, j.id)
+        .where(j.state == "active", j.trigger.in_(list(kinds)))
+        .order_by(j.id)
+    ).scalars()
+    done: Counter[str] = Counter()
+    for journey_id in list(found):
+        try:
+            with conn.begin_nested():
+                journey = _load(conn, tenant_id, int(journey_id))
+                ids = _enrol(conn, clock, tenant_id, journey, kinds[journey["trigger"]])
+                done["enrolled"] += len(ids)
+                if ids:
+                    done.update(advance(conn, clock, keyring, tenant_id, journey, only=ids))
+        except Exception:
+            log.exception("journey %s of tenant %s: left to the scheduler", journey_id, tenant_id)
+    return {k: v for k, v in done.items() if v}
 
 
 # -- advancing -----------------------------------------------------------------------------
 
 
 def _due(
-    conn: Connection, tenant_id: int, journey_id: int, position: int, now: dt.datetime
-) -> list[Any]:
+    conn: Connection, tenant_id: int, journey_id: int, position: int, now: dt.datetime,
+    only: Sequence[int] | None = None,
+) -> list[Any]:  # fmt: skip
     e = journey_enrolments.c
-    return list(
-        conn.execute(
-            TenantScope(tenant_id)
-            .select(journey_enrolments, e.id, e.contact_id, e.next_at, e.entered_at)
-            .where(
-                e.journey_id == journey_id,
-                e.state == "active",
-                e.step == position,
-                e.next_at <= now,
-            )
-            .order_by(e.next_at, e.id)
-            .limit(BATCH)
-        ).all()
+    stmt = (
+        TenantScope(tenant_id)
+        .select(journey_enrolments, e.id, e.contact_id, e.next_at, e.entered_at)
+        .where(
+            e.journey_id == journey_id,
+            e.state == "active",
+            e.step == position,
+            e.next_at <= now,
+        )
+        .order_by(e.next_at, e.id)
+        .limit(BATCH)
     )
+    if only is not None:
+        stmt = stmt.where(e.id.in_(list(only)))
+    return list(conn.execute(stmt).all())
 
 
 def _update(conn: Connection, tenant_id: int, rows: list[dict[str, Any]]) -> None:
@@ -354,8 +419,9 @@ def _update(conn: Connection, tenant_id: int, rows: list[dict[str, Any]]) -> Non
 
 
 def _exit_converted(
-    conn: Connection, tenant_id: int, journey: Mapping[str, Any], now: dt.datetime
-) -> int:
+    conn: Connection, tenant_id: int, journey: Mapping[str, Any], now: dt.datetime,
+    only: Sequence[int] | None = None,
+) -> int:  # fmt: skip
     """Active enrolments whose contact did the exit event after entering: converted."""
     if not journey["exit_on"]:
         return 0
@@ -364,13 +430,15 @@ def _exit_converted(
         ev.tenant_id == tenant_id, ev.contact_id == e.contact_id, ev.kind == journey["exit_on"],
         ev.occurred_at > e.entered_at,
     )  # fmt: skip
-    result = conn.execute(
+    stmt = (
         TenantScope(tenant_id)
         .update(journey_enrolments)
         .where(e.journey_id == journey["id"], e.state == "active", converted)
         .values(state="exited", outcome="converted", updated_at=now)
     )
-    return int(result.rowcount)
+    if only is not None:
+        stmt = stmt.where(e.id.in_(list(only)))
+    return int(conn.execute(stmt).rowcount)
 
 
 def _matching(
@@ -383,10 +451,14 @@ def _matching(
 
 def _send(
     conn: Connection, clock: Clock, keyring: KeyRing, tenant_id: int, journey: Mapping[str, Any],
-    step: Mapping[str, Any], due: list[Any],
-) -> dict[int, str]:  # fmt: skip
-    """Plan the step's message for the due contacts; the reason each left-out one leaves."""
-    caps.lock_tenant(conn, tenant_id)
+    step: Mapping[str, Any], due: list[Any], *, wait: bool = True,
+) -> dict[int, str] | None:  # fmt: skip
+    """Plan the step's message for the due contacts; the reason each left-out one leaves.
+    Without ``wait``, None (nothing done) when another transaction holds the cap lock."""
+    if wait:
+        caps.lock_tenant(conn, tenant_id)
+    elif not caps.try_lock_tenant(conn, tenant_id):
+        return None
     ids = [int(r.contact_id) for r in due]
     ref = f"journey:{journey['id']}"
     audience_id, _counts = campaigns.snapshot_of(
@@ -395,8 +467,12 @@ def _send(
     )  # fmt: skip
     zone, rules = campaigns._rules(conn, tenant_id, {"window": None})  # quiet hours only
     now = clock.now()
-    probe = Spread(now, campaigns.DEFAULT_RATE, zone=zone, rules=rules, total=1)
-    campaigns._apply_caps(conn, tenant_id, audience_id, probe.first, False, sa.true(), now)
+    own = zones.own_zones(conn, tenant_id)
+    first = zones.firsts(
+        set(own.values()), zone.key,
+        lambda z: Spread(now, campaigns.DEFAULT_RATE, zone=z, rules=rules, total=1),
+    )  # fmt: skip
+    campaigns._apply_caps(conn, tenant_id, audience_id, first, False, sa.true(), now)
     eligible = campaigns._eligible(conn, tenant_id, audience_id, sa.true())
     m = audience_members.c
     statuses: dict[int, str] = dict(
@@ -414,31 +490,36 @@ def _send(
     extras.require(compiled.keys)
     name = f"s{step['position']}"
     rate = campaigns._rate(conn, tenant_id, {"category": "marketing", "route": None, "rate": None})
-    spread = Spread(
-        now, rate, zone=zone, rules=rules, total=len(eligible),
-        validity=DEFAULT_VALIDITY[Lane.MARKETING],
+    order, spread = zones.plan(
+        [(c, name) for c in eligible], own, zone.key, rate,
+        lambda z, r, n: Spread(
+            now, r, zone=z, rules=rules, total=n, validity=DEFAULT_VALIDITY[Lane.MARKETING]
+        ),
     )  # fmt: skip
     launch = Launch(
         tenant_id=tenant_id, lane=Lane.MARKETING, source="journey", source_ref=ref,
         campaign_id=None, variants={name: VariantPlan(name, version_id, compiled)}, now=now,
         spread=spread,
     )  # fmt: skip
-    write(conn, keyring, launch, [(c, name) for c in eligible])
+    write(conn, keyring, launch, order)
     out.update(launch.skipped)  # a value brought a refused word, or the window was full
     return out
 
 
 def advance(
-    conn: Connection, clock: Clock, keyring: KeyRing, tenant_id: int, journey: Mapping[str, Any]
-) -> dict[str, int]:
-    """Move every due enrolment of the journey through its steps (until each waits or ends)."""
+    conn: Connection, clock: Clock, keyring: KeyRing, tenant_id: int, journey: Mapping[str, Any],
+    *, only: Sequence[int] | None = None,
+) -> dict[str, int]:  # fmt: skip
+    """Move every due enrolment of the journey through its steps (until each waits or ends);
+    ``only``: just these enrolments (new ones, at ingest: a send step then does not wait for
+    another launch's cap lock, the scheduler's pass sends it instead)."""
     now = clock.now()
     done: Counter[str] = Counter()
-    done["converted"] += _exit_converted(conn, tenant_id, journey, now)
+    done["converted"] += _exit_converted(conn, tenant_id, journey, now, only)
     steps = journey["steps"]
     last = len(steps)
     for position, step in enumerate(steps):
-        due = _due(conn, tenant_id, journey["id"], position, now)
+        due = _due(conn, tenant_id, journey["id"], position, now, only)
         if not due:
             continue
         rows: list[dict[str, Any]] = []
@@ -463,7 +544,10 @@ def advance(
             ]
             done["condition_failed"] += sum(1 for r in due if int(r.contact_id) not in ok)
         else:
-            left = _send(conn, clock, keyring, tenant_id, journey, step, due)
+            left = _send(conn, clock, keyring, tenant_id, journey, step, due, wait=only is None)
+            if left is None:
+                done["deferred"] += len(due)
+                break  # the lock is busy: the scheduler's pass goes on from here
             rows = [
                 leave(r, left[int(r.contact_id)]) if int(r.contact_id) in left else go_on(r, now)
                 for r in due
@@ -492,4 +576,6 @@ def tick(engine: Engine, clock: Clock, keyring: KeyRing) -> dict[str, int]:
     return {k: v for k, v in total.items() if v}
 
 
-__all__ = ["advance", "create", "enrol", "get", "list_journeys", "set_state", "tick"]
+__all__ = [
+    "advance", "create", "enrol", "get", "list_journeys", "on_events", "set_state", "tick",
+]  # fmt: skip

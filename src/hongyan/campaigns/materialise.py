@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,10 +41,11 @@ from hongyan.security.keyring import KeyRing
 BATCH = 5_000
 MAX_SPREAD_DAYS = 62
 # The number's ciphertext, index, mask and place go onto the message as they are: the report
-# groups by the message's carrier, province and city without joining contacts.
+# groups by the message's carrier, province and city without joining contacts. The contact's
+# own time zone, when it has one, is the one its quiet hours are kept in.
 BASE_COLUMNS = (
     "id", "phone_cipher", "phone_index", "phone_masked", "carrier", "number_province",
-    "number_city",
+    "number_city", "time_zone",
 )  # fmt: skip
 # What each placeholder reads from contacts (only those the templates name are fetched).
 VALUE_COLUMNS = {
@@ -62,7 +63,7 @@ def contact_columns(keys: set[str]) -> tuple[str, ...]:
 
 MESSAGE_COLUMNS = (
     "dest_cipher", "dest_index", "dest_masked", "carrier", "body", "encoding", "parts",
-    "due_at", "expires_at", "contact_id", "number_province", "number_city",
+    "due_at", "expires_at", "contact_id", "number_province", "number_city", "time_zone",
 )  # fmt: skip
 
 
@@ -164,6 +165,7 @@ class Launch:
     parts: Counter[str] = field(default_factory=Counter)  # per variant
     skipped: dict[int, str] = field(default_factory=dict)  # contact → why no message
     written: int = 0
+    progress: Callable[[int, int], None] | None = None  # (done, total) after each batch
 
 
 def _values(
@@ -282,6 +284,7 @@ def write(
                         r[0],
                         r[5],
                         r[6],
+                        r[7],  # the zone its quiet hours are kept in (None: the tenant's)
                     )
                 )
                 launch.parts[variant] += batch.parts[j]
@@ -304,3 +307,5 @@ def write(
                     "template_version_id": plan.version_id,
                 },
             )
+        if launch.progress is not None:
+            launch.progress(position, len(order))

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from hongyan.audience import compiler, segments
 from hongyan.audience import service as audience_service
 from hongyan.audience.scoring import stage_sql
-from hongyan.campaigns import abtest, caps, extras
+from hongyan.campaigns import abtest, caps, extras, zones
 from hongyan.campaigns.materialise import Launch, Spread, VariantPlan, write
 from hongyan.campaigns.schedule import Schedule, parse_schedule
 from hongyan.campaigns.windows import PRESETS, QuietHours, Rules, SendWindow, parse_hhmm, preset
@@ -73,7 +73,11 @@ from hongyan.tenants import service as tenants_service
 
 log = logging.getLogger(__name__)
 
-STATES = ("draft", "scheduled", "running", "paused", "completed", "cancelled")
+STATES = ("draft", "launching", "scheduled", "running", "paused", "completed", "cancelled")
+# How long a console launch (running in the background) may take before the scheduler assumes
+# its process died and launches the campaign itself (the launch is one transaction: a second
+# attempt waits for the first under the cap lock and then finds it done).
+LAUNCH_LEASE = dt.timedelta(minutes=10)
 CATEGORIES = ("marketing", "notification")
 VARIANT_NAMES = "ABCDE"
 DEFAULT_RATE = 100.0  # messages a second when neither the campaign nor its channel says
@@ -830,12 +834,16 @@ def _evaluate(
     audience_id, counts = _snapshot(conn, clock, tenant_id, camp, "estimate")
     if camp["category"] == "marketing":
         zone, rules = _rules(conn, tenant_id, camp)
-        spread = Spread(clock.now(), _rate(conn, tenant_id, camp), zone=zone, rules=rules, total=1)
+        rate = _rate(conn, tenant_id, camp)
+        first = zones.firsts(
+            set(zones.own_zones(conn, tenant_id).values()), zone.key,
+            lambda z: Spread(clock.now(), rate, zone=z, rules=rules, total=1),
+        )  # fmt: skip
         capped = _apply_caps(
             conn,
             tenant_id,
             audience_id,
-            spread.first,
+            first,
             bool(camp["important"]),
             sa.true(),
             clock.now(),
@@ -871,6 +879,57 @@ def launch(
     return get(conn, tenant_id, camp["id"])
 
 
+def begin_launch(
+    conn: Connection, clock: Clock, keyring: KeyRing, tenant_id: int, ref: int | str, *,
+    actor: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Launch a draft as :func:`launch` does, except that a launch *now* is only marked:
+    ``launching``, for :func:`hongyan.campaigns.launching.run` to materialise in the background
+    once this transaction has committed (the console's path: a large audience takes minutes).
+    Should that process die, the scheduler launches it once :data:`LAUNCH_LEASE` has passed."""
+    camp = get(conn, tenant_id, ref)
+    if camp["state"] != "draft" or _schedule(camp).kind != "now":
+        return launch(conn, clock, keyring, tenant_id, camp["id"], actor=actor)
+    now = clock.now()
+    _set(
+        conn, tenant_id, camp["id"], state="launching", next_run_at=now + LAUNCH_LEASE, counts={},
+        updated_at=now,
+    )  # fmt: skip
+    audit.record(
+        conn, clock, tenant_id=tenant_id, actor=actor, action="campaign.launching",
+        target=f"campaign:{camp['id']}",
+    )  # fmt: skip
+    return get(conn, tenant_id, camp["id"])
+
+
+def launch_failed(
+    engine: Engine, clock: Clock, tenant_id: int, campaign_id: int, exc: BaseException
+) -> None:
+    """A background launch that failed (rolled back: nothing planned) puts the campaign back to
+    ``draft`` with the error on it, for the status page; unless it was cancelled meanwhile."""
+    with engine.begin() as conn:
+        camp = get(conn, tenant_id, campaign_id)
+        if camp["state"] != "launching":
+            return
+        _set(
+            conn, tenant_id, campaign_id, state="draft", next_run_at=None,
+            counts={"error": _error_note(exc)}, updated_at=clock.now(),
+        )  # fmt: skip
+
+
+def _error_note(exc: BaseException) -> dict[str, Any]:
+    body = getattr(exc, "body", None)
+    if callable(body):
+        return dict(body())
+    return {
+        "code": "launch_failed",
+        "message": {
+            "en": "The launch stopped on an internal error; nothing was planned",
+            "zh": "启动因内部错误中止，未生成任何短信",
+        },
+    }
+
+
 def _schedule(camp: Mapping[str, Any]) -> Schedule:
     s = camp["schedule"]
     parse = dt.datetime.fromisoformat
@@ -901,14 +960,21 @@ def launch_now(
     *,
     actor: str,
     phase: str | None = None,
+    expect: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Snapshot, cap, assign and materialise one run of the campaign (see the module doc).
 
     ``phase``: ``test`` (an A/B campaign's first run), ``rest`` (after the decision), or
-    ``full``; by default ``test`` for an A/B campaign, else ``full``."""
+    ``full``; by default ``test`` for an A/B campaign, else ``full``. ``expect``: launch only
+    if the campaign is still in that state under the lock (``launching``: another process may
+    have launched it, or the marketer cancelled it); else nothing is done. ``progress`` is
+    called with (messages done, total) after each batch written."""
     started = time.perf_counter()
     caps.lock_tenant(conn, tenant_id)
     camp = get(conn, tenant_id, campaign_id)  # read again under the lock
+    if expect is not None and camp["state"] != expect:
+        return camp
     now = clock.now()
     phase = phase or ("test" if camp["ab"] else "full")
     lane = Lane[str(camp["category"]).upper()]
@@ -928,29 +994,31 @@ def launch_now(
         extra = sa.true()
     zone, rules = _rules(conn, tenant_id, camp)
     marketing = lane is Lane.MARKETING
-    probe = (
-        Spread(now, rate, zone=zone, rules=rules, carry=camp["on_window_end"] == "carry", total=1)
-        if marketing
-        else None
-    )
+    carry = camp["on_window_end"] == "carry"
+    # Recipients with a zone of their own get their quiet hours and window in it.
+    own = zones.own_zones(conn, tenant_id) if marketing else {}
     if marketing:
-        assert probe is not None
+        first = zones.firsts(
+            set(own.values()), zone.key,
+            lambda z: Spread(now, rate, zone=z, rules=rules, carry=carry, total=1),
+        )  # fmt: skip
         capped = _apply_caps(
-            conn, tenant_id, audience_id, probe.first, bool(camp["important"]), extra, now
+            conn, tenant_id, audience_id, first, bool(camp["important"]), extra, now
         )
         counts.update(capped)
     ids = _eligible(conn, tenant_id, audience_id, extra)
     if not ids:
         raise EmptyAudience(details={"counts": counts})
     order, boundary = _assign(ids, camp, phase)
-    spread = (
-        Spread(
-            now, rate, zone=zone, rules=rules, carry=camp["on_window_end"] == "carry",
-            total=len(order), validity=DEFAULT_VALIDITY[lane],
-        )
-        if marketing
-        else Spread(now, rate, validity=DEFAULT_VALIDITY[lane])
-    )  # fmt: skip
+    if marketing:
+        order, spread = zones.plan(
+            order, own, zone.key, rate,
+            lambda z, r, n: Spread(
+                now, r, zone=z, rules=rules, carry=carry, total=n, validity=DEFAULT_VALIDITY[lane]
+            ),
+        )  # fmt: skip
+    else:
+        spread = Spread(now, rate, validity=DEFAULT_VALIDITY[lane])
     plans = {
         v["name"]: VariantPlan(
             v["name"], v["template_version_id"], compiled[v["template_version_id"]],
@@ -968,6 +1036,7 @@ def launch_now(
         variants=plans,
         now=now,
         spread=spread,
+        progress=progress,
     )
     write(conn, keyring, job, order)
     if job.written == 0:
@@ -999,7 +1068,19 @@ def launch_now(
     sched = _schedule(camp)
     if sched.kind == "recurring":
         values["next_run_at"] = sched.next_run(now)
-    _set(conn, tenant_id, camp["id"], **values)
+    # Compare-and-set: a campaign cancelled while it was launching (the cancel does not wait
+    # for the cap lock) rolls this launch back rather than coming back to life.
+    moved = conn.execute(
+        TenantScope(tenant_id)
+        .update(campaigns)
+        .where(campaigns.c.id == camp["id"], campaigns.c.state == camp["state"])
+        .values(**values)
+    )
+    if moved.rowcount != 1:
+        raise CampaignState(
+            "The campaign changed while it was launching (cancelled?); nothing was planned",
+            "启动期间活动状态已改变（已取消？），未生成任何短信",
+        )
     audit.record(
         conn, clock, tenant_id=tenant_id, actor=actor, action="campaign.launch",
         target=f"campaign:{camp['id']}", detail={"phase": phase, "planned": job.written},
@@ -1172,7 +1253,7 @@ def _due(engine: Engine, clock: Clock) -> list[tuple[int, int, str, str | None]]
         rows = conn.execute(
             unscoped(
                 sa.select(c.tenant_id, c.id, c.state, c.phase)
-                .where(c.state.in_(("scheduled", "running")), c.next_run_at <= now)
+                .where(c.state.in_(("scheduled", "running", "launching")), c.next_run_at <= now)
                 .order_by(c.next_run_at),
                 "the scheduler launches every tenant's due campaigns",
             )
@@ -1205,6 +1286,13 @@ def tick(engine: Engine, clock: Clock, keyring: KeyRing) -> dict[str, int]:
                     if camp["phase"] == "test" and state == "running":
                         decide(conn, clock, keyring, tenant_id, campaign_id, actor="scheduler")
                         done["decided"] += 1
+                    elif state == "launching":
+                        # a console launch whose process did not finish it within its lease
+                        launch_now(
+                            conn, clock, keyring, tenant_id, campaign_id, actor="scheduler",
+                            expect="launching",
+                        )  # fmt: skip
+                        done["launched"] += 1
                     else:
                         launch_now(conn, clock, keyring, tenant_id, campaign_id, actor="scheduler")
                         done["launched"] += 1
@@ -1243,7 +1331,9 @@ def _note_failure(
             "counts": {**(camp["counts"] or {}), "error": note},
             "updated_at": now,
         }
-        if camp["phase"] == "test":
+        if camp["state"] == "launching":
+            values.update(state="draft", next_run_at=None, counts={"error": _error_note(exc)})
+        elif camp["phase"] == "test":
             values["next_run_at"] = None  # the marketer decides
         elif nxt is not None:
             values["next_run_at"] = nxt
@@ -1291,12 +1381,14 @@ async def run_schedule(
 
 __all__ = [
     "PRESETS",
+    "begin_launch",
     "cancel",
     "create",
     "decide",
     "estimate",
     "get",
     "launch",
+    "launch_failed",
     "launch_now",
     "list_campaigns",
     "pause",

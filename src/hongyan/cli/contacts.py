@@ -329,7 +329,7 @@ def events_import(file: Path, tenant: TenantOpt, as_json: JsonOpt = False) -> No
         as_json,
         f"[green]✓[/green] {out['rows']} rows: {out['accepted']} new events, "
         f"{out['duplicates']} already stored, {out['invalid']} invalid, "
-        f"{out['contacts_created']} new contacts",
+        f"{out['contacts_created']} new contacts, {out['enrolled']} journey enrolments",
     )
 
 

@@ -170,6 +170,7 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     contacts_created: int = 0
+    enrolled: int = 0  # journey enrolments the new events started
 
     def as_json(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -246,6 +247,12 @@ def ingest(
         from hongyan.tracking.attribution import attribute_orders, orders_from_events
 
         attribute_orders(conn, tenant_id, orders_from_events(new, ids), now)
+        # campaigns (issue 7): the journeys these events trigger enrol (and advance) now, with
+        # the scheduler's scan as the safety net
+        from hongyan.campaigns.journeys import on_events
+
+        moved = on_events(conn, clock, keyring, tenant_id, [(e.event_id, e.kind) for e in new])
+        result.enrolled = moved.get("enrolled", 0)
     return result
 
 
@@ -458,6 +465,7 @@ def import_file(
             total.accepted += got.accepted
             total.duplicates += got.duplicates
             total.contacts_created += got.contacts_created
+            total.enrolled += got.enrolled
             batch.clear()
             if progress:
                 progress(out["rows"], table.fraction())

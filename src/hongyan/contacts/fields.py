@@ -28,7 +28,7 @@ from hongyan.db.scope import TenantScope
 from hongyan.db.tables import contact_fields
 from hongyan.errors import Conflict, NotFound, ValidationFailed
 
-STANDARD_FIELDS = ("phone", "name", "gender", "birthday", "province", "city", "tags")
+STANDARD_FIELDS = ("phone", "name", "gender", "birthday", "province", "city", "tags", "time_zone")
 TYPES = ("text", "number", "date", "boolean")
 MAX_TEXT = 500
 MAX_TAG = 64
@@ -48,6 +48,7 @@ HEADER_GUESSES: dict[str, tuple[str, ...]] = {
     "province": ("province", "state", "省", "省份", "所在省份"),
     "city": ("city", "市", "城市", "所在城市", "地市"),
     "tags": ("tags", "tag", "labels", "标签", "客户标签"),
+    "time_zone": ("timezone", "tz", "时区"),
 }  # fmt: skip
 _GUESS = {alias: field for field, aliases in HEADER_GUESSES.items() for alias in aliases}
 

@@ -56,7 +56,9 @@ from hongyan.contacts.numbers import (
     NUMBER_PROBLEMS,
     NumberProblem,
     carrier_of,
+    check_zone,
     country_of,
+    zone_of,
 )
 from hongyan.contacts.numbers import normalise as normalise_number
 from hongyan.contacts.sources import ImportFileError, Table, csv_bytes, is_formula
@@ -90,6 +92,10 @@ ROW_PROBLEMS: dict[str, tuple[str, str]] = {
     "bad_birthday": ("The birthday is not a date (YYYY-MM-DD)", "生日不是有效日期（YYYY-MM-DD）"),
     "bad_tags": ("A tag is longer than 64 characters", "标签超过 64 个字符"),
     "bad_attribute": ("A custom attribute does not match its type", "自定义属性值与其类型不符"),
+    "bad_time_zone": (
+        "The time zone is not an IANA name (e.g. America/New_York)",
+        "时区不是有效的 IANA 名称（如 America/New_York）",
+    ),
 }
 
 
@@ -97,7 +103,7 @@ ROW_PROBLEMS: dict[str, tuple[str, str]] = {
 NEW_COLUMNS = (
     "phone_index", "phone_cipher", "phone_masked", "country", "carrier", "mvno",
     "number_province", "number_city", "name_cipher", "name_masked", "gender", "birthday_cipher",
-    "birth_month", "birth_day", "birth_decade", "province", "city", "attrs",
+    "birth_month", "birth_day", "birth_decade", "province", "city", "attrs", "time_zone",
 )  # fmt: skip
 
 
@@ -123,7 +129,7 @@ def mask_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    field: str  # phone, name, gender, birthday, province, city, tags, attr
+    field: str  # phone, name, gender, birthday, province, city, tags, time_zone, attr
     attribute: str | None = None
     type: str = "text"
 
@@ -231,13 +237,14 @@ class Parsed:
     birthday: date | None = None
     province: str | None = None
     city: str | None = None
+    time_zone: str | None = None  # given in the file (checked); else derived from the number
     tags: set[str] = field(default_factory=set)
     attrs: dict[str, Any] = field(default_factory=dict)
     first: bool = True  # the number's first row in the file
 
     def merge(self, later: Parsed) -> None:
         """Later non-empty values win; tags are united."""
-        for name in ("name", "gender", "birthday", "province", "city"):
+        for name in ("name", "gender", "birthday", "province", "city", "time_zone"):
             value = getattr(later, name)
             if value is not None:
                 setattr(self, name, value)
@@ -291,6 +298,8 @@ def parse_row(
                 row.city = text[:32]
             elif kind == "tags":
                 row.tags.update(F.split_tags(text))
+            elif kind == "time_zone":
+                row.time_zone = check_zone(text)
             elif kind == "attr":
                 row.attrs[target.attribute] = F.parse_value(target.type, text)  # type: ignore[index]
         except ValueError:
@@ -299,6 +308,7 @@ def parse_row(
                     "gender": "bad_gender",
                     "birthday": "bad_birthday",
                     "tags": "bad_tags",
+                    "time_zone": "bad_time_zone",
                     "attr": "bad_attribute",
                 }.get(kind, "bad_attribute")
             ) from None
@@ -511,6 +521,7 @@ class _Builder:
         else:
             place, country, mvno = None, country_of(e164), False
             masked, carrier = mask_phone(e164), carrier_of(e164)
+        zone = p.time_zone or (None if country == "CN" else zone_of(e164))
         b = p.birthday
         name = p.name
         return (
@@ -532,6 +543,7 @@ class _Builder:
             p.province,
             p.city,
             to_json(p.attrs) if p.attrs else "{}",
+            zone,
         )
 
 
@@ -573,6 +585,12 @@ class _Writer(_Builder):
                 birth_decade=keep(bp("v_birth_decade", type_=sa.SmallInteger), c.birth_decade),
                 province=keep(bp("v_province", type_=sa.String), c.province),
                 city=keep(bp("v_city", type_=sa.String), c.city),
+                # A zone given in the file wins; one derived from the number only fills a gap.
+                time_zone=keep(
+                    bp("v_time_zone_given", type_=sa.String),
+                    c.time_zone,
+                    bp("v_time_zone", type_=sa.String),
+                ),
                 attrs=bp("v_attrs", type_=sa.JSON),
                 updated_at=bp("v_now", type_=contacts.c.updated_at.type),
             )
@@ -588,11 +606,14 @@ class _Writer(_Builder):
         return {k for k in keys if k in self.blocked}
 
     def update_row(
-        self, cid: int, attrs: dict[str, Any], row: tuple[Any, ...], new_attrs: dict[str, Any]
-    ) -> dict[str, Any]:
-        """The UPDATE parameters of an existing contact from a prepared :meth:`new_row`."""
+        self, cid: int, attrs: dict[str, Any], row: tuple[Any, ...], new_attrs: dict[str, Any],
+        given_zone: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The UPDATE parameters of an existing contact from a prepared :meth:`new_row`
+        (``given_zone``: the time zone the file gave, which replaces a stored one)."""
         new = dict(zip(NEW_COLUMNS, row, strict=True))
         update = {f"v_{name}": new[name] for name in _UPDATED}
+        update["v_time_zone_given"] = given_zone
         update["v_attrs"] = {**attrs, **new_attrs} if new_attrs else attrs
         update["cid"] = cid
         update["v_now"] = self.now
@@ -672,14 +693,15 @@ def live_suppressions(conn: Connection, tenant_id: int, now: datetime) -> set[by
 # What an update may change (COALESCE: an empty cell keeps the stored value).
 _UPDATED = (
     "name_cipher", "name_masked", "gender", "birthday_cipher", "birth_month", "birth_day",
-    "birth_decade", "province", "city",
+    "birth_decade", "province", "city", "time_zone",
 )  # fmt: skip
 
 
 # One number of a batch, merged and encrypted, ready to insert or update: (blind index, first
-# appearance in the file?, tags, the NEW_COLUMNS row as the driver takes it, the attributes).
-# A plain tuple: batches cross a process boundary, and tuples pickle several times faster.
-Prepared = tuple[bytes, bool, tuple[str, ...], tuple[Any, ...], dict[str, Any]]
+# appearance in the file?, tags, the NEW_COLUMNS row as the driver takes it, the attributes,
+# the time zone the file gave). A plain tuple: batches cross a process boundary, and tuples
+# pickle several times faster.
+Prepared = tuple[bytes, bool, tuple[str, ...], tuple[Any, ...], dict[str, Any], str | None]
 
 
 @dataclass
@@ -723,7 +745,8 @@ def produce(
 
     def close() -> Batch:
         batch.items = [
-            (k, p.first, tuple(p.tags), builder.new_row(p), p.attrs) for k, p in pending.items()
+            (k, p.first, tuple(p.tags), builder.new_row(p), p.attrs, p.time_zone)
+            for k, p in pending.items()
         ]
         batch.line = line
         batch.fraction = source.fraction()
@@ -782,7 +805,7 @@ def consume(w: _Writer, batch: Batch, result: ImportResult, extra_tags: tuple[st
     found = w.existing(keys)
     blocked = w.suppressed(keys)
     new_rows, updates, grant = [], [], []
-    for index, first, _tags, row, attrs in batch.items:
+    for index, first, _tags, row, attrs, zone in batch.items:
         hit = found.get(index)
         if first:
             if hit is None:
@@ -796,7 +819,7 @@ def consume(w: _Writer, batch: Batch, result: ImportResult, extra_tags: tuple[st
         if hit is None:
             new_rows.append(row)
         else:
-            updates.append(w.update_row(hit[0], hit[1], row, attrs))
+            updates.append(w.update_row(hit[0], hit[1], row, attrs, zone))
     # In key order: consecutive B-tree inserts land on the same and neighbouring index pages.
     new_rows.sort(key=_first)
     grant.sort()

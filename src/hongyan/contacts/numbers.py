@@ -157,3 +157,35 @@ def country_of(e164: str) -> str:
     except phonenumbers.NumberParseException:
         return "ZZ"
     return region or "ZZ"
+
+
+def zone_of(e164: str) -> str | None:
+    """The IANA time zone of a foreign number when its prefix has exactly one
+    (``phonenumbers.timezone``: +1 212 … New York, +44 … London); None for Chinese numbers (the
+    tenant's zone applies), for a country that spans several zones, and when unknown."""
+    if e164.startswith("+86"):
+        return None
+    import phonenumbers
+    from phonenumbers import timezone as number_zones
+
+    try:
+        zones = number_zones.time_zones_for_number(phonenumbers.parse(e164))
+    except phonenumbers.NumberParseException:
+        return None
+    if len(zones) != 1 or zones[0] == number_zones.UNKNOWN_TIMEZONE:
+        return None
+    return str(zones[0])
+
+
+def check_zone(name: str) -> str:
+    """An IANA time zone name, checked with ``zoneinfo`` (``ValueError`` if unknown)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    text = str(name).strip()
+    if not text or len(text) > 64 or text.startswith(("/", ".")) or ".." in text:
+        raise ValueError(name)
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(name) from None
+    return text

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.clock import Clock
 from hongyan.contacts import importer, suppression
-from hongyan.contacts.numbers import NUMBER_PROBLEMS, NumberProblem, normalise
+from hongyan.contacts.numbers import NUMBER_PROBLEMS, NumberProblem, check_zone, normalise
 from hongyan.contacts.sources import check_whole, open_table
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import (
@@ -205,6 +205,7 @@ LIST_COLUMNS = (
     contacts.c.source,
     contacts.c.created_at,
     contacts.c.updated_at,
+    contacts.c.time_zone,
 )
 
 
@@ -327,6 +328,39 @@ def get_contact(conn: Connection, tenant_id: int, contact_id: int) -> dict[str, 
     ]
     item["consent"] = consent_of(conn, tenant_id, index)
     return item
+
+
+class BadTimeZone(ValidationFailed):
+    code = "invalid_time_zone"
+
+
+def set_time_zone(
+    conn: Connection, clock: Clock, tenant_id: int, contact_id: int, zone: str | None, *,
+    actor: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Set (an IANA name, checked with ``zoneinfo``) or clear (None: the tenant's zone again)
+    the contact's time zone, which quiet hours and send windows follow."""
+    if zone is not None:
+        try:
+            zone = check_zone(zone)
+        except ValueError:
+            raise BadTimeZone(
+                f"{str(zone)[:64]!r} is not an IANA time zone (e.g. America/New_York)",
+                f"“{str(zone)[:64]}”不是有效的 IANA 时区（如 America/New_York）",
+            ) from None
+    result = conn.execute(
+        TenantScope(tenant_id)
+        .update(contacts)
+        .where(contacts.c.id == contact_id)
+        .values(time_zone=zone, updated_at=clock.now())
+    )
+    if result.rowcount != 1:
+        raise NotFound("No such contact", "找不到该联系人")
+    audit.record(
+        conn, clock, tenant_id=tenant_id, actor=actor, action="contact.time_zone",
+        target=f"contact:{contact_id}", detail={"time_zone": zone},
+    )  # fmt: skip
+    return get_contact(conn, tenant_id, contact_id)
 
 
 def consent_of(conn: Connection, tenant_id: int, index: bytes) -> dict[str, Any]:

@@ -198,6 +198,9 @@ messages = sa.Table(
     # million contacts. The carrier above is the recipient's too. Never changed afterwards.
     sa.Column("number_province", sa.String(16), nullable=True),
     sa.Column("number_city", sa.String(32), nullable=True),
+    # The recipient's IANA time zone when it is not the tenant's (migration 0016): quiet hours
+    # are kept in it, at planning and by the dispatcher. NULL: the tenant's zone.
+    sa.Column("time_zone", sa.String(64), nullable=True),
     # The hot path changes a message's row three times (claimed, submitted, final) and every
     # change writes an entry in every index whose predicate the row meets: so the claim and lease
     # indexes hold only the rows they serve, and only keyed messages enter the idempotency index.
@@ -668,8 +671,20 @@ contacts = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),  # import, api, event, console, demo
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The person's IANA time zone (migration 0016): given (an import column, the API) or derived
+    # from a foreign number that has exactly one; NULL means the tenant's zone.
+    sa.Column("time_zone", sa.String(64), nullable=True),
     sa.UniqueConstraint("tenant_id", "phone_index", name="uq_contacts_number"),
     sa.Index("ix_contacts_tenant_created", "tenant_id", "created_at", "id"),
+    # The few contacts with a zone of their own, read at every launch (index-only).
+    sa.Index(
+        "ix_contacts_time_zone",
+        "tenant_id",
+        "id",
+        "time_zone",
+        postgresql_where=sa.text("time_zone IS NOT NULL"),
+        sqlite_where=sa.text("time_zone IS NOT NULL"),
+    ),
     info=SCOPED,
 )
 

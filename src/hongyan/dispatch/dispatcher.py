@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -72,6 +72,16 @@ DEFAULT_QUIET = (ZoneInfo("Asia/Shanghai"), Rules())
 GATHER = 0.02  # seconds the running dispatcher lets receipts gather before storing them
 _TRANSIENT = frozenset(r.value for r in TRANSIENT)
 STALE_EVERY = 1.0  # seconds between two looks for run-out leases
+
+
+@cache
+def _zone(name: str) -> ZoneInfo | None:
+    """A recipient's zone by name (checked when stored; an unknown one falls back)."""
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        log.warning("unknown time zone %r on a message: the tenant's zone applies", name)
+        return None
 
 
 @dataclass
@@ -433,6 +443,8 @@ class Dispatcher:
             # The last word on quiet hours: a message planned inside them, or made due there by
             # a retry or a resumed campaign, waits for the recipient's next allowed minute.
             zone, rules = self.quiet.get(c.tenant_id, DEFAULT_QUIET)
+            if c.time_zone:  # the recipient's own zone, when known
+                zone = _zone(c.time_zone) or zone
             now = self.runtime.clock.now()
             if not rules.allowed(now.astimezone(zone)):
                 due = next_allowed(now, zone, rules)

@@ -21,11 +21,12 @@ from sqlalchemy.exc import IntegrityError
 from hongyan.clock import Clock
 from hongyan.contacts import suppression
 from hongyan.contacts.geo import describe
+from hongyan.contacts.numbers import zone_of
 from hongyan.content import gate
 from hongyan.content.encoding import plan
 from hongyan.db.scope import TenantScope, unscoped
 from hongyan.db.sql import among
-from hongyan.db.tables import messages
+from hongyan.db.tables import contacts, messages
 from hongyan.dispatch.states import Lane, State, check_move
 from hongyan.errors import Conflict, NotFound, ValidationFailed
 from hongyan.security.keyring import KeyRing, mask_phone
@@ -76,6 +77,7 @@ class Claimed:
     carrier: str | None = None
     channel: str | None = None  # the channel of the previous attempt, if any
     reason: str | None = None  # why the previous attempt did not go
+    time_zone: str | None = None  # the recipient's own zone for quiet hours (None: the tenant's)
 
 
 class InvalidNumber(ValidationFailed):
@@ -136,6 +138,9 @@ def enqueue(
     # The recipient's carrier and place, from the number: the lookup that gave a contact its
     # own (the campaign report groups by them; campaigns copy the contact's).
     number = describe(new.to)
+    contact_id, zone = new.contact_id, None
+    if new.lane is Lane.MARKETING:
+        contact_id, zone = _recipient(conn, scope, index, new.to, contact_id)
     row: dict[str, Any] = {
         "lane": int(new.lane),
         "category": new.lane.name.lower(),
@@ -152,7 +157,8 @@ def enqueue(
         "template_version_id": new.template_version_id,
         "campaign_id": new.campaign_id,
         "variant": new.variant,
-        "contact_id": new.contact_id,
+        "contact_id": contact_id,
+        "time_zone": zone,
         "encoding": text_plan.encoding,
         "parts": text_plan.parts,
         "state": State.PLANNED.value,
@@ -171,6 +177,20 @@ def enqueue(
         return _same_or_conflict(found, index, new.text), False
     assert result.inserted_primary_key is not None
     return int(result.inserted_primary_key[0]), True
+
+
+def _recipient(
+    conn: Connection, scope: TenantScope, index: bytes, to: str, contact_id: int | None
+) -> tuple[int | None, str | None]:
+    """A marketing message's contact (the number's, when it is one: so it counts toward the
+    contact's frequency caps like a campaign's) and the zone its quiet hours are kept in (the
+    contact's own, else a foreign number's single zone; None: the tenant's)."""
+    c = contacts.c
+    where = c.id == contact_id if contact_id is not None else c.phone_index == index
+    found = conn.execute(scope.select(contacts, c.id, c.time_zone).where(where)).first()
+    if found is not None:
+        return int(found.id), found.time_zone or zone_of(to)
+    return contact_id, zone_of(to)
 
 
 def _by_key(conn: Connection, scope: TenantScope, key: str) -> Any:
@@ -230,6 +250,7 @@ def claim(
                 r.carrier,
                 r.channel,
                 r.reason,
+                r.time_zone,
             )
             for r in rows
         ),
@@ -270,6 +291,7 @@ def _take(
             messages.c.carrier,
             messages.c.channel,
             messages.c.reason,
+            messages.c.time_zone,
         )
     )
     return list(conn.execute(unscoped(stmt, "the dispatcher serves every tenant")).all())

@@ -5,8 +5,12 @@ review with counts and cost → launch) and each campaign's live status page.
 The wizard's first three steps are one form (each step a fieldset, so it works without
 JavaScript); saving it makes a draft, and the draft's page is the review: who it would reach now
 and who is left out (suppressed, no consent, over the frequency cap, preference), the parts and
-the cost, and the launch button. A running campaign's page refreshes its panel every two
-seconds (htmx ``every 2s``) until nothing is left to send.
+the cost, and the launch button. Launching runs in the background
+(:mod:`hongyan.campaigns.launching`): the page shows the campaign ``launching`` with its
+progress, then its counts, or the error if it could not launch. A launching or running
+campaign's page refreshes its panel every two seconds (htmx ``every 2s``) until nothing is left
+to send. The page reads without taking SQLite's write lock, so it stays live while a launch
+holds it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from fastapi.responses import Response
 from sqlalchemy.engine import Connection
 
 from hongyan.audience import segments
-from hongyan.campaigns import journeys
+from hongyan.campaigns import journeys, launching
 from hongyan.campaigns import service as campaigns
 from hongyan.campaigns.windows import PRESETS
 from hongyan.errors import HongyanError, NotFound
@@ -41,7 +45,7 @@ def _id(value: str) -> int:
 
 def overview(request: Request) -> Response:
     view = _Page(request, Permission.READ_REPORTS)
-    with view.runtime.engine.begin() as conn:
+    with view.runtime.engine.connect() as conn:  # reads: stays live while a launch writes
         return view.respond(
             conn, "campaigns", active="campaigns", error=None,
             campaigns=campaigns.list_campaigns(conn, view.principal.tenant_id),
@@ -138,21 +142,28 @@ async def create(request: Request) -> Response:
 def page(request: Request, campaign_id: str) -> Response:
     """The review (a draft: the estimate and the launch button) or the live status."""
     view = _Page(request, Permission.READ_REPORTS)
-    with view.runtime.engine.begin() as conn:
-        tid = view.principal.tenant_id
-        st = campaigns.status(conn, view.runtime.clock, tid, _id(campaign_id))
-        estimate: dict[str, Any] | None = None
-        problem: HongyanError | None = None
-        if st["state"] == "draft":
+    tid = view.principal.tenant_id
+    cid = _id(campaign_id)
+    with view.runtime.engine.connect() as conn:  # reads: never waits for a launch's writes
+        st = campaigns.status(conn, view.runtime.clock, tid, cid)
+    estimate: dict[str, Any] | None = None
+    problem: HongyanError | None = None
+    if st["state"] == "draft":
+        # A dry launch in a savepoint that is rolled back: a writing transaction.
+        with view.runtime.engine.begin() as conn:
             try:
                 estimate = campaigns.estimate(conn, view.runtime.clock, tid, st["id"])
             except HongyanError as exc:
                 problem = exc
-        waiting = sum(f["waiting"] for f in st["funnel"])
-        live = st["state"] in ("running", "scheduled") and (waiting > 0 or st["phase"] == "test")
+    waiting = sum(f["waiting"] for f in st["funnel"])
+    live = st["state"] == "launching" or (
+        st["state"] in ("running", "scheduled") and (waiting > 0 or st["phase"] == "test")
+    )
+    with view.runtime.engine.connect() as conn:
         return view.respond(
             conn, "campaign", active="campaigns", error=None, c=st, estimate=estimate,
             problem=problem, live=live, manage=_can_send(view),
+            progress=launching.progress(tid, cid) if st["state"] == "launching" else None,
         )  # fmt: skip
 
 
@@ -166,11 +177,13 @@ async def act(request: Request, campaign_id: str, action: str) -> Response:
     actor = f"user:{view.principal.user_id}"
     form = await request.form()
     response = _redirect(f"/console/campaigns/{cid}")
+    clock, keyring = view.runtime.clock, view.runtime.keyring
+    marked: dict[str, Any] = {}
     try:
         with view.runtime.engine.begin() as conn:
-            clock, keyring = view.runtime.clock, view.runtime.keyring
             if action == "launch":
-                campaigns.launch(conn, clock, keyring, tid, cid, actor=actor)
+                # Marked here; materialised in the background once this has committed.
+                marked = campaigns.begin_launch(conn, clock, keyring, tid, cid, actor=actor)
             elif action == "decide":
                 winner = str(form.get("winner") or "") or None
                 campaigns.decide(conn, clock, keyring, tid, cid, winner=winner, actor=actor)
@@ -178,6 +191,10 @@ async def act(request: Request, campaign_id: str, action: str) -> Response:
                 getattr(campaigns, action)(conn, clock, tid, cid, actor=actor)
     except HongyanError as exc:
         _set_flash(request, response, exc.message_zh, exc.message_en)
+        return response
+    if action == "launch" and marked["state"] == "launching":
+        launching.start(view.runtime.engine, clock, keyring, tid, cid, actor=actor)
+        _set_flash(request, response, "正在后台启动", "Launching in the background", "info")
         return response
     _set_flash(request, response, "已完成", "Done", "info")
     return response

@@ -155,7 +155,7 @@ def _require(request: Request) -> SessionPrincipal:
         msg = MESSAGES["login.required"]
         raise AuthenticationFailed(msg["en"], msg["zh-CN"])
     runtime = _runtime(request)
-    with runtime.engine.begin() as conn:
+    with runtime.engine.connect() as conn:  # a read: never waits for SQLite's writer
         return sessions.resolve(conn, runtime.clock, token)
 
 

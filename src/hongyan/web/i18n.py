@@ -871,3 +871,28 @@ MESSAGES.update(
         "rep.outcome": {"zh-CN": "结果", "en": "Outcome"},
     }
 )
+
+# -- background launches (web/campaigns.py, issue 7) ----------------------------------------------
+MESSAGES.update(
+    {
+        "cmp.state.launching": {"zh-CN": "启动中", "en": "Launching"},
+        "cmp.launching": {"zh-CN": "正在启动", "en": "Launching"},
+        "cmp.progress.audience": {
+            "zh-CN": "正在生成受众快照并核对频次上限……",
+            "en": "Taking the audience snapshot and checking frequency caps…",
+        },
+        "cmp.progress.writing": {
+            "zh-CN": "已生成 {done} / {total} 条短信",
+            "en": "{done} of {total} messages planned",
+        },
+        "cmp.progress.elsewhere": {
+            "zh-CN": "正在后台启动，完成后此页会自动更新。",
+            "en": "Launching in the background; this page updates when it is done.",
+        },
+        "cmp.launch_failed": {
+            "zh-CN": "上次启动失败，未生成任何短信：",
+            "en": "The last launch failed and planned nothing: ",
+        },
+        "ct.field.time_zone": {"zh-CN": "时区", "en": "Time zone"},
+    }
+)

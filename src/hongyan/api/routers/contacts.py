@@ -45,6 +45,9 @@ class ContactOut(BaseModel):
     source: str
     created_at: datetime
     updated_at: datetime
+    time_zone: str | None = Field(
+        None, description="IANA time zone for quiet hours; null: the tenant's zone"
+    )
 
 
 class ContactDetail(ContactOut):
@@ -371,4 +374,27 @@ def get_contact(
     result: ContactDetail = _out(
         service.get_contact(conn, who.tenant_id, contact_id), ContactDetail
     )
+    return result
+
+
+class ContactPatch(BaseModel):
+    time_zone: str | None = Field(
+        description="IANA time zone (America/New_York) that quiet hours and send windows "
+        "follow for this person; null: the tenant's zone",
+    )
+
+
+@router.patch("/contacts/{contact_id}", response_model=ContactDetail, summary="Set a time zone")
+def patch_contact(
+    contact_id: int,
+    body: ContactPatch,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> ContactDetail:
+    who.require(Permission.MANAGE_CONTACTS)
+    row = service.set_time_zone(
+        conn, runtime.clock, who.tenant_id, contact_id, body.time_zone, actor=who.actor
+    )
+    result: ContactDetail = _out(row, ContactDetail)
     return result

@@ -125,6 +125,15 @@ def _steps(
                 raise _bad(f"step {i + 1}: name a template", f"第 {i + 1} 步：请指定模板")
             version = sendable(conn, tenant_id, template_id).version_id
             gate.check_outbox(conn, tenant_id, Lane.MARKETING, version)
+            compiled = campaigns._compiled(conn, tenant_id, "marketing", [version])[version]
+            if extras.needed(compiled.keys):
+                # Per-recipient links and coupons are issued for a campaign (its link, its pool,
+                # its clicks and conversions); a journey step has none of these to give.
+                raise _bad(
+                    f"step {i + 1}: a journey's message cannot carry {{link}} or {{coupon}}; "
+                    "use a template without them",
+                    f"第 {i + 1} 步：旅程短信暂不支持 {{link}} 或 {{coupon}}，请选用不含它们的模板",
+                )
             row["template_version_id"] = version
         else:
             raise _bad(

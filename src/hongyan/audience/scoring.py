@@ -179,6 +179,57 @@ def cut_points(values: Sequence[Any]) -> tuple[Any, Any, Any, Any]:
     return tuple(order[q - 1] for q in cut_positions(len(order)))
 
 
+def cut_above_ascending(q: int, n: int, window: Sequence[Any]) -> tuple[Any, int | None]:
+    """The cut at 1-based position ``q`` of ``n`` sorted values and how many values are above
+    it, from ``window``: the values at positions ``q``, ``q + 1``, … (ascending, at least one).
+    The count is ``n − (q − 1 + ties)``, ``ties`` the run of values equal to the cut that starts
+    at ``q``; None when the window is all that run and stops before the end (the caller counts
+    ``value > cut`` instead)."""
+    cut = window[0]
+    ties = 1
+    while ties < len(window) and window[ties] == cut:
+        ties += 1
+    if ties < len(window) or q - 1 + len(window) >= n:
+        return cut, n - (q - 1 + ties)
+    return cut, None
+
+
+def cut_above_descending(q: int, n: int, window: Sequence[Any]) -> tuple[Any, int | None]:
+    """The same from the top: ``window`` holds the values at positions …, ``q + 1``, ``q`` in
+    descending order (it ends with the cut; it may start below position ``n``). The values above
+    the cut are the ``n − q`` after position ``q`` less those equal to it; None when every value
+    of the window equals the cut and the window does not start at the top."""
+    cut = window[-1]
+    ties = 0
+    while ties < len(window) - 1 and window[-2 - ties] == cut:
+        ties += 1
+    if ties < len(window) - 1 or q + len(window) - 1 >= n:
+        return cut, n - q - ties
+    return cut, None
+
+
+def cuts_from_counts(counts: Sequence[tuple[Any, int]]) -> tuple[int, tuple[Any, ...], tuple[int, ...]]:
+    """From (value, how many) in ascending order of value: the number of values, the cuts of
+    scores 2–5 and, per cut, how many values are above it (the buyers scoring at least 2…5)."""
+    n = sum(k for _v, k in counts)
+    cuts, above = [], []
+    for q in cut_positions(n):
+        seen = 0
+        for v, k in counts:
+            seen += k
+            if seen >= q:
+                cuts.append(v)
+                above.append(n - seen)
+                break
+    return n, tuple(cuts), tuple(above)
+
+
+def score_sum(n: int, above: Sequence[int]) -> int:
+    """The sum of ``n`` buyers' scores on a dimension from the counts above its four cuts: each
+    buyer scores 1 plus one per cut it is above."""
+    return n + sum(above)
+
+
 def score_at(value: Any, cuts: Sequence[Any]) -> int:
     """A buyer's score from the cuts of 2–5: one more for each cut the value is above."""
     return 1 + sum(1 for c in cuts if value > c)
@@ -287,7 +338,9 @@ def _cut(a: Any, dim: str, value: Any) -> Any:
 
 def buyer_sql(a: Any) -> sa.ColumnElement[bool]:
     """Has ordered: true or false, never NULL (an outer-joined missing row is false)."""
-    return sa.and_(a.c.last_order_at.is_not(None), a.c.orders_count > 0)
+    # 0 written out, not bound: the predicate of the buyers' indexes (migration 0017) must
+    # appear as it is for SQLite (and PostgreSQL) to use them
+    return sa.and_(a.c.last_order_at.is_not(None), a.c.orders_count > sa.literal_column("0"))
 
 
 def score_sql(a: Any, dim: str, cuts: Cuts | None) -> Any:

@@ -304,7 +304,7 @@ def test_windows_and_counts_give_the_cuts_and_the_sums(values: list[int], window
             assert up == truth[i]
         skip = max(0, n - q + 1 - window)
         down_window = down[skip : n - q + 1]
-        cut, up = scoring.cut_above_descending(q, n, down_window)
+        cut, up = scoring.cut_above_descending(q, n, down_window, top=skip == 0)
         assert cut == cuts[i]
         if up is None:
             assert set(down_window) == {cut} and skip > 0

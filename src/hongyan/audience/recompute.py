@@ -59,21 +59,31 @@ WINDOW = 32
 
 
 def _ordered(
-    conn: Connection, tenant_id: int, dim: str, *, descending: bool, offset: int, limit: int
+    conn: Connection,
+    tenant_id: int,
+    dim: str,
+    seek: list[Any],
+    *,
+    descending: bool,
+    offset: int,
+    limit: int,
 ) -> list[Any]:
     """``limit`` of the buyers' values of ``dim`` in order, after skipping ``offset``: a walk of
     the buyers' index of that column (migration 0017), no table row read on PostgreSQL."""
     col = contact_activity.c[scoring.DIMENSIONS[dim]]
-    return list(
+    got = list(
         conn.execute(
             TenantScope(tenant_id)
             .select(contact_activity, col)
-            .where(*_buyers(tenant_id))
+            .where(*_buyers(tenant_id), *seek)
             .order_by(col.desc() if descending else col)
             .offset(offset)
             .limit(limit)
         ).scalars()
     )
+    if not got:  # fewer buyers than counted: only if rows changed between the statements
+        raise RuntimeError("the buyers changed during the recompute; run it again")
+    return got
 
 
 def _count_above(conn: Connection, tenant_id: int, dim: str, cut: Any) -> int:
@@ -99,10 +109,12 @@ def cut_points(
       orders_count)`` (a few hundred rows: a tenant with ``d`` distinct counts has at least
       ``d²/2`` orders); it gives ``n``, the cuts and the counts exactly;
     * recency and monetary: for each cut, ``window`` values read at its position with
-      ``ORDER BY … OFFSET … LIMIT`` over the index of the column, from the nearer end
-      (positions up to ``n/2`` ascending, the others descending), so a dimension walks about
-      1.2 ``n`` index entries; the window shows where the cut's run of equal values ends, or,
-      if the whole window is that run, one ``count(*)`` of the values above the cut does.
+      ``ORDER BY … OFFSET … LIMIT`` over the index of the column, from the nearer end: the
+      cuts of 2 and 3 ascending (the second seeking past the first's run of ties, whose length
+      the first gave), of 5 and 4 descending (the second seeking below the first), so a
+      dimension walks about 0.8 ``n`` index entries; the window shows where the cut's run of
+      equal values ends, or, if the whole window is that run, one ``count(*)`` of the values
+      above the cut does.
 
     The buyers' indexes are partial (``last_order_at IS NOT NULL AND orders_count > 0``, the
     buyer test of :func:`~hongyan.audience.scoring.buyer_sql` written out), so they hold the
@@ -123,26 +135,45 @@ def cut_points(
         return 0, {}, {}
     cuts: dict[str, tuple[Any, ...]] = {"f": f_cuts}
     above: dict[str, tuple[int, ...]] = {"f": f_above}
+    positions = scoring.cut_positions(n)
     for d in ("r", "m"):
-        found = []
-        for q in scoring.cut_positions(n):
-            if q - 1 <= n - q:
-                got = _ordered(conn, tenant_id, d, descending=False, offset=q - 1, limit=window)
-                if not got:
-                    raise RuntimeError("the buyers changed during the recompute")
-                cut, up = scoring.cut_above_ascending(q, n, got)
-            else:
-                skip = max(0, n - q + 1 - window)
-                got = _ordered(
-                    conn, tenant_id, d, descending=True, offset=skip, limit=n - q + 1 - skip
-                )
-                if not got:
-                    raise RuntimeError("the buyers changed during the recompute")
-                cut, up = scoring.cut_above_descending(q, n, got)
-            found.append((cut, _count_above(conn, tenant_id, d, cut) if up is None else up))
-        cuts[d] = tuple(c for c, _ in found)
-        above[d] = tuple(u for _, u in found)
+        col = a.c[scoring.DIMENSIONS[d]]
+        found: dict[int, tuple[Any, int]] = {}
+        # the lower two cuts ascending, the second from where the first's run of ties ends;
+        # the upper two descending, the fourth from the first value not above the fifth
+        for k in (2, 3):
+            q = positions[k - 2]
+            seek: list[Any] = []
+            start = 0  # values skipped by the seek: those up to the previous cut
+            if k == 3:
+                prev, prev_above = found[2]
+                start = n - prev_above
+                if q <= start:  # within the previous cut's run of ties
+                    found[3] = found[2]
+                    continue
+                seek = [col > scoring._cut(a, d, prev)]
+            got = _ordered(conn, tenant_id, d, seek, descending=False, offset=q - 1 - start,
+                           limit=window)  # fmt: skip
+            cut, up = scoring.cut_above_ascending(q, n, got)
+            found[k] = (cut, _count_above(conn, tenant_id, d, cut) if up is None else up)
+        for k in (5, 4):
+            q = positions[k - 2]
+            seek, start = [], 0  # start: values skipped by the seek, those above the next cut
+            if k == 4:
+                nxt, nxt_above = found[5]
+                start = nxt_above
+                seek = [col <= scoring._cut(a, d, nxt)]
+            skip = max(start, n - q + 1 - window)
+            got = _ordered(conn, tenant_id, d, seek, descending=True, offset=skip - start,
+                           limit=n - q + 1 - skip)  # fmt: skip
+            cut, up = scoring.cut_above_descending(q, n, got, top=start == skip)
+            found[k] = (cut, _count_above(conn, tenant_id, d, cut) if up is None else up)
+        cuts[d] = tuple(found[k][0] for k in range(2, 6))
+        above[d] = tuple(found[k][1] for k in range(2, 6))
     return n, cuts, above
+
+
+STAGE_CODES = {name: i for i, name in enumerate(scoring.STAGE_NAMES)}
 
 
 def census(
@@ -155,9 +186,10 @@ def census(
 ) -> tuple[dict[str, int], dict[str, int]]:
     """One pass over the tenant's aggregates: contacts with aggregates per lifecycle stage (at
     ``now``) and buyers per RFM group (by ``cuts`` and ``splits``). The group is three
-    comparisons of aggregates with one cut each (:func:`~hongyan.audience.scoring.high_sql`),
-    encoded with the buyer test as one small number (0: not a buyer), so the pass groups by
-    (stage, number): at most 7 × 9 rows."""
+    comparisons of aggregates with one cut each (:func:`~hongyan.audience.scoring.high_sql`)
+    and the buyer test, the stage a ``CASE`` giving its number; both are one small integer
+    (stage × 16 + group, the group 0 for a non-buyer, else 1 + 4R + 2F + M with each letter 1
+    when high), so the pass hashes one integer per row into at most 7 × 9 counts."""
     a = contact_activity
     if cuts is None:
         code: Any = sa.literal_column("0")
@@ -167,21 +199,22 @@ def census(
             for d, w in zip("rfm", (4, 2, 1), strict=True)
         ]
         code = sa.case((sa.not_(scoring.buyer_sql(a)), 0), else_=1 + bits[0] + bits[1] + bits[2])
-    inner = sa.select(
-        scoring.stage_sql(a, now, thresholds).label("stage"), code.label("code")
-    ).where(a.c.tenant_id == tenant_id)
-    inner_q = inner.subquery()
+    key = scoring.stage_sql(a, now, thresholds, STAGE_CODES) * 16 + code
+    inner = sa.select(key.label("k")).where(a.c.tenant_id == tenant_id).subquery()
+    stage_of = {i: name for name, i in STAGE_CODES.items()}
+    group_of = {
+        1 + 4 * r + 2 * f + m: name for (r, f, m), name in scoring.GROUP_OF.items()
+    }
     stages = dict.fromkeys(scoring.STAGE_NAMES, 0)
     groups = dict.fromkeys(scoring.GROUP_OF.values(), 0)
-    for stage_name, g, k in conn.execute(
-        sa.select(inner_q.c.stage, inner_q.c.code, sa.func.count())
-        .group_by(inner_q.c.stage, inner_q.c.code)
+    for k, n in conn.execute(
+        sa.select(inner.c.k, sa.func.count())
+        .group_by(inner.c.k)
         .execution_options(**{TENANT_OPTION: tenant_id})
     ):
-        stages[str(stage_name)] += int(k)
-        if int(g):
-            high = ((int(g) - 1) >> 2 & 1, (int(g) - 1) >> 1 & 1, (int(g) - 1) & 1)
-            groups[scoring.GROUP_OF[tuple(bool(b) for b in high)]] += int(k)  # type: ignore[index]
+        stages[stage_of[int(k) // 16]] += int(n)
+        if int(k) % 16:
+            groups[group_of[int(k) % 16]] += int(n)
     return stages, groups
 
 

@@ -194,16 +194,19 @@ def cut_above_ascending(q: int, n: int, window: Sequence[Any]) -> tuple[Any, int
     return cut, None
 
 
-def cut_above_descending(q: int, n: int, window: Sequence[Any]) -> tuple[Any, int | None]:
-    """The same from the top: ``window`` holds the values at positions …, ``q + 1``, ``q`` in
-    descending order (it ends with the cut; it may start below position ``n``). The values above
-    the cut are the ``n − q`` after position ``q`` less those equal to it; None when every value
-    of the window equals the cut and the window does not start at the top."""
+def cut_above_descending(
+    q: int, n: int, window: Sequence[Any], *, top: bool
+) -> tuple[Any, int | None]:
+    """The same from above: ``window`` holds the values at positions …, ``q + 1``, ``q`` in
+    descending order (it ends with the cut); ``top``: every value before the window is above
+    the cut (the window starts at the top, or where a seek past greater values began). The
+    values above the cut are the ``n − q`` after position ``q`` less those equal to it; None
+    when every value of the window equals the cut and ``top`` is false."""
     cut = window[-1]
     ties = 0
     while ties < len(window) - 1 and window[-2 - ties] == cut:
         ties += 1
-    if ties < len(window) - 1 or q + len(window) - 1 >= n:
+    if ties < len(window) - 1 or top:
         return cut, n - q - ties
     return cut, None
 
@@ -293,37 +296,44 @@ def _at(value: datetime) -> Any:
     return sa.literal(value, UTCDateTime)
 
 
-def stage_sql(a: Any, now: datetime, t: Thresholds) -> sa.ColumnElement[str]:
+def stage_sql(
+    a: Any, now: datetime, t: Thresholds, codes: Mapping[str, int] | None = None
+) -> Any:
     """:func:`stage` as a ``CASE`` over the columns of ``a`` (``contact_activity`` or an alias,
-    outer-joined: a contact without a row is ``none``)."""
+    outer-joined: a contact without a row is ``none``); with ``codes``, the stage's number in
+    it instead of its name (a pass that only counts hashes a small integer)."""
     first_seen = sa.case(
         (a.c.registered_at.is_(None), a.c.first_order_at),
         (a.c.first_order_at.is_(None), a.c.registered_at),
         (a.c.registered_at < a.c.first_order_at, a.c.registered_at),
         else_=a.c.first_order_at,
     )
+
+    def label(name: str) -> Any:
+        return name if codes is None else sa.literal_column(str(codes[name]))
+
     return sa.case(
-        (a.c.contact_id.is_(None), "none"),
-        (first_seen >= _at(now - timedelta(days=t.new_days)), "new"),
-        (a.c.last_order_at >= _at(now - timedelta(days=t.active_days)), "active"),
-        (a.c.last_interaction_at < _at(now - timedelta(days=t.lost_days)), "lost"),
+        (a.c.contact_id.is_(None), label("none")),
+        (first_seen >= _at(now - timedelta(days=t.new_days)), label("new")),
+        (a.c.last_order_at >= _at(now - timedelta(days=t.active_days)), label("active")),
+        (a.c.last_interaction_at < _at(now - timedelta(days=t.lost_days)), label("lost")),
         (
             sa.and_(
                 a.c.orders_count > 0,
                 a.c.last_order_at < _at(now - timedelta(days=t.dormant_days)),
             ),
-            "dormant",
+            label("dormant"),
         ),
-        (a.c.orders_count > 0, "lapsing"),
+        (a.c.orders_count > 0, label("lapsing")),
         (
             sa.or_(
                 a.c.last_browse_at.is_not(None),
                 a.c.last_favourite_at.is_not(None),
                 a.c.last_cart_at.is_not(None),
             ),
-            "potential",
+            label("potential"),
         ),
-        else_="none",
+        else_=label("none"),
     )
 
 

@@ -199,7 +199,7 @@ def census(
             for d, w in zip("rfm", (4, 2, 1), strict=True)
         ]
         code = sa.case((sa.not_(scoring.buyer_sql(a)), 0), else_=1 + bits[0] + bits[1] + bits[2])
-    key = scoring.stage_sql(a, now, thresholds, STAGE_CODES) * 16 + code
+    key = scoring.stage_sql(a, now, thresholds, STAGE_CODES, outer=False) * 16 + code
     inner = sa.select(key.label("k")).where(a.c.tenant_id == tenant_id).subquery()
     stage_of = {i: name for name, i in STAGE_CODES.items()}
     group_of = {

@@ -56,6 +56,7 @@ from fractions import Fraction
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from hongyan.db.types import UTCDateTime
 from hongyan.errors import ValidationFailed
@@ -296,24 +297,48 @@ def _at(value: datetime) -> Any:
     return sa.literal(value, UTCDateTime)
 
 
+class _Earliest(sa.sql.functions.FunctionElement[Any]):
+    """The earlier of two times, either of which may be NULL (NULL when both are)."""
+
+    type = UTCDateTime()
+    name = "earliest"
+    inherit_cache = True
+
+
+@compiles(_Earliest)
+def _earliest_case(element: _Earliest, compiler: Any, **kw: Any) -> str:
+    x, y = list(element.clauses)
+    return str(
+        compiler.process(sa.case((x.is_(None), y), (y.is_(None), x), (x < y, x), else_=y), **kw)
+    )
+
+
+@compiles(_Earliest, "postgresql")
+def _earliest_least(element: _Earliest, compiler: Any, **kw: Any) -> str:
+    # PostgreSQL's LEAST skips NULLs (SQLite's min() does not): one call instead of a CASE
+    return f"LEAST({compiler.process(element.clauses, **kw)})"
+
+
 def stage_sql(
-    a: Any, now: datetime, t: Thresholds, codes: Mapping[str, int] | None = None
+    a: Any,
+    now: datetime,
+    t: Thresholds,
+    codes: Mapping[str, int] | None = None,
+    *,
+    outer: bool = True,
 ) -> Any:
     """:func:`stage` as a ``CASE`` over the columns of ``a`` (``contact_activity`` or an alias,
-    outer-joined: a contact without a row is ``none``); with ``codes``, the stage's number in
-    it instead of its name (a pass that only counts hashes a small integer)."""
-    first_seen = sa.case(
-        (a.c.registered_at.is_(None), a.c.first_order_at),
-        (a.c.first_order_at.is_(None), a.c.registered_at),
-        (a.c.registered_at < a.c.first_order_at, a.c.registered_at),
-        else_=a.c.first_order_at,
-    )
+    outer-joined: a contact without a row is ``none``; ``outer=False`` when every row is one
+    of ``a``'s). With ``codes``, the stage's number in it instead of its name (a pass that only
+    counts hashes a small integer)."""
+    first_seen = _Earliest(a.c.registered_at, a.c.first_order_at)
 
     def label(name: str) -> Any:
         return name if codes is None else sa.literal_column(str(codes[name]))
 
+    whens: list[Any] = [(a.c.contact_id.is_(None), label("none"))] if outer else []
     return sa.case(
-        (a.c.contact_id.is_(None), label("none")),
+        *whens,
         (first_seen >= _at(now - timedelta(days=t.new_days)), label("new")),
         (a.c.last_order_at >= _at(now - timedelta(days=t.active_days)), label("active")),
         (a.c.last_interaction_at < _at(now - timedelta(days=t.lost_days)), label("lost")),

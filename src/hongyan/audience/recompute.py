@@ -6,7 +6,9 @@ quintile scores and the sums of the buyers' scores (one ``rfm_cuts`` row, see
 :mod:`hongyan.audience.scoring`, "Cut points"), read from ``contact_activity`` (recency = last
 order, frequency = order count, monetary = revenue); a score, a group and a lifecycle stage are
 ``CASE`` expressions on the aggregates wherever they are read. No event is read: the aggregates
-are kept up to date as events arrive.
+are kept up to date as events arrive. The cuts and the sums come from walks of three partial
+indexes of the buyers' values (:func:`cut_points`), the run's figures from one pass
+(:func:`census`): no buyer's row is sorted or read twice.
 
 **Locations** are derived in Python per distinct (location attribute, province, city, number's
 province, number's city), which is few values for many contacts, and written in bulk.
@@ -202,9 +204,7 @@ def census(
     key = scoring.stage_sql(a, now, thresholds, STAGE_CODES, outer=False) * 16 + code
     inner = sa.select(key.label("k")).where(a.c.tenant_id == tenant_id).subquery()
     stage_of = {i: name for name, i in STAGE_CODES.items()}
-    group_of = {
-        1 + 4 * r + 2 * f + m: name for (r, f, m), name in scoring.GROUP_OF.items()
-    }
+    group_of = {1 + 4 * r + 2 * f + m: name for (r, f, m), name in scoring.GROUP_OF.items()}
     stages = dict.fromkeys(scoring.STAGE_NAMES, 0)
     groups = dict.fromkeys(scoring.GROUP_OF.values(), 0)
     for k, n in conn.execute(

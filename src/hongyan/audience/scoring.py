@@ -23,7 +23,8 @@ With the buyers' values sorted ascending (``v[0] ≤ … ≤ v[N − 1]``), a sc
 (2–5) exactly when the value is above ``v[⌈(k − 1)N / 5⌉ − 1]``: ``1 + floor(5L / N) ≥ k`` ⇔
 ``L ≥ ⌈(k − 1)N / 5⌉ =: q`` ⇔ at least ``q`` values are strictly lower ⇔ the ``q``-th smallest
 is strictly lower. So a tenant keeps 12 cut points (:class:`Cuts`) and the sums of the scores
-(the means, exactly), and a score is a ``CASE`` on the aggregate (:func:`score_sql`), evaluated
+(the means, exactly: a dimension's sum is ``N`` plus, per cut, the values above it,
+:func:`score_sum`), and a score is a ``CASE`` on the aggregate (:func:`score_sql`), evaluated
 when a rule, a sample or a report reads it. A group too: with a mean (or a split) the lowest
 *high* score is a whole number ``h``, and a dimension is high exactly when its value is above
 the cut of ``h`` (:meth:`Cuts.high_at`).
@@ -212,7 +213,9 @@ def cut_above_descending(
     return cut, None
 
 
-def cuts_from_counts(counts: Sequence[tuple[Any, int]]) -> tuple[int, tuple[Any, ...], tuple[int, ...]]:
+def cuts_from_counts(
+    counts: Sequence[tuple[Any, int]],
+) -> tuple[int, tuple[Any, ...], tuple[int, ...]]:
     """From (value, how many) in ascending order of value: the number of values, the cuts of
     scores 2–5 and, per cut, how many values are above it (the buyers scoring at least 2…5)."""
     n = sum(k for _v, k in counts)

@@ -1,4 +1,5 @@
-"""The buyers' values of each RFM dimension in order: three partial indexes of contact_activity
+"""The buyers' values of each RFM dimension in order (three partial indexes of contact_activity)
+and a tenant's contacts counted from a one-column index
 
 Revision ID: 0017
 Revises: 0014
@@ -31,9 +32,15 @@ def upgrade() -> None:
                 postgresql_where=sa.text(BUYER),
                 sqlite_where=sa.text(BUYER),
             )
+    # The recompute counts the tenant's contacts: over (tenant_id) alone, deduplicated, about
+    # 7 MB for a million contacts, where (tenant_id, created_at, id) is 39 MB.
+    with op.batch_alter_table("contacts", schema=None) as batch_op:
+        batch_op.create_index("ix_contacts_tenant", ["tenant_id"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("contacts", schema=None) as batch_op:
+        batch_op.drop_index("ix_contacts_tenant")
     with op.batch_alter_table("contact_activity", schema=None) as batch_op:
         for column in COLUMNS:
             batch_op.drop_index(f"ix_contact_activity_buyer_{column}")

@@ -7,8 +7,9 @@ quintile scores and the sums of the buyers' scores (one ``rfm_cuts`` row, see
 order, frequency = order count, monetary = revenue); a score, a group and a lifecycle stage are
 ``CASE`` expressions on the aggregates wherever they are read. No event is read: the aggregates
 are kept up to date as events arrive. The cuts and the sums come from walks of three partial
-indexes of the buyers' values (:func:`cut_points`), the run's figures from one pass
-(:func:`census`): no buyer's row is sorted or read twice.
+indexes of the buyers' values (:func:`cut_points`): no buyer's row is read or sorted. The
+counts per group and per lifecycle stage are a report, computed when asked for
+(:func:`distribution`, one pass, :func:`census`).
 
 **Locations** are derived in Python per distinct (location attribute, province, city, number's
 province, number's city), which is few values for many contacts, and written in bulk.
@@ -271,20 +272,16 @@ def cube(conn: Connection, tenant_id: int, cuts: scoring.Cuts) -> list[tuple[Any
 
 
 def recompute_scores(conn: Connection, clock: Clock, tenant_id: int) -> dict[str, Any]:
-    """The tenant's RFM cut points and score sums, as of the clock (one row, replaced), and the
-    figures of the run: contacts per group and per lifecycle stage.
+    """The tenant's RFM cut points and score sums, as of the clock (one row, replaced): the
+    buyers, their mean scores and how long it took.
 
     Nothing is written per contact: scores, groups and stages are computed from the aggregates
-    when they are read (rules, samples, snapshots, reports). The cuts, the buyers above each
-    and so the score sums come from walks of the buyers' indexes (:func:`cut_points`); the
-    figures from one pass over the aggregates (:func:`census`); and a count of the contacts."""
+    when they are read (rules, samples, snapshots, reports), and so are the counts per group
+    and per lifecycle stage (:func:`distribution`, one pass over the aggregates, asked for by
+    the RFM report). The cuts, the buyers above each and so the score sums come from walks of
+    the buyers' indexes (:func:`cut_points`): no buyer's row is read."""
     started = time.perf_counter()
     now = clock.now()
-    settings = get_settings(conn, tenant_id)
-    if conn.dialect.name == "postgresql":
-        # JIT-compiling the CASE expressions cost more than the whole scan (2 s of 5 s on a
-        # million contacts, the first time); for this transaction only
-        conn.exec_driver_sql("SET LOCAL jit = off")
     n, found, above = cut_points(conn, tenant_id)
     cuts = None
     if n:
@@ -301,9 +298,17 @@ def recompute_scores(conn: Connection, clock: Clock, tenant_id: int) -> dict[str
             index_elements=["tenant_id"], set_=values
         )
     )
-    figures = _figures(conn, tenant_id, cuts, settings.splits, now, settings.thresholds)
-    figures["seconds"] = round(time.perf_counter() - started, 3)
-    return figures
+    return {
+        "buyers": n,
+        "means": _means(cuts),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _means(cuts: scoring.Cuts | None) -> dict[str, float | None]:
+    if cuts is None:
+        return dict.fromkeys("rfm")
+    return {d: round(v, 4) for d, v in zip("rfm", cuts.means, strict=True)}
 
 
 def _contacts(conn: Connection, tenant_id: int) -> int:
@@ -325,9 +330,7 @@ def _figures(
     return {
         "contacts": contacts_n,
         "buyers": cuts.n if cuts else 0,
-        "means": {d: round(v, 4) for d, v in zip("rfm", cuts.means, strict=True)}
-        if cuts
-        else dict.fromkeys("rfm"),
+        "means": _means(cuts),
         "groups": groups,
         "lifecycle": stages,
     }

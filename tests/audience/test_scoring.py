@@ -137,13 +137,19 @@ def test_hand_checked_rfm_and_lifecycle(runtime: Runtime, clock: FixedClock, sho
     for name in "KLMN":
         assert got[name][:4] == (None, None, None, None), name
     assert {n: got[n][4] for n in got} == STAGES
-    assert figures["buyers"] == 10 and figures["contacts"] == 14
+    assert figures["buyers"] == 10
     assert figures["means"] == {"r": 2.9, "f": 2.6, "m": 2.9}
-    assert figures["groups"] == {
+    with runtime.engine.connect() as conn:
+        report = recompute.distribution(conn, shop)
+    assert report["buyers"] == 10 and report["contacts"] == 14
+    assert report["means"] == figures["means"]
+    assert report["groups"] == {
         "important_value": 2, "important_develop": 1, "important_keep": 1, "important_retain": 1,
         "general_value": 1, "general_develop": 1, "general_keep": 1, "general_retain": 2,
     }  # fmt: skip
-    assert figures["lifecycle"]["lost"] == 4 and figures["lifecycle"]["new"] == 2
+    assert report["lifecycle"] == {
+        "potential": 1, "new": 2, "active": 2, "lapsing": 2, "dormant": 2, "lost": 4, "none": 1,
+    }  # fmt: skip
     with runtime.engine.connect() as conn:
         grid = {(c["r"], c["f"]): c for c in recompute.grid(conn, shop)}
         revenue = recompute.group_revenue(conn, shop)
@@ -205,6 +211,24 @@ def test_matches_the_pure_rules(runtime: Runtime, clock: FixedClock, shop: int) 
         assert stored[row["contact_id"]].lifecycle == scoring.stage(row, NOW, Thresholds())
 
 
+@pytest.mark.parametrize("window", [1, 2, 32])
+def test_index_walks_give_the_sorted_cuts(
+    runtime: Runtime, clock: FixedClock, shop: int, window: int
+) -> None:
+    """The cuts and the counts above them read from the buyers' indexes equal those of the
+    sorted values, ties included; a window of 1 or 2 makes the runs of ties outgrow it (the
+    count of values above the cut is then asked for)."""
+    with runtime.engine.connect() as conn:
+        n, cuts, above = recompute.cut_points(conn, shop, window=window)
+        rows = conn.execute(TenantScope(shop).select(contact_activity)).mappings().all()
+    buyers = [r for r in rows if r["orders_count"] > 0]
+    assert n == len(buyers) == 10
+    for d, col in scoring.DIMENSIONS.items():
+        values = [r[col] for r in buyers]
+        assert cuts[d] == scoring.cut_points(values)
+        assert above[d] == tuple(sum(1 for v in values if v > c) for c in cuts[d])
+
+
 def test_recompute_replaces_and_clock_moves_stages(
     runtime: Runtime, clock: FixedClock, shop: int
 ) -> None:
@@ -260,6 +284,41 @@ def test_cut_points_give_the_documented_scores(values: list[int]) -> None:
     positions = scoring.cut_positions(n)
     for k, q in zip(range(2, 6), positions, strict=True):
         assert q == math.ceil((k - 1) * n / 5) and 1 <= q <= n
+
+
+@given(
+    st.lists(st.integers(0, 6), min_size=1, max_size=80)
+    | st.lists(st.integers(-(10**6), 10**6), min_size=1, max_size=40),
+    st.integers(1, 6),
+)
+def test_windows_and_counts_give_the_cuts_and_the_sums(values: list[int], window: int) -> None:
+    """A cut and the values above it from a window read at its position, ascending or
+    descending (None only when the window is all ties short of the end), and from (value,
+    count) pairs; the score sums from those counts equal the sum of the rank-method scores."""
+    n = len(values)
+    order = sorted(values)
+    down = order[::-1]
+    cuts = scoring.cut_points(values)
+    truth = tuple(sum(1 for v in values if v > c) for c in cuts)
+    for i, q in enumerate(scoring.cut_positions(n)):
+        up_window = order[q - 1 : q - 1 + window]
+        cut, up = scoring.cut_above_ascending(q, n, up_window)
+        assert cut == cuts[i]
+        if up is None:
+            assert set(up_window) == {cut} and q - 1 + window < n
+        else:
+            assert up == truth[i]
+        skip = max(0, n - q + 1 - window)
+        down_window = down[skip : n - q + 1]
+        cut, up = scoring.cut_above_descending(q, n, down_window, top=skip == 0)
+        assert cut == cuts[i]
+        if up is None:
+            assert set(down_window) == {cut} and skip > 0
+        else:
+            assert up == truth[i]
+    counted = [(v, order.count(v)) for v in sorted(set(values))]
+    assert scoring.cuts_from_counts(counted) == (n, cuts, truth)
+    assert scoring.score_sum(n, truth) == sum(scoring.quantile_scores(values))
 
 
 @given(

@@ -6,7 +6,10 @@ quintile scores and the sums of the buyers' scores (one ``rfm_cuts`` row, see
 :mod:`hongyan.audience.scoring`, "Cut points"), read from ``contact_activity`` (recency = last
 order, frequency = order count, monetary = revenue); a score, a group and a lifecycle stage are
 ``CASE`` expressions on the aggregates wherever they are read. No event is read: the aggregates
-are kept up to date as events arrive.
+are kept up to date as events arrive. The cuts and the sums come from walks of three partial
+indexes of the buyers' values (:func:`cut_points`): no buyer's row is read or sorted. The
+counts per group and per lifecycle stage are a report, computed when asked for
+(:func:`distribution`, one pass, :func:`census`).
 
 **Locations** are derived in Python per distinct (location attribute, province, city, number's
 province, number's city), which is few values for many contacts, and written in bulk.
@@ -53,114 +56,237 @@ def _buyers(tenant_id: int) -> list[Any]:
     return [a.c.tenant_id == tenant_id, scoring.buyer_sql(a)]
 
 
-def cut_points(conn: Connection, tenant_id: int) -> tuple[int, dict[str, tuple[Any, ...]]]:
-    """The number of buyers and, per dimension, the cuts of scores 2–5: the values at positions
-    :func:`~hongyan.audience.scoring.cut_positions` of the buyers' sorted aggregates.
+# Rows read past a cut's position to see where its run of equal values ends (a longer run is
+# counted with one more statement).
+WINDOW = 32
 
-    PostgreSQL: ``percentile_disc`` at fractions that land exactly on those positions (it
-    returns the value at position ``⌈f × n⌉``; ``f = (q − ½) / n`` is ``q`` whatever the float's
-    rounding), all four of a dimension sharing one sort of one column. SQLite: ``ROW_NUMBER()``
-    over each dimension, keeping the four rows."""
+
+def _ordered(
+    conn: Connection,
+    tenant_id: int,
+    dim: str,
+    seek: list[Any],
+    *,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> list[Any]:
+    """``limit`` of the buyers' values of ``dim`` in order, after skipping ``offset``: a walk of
+    the buyers' index of that column (migration 0017), no table row read on PostgreSQL."""
+    col = contact_activity.c[scoring.DIMENSIONS[dim]]
+    got = list(
+        conn.execute(
+            TenantScope(tenant_id)
+            .select(contact_activity, col)
+            .where(*_buyers(tenant_id), *seek)
+            .order_by(col.desc() if descending else col)
+            .offset(offset)
+            .limit(limit)
+        ).scalars()
+    )
+    if not got:  # fewer buyers than counted: only if rows changed between the statements
+        raise RuntimeError("the buyers changed during the recompute; run it again")
+    return got
+
+
+def _count_above(conn: Connection, tenant_id: int, dim: str, cut: Any) -> int:
+    col = contact_activity.c[scoring.DIMENSIONS[dim]]
+    return int(
+        conn.execute(
+            TenantScope(tenant_id)
+            .select(contact_activity, sa.func.count())
+            .where(*_buyers(tenant_id), col > scoring._cut(contact_activity, dim, cut))
+        ).scalar_one()
+    )
+
+
+def cut_points(
+    conn: Connection, tenant_id: int, *, window: int = WINDOW
+) -> tuple[int, dict[str, tuple[Any, ...]], dict[str, tuple[int, ...]]]:
+    """The number of buyers ``n`` and, per dimension, the cuts of scores 2–5 (the values at
+    positions :func:`~hongyan.audience.scoring.cut_positions` of the buyers' sorted aggregates)
+    and how many buyers are above each cut (so score at least 2…5; the score sums follow, see
+    :func:`~hongyan.audience.scoring.score_sum`). No buyer's row is read or sorted:
+
+    * frequency: the buyers per order count, ``GROUP BY`` over the index ``(tenant_id,
+      orders_count)`` (a few hundred rows: a tenant with ``d`` distinct counts has at least
+      ``d²/2`` orders); it gives ``n``, the cuts and the counts exactly;
+    * recency and monetary: for each cut, ``window`` values read at its position with
+      ``ORDER BY … OFFSET … LIMIT`` over the index of the column, from the nearer end: the
+      cuts of 2 and 3 ascending (the second seeking past the first's run of ties, whose length
+      the first gave), of 5 and 4 descending (the second seeking below the first), so a
+      dimension walks about 0.8 ``n`` index entries; the window shows where the cut's run of
+      equal values ends, or, if the whole window is that run, one ``count(*)`` of the values
+      above the cut does.
+
+    The buyers' indexes are partial (``last_order_at IS NOT NULL AND orders_count > 0``, the
+    buyer test of :func:`~hongyan.audience.scoring.buyer_sql` written out), so they hold the
+    buyers only. Every statement must read one snapshot (see :func:`recompute`)."""
     a = contact_activity
     scope = TenantScope(tenant_id)
-    n = int(conn.execute(scope.select(a, sa.func.count()).where(*_buyers(tenant_id))).scalar_one())
-    if n == 0:
-        return 0, {}
-    positions = scoring.cut_positions(n)
-    cols = {d: a.c[c] for d, c in scoring.DIMENSIONS.items()}
-    out: dict[str, tuple[Any, ...]] = {}
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SET LOCAL work_mem = '128MB'")  # the sorts in memory
-        exprs = [
-            sa.type_coerce(
-                sa.func.percentile_disc(sa.literal((q - 0.5) / n, sa.Float)).within_group(col),
-                col.type,
-            )
-            for col in cols.values()
-            for q in positions
-        ]
-        row = conn.execute(scope.select(a, *exprs).where(*_buyers(tenant_id))).one()
-        for i, d in enumerate(cols):
-            out[d] = tuple(row[4 * i : 4 * i + 4])
-        conn.exec_driver_sql("RESET work_mem")
-        return n, out
-    for d, col in cols.items():
-        ranked = (
-            scope.select(a, col.label("v"), sa.func.row_number().over(order_by=col).label("rn"))
+    counts = [
+        (int(v), int(k))
+        for v, k in conn.execute(
+            scope.select(a, a.c.orders_count, sa.func.count())
             .where(*_buyers(tenant_id))
-            .subquery()
+            .group_by(a.c.orders_count)
+            .order_by(a.c.orders_count)
         )
-        values = conn.execute(
-            sa.select(ranked.c.v)
-            .where(ranked.c.rn.in_(positions))
-            .order_by(ranked.c.rn)
-            .execution_options(**{TENANT_OPTION: tenant_id})
-        ).scalars()
-        out[d] = tuple(values)
-    return n, out
+    ]
+    n, f_cuts, f_above = scoring.cuts_from_counts(counts)
+    if n == 0:
+        return 0, {}, {}
+    cuts: dict[str, tuple[Any, ...]] = {"f": f_cuts}
+    above: dict[str, tuple[int, ...]] = {"f": f_above}
+    positions = scoring.cut_positions(n)
+    for d in ("r", "m"):
+        col = a.c[scoring.DIMENSIONS[d]]
+        found: dict[int, tuple[Any, int]] = {}
+        # the lower two cuts ascending, the second from where the first's run of ties ends;
+        # the upper two descending, the fourth from the first value not above the fifth
+        for k in (2, 3):
+            q = positions[k - 2]
+            seek: list[Any] = []
+            start = 0  # values skipped by the seek: those up to the previous cut
+            if k == 3:
+                prev, prev_above = found[2]
+                start = n - prev_above
+                if q <= start:  # within the previous cut's run of ties
+                    found[3] = found[2]
+                    continue
+                seek = [col > scoring._cut(a, d, prev)]
+            got = _ordered(conn, tenant_id, d, seek, descending=False, offset=q - 1 - start,
+                           limit=window)  # fmt: skip
+            cut, up = scoring.cut_above_ascending(q, n, got)
+            found[k] = (cut, _count_above(conn, tenant_id, d, cut) if up is None else up)
+        for k in (5, 4):
+            q = positions[k - 2]
+            seek, start = [], 0  # start: values skipped by the seek, those above the next cut
+            if k == 4:
+                nxt, nxt_above = found[5]
+                start = nxt_above
+                seek = [col <= scoring._cut(a, d, nxt)]
+            skip = max(start, n - q + 1 - window)
+            got = _ordered(conn, tenant_id, d, seek, descending=True, offset=skip - start,
+                           limit=n - q + 1 - skip)  # fmt: skip
+            cut, up = scoring.cut_above_descending(q, n, got, top=start == skip)
+            found[k] = (cut, _count_above(conn, tenant_id, d, cut) if up is None else up)
+        cuts[d] = tuple(found[k][0] for k in range(2, 6))
+        above[d] = tuple(found[k][1] for k in range(2, 6))
+    return n, cuts, above
 
 
-def cube(
+STAGE_CODES = {name: i for i, name in enumerate(scoring.STAGE_NAMES)}
+
+
+def _set_local(conn: Connection, settings: dict[str, str]) -> None:
+    """PostgreSQL settings for the rest of the transaction (``set_config(…, true)``)."""
+    names = list(settings)
+    conn.exec_driver_sql(
+        "SELECT " + ", ".join(f"set_config(%(n{i})s, %(v{i})s, true)" for i in range(len(names))),
+        {
+            **{f"n{i}": n for i, n in enumerate(names)},
+            **{f"v{i}": settings[n] for i, n in enumerate(names)},
+        },
+    )
+
+
+def census(
     conn: Connection,
     tenant_id: int,
     cuts: scoring.Cuts | None,
-    stages: tuple[datetime, scoring.Thresholds] | None = None,
-) -> list[tuple[Any, ...]]:
-    """One pass over the aggregates: (r, f, m, contacts, revenue in fen) per score triple of
-    the buyers, or with ``stages`` (a clock and thresholds) (stage, r, f, m, contacts, revenue)
-    over every contact with aggregates (scores NULL for a non-buyer). Everything the reports
-    show is a sum over these few rows."""
+    splits: Splits,
+    now: datetime,
+    thresholds: scoring.Thresholds,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """One pass over the tenant's aggregates: contacts with aggregates per lifecycle stage (at
+    ``now``) and buyers per RFM group (by ``cuts`` and ``splits``). The group is three
+    comparisons of aggregates with one cut each (:func:`~hongyan.audience.scoring.high_sql`)
+    and the buyer test, the stage a ``CASE`` giving its number; both are one small integer
+    (stage × 16 + group, the group 0 for a non-buyer, else 1 + 4R + 2F + M with each letter 1
+    when high), so the pass hashes one integer per row into at most 7 × 9 counts."""
     a = contact_activity
-    # The three scores as one number (r·100 + f·10 + m, 0 for none), decoded below: one
-    # integer to hash per row instead of three (the pass took 0.6 s instead of 0.85 s at a
-    # million contacts).
-    r, f, m = (sa.func.coalesce(scoring.score_sql(a, d, cuts), 0) for d in "rfm")
-    keys: list[Any] = [(r * 100 + f * 10 + m).label("cell")]
-    where: list[Any] = [a.c.tenant_id == tenant_id]
-    if stages is not None:
-        keys.insert(0, scoring.stage_sql(a, stages[0], stages[1]).label("stage"))
+    if cuts is None:
+        code: Any = sa.literal_column("0")
     else:
-        where = _buyers(tenant_id)
-    inner = sa.select(*keys, a.c.revenue_fen).where(*where).subquery()
-    group = [inner.c[k.name] for k in keys]
+        bits = [
+            sa.case((scoring.high_sql(a, d, cuts, splits), w), else_=0)
+            for d, w in zip("rfm", (4, 2, 1), strict=True)
+        ]
+        code = sa.case((sa.not_(scoring.buyer_sql(a)), 0), else_=1 + bits[0] + bits[1] + bits[2])
+    key = scoring.stage_sql(a, now, thresholds, STAGE_CODES, outer=False) * 16 + code
+    inner = sa.select(key.label("k")).where(a.c.tenant_id == tenant_id).subquery()
+    stage_of = {i: name for name, i in STAGE_CODES.items()}
+    group_of = {1 + 4 * r + 2 * f + m: name for (r, f, m), name in scoring.GROUP_OF.items()}
+    stages = dict.fromkeys(scoring.STAGE_NAMES, 0)
+    groups = dict.fromkeys(scoring.GROUP_OF.values(), 0)
+    jit = ("jit", "jit_optimize_above_cost", "jit_inline_above_cost")
+    was = None
+    if conn.dialect.name == "postgresql":
+        # Compiled expressions and tuple deforming, without LLVM's optimisation or inlining
+        # (which took longer than the pass they sped up): 0.68 s instead of 0.76 s for the
+        # whole recompute on a million contacts (medians of 8, machine shared). PostgreSQL
+        # compiles only when the plan's cost passes jit_above_cost, so small tenants don't.
+        # For this statement; the transaction's own settings are put back after it.
+        was = conn.exec_driver_sql(
+            "SELECT " + ", ".join(f"current_setting('{g}')" for g in jit)
+        ).one()
+        _set_local(conn, dict(zip(jit, ("on", "-1", "-1"), strict=True)))
+    rows = conn.execute(
+        sa.select(inner.c.k, sa.func.count())
+        .group_by(inner.c.k)
+        .execution_options(**{TENANT_OPTION: tenant_id})
+    ).all()
+    if was is not None:
+        _set_local(conn, dict(zip(jit, was, strict=True)))
+    for k, n in rows:
+        stages[stage_of[int(k) // 16]] += int(n)
+        if int(k) % 16:
+            groups[group_of[int(k) % 16]] += int(n)
+    return stages, groups
+
+
+def cube(conn: Connection, tenant_id: int, cuts: scoring.Cuts) -> list[tuple[Any, ...]]:
+    """One pass over the buyers' aggregates: (r, f, m, buyers, revenue in fen) per score triple
+    (at most 125 rows). The reports (the R × F grid, groups with revenue, buyers per score) are
+    sums over these."""
+    a = contact_activity
+    # The three scores as one number (r·100 + f·10 + m), decoded below: one integer to hash
+    # per row instead of three (the pass took 0.6 s instead of 0.85 s at a million contacts).
+    r, f, m = (scoring.score_sql(a, d, cuts) for d in "rfm")
+    inner = (
+        sa.select((r * 100 + f * 10 + m).label("cell"), a.c.revenue_fen)
+        .where(*_buyers(tenant_id))
+        .subquery()
+    )
     out = []
-    for row in conn.execute(
-        sa.select(*group, sa.func.count(), sa.func.coalesce(sa.func.sum(inner.c.revenue_fen), 0))
-        .group_by(*group)
+    for cell, n, revenue in conn.execute(
+        sa.select(
+            inner.c.cell, sa.func.count(), sa.func.coalesce(sa.func.sum(inner.c.revenue_fen), 0)
+        )
+        .group_by(inner.c.cell)
         .execution_options(**{TENANT_OPTION: tenant_id})
     ):
-        *stage, cell, n, revenue = row
-        scores = (int(cell) // 100, int(cell) // 10 % 10, int(cell) % 10)
-        out.append((*stage, *(s or None for s in scores), n, revenue))
+        out.append((int(cell) // 100, int(cell) // 10 % 10, int(cell) % 10, n, revenue))
     return out
 
 
 def recompute_scores(conn: Connection, clock: Clock, tenant_id: int) -> dict[str, Any]:
-    """The tenant's RFM cut points and score sums, as of the clock (one row, replaced), and the
-    figures of the run: contacts per group and per lifecycle stage.
+    """The tenant's RFM cut points and score sums, as of the clock (one row, replaced): the
+    buyers, their mean scores and how long it took.
 
     Nothing is written per contact: scores, groups and stages are computed from the aggregates
-    when they are read (rules, samples, snapshots, reports). Two passes over the buyers'
-    aggregates (the cuts; then one ``GROUP BY`` of the score triples and stages, which gives the
-    means exactly) and a count of the contacts."""
+    when they are read (rules, samples, snapshots, reports), and so are the counts per group
+    and per lifecycle stage (:func:`distribution`, one pass over the aggregates, asked for by
+    the RFM report). The cuts, the buyers above each and so the score sums come from walks of
+    the buyers' indexes (:func:`cut_points`): no buyer's row is read."""
     started = time.perf_counter()
     now = clock.now()
-    settings = get_settings(conn, tenant_id)
-    if conn.dialect.name == "postgresql":
-        # JIT-compiling the CASE expressions cost more than the whole scan (2 s of 5 s on a
-        # million contacts, the first time); for this transaction only
-        conn.exec_driver_sql("SET LOCAL jit = off")
-    n, found = cut_points(conn, tenant_id)
+    n, found, above = cut_points(conn, tenant_id)
     cuts = None
     if n:
-        provisional = scoring.Cuts(n, found["r"], found["f"], found["m"], (0, 0, 0), now)
-        rows = cube(conn, tenant_id, provisional, (now, settings.thresholds))
-        sums = tuple(
-            sum(int(r[1 + i]) * int(r[4]) for r in rows if r[1] is not None) for i in range(3)
-        )
-        cuts = scoring.Cuts(n, provisional.r, provisional.f, provisional.m, sums, now)  # type: ignore[arg-type]
-    else:
-        rows = cube(conn, tenant_id, None, (now, settings.thresholds))
+        sums = tuple(scoring.score_sum(n, above[d]) for d in "rfm")
+        cuts = scoring.Cuts(n, found["r"], found["f"], found["m"], sums, now)  # type: ignore[arg-type]
     values: dict[str, Any] = {"buyers": n, "computed_at": now}
     for d in "rfm":
         for k in range(2, 6):
@@ -172,30 +298,40 @@ def recompute_scores(conn: Connection, clock: Clock, tenant_id: int) -> dict[str
             index_elements=["tenant_id"], set_=values
         )
     )
-    contacts_n = int(
-        conn.execute(TenantScope(tenant_id).select(contacts, sa.func.count())).scalar_one()
-    )
-    figures = _figures(rows, contacts_n, cuts, settings.splits)
-    figures["seconds"] = round(time.perf_counter() - started, 3)
-    return figures
+    return {
+        "buyers": n,
+        "means": _means(cuts),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _means(cuts: scoring.Cuts | None) -> dict[str, float | None]:
+    if cuts is None:
+        return dict.fromkeys("rfm")
+    return {d: round(v, 4) for d, v in zip("rfm", cuts.means, strict=True)}
+
+
+def _contacts(conn: Connection, tenant_id: int) -> int:
+    return int(conn.execute(TenantScope(tenant_id).select(contacts, sa.func.count())).scalar_one())
 
 
 def _figures(
-    rows: list[tuple[Any, ...]], contacts_n: int, cuts: scoring.Cuts | None, splits: Splits
+    conn: Connection,
+    tenant_id: int,
+    cuts: scoring.Cuts | None,
+    splits: Splits,
+    now: datetime,
+    thresholds: scoring.Thresholds,
 ) -> dict[str, Any]:
-    """Contacts, buyers, means, groups and stages from a cube with stages."""
-    stages = dict.fromkeys(scoring.STAGE_NAMES, 0)
-    for r in rows:
-        stages[str(r[0])] += int(r[4])
-    stages["none"] += contacts_n - sum(int(r[4]) for r in rows)  # no aggregates at all
-    groups = _groups([r[1:] for r in rows], cuts, splits)
+    """Contacts, buyers, means, buyers per group and contacts per stage (:func:`census`)."""
+    stages, groups = census(conn, tenant_id, cuts, splits, now, thresholds)
+    contacts_n = _contacts(conn, tenant_id)
+    stages["none"] += contacts_n - sum(stages.values())  # no aggregates at all
     return {
         "contacts": contacts_n,
         "buyers": cuts.n if cuts else 0,
-        "means": {d: round(v, 4) for d, v in zip("rfm", cuts.means, strict=True)}
-        if cuts
-        else dict.fromkeys("rfm"),
-        "groups": {g: v["buyers"] for g, v in groups.items()},
+        "means": _means(cuts),
+        "groups": groups,
         "lifecycle": stages,
     }
 
@@ -228,13 +364,15 @@ def distribution(conn: Connection, tenant_id: int) -> dict[str, Any]:
     at = _computed_at(conn, tenant_id)
     settings = get_settings(conn, tenant_id)
     if at is None:
-        return _figures([], 0, None, settings.splits) | {"contacts": 0}
+        return {
+            "contacts": 0,
+            "buyers": 0,
+            "means": dict.fromkeys("rfm"),
+            "groups": dict.fromkeys(scoring.GROUP_OF.values(), 0),
+            "lifecycle": dict.fromkeys(scoring.STAGE_NAMES, 0),
+        }
     cuts = get_cuts(conn, tenant_id)
-    rows = cube(conn, tenant_id, cuts, (at, settings.thresholds))
-    contacts_n = int(
-        conn.execute(TenantScope(tenant_id).select(contacts, sa.func.count())).scalar_one()
-    )
-    return _figures(rows, contacts_n, cuts, settings.splits)
+    return _figures(conn, tenant_id, cuts, settings.splits, at, settings.thresholds)
 
 
 def grid(conn: Connection, tenant_id: int) -> list[dict[str, Any]]:

@@ -23,7 +23,8 @@ With the buyers' values sorted ascending (``v[0] ≤ … ≤ v[N − 1]``), a sc
 (2–5) exactly when the value is above ``v[⌈(k − 1)N / 5⌉ − 1]``: ``1 + floor(5L / N) ≥ k`` ⇔
 ``L ≥ ⌈(k − 1)N / 5⌉ =: q`` ⇔ at least ``q`` values are strictly lower ⇔ the ``q``-th smallest
 is strictly lower. So a tenant keeps 12 cut points (:class:`Cuts`) and the sums of the scores
-(the means, exactly), and a score is a ``CASE`` on the aggregate (:func:`score_sql`), evaluated
+(the means, exactly: a dimension's sum is ``N`` plus, per cut, the values above it,
+:func:`score_sum`), and a score is a ``CASE`` on the aggregate (:func:`score_sql`), evaluated
 when a rule, a sample or a report reads it. A group too: with a mean (or a split) the lowest
 *high* score is a whole number ``h``, and a dimension is high exactly when its value is above
 the cut of ``h`` (:meth:`Cuts.high_at`).
@@ -56,6 +57,7 @@ from fractions import Fraction
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from hongyan.db.types import UTCDateTime
 from hongyan.errors import ValidationFailed
@@ -179,6 +181,62 @@ def cut_points(values: Sequence[Any]) -> tuple[Any, Any, Any, Any]:
     return tuple(order[q - 1] for q in cut_positions(len(order)))
 
 
+def cut_above_ascending(q: int, n: int, window: Sequence[Any]) -> tuple[Any, int | None]:
+    """The cut at 1-based position ``q`` of ``n`` sorted values and how many values are above
+    it, from ``window``: the values at positions ``q``, ``q + 1``, … (ascending, at least one).
+    The count is ``n − (q − 1 + ties)``, ``ties`` the run of values equal to the cut that starts
+    at ``q``; None when the window is all that run and stops before the end (the caller counts
+    ``value > cut`` instead)."""
+    cut = window[0]
+    ties = 1
+    while ties < len(window) and window[ties] == cut:
+        ties += 1
+    if ties < len(window) or q - 1 + len(window) >= n:
+        return cut, n - (q - 1 + ties)
+    return cut, None
+
+
+def cut_above_descending(
+    q: int, n: int, window: Sequence[Any], *, top: bool
+) -> tuple[Any, int | None]:
+    """The same from above: ``window`` holds the values at positions …, ``q + 1``, ``q`` in
+    descending order (it ends with the cut); ``top``: every value before the window is above
+    the cut (the window starts at the top, or where a seek past greater values began). The
+    values above the cut are the ``n − q`` after position ``q`` less those equal to it; None
+    when every value of the window equals the cut and ``top`` is false."""
+    cut = window[-1]
+    ties = 0
+    while ties < len(window) - 1 and window[-2 - ties] == cut:
+        ties += 1
+    if ties < len(window) - 1 or top:
+        return cut, n - q - ties
+    return cut, None
+
+
+def cuts_from_counts(
+    counts: Sequence[tuple[Any, int]],
+) -> tuple[int, tuple[Any, ...], tuple[int, ...]]:
+    """From (value, how many) in ascending order of value: the number of values, the cuts of
+    scores 2–5 and, per cut, how many values are above it (the buyers scoring at least 2…5)."""
+    n = sum(k for _v, k in counts)
+    cuts, above = [], []
+    for q in cut_positions(n):
+        seen = 0
+        for v, k in counts:
+            seen += k
+            if seen >= q:
+                cuts.append(v)
+                above.append(n - seen)
+                break
+    return n, tuple(cuts), tuple(above)
+
+
+def score_sum(n: int, above: Sequence[int]) -> int:
+    """The sum of ``n`` buyers' scores on a dimension from the counts above its four cuts: each
+    buyer scores 1 plus one per cut it is above."""
+    return n + sum(above)
+
+
 def score_at(value: Any, cuts: Sequence[Any]) -> int:
     """A buyer's score from the cuts of 2–5: one more for each cut the value is above."""
     return 1 + sum(1 for c in cuts if value > c)
@@ -242,37 +300,68 @@ def _at(value: datetime) -> Any:
     return sa.literal(value, UTCDateTime)
 
 
-def stage_sql(a: Any, now: datetime, t: Thresholds) -> sa.ColumnElement[str]:
-    """:func:`stage` as a ``CASE`` over the columns of ``a`` (``contact_activity`` or an alias,
-    outer-joined: a contact without a row is ``none``)."""
-    first_seen = sa.case(
-        (a.c.registered_at.is_(None), a.c.first_order_at),
-        (a.c.first_order_at.is_(None), a.c.registered_at),
-        (a.c.registered_at < a.c.first_order_at, a.c.registered_at),
-        else_=a.c.first_order_at,
+class _Earliest(sa.sql.functions.FunctionElement[Any]):
+    """The earlier of two times, either of which may be NULL (NULL when both are)."""
+
+    type = UTCDateTime()
+    name = "earliest"
+    inherit_cache = True
+
+
+@compiles(_Earliest)
+def _earliest_case(element: _Earliest, compiler: Any, **kw: Any) -> str:
+    x, y = list(element.clauses)
+    return str(
+        compiler.process(sa.case((x.is_(None), y), (y.is_(None), x), (x < y, x), else_=y), **kw)
     )
+
+
+@compiles(_Earliest, "postgresql")
+def _earliest_least(element: _Earliest, compiler: Any, **kw: Any) -> str:
+    # PostgreSQL's LEAST skips NULLs (SQLite's min() does not): one call instead of a CASE
+    return f"LEAST({compiler.process(element.clauses, **kw)})"
+
+
+def stage_sql(
+    a: Any,
+    now: datetime,
+    t: Thresholds,
+    codes: Mapping[str, int] | None = None,
+    *,
+    outer: bool = True,
+) -> Any:
+    """:func:`stage` as a ``CASE`` over the columns of ``a`` (``contact_activity`` or an alias,
+    outer-joined: a contact without a row is ``none``; ``outer=False`` when every row is one
+    of ``a``'s). With ``codes``, the stage's number in it instead of its name (a pass that only
+    counts hashes a small integer)."""
+    first_seen = _Earliest(a.c.registered_at, a.c.first_order_at)
+
+    def label(name: str) -> Any:
+        return name if codes is None else sa.literal_column(str(codes[name]))
+
+    whens: list[Any] = [(a.c.contact_id.is_(None), label("none"))] if outer else []
     return sa.case(
-        (a.c.contact_id.is_(None), "none"),
-        (first_seen >= _at(now - timedelta(days=t.new_days)), "new"),
-        (a.c.last_order_at >= _at(now - timedelta(days=t.active_days)), "active"),
-        (a.c.last_interaction_at < _at(now - timedelta(days=t.lost_days)), "lost"),
+        *whens,
+        (first_seen >= _at(now - timedelta(days=t.new_days)), label("new")),
+        (a.c.last_order_at >= _at(now - timedelta(days=t.active_days)), label("active")),
+        (a.c.last_interaction_at < _at(now - timedelta(days=t.lost_days)), label("lost")),
         (
             sa.and_(
                 a.c.orders_count > 0,
                 a.c.last_order_at < _at(now - timedelta(days=t.dormant_days)),
             ),
-            "dormant",
+            label("dormant"),
         ),
-        (a.c.orders_count > 0, "lapsing"),
+        (a.c.orders_count > 0, label("lapsing")),
         (
             sa.or_(
                 a.c.last_browse_at.is_not(None),
                 a.c.last_favourite_at.is_not(None),
                 a.c.last_cart_at.is_not(None),
             ),
-            "potential",
+            label("potential"),
         ),
-        else_="none",
+        else_=label("none"),
     )
 
 
@@ -287,7 +376,9 @@ def _cut(a: Any, dim: str, value: Any) -> Any:
 
 def buyer_sql(a: Any) -> sa.ColumnElement[bool]:
     """Has ordered: true or false, never NULL (an outer-joined missing row is false)."""
-    return sa.and_(a.c.last_order_at.is_not(None), a.c.orders_count > 0)
+    # 0 written out, not bound: the predicate of the buyers' indexes (migration 0017) must
+    # appear as it is for SQLite (and PostgreSQL) to use them
+    return sa.and_(a.c.last_order_at.is_not(None), a.c.orders_count > sa.literal_column("0"))
 
 
 def score_sql(a: Any, dim: str, cuts: Cuts | None) -> Any:

@@ -428,7 +428,7 @@ def audience_recompute(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     emit(
         figures,
         as_json,
-        f"[green]✓[/green] {figures['contacts']} contacts, {figures['buyers']} buyers scored in "
+        f"[green]✓[/green] {figures['buyers']} buyers scored in "
         f"{figures['seconds']} s; {figures['locations']['located']} located",
     )
 

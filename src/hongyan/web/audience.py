@@ -544,12 +544,12 @@ async def recompute_now(request: Request) -> Response:
     with view.runtime.engine.begin() as conn:
         figures = recompute.recompute_in(conn, view.runtime.clock, view.principal.tenant_id)
     response = _redirect("/console/audiences/rfm")
-    n, b, secs = figures["contacts"], figures["buyers"], figures["seconds"]
+    b, secs = figures["buyers"], figures["seconds"]
     _set_flash(
         request,
         response,
-        f"已重新计算：{n} 位联系人，{b} 位购买客户，用时 {secs} 秒",
-        f"Recomputed: {n} contacts, {b} buyers in {secs} s",
+        f"已重新计算：{b} 位购买客户，用时 {secs} 秒",
+        f"Recomputed: {b} buyers in {secs} s",
         "info",
     )
     return response

@@ -41,18 +41,7 @@ def test_launching_page_and_a_failed_launch(client: TestClient, runtime: Runtime
     from hongyan.campaigns import service as campaigns
     from hongyan.contacts import suppression
 
-    shop = make_shop(runtime, 3, opted_out=0, without_consent=0)
-    _user(runtime, shop)
-    login(client)
-    with runtime.engine.begin() as conn:
-        camp = campaigns.create(
-            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="c",
-            segment=shop.segment_id, variants=[{"template_version_id": shop.versions[0]}],
-            actor="t",
-        )  # fmt: skip
-        campaigns.begin_launch(
-            conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
-        )
+    shop, camp = _launching(client, runtime)
     url = f"/console/campaigns/{camp['id']}"
     # While a launch holds the writer (SQLite has one), the page and the list still answer
     with runtime.engine.begin() as launch:
@@ -87,6 +76,25 @@ def test_launching_page_and_a_failed_launch(client: TestClient, runtime: Runtime
     page = client.get(url)
     assert 'id="campaign-state">草稿<' in page.text and 'id="launch-error"' in page.text
     assert "上次启动失败" in page.text and "没有可发送的联系人" in page.text
+
+
+def _launching(client: TestClient, runtime: Runtime) -> tuple[Any, dict[str, Any]]:
+    """A logged-in shop owner and a campaign marked launching (its launch not yet run)."""
+    from hongyan.campaigns import service as campaigns
+
+    shop = make_shop(runtime, 3, opted_out=0, without_consent=0)
+    _user(runtime, shop)
+    login(client)
+    with runtime.engine.begin() as conn:
+        camp = campaigns.create(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="c",
+            segment=shop.segment_id, variants=[{"template_version_id": shop.versions[0]}],
+            actor="t",
+        )  # fmt: skip
+        campaigns.begin_launch(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
+        )
+    return shop, camp
 
 
 def test_wizard_review_launch_and_status(client: TestClient, runtime: Runtime) -> None:
@@ -148,20 +156,8 @@ def test_the_page_shows_a_launch_in_progress(client: TestClient, runtime: Runtim
     """A launch waiting for the tenant's cap lock (another launch holds it) shows its stage on
     the live page; once it gets the lock it runs, and the page shows the campaign running."""
     from hongyan.campaigns import caps, launching
-    from hongyan.campaigns import service as campaigns
 
-    shop = make_shop(runtime, 3, opted_out=0, without_consent=0)
-    _user(runtime, shop)
-    login(client)
-    with runtime.engine.begin() as conn:
-        camp = campaigns.create(
-            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="c",
-            segment=shop.segment_id, variants=[{"template_version_id": shop.versions[0]}],
-            actor="t",
-        )  # fmt: skip
-        campaigns.begin_launch(
-            conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
-        )
+    shop, camp = _launching(client, runtime)
     url = f"/console/campaigns/{camp['id']}"
     with runtime.engine.begin() as other:
         caps.lock_tenant(other, shop.tenant_id)

@@ -10,8 +10,7 @@ import pytest
 from hongyan.runtime import Runtime
 from tests.campaigns.support import make_shop
 from tests.campaigns.test_console import _user
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_chromium, live_server
-from tests.web.test_console import PASSWORD
+from tests.web.test_browser import _require_chromium, console_page, live_server
 
 __all__ = ["live_server"]  # the fixture, used by name
 pytestmark = [pytest.mark.browser, pytest.mark.sqlite_only]
@@ -19,59 +18,42 @@ pytestmark = [pytest.mark.browser, pytest.mark.sqlite_only]
 
 def test_wizard_to_launch(live_server: str, runtime: Runtime, tmp_path: Path) -> None:
     _require_chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     shop = make_shop(runtime)
     _user(runtime, shop)
     problems: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
-            page.on(
-                "console",
-                lambda m: problems.append(m.text) if m.type in ("error", "warning") else None,
-            )
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{live_server}/login?next=/console/campaigns")
-            page.fill("#email", "owner@tea.example")
-            page.fill("#password", PASSWORD)
-            page.click("button[type=submit]")
-            expect(page).to_have_url(f"{live_server}/console/campaigns")
-            page.click("#new-campaign")
-            # 1 audience
-            page.fill("input[name=name]", "双十一预热")
-            page.select_option("select[name=segment]", label="全部")
-            # 2 copy: the templates with their lint (count and parts)
-            copy = page.locator(".copy-choice").filter(has_text="会员日第二杯半价")
-            expect(copy).to_contain_text("1 条计费")
-            copy.locator("input[type=checkbox]").check()
-            page.locator(".copy-choice").filter(has_text="满50减15").locator("input").check()
-            # 3 schedule: the e-commerce evening window
-            page.select_option("select[name=window]", "ecommerce_evening")
-            page.screenshot(path=str(tmp_path / "wizard.png"), full_page=True)
-            page.click("#to-review")
-            # 4 review: counts and cost
-            expect(page.locator("#est-recipients")).to_have_text("38")
-            expect(page.locator("dd[data-reason=suppressed]")).to_have_text("1")
-            expect(page.locator("dd[data-reason=no_consent]")).to_have_text("1")
-            expect(page.locator("#est-cost")).to_have_text("¥1.90")
-            page.click("#do-launch")
-            # launched in the background: the panel polls until it is running
-            expect(page.locator("#campaign-state")).to_have_text("发送中", timeout=15000)
-            expect(page.locator("#count-planned")).to_have_text("38")
-            expect(page.locator("#funnel tr[data-variant=A]")).to_be_visible()
-            # the panel polls: a pause from elsewhere shows without a reload
-            page.wait_for_timeout(300)
-            from hongyan.campaigns import service
+    with console_page(live_server, "/console/campaigns", problems) as page:
+        page.click("#new-campaign")
+        # 1 audience
+        page.fill("input[name=name]", "双十一预热")
+        page.select_option("select[name=segment]", label="全部")
+        # 2 copy: the templates with their lint (count and parts)
+        copy = page.locator(".copy-choice").filter(has_text="会员日第二杯半价")
+        expect(copy).to_contain_text("1 条计费")
+        copy.locator("input[type=checkbox]").check()
+        page.locator(".copy-choice").filter(has_text="满50减15").locator("input").check()
+        # 3 schedule: the e-commerce evening window
+        page.select_option("select[name=window]", "ecommerce_evening")
+        page.screenshot(path=str(tmp_path / "wizard.png"), full_page=True)
+        page.click("#to-review")
+        # 4 review: counts and cost
+        expect(page.locator("#est-recipients")).to_have_text("38")
+        expect(page.locator("dd[data-reason=suppressed]")).to_have_text("1")
+        expect(page.locator("dd[data-reason=no_consent]")).to_have_text("1")
+        expect(page.locator("#est-cost")).to_have_text("¥1.90")
+        page.click("#do-launch")
+        # launched in the background: the panel polls until it is running
+        expect(page.locator("#campaign-state")).to_have_text("发送中", timeout=15000)
+        expect(page.locator("#count-planned")).to_have_text("38")
+        expect(page.locator("#funnel tr[data-variant=A]")).to_be_visible()
+        # the panel polls: a pause from elsewhere shows without a reload
+        page.wait_for_timeout(300)
+        from hongyan.campaigns import service
 
-            with runtime.engine.begin() as conn:
-                camp = service.get(conn, shop.tenant_id, "双十一预热")
-                service.pause(conn, runtime.clock, shop.tenant_id, camp["id"], actor="t")
-            expect(page.locator("#campaign-state")).to_have_text("已暂停", timeout=8000)
-            page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
-        finally:
-            browser.close()
+        with runtime.engine.begin() as conn:
+            camp = service.get(conn, shop.tenant_id, "双十一预热")
+            service.pause(conn, runtime.clock, shop.tenant_id, camp["id"], actor="t")
+        expect(page.locator("#campaign-state")).to_have_text("已暂停", timeout=8000)
+        page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
     assert not [p for p in problems if "Content Security Policy" in p or "Error" in p], problems

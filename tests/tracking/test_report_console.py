@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from hongyan.runtime import Runtime
 from hongyan.tenants import service as tenants
 from tests.tracking.test_report import _campaign
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_chromium, live_server
-from tests.web.test_console import PASSWORD, login, make_tenant
+from tests.web.test_browser import _require_chromium, console_page, live_server
+from tests.web.test_console import login, make_tenant
 
 __all__ = ["live_server"]
 
@@ -50,39 +50,22 @@ def test_report_page_tables_panel_exports(client: TestClient, runtime: Runtime) 
 @pytest.mark.sqlite_only
 def test_report_charts_render(live_server: str, runtime: Runtime) -> None:
     _require_chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     make_tenant(runtime)
     with httpx.Client(base_url=live_server) as http:
         _campaign(http, runtime, _tid(runtime))
     problems: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
-            page.on(
-                "console",
-                lambda m: problems.append(m.text) if m.type in ("error", "warning") else None,
-            )
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{live_server}/login?next=/console/reports/campaigns/9")
-            page.fill("#email", "owner@tea.example")
-            page.fill("#password", PASSWORD)
-            page.click("button[type=submit]")
-            expect(page).to_have_url(f"{live_server}/console/reports/campaigns/9")
-            for chart in ("funnel", "failures", "provinces", "heatmap", "variants"):
-                node = page.locator(f"[data-chart-id={chart}]")
-                expect(node).to_have_attribute("data-ready", "true")
-                expect(node.locator("svg")).to_have_count(1)
-            # the panel refreshes itself (every 5 s while a message is pending): still drawn
-            with page.expect_response(lambda r: "/console/reports/campaigns/9" in r.url):
-                pass
-            page.wait_for_timeout(300)
-            funnel = page.locator("[data-chart-id=funnel]")
-            expect(funnel).to_have_attribute("data-ready", "true")
-            expect(funnel.locator("svg")).to_have_count(1)
-        finally:
-            browser.close()
+    with console_page(live_server, "/console/reports/campaigns/9", problems) as page:
+        for chart in ("funnel", "failures", "provinces", "heatmap", "variants"):
+            node = page.locator(f"[data-chart-id={chart}]")
+            expect(node).to_have_attribute("data-ready", "true")
+            expect(node.locator("svg")).to_have_count(1)
+        # the panel refreshes itself (every 5 s while a message is pending): still drawn
+        with page.expect_response(lambda r: "/console/reports/campaigns/9" in r.url):
+            pass
+        page.wait_for_timeout(300)
+        funnel = page.locator("[data-chart-id=funnel]")
+        expect(funnel).to_have_attribute("data-ready", "true")
+        expect(funnel.locator("svg")).to_have_count(1)
     assert not problems, problems

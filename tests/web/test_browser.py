@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -9,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -42,6 +44,34 @@ def _require_chromium() -> None:
             f"CI=true but Chromium is not installed at {CHROMIUM}; run scripts/ensure-browser"
         )
     pytest.skip("Chromium not installed at /usr/bin/chromium: browser test skipped")
+
+
+@contextlib.contextmanager
+def console_page(live_server: str, path: str, problems: list[str]) -> Iterator[Any]:
+    """A headless Chromium page logged in as the test tenant's owner and landed on ``path``;
+    console errors and warnings and uncaught page errors are appended to ``problems``."""
+    _require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
+            page.on(
+                "console",
+                lambda m: problems.append(m.text) if m.type in ("error", "warning") else None,
+            )
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{live_server}/login?next={path}")
+            page.fill("#email", "owner@tea.example")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            expect(page).to_have_url(f"{live_server}{path}")
+            yield page
+        finally:
+            browser.close()
 
 
 def _free_port() -> int:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from hongyan.content.fields import COUPON_LENGTH, SHORT_LINK_LENGTH
 
@@ -62,3 +66,28 @@ def link_base_problem(base: str) -> str | None:
     if "." not in m.group(1) and m.group(1) != "localhost":
         return "expects a domain name"
     return None
+
+
+def insert_unique(
+    conn: Connection,
+    count: int,
+    draw: Callable[[], str],
+    insert: Callable[[list[str]], None],
+    what: str,
+) -> list[str]:
+    """Draw ``count`` distinct random codes and ``insert`` them in a savepoint; should one
+    collide with a stored code (the table's unique constraint refuses the insert), the whole
+    batch is drawn again. Returns the codes in the order given to ``insert``."""
+    dbapi = conn.dialect.loaded_dbapi
+    for _attempt in range(5):
+        drawn: set[str] = set()
+        while len(drawn) < count:
+            drawn.add(draw())
+        code_list = list(drawn)
+        try:
+            with conn.begin_nested():
+                insert(code_list)
+        except (dbapi.IntegrityError, sa.exc.IntegrityError):  # driver-level or through Core
+            continue  # a drawn code is stored already: draw the batch again
+        return code_list
+    raise RuntimeError(f"could not draw unique {what} codes")  # pragma: no cover

@@ -216,30 +216,22 @@ def _generate(
     campaign_id: int | None,
     variant: str | None,
 ) -> list[str]:
-    dbapi = conn.dialect.loaded_dbapi
-    for _attempt in range(5):
-        drawn: set[str] = set()
-        while len(drawn) < len(contact_ids):
-            drawn.add(codes.new_coupon_code())
-        code_list = list(drawn)
-        try:
-            with conn.begin_nested():
-                insert_rows(
-                    conn,
-                    scope,
-                    coupons,
-                    ("code", "contact_id"),
-                    zip(code_list, contact_ids, strict=True),
-                    {
-                        "pool_id": pool_id,
-                        "state": "issued",
-                        "campaign_id": campaign_id,
-                        "variant": variant,
-                        "issued_at": now,
-                        "expires_at": expires_at,
-                    },
-                )
-        except dbapi.IntegrityError:
-            continue  # a drawn code is the tenant's already: draw the batch again
-        return code_list
-    raise RuntimeError("could not draw unique coupon codes")  # pragma: no cover
+
+    def insert(code_list: list[str]) -> None:
+        insert_rows(
+            conn,
+            scope,
+            coupons,
+            ("code", "contact_id"),
+            zip(code_list, contact_ids, strict=True),
+            {
+                "pool_id": pool_id,
+                "state": "issued",
+                "campaign_id": campaign_id,
+                "variant": variant,
+                "issued_at": now,
+                "expires_at": expires_at,
+            },
+        )
+
+    return codes.insert_unique(conn, len(contact_ids), codes.new_coupon_code, insert, "coupon")

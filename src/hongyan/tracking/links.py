@@ -101,35 +101,28 @@ def issue(
         )
     }
     nowhere = (None, None, None)
-    dbapi = conn.dialect.loaded_dbapi
-    for _attempt in range(5):
-        drawn: set[str] = set()
-        while len(drawn) < len(contact_ids):
-            drawn.add(codes.new_link_code())
-        code_list = list(drawn)
-        try:
-            with conn.begin_nested():
-                insert_rows(
-                    conn,
-                    scope,
-                    links,
-                    ("code", "contact_id", *PLACE[1:]),
-                    (
-                        (code, cid, *(place.get(cid, nowhere) if cid is not None else nowhere))
-                        for code, cid in zip(code_list, contact_ids, strict=True)
-                    ),
-                    {
-                        "campaign_id": campaign_id,
-                        "variant": variant,
-                        "target": target,
-                        "created_at": now,
-                        "expires_at": expires_at,
-                    },
-                )
-        except dbapi.IntegrityError:
-            continue
-        return [codes.short_url(base, c) for c in code_list]
-    raise RuntimeError("could not draw unique link codes")  # pragma: no cover
+
+    def insert(code_list: list[str]) -> None:
+        insert_rows(
+            conn,
+            scope,
+            links,
+            ("code", "contact_id", *PLACE[1:]),
+            (
+                (code, cid, *(place.get(cid, nowhere) if cid is not None else nowhere))
+                for code, cid in zip(code_list, contact_ids, strict=True)
+            ),
+            {
+                "campaign_id": campaign_id,
+                "variant": variant,
+                "target": target,
+                "created_at": now,
+                "expires_at": expires_at,
+            },
+        )
+
+    drawn = codes.insert_unique(conn, len(contact_ids), codes.new_link_code, insert, "link")
+    return [codes.short_url(base, c) for c in drawn]
 
 
 def lookup(conn: Connection, tenant_id: int, code: str) -> sa.Row[tuple[object, ...]] | None:

@@ -57,3 +57,34 @@ def test_wizard_to_launch(live_server: str, runtime: Runtime, tmp_path: Path) ->
         expect(page.locator("#campaign-state")).to_have_text("已暂停", timeout=8000)
         page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
     assert not [p for p in problems if "Content Security Policy" in p or "Error" in p], problems
+
+
+def test_deciding_an_ab_test(live_server: str, runtime: Runtime, tmp_path: Path) -> None:
+    """The marketer picks the winner: the page comes back at once and polls while the rest is
+    planned in the background, then shows the rest's counts and the winner."""
+    _require_chromium()
+    from playwright.sync_api import expect
+
+    from hongyan.campaigns import service
+
+    shop = make_shop(runtime)
+    _user(runtime, shop)
+    with runtime.engine.begin() as conn:
+        camp = service.create(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="二选一",
+            segment=shop.segment_id,
+            variants=[{"template_version_id": v} for v in shop.versions[:2]],
+            ab={"share": 0.2, "wait_hours": 2, "min_trials": 5}, actor="t",
+        )  # fmt: skip
+        service.launch(conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t")
+    problems: list[str] = []
+    with console_page(live_server, f"/console/campaigns/{camp['id']}", problems) as page:
+        expect(page.locator("#count-planned")).to_have_text("16")
+        page.select_option("select[name=winner]", "B")
+        page.click("#do-decide")
+        expect(page.locator("#campaign-state")).to_have_text("发送中", timeout=15000)
+        expect(page.locator("#count-planned")).to_have_text("22", timeout=15000)
+        expect(page.locator("#ab-winner")).to_have_text("B")
+        expect(page.locator("#do-decide")).to_have_count(0)
+        page.screenshot(path=str(tmp_path / "decided.png"), full_page=True)
+    assert not [p for p in problems if "Content Security Policy" in p or "Error" in p], problems

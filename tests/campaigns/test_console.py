@@ -173,3 +173,97 @@ def test_the_page_shows_a_launch_in_progress(client: TestClient, runtime: Runtim
     thread.join(30)
     page = client.get(url)
     assert 'id="campaign-state">发送中<' in page.text and 'id="count-planned">3<' in page.text
+
+
+def _ab_campaign(client: TestClient, runtime: Runtime) -> tuple[Shop, dict[str, Any]]:
+    """A logged-in shop owner and an A/B campaign in its test phase (16 sent, 22 waiting)."""
+    from hongyan.campaigns import service as campaigns
+
+    shop = make_shop(runtime)
+    _user(runtime, shop)
+    login(client)
+    with runtime.engine.begin() as conn:
+        camp = campaigns.create(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="二选一",
+            segment=shop.segment_id,
+            variants=[{"template_version_id": v} for v in shop.versions[:2]],
+            ab={"share": 0.2, "wait_hours": 2, "min_trials": 5}, actor="t",
+        )  # fmt: skip
+        campaigns.launch(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
+        )
+    return shop, camp
+
+
+def test_deciding_from_the_console_runs_in_the_background(
+    client: TestClient, runtime: Runtime
+) -> None:
+    _shop, camp = _ab_campaign(client, runtime)
+    url = f"/console/campaigns/{camp['id']}"
+    page = client.get(url)
+    assert 'id="do-decide"' in page.text
+    token = csrf_field(page.text)
+    # by the test: no receipts yet, so no winner; said so, nothing started
+    page = client.post(f"{url}/decide", data={"csrf_token": token, "winner": ""})  # redirected
+    assert "检验尚未得出胜出版本" in page.text and 'id="campaign-state">发送中<' in page.text
+    chosen = client.post(
+        f"{url}/decide", data={"csrf_token": token, "winner": "B"}, follow_redirects=False
+    )
+    assert chosen.status_code == 303 and chosen.headers["location"] == url
+    deadline = time.monotonic() + 30
+    while True:
+        page = client.get(url)
+        if 'id="campaign-state">生成剩余短信中<' not in page.text or time.monotonic() > deadline:
+            break
+        assert 'id="launch-progress"' in page.text and 'hx-trigger="every 2s"' in page.text
+        time.sleep(0.1)
+    assert 'id="campaign-state">发送中<' in page.text and 'id="count-planned">22<' in page.text
+    assert 'id="ab-winner">B<' in page.text and 'id="do-decide"' not in page.text
+
+
+def test_the_page_shows_a_decision_in_progress_and_its_failure(
+    client: TestClient, runtime: Runtime
+) -> None:
+    from hongyan.campaigns import caps, launching
+    from hongyan.campaigns import service as campaigns
+    from hongyan.db.tables import contacts
+
+    shop, camp = _ab_campaign(client, runtime)
+    url = f"/console/campaigns/{camp['id']}"
+    with runtime.engine.begin() as conn:
+        campaigns.begin_decide(
+            conn, runtime.clock, shop.tenant_id, camp["id"], winner="B", actor="t"
+        )
+    page = client.get(url)  # marked; nobody runs it in this process yet
+    assert 'id="campaign-state">生成剩余短信中<' in page.text and "正在后台生成" in page.text
+    assert 'id="do-pause"' not in page.text and 'id="do-cancel"' in page.text
+    assert 'id="do-decide"' not in page.text
+    with runtime.engine.begin() as conn:  # everybody asks for no more marketing
+        ids = list(
+            conn.execute(
+                unscoped(
+                    sa.select(contacts.c.id).where(contacts.c.tenant_id == shop.tenant_id), "t"
+                )
+            ).scalars()
+        )
+        for cid in ids:
+            caps.set_preference(conn, runtime.clock, shop.tenant_id, int(cid), "none", "page")
+    with runtime.engine.begin() as other:  # another launch holds the tenant's cap lock
+        caps.lock_tenant(other, shop.tenant_id)
+        thread = launching.start(
+            runtime.engine, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"],
+            actor="t", kind="decide",
+        )  # fmt: skip
+        deadline = time.monotonic() + 5
+        while launching.progress(shop.tenant_id, camp["id"]) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        page = client.get(url)
+        assert 'id="launch-progress"' in page.text and "正在核对其余受众的频次上限" in page.text
+    thread.join(30)
+    page = client.get(url)
+    assert 'id="campaign-state">发送中<' in page.text and 'id="decide-error"' in page.text
+    assert "以版本 B 发送其余受众失败" in page.text and "没有可发送的联系人" in page.text
+    assert 'id="do-decide"' in page.text  # waiting for a decision again
+    client.get("/lang/en", headers={"referer": "http://testserver/console"})
+    assert "Sending the rest variant B failed" in client.get(url).text

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from hongyan.cli.main import open_runtime
+from hongyan.db.scope import unscoped
+from hongyan.db.tables import audience_members
 from hongyan.runtime import Runtime
 from hongyan.security import apikeys
 from hongyan.security.roles import Role
@@ -113,4 +119,89 @@ def test_campaigns_cli(cli) -> None:  # type: ignore[no-untyped-def]  # noqa: F8
     assert err["error"]["code"] == "campaign_state"
     assert cli("caps", "set", '{"new": [1, 14]}', "--tenant", "tea")["new"] == [1, 14]
     assert cli("caps", "show", "--tenant", "tea")["dormant"] == [1, 90]
+    runtime.close()
+
+
+def _settle(client: TestClient, url: str, key: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        st = client.get(url, headers=auth(key)).json()
+        if st["state"] != "deciding" or time.monotonic() > deadline:
+            return st
+        time.sleep(0.05)
+
+
+def test_the_api_decides_in_the_background(client: TestClient, runtime: Runtime) -> None:
+    shop = make_shop(runtime)
+    key = _key(runtime, shop.tenant_id, Role.OPERATOR)
+    body = {
+        "name": "二选一",
+        "segment": shop.segment_id,
+        "variants": [{"template_version_id": v} for v in shop.versions[:2]],
+        "ab": {"share": 0.2, "wait_hours": 2, "min_trials": 5},
+    }
+    cid = client.post("/api/v1/campaigns", headers=auth(key), json=body).json()["id"]
+    assert client.post(f"/api/v1/campaigns/{cid}/launch", headers=auth(key)).json()["phase"] == (
+        "test"
+    )
+    url = f"/api/v1/campaigns/{cid}"
+    # by the test: no receipts yet, so no winner: recorded, nothing started (200)
+    by_test = client.post(f"{url}/decide", headers=auth(key), json={})
+    assert by_test.status_code == 200, by_test.text
+    assert by_test.json()["state"] == "running" and by_test.json()["decision"]["winner"] is None
+    bad = client.post(f"{url}/decide", headers=auth(key), json={"winner": "Z"})
+    assert bad.status_code == 422
+    # the marketer's choice: accepted at once, the rest sent in the background
+    chosen = client.post(f"{url}/decide", headers=auth(key), json={"winner": "B"})
+    assert chosen.status_code == 202, chosen.text
+    assert chosen.json()["state"] == "deciding" and chosen.json()["decision"]["winner"] == "B"
+    st = _settle(client, url, key)
+    assert st["state"] == "running" and st["phase"] == "rest"
+    assert st["counts"]["by_variant"] == {"B": 22} and st["messages"] == {"planned": 38}
+    again = client.post(f"{url}/decide", headers=auth(key), json={"winner": "A"})
+    assert again.status_code == 409 and again.json()["code"] == "campaign_state"
+    assert client.get(url, headers=auth(key)).json()["messages"] == {"planned": 38}
+
+
+def test_the_cli_decides_and_reports_a_failure(cli) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from hongyan.campaigns import caps
+    from hongyan.campaigns import service as campaigns
+
+    cli("db", "upgrade")
+    runtime = open_runtime()
+    shop = make_shop(runtime, 40)
+    with runtime.engine.begin() as conn:
+        camp = campaigns.create(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="二选一",
+            segment=shop.segment_id,
+            variants=[{"template_version_id": v} for v in shop.versions[:2]],
+            ab={"share": 0.2, "wait_hours": 2, "min_trials": 5}, actor="t",
+        )  # fmt: skip
+        campaigns.launch(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
+        )
+        rest = [
+            int(r.contact_id)
+            for r in conn.execute(
+                unscoped(
+                    sa.select(audience_members.c.contact_id).where(
+                        audience_members.c.tenant_id == shop.tenant_id,
+                        audience_members.c.status == "included",
+                    ),
+                    "test",
+                )
+            )
+        ]
+        for contact_id in rest:  # everybody asks for no more marketing
+            caps.set_preference(conn, runtime.clock, shop.tenant_id, contact_id, "none", "page")
+    err = cli("campaigns", "decide", "二选一", "--tenant", "tea", "--winner", "B", ok=False)
+    assert err["error"]["code"] == "campaign_audience_empty"
+    st = cli("campaigns", "status", "二选一", "--tenant", "tea")
+    assert st["state"] == "running" and st["phase"] == "test"
+    assert st["decision"]["error"]["code"] == "campaign_audience_empty"
+    with runtime.engine.begin() as conn:
+        for contact_id in rest:
+            caps.set_preference(conn, runtime.clock, shop.tenant_id, contact_id, "weekly", "page")
+    done = cli("campaigns", "decide", "二选一", "--tenant", "tea", "--winner", "B")
+    assert done["state"] == "running" and done["counts"]["by_variant"] == {"B": 22}
     runtime.close()

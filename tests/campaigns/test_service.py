@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from hongyan.campaigns import caps, extras
+from hongyan.campaigns import caps, extras, launching
 from hongyan.campaigns import service as campaigns
 from hongyan.campaigns.schedule import ScheduleInvalid
 from hongyan.campaigns.windows import WindowInvalid
@@ -419,12 +419,15 @@ def test_ab_test_without_a_clear_winner_waits_for_the_marketer(
     assert st["decision"]["winner"] is None and st["phase"] == "test"
     assert campaigns.tick(runtime.engine, clock, runtime.keyring) == {}  # not completed
     with runtime.engine.begin() as conn:
-        chosen = campaigns.decide(
-            conn, clock, runtime.keyring, shop.tenant_id, camp["id"], winner="C", actor="t"
+        marked = campaigns.begin_decide(
+            conn, clock, shop.tenant_id, camp["id"], winner="C", actor="t"
         )
-    assert chosen["decision"]["chosen_by"] == "t" and chosen["counts"]["by_variant"] == {
-        "C": 38 - 12
-    }
+    assert marked["state"] == "deciding" and marked["decision"]["chosen_by"] == "t"
+    chosen = launching.run(
+        runtime.engine, clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t",
+        kind="decide",
+    )  # fmt: skip
+    assert chosen is not None and chosen["counts"]["by_variant"] == {"C": 38 - 12}
 
 
 def test_notification_campaigns_are_not_held_by_quiet_hours(runtime: Runtime, shop: Shop) -> None:

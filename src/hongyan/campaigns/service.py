@@ -7,6 +7,9 @@ States::
       │                   │                   │
       └───────────────────┴──── cancel ───────┴──► cancelled         running ──(done)──► completed
 
+    draft ──(console)──► launching ──► running            (the launch runs in the background)
+    running | paused ──(A/B winner)──► deciding ──► running | paused   (the rest, likewise)
+
 A launch (:func:`launch_now`) runs in one transaction under the tenant's cap lock
 (:func:`hongyan.campaigns.caps.lock_tenant`): the audience is snapshot (suppressed and
 no-consent contacts are marked there), contacts over their frequency cap or whose preference
@@ -30,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -73,7 +76,9 @@ from hongyan.tenants import service as tenants_service
 
 log = logging.getLogger(__name__)
 
-STATES = ("draft", "launching", "scheduled", "running", "paused", "completed", "cancelled")
+STATES = (
+    "draft", "launching", "scheduled", "running", "paused", "deciding", "completed", "cancelled",
+)  # fmt: skip
 # How long a console launch (running in the background) may take before the scheduler assumes
 # its process died and launches the campaign itself (the launch is one transaction: a second
 # attempt waits for the first under the cap lock and then finds it done).
@@ -1058,8 +1063,15 @@ def launch_now(
         [{"campaign_id": camp["id"], "run_no": run_no, "phase": phase, "audience_id": audience_id,
           "counts": result, "seconds": seconds, "started_at": now}],
     )  # fmt: skip
+    # A decision goes back to the state it was made in: a paused campaign stays paused, the
+    # rest held with the test's messages.
+    state = "running"
+    if camp["state"] == "deciding":
+        state = str((camp["decision"] or {}).get("prior_state") or "running")
+        if state == "paused":
+            _move_messages(conn, tenant_id, camp["id"], [State.PLANNED], State.HELD)
     values: dict[str, Any] = {
-        "state": "running", "counts": result, "runs": run_no, "phase": phase,
+        "state": state, "counts": result, "runs": run_no, "phase": phase,
         "launched_at": camp["launched_at"] or now, "updated_at": now, "next_run_at": None,
     }  # fmt: skip
     if phase == "test":
@@ -1068,8 +1080,8 @@ def launch_now(
     sched = _schedule(camp)
     if sched.kind == "recurring":
         values["next_run_at"] = sched.next_run(now)
-    # Compare-and-set: a campaign cancelled while it was launching (the cancel does not wait
-    # for the cap lock) rolls this launch back rather than coming back to life.
+    # Compare-and-set: a campaign cancelled while it was launching or deciding (the cancel does
+    # not wait for the cap lock) rolls this launch back rather than coming back to life.
     moved = conn.execute(
         TenantScope(tenant_id)
         .update(campaigns)
@@ -1158,9 +1170,10 @@ def cancel(
             f"该活动已{'完成' if camp['state'] == 'completed' else '取消'}",
         )
     now = clock.now()
-    moved = _move_messages(
-        conn, tenant_id, camp["id"], [State.PLANNED, State.HELD], State.CANCELLED, done_at=now
-    )
+    # The campaign's row first: on PostgreSQL this waits for a launch or decision that has
+    # already moved the row (it commits first), and the messages below are then read after it,
+    # so its messages are cancelled too; one that has not yet moved the row finds it cancelled
+    # and rolls back.
     _set(
         conn,
         tenant_id,
@@ -1169,6 +1182,9 @@ def cancel(
         next_run_at=None,
         finished_at=now,
         updated_at=now,
+    )
+    moved = _move_messages(
+        conn, tenant_id, camp["id"], [State.PLANNED, State.HELD], State.CANCELLED, done_at=now
     )
     audit.record(
         conn, clock, tenant_id=tenant_id, actor=actor, action="campaign.cancel",
@@ -1180,22 +1196,20 @@ def cancel(
 # -- A/B decision ----------------------------------------------------------------------------
 
 
-def decide(
+class DecisionUnderWay(CampaignState):
+    message_zh = "该活动的 A/B 决定正在执行，请稍候"
+    message_en = "The A/B decision of this campaign is already being carried out"
+
+
+def _evidence(
     conn: Connection,
     clock: Clock,
-    keyring: KeyRing,
     tenant_id: int,
-    ref: int | str,
-    *,
-    winner: str | None = None,
+    camp: Mapping[str, Any],
+    winner: str | None,
     actor: str,
 ) -> dict[str, Any]:
-    """Decide an A/B test: by the stated test on the chosen metric, or the marketer's choice
-    (``winner``); with a winner the rest of the audience is materialised with it at once. The
-    decision and its evidence are recorded on the campaign either way."""
-    camp = get(conn, tenant_id, ref)
-    if not camp["ab"] or camp["phase"] != "test" or camp["state"] not in ("running", "paused"):
-        raise CampaignState("No A/B test is waiting for a decision", "没有等待决定的 A/B 测试")
+    """The test on the chosen metric, and the winner: the marketer's choice, else the test's."""
     conf = camp["ab"]
     source = _METRICS.get(conf["metric"])
     if source is None:
@@ -1203,6 +1217,8 @@ def decide(
             f"No data source for {conf['metric']} yet (tracking is not connected)",
             f"指标 {conf['metric']} 暂无数据来源（尚未接入跟踪）",
         )
+    if winner is not None and winner not in {v["name"] for v in camp["variants"]}:
+        raise _bad(f"No variant {winner!r}", f"没有版本 {winner!r}")
     data = source(conn, tenant_id, camp["id"])
     results = [
         abtest.VariantResult(
@@ -1216,10 +1232,9 @@ def decide(
         results, metric, conf["method"], conf["confidence"], min_trials=conf["min_trials"]
     )
     chosen = winner or decision.winner
-    if winner is not None and winner not in {v["name"] for v in camp["variants"]}:
-        raise _bad(f"No variant {winner!r}", f"没有版本 {winner!r}")
-    evidence = {
-        **(camp["decision"] or {}),
+    before = {k: v for k, v in (camp["decision"] or {}).items() if k != "error"}
+    return {
+        **before,
         "metric": conf["metric"],
         "method": decision.method,
         "confidence": decision.confidence,
@@ -1233,14 +1248,101 @@ def decide(
         "chosen_by": actor if winner else ("test" if chosen else None),
         "decided_at": clock.now().isoformat() if chosen else None,
     }
-    _set(conn, tenant_id, camp["id"], decision=evidence, next_run_at=None, updated_at=clock.now())
+
+
+def begin_decide(
+    conn: Connection,
+    clock: Clock,
+    tenant_id: int,
+    ref: int | str,
+    *,
+    winner: str | None = None,
+    actor: str,
+) -> dict[str, Any]:
+    """Decide an A/B test: by the stated test on the chosen metric, or the marketer's choice
+    (``winner``). The decision and its evidence are recorded on the campaign either way; with a
+    winner the campaign is marked ``deciding`` (a lease of :data:`LAUNCH_LEASE` in
+    ``next_run_at``, the state it was in kept as ``decision.prior_state``) for
+    :func:`decide_now` to send the rest the winner once this transaction has committed (in the
+    background: :mod:`hongyan.campaigns.launching`). Without one it keeps waiting.
+
+    Both writes are a compare-and-set on the state and the phase, so of two decisions at the
+    same moment (two marketers, the marketer and the scheduler) one wins and the other gets
+    :class:`DecisionUnderWay`: the rest is never materialised twice."""
+    camp = get(conn, tenant_id, ref)
+    if camp["state"] == "deciding":
+        raise DecisionUnderWay()
+    if not camp["ab"] or camp["phase"] != "test" or camp["state"] not in ("running", "paused"):
+        raise CampaignState("No A/B test is waiting for a decision", "没有等待决定的 A/B 测试")
+    evidence = _evidence(conn, clock, tenant_id, camp, winner, actor)
+    now = clock.now()
+    values: dict[str, Any] = {"decision": evidence, "next_run_at": None, "updated_at": now}
+    if evidence["winner"] is not None:
+        values.update(
+            state="deciding",
+            next_run_at=now + LAUNCH_LEASE,
+            decision={**evidence, "prior_state": camp["state"]},
+        )
+    c = campaigns.c
+    moved = conn.execute(
+        TenantScope(tenant_id)
+        .update(campaigns)
+        .where(c.id == camp["id"], c.state == camp["state"], c.phase == "test")
+        .values(**values)
+    )
+    if moved.rowcount != 1:
+        raise DecisionUnderWay()
     audit.record(
         conn, clock, tenant_id=tenant_id, actor=actor, action="campaign.decide",
-        target=f"campaign:{camp['id']}", detail={"winner": chosen, "suggested": decision.winner},
+        target=f"campaign:{camp['id']}",
+        detail={"winner": evidence["winner"], "suggested": evidence["suggested"]},
     )  # fmt: skip
-    if chosen is None:
-        return get(conn, tenant_id, camp["id"])
-    return launch_now(conn, clock, keyring, tenant_id, camp["id"], actor=actor, phase="rest")
+    return get(conn, tenant_id, camp["id"])
+
+
+def decide_now(
+    conn: Connection,
+    clock: Clock,
+    keyring: KeyRing,
+    tenant_id: int,
+    campaign_id: int,
+    *,
+    actor: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Send the rest of a ``deciding`` campaign's audience the winner: the members after the test
+    group in the same snapshot, caps checked again, in this transaction (:func:`launch_now`,
+    phase ``rest``). The campaign goes back to the state it was decided in (a paused one stays
+    paused, its new messages held). Only if it is still ``deciding`` under the tenant's cap
+    lock: a second runner finds it done, a cancelled one is left alone; and the final
+    compare-and-set rolls everything back if it was cancelled meanwhile."""
+    return launch_now(
+        conn, clock, keyring, tenant_id, campaign_id, actor=actor, phase="rest",
+        expect="deciding", progress=progress,
+    )  # fmt: skip
+
+
+def decide_failed(
+    engine: Engine, clock: Clock, tenant_id: int, campaign_id: int, exc: BaseException
+) -> None:
+    """A decision whose rest could not be materialised (rolled back: nothing planned) leaves the
+    A/B test waiting for a decision again, in the state it was in, with the error on the
+    decision (``decision.error``, the winner tried in ``decision.tried``); unless the campaign
+    was cancelled meanwhile."""
+    with engine.begin() as conn:
+        camp = get(conn, tenant_id, campaign_id)
+        if camp["state"] != "deciding":
+            return
+        decision = dict(camp["decision"] or {})
+        prior = str(decision.pop("prior_state", None) or "running")
+        decision.update(
+            tried=decision.get("winner"), winner=None, chosen_by=None, decided_at=None,
+            error=_error_note(exc),
+        )  # fmt: skip
+        _set(
+            conn, tenant_id, campaign_id, state=prior, decision=decision, next_run_at=None,
+            updated_at=clock.now(),
+        )  # fmt: skip
 
 
 # -- the scheduler ---------------------------------------------------------------------------
@@ -1253,7 +1355,10 @@ def _due(engine: Engine, clock: Clock) -> list[tuple[int, int, str, str | None]]
         rows = conn.execute(
             unscoped(
                 sa.select(c.tenant_id, c.id, c.state, c.phase)
-                .where(c.state.in_(("scheduled", "running", "launching")), c.next_run_at <= now)
+                .where(
+                    c.state.in_(("scheduled", "running", "launching", "deciding")),
+                    c.next_run_at <= now,
+                )
                 .order_by(c.next_run_at),
                 "the scheduler launches every tenant's due campaigns",
             )
@@ -1271,11 +1376,20 @@ def _due(engine: Engine, clock: Clock) -> list[tuple[int, int, str, str | None]]
 
 def tick(engine: Engine, clock: Clock, keyring: KeyRing) -> dict[str, int]:
     """One pass: launch due campaigns (scheduled, recurring runs), decide A/B tests whose wait
-    is over, complete running campaigns with nothing left to send. Each in its own transaction;
-    one that fails is logged and left as it was (a due one is tried again next pass)."""
+    is over, complete running campaigns with nothing left to send, and finish console launches
+    and decisions whose process died (their lease ran out). Each in its own transaction; one
+    that fails is logged and left as it was (a due one is tried again next pass).
+
+    A decision is the marketer's path too: recorded (:func:`begin_decide`), then the rest sent
+    the winner by :func:`hongyan.campaigns.launching.run` after that commit; a failure there
+    leaves the test waiting for the marketer with the error."""
+    from hongyan.campaigns import launching
+
     done: Counter[str] = Counter()
     now = clock.now()
     for tenant_id, campaign_id, state, _phase in _due(engine, clock):
+        # background work to run once the transaction has committed
+        then: Literal["launch", "decide"] | None = None
         try:
             with engine.begin() as conn:
                 camp = get(conn, tenant_id, campaign_id)
@@ -1284,15 +1398,16 @@ def tick(engine: Engine, clock: Clock, keyring: KeyRing) -> dict[str, int]:
                 nxt = camp["next_run_at"]
                 if nxt is not None and nxt <= now:
                     if camp["phase"] == "test" and state == "running":
-                        decide(conn, clock, keyring, tenant_id, campaign_id, actor="scheduler")
-                        done["decided"] += 1
-                    elif state == "launching":
-                        # a console launch whose process did not finish it within its lease
-                        launch_now(
-                            conn, clock, keyring, tenant_id, campaign_id, actor="scheduler",
-                            expect="launching",
-                        )  # fmt: skip
-                        done["launched"] += 1
+                        marked = begin_decide(
+                            conn, clock, tenant_id, campaign_id, actor="scheduler"
+                        )
+                        if marked["state"] == "deciding":
+                            then = "decide"
+                        else:
+                            done["decided"] += 1  # no winner: waits for the marketer
+                    elif state in ("launching", "deciding"):
+                        # a console launch or decision whose process did not finish it in time
+                        then = "launch" if state == "launching" else "decide"
                     else:
                         launch_now(conn, clock, keyring, tenant_id, campaign_id, actor="scheduler")
                         done["launched"] += 1
@@ -1308,10 +1423,19 @@ def tick(engine: Engine, clock: Clock, keyring: KeyRing) -> dict[str, int]:
                         updated_at=now,
                     )
                     done["completed"] += 1
+        except DecisionUnderWay:
+            continue  # the marketer decided at the same moment: theirs runs
         except Exception as exc:
             log.warning("campaign %s of tenant %s: %s", campaign_id, tenant_id, exc)
             done["failed"] += 1
             _note_failure(engine, clock, tenant_id, campaign_id, exc)
+            continue
+        if then is None or launching.busy(tenant_id, campaign_id):
+            continue  # nothing to run, or this process is still running it
+        ran = launching.run(
+            engine, clock, keyring, tenant_id, campaign_id, actor="scheduler", kind=then
+        )
+        done[("launched" if then == "launch" else "decided") if ran else "failed"] += 1
     return dict(done)
 
 
@@ -1331,6 +1455,8 @@ def _note_failure(
             "counts": {**(camp["counts"] or {}), "error": note},
             "updated_at": now,
         }
+        if camp["state"] == "deciding":
+            return  # its runner records a failure (decide_failed); the lease stays for a retry
         if camp["state"] == "launching":
             values.update(state="draft", next_run_at=None, counts={"error": _error_note(exc)})
         elif camp["phase"] == "test":
@@ -1381,10 +1507,12 @@ async def run_schedule(
 
 __all__ = [
     "PRESETS",
+    "begin_decide",
     "begin_launch",
     "cancel",
     "create",
-    "decide",
+    "decide_failed",
+    "decide_now",
     "estimate",
     "get",
     "launch",

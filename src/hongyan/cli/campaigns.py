@@ -166,17 +166,47 @@ def _act(action: str, tenant: str, campaign: str, as_json: bool, **kw: Any) -> N
 
     runtime = open_runtime()
     tenant_id = _tenant_id(runtime, tenant)
-    fn = getattr(service, action)
-    with runtime.engine.begin() as conn:
-        if action in ("launch", "decide"):
-            camp = fn(
-                conn, runtime.clock, runtime.keyring, tenant_id, _ref(campaign), actor=ACTOR, **kw
-            )
-        else:
-            camp = fn(conn, runtime.clock, tenant_id, _ref(campaign), actor=ACTOR)
+    if action == "decide":
+        camp = _decide(runtime, tenant_id, campaign, kw.get("winner"))
+    else:
+        fn = getattr(service, action)
+        with runtime.engine.begin() as conn:
+            if action == "launch":
+                camp = fn(
+                    conn, runtime.clock, runtime.keyring, tenant_id, _ref(campaign), actor=ACTOR
+                )
+            else:
+                camp = fn(conn, runtime.clock, tenant_id, _ref(campaign), actor=ACTOR)
     counts = camp.get("counts") or {}
     extra = f"  moved {camp['moved']}" if "moved" in camp else ""
     emit(camp, as_json, f"[green]✓[/green] {camp['name']}: {camp['state']}{extra}  {counts}")
+
+
+def _decide(runtime: Any, tenant_id: int, campaign: str, winner: str | None) -> dict[str, Any]:
+    """The console's and the API's path, run in the foreground: the decision recorded (and
+    committed), then the rest sent the winner; a failure leaves the test waiting with the
+    error, which is reported."""
+    from hongyan.campaigns import launching, service
+    from hongyan.errors import HongyanError
+
+    with runtime.engine.begin() as conn:
+        camp = service.begin_decide(
+            conn, runtime.clock, tenant_id, _ref(campaign), winner=winner, actor=ACTOR
+        )
+    if camp["state"] != "deciding":
+        return camp  # no winner: the evidence is recorded
+    done = launching.run(
+        runtime.engine, runtime.clock, runtime.keyring, tenant_id, camp["id"], actor=ACTOR,
+        kind="decide",
+    )  # fmt: skip
+    if done is not None:
+        return done
+    with runtime.engine.connect() as conn:
+        note = (service.get(conn, tenant_id, camp["id"])["decision"] or {}).get("error") or {}
+    message = note.get("message") or {}
+    error = HongyanError(message.get("en"), message.get("zh"))
+    error.code = str(note.get("code") or "campaign_decision_failed")
+    raise error
 
 
 @campaigns_app.command("launch")

@@ -7,10 +7,12 @@ JavaScript); saving it makes a draft, and the draft's page is the review: who it
 and who is left out (suppressed, no consent, over the frequency cap, preference), the parts and
 the cost, and the launch button. Launching runs in the background
 (:mod:`hongyan.campaigns.launching`): the page shows the campaign ``launching`` with its
-progress, then its counts, or the error if it could not launch. A launching or running
-campaign's page refreshes its panel every two seconds (htmx ``every 2s``) until nothing is left
+progress, then its counts, or the error if it could not launch. Choosing an A/B test's winner
+likewise: the campaign shows ``deciding`` with the progress of the rest, then its counts, or
+the test waiting again with the error. A launching, deciding or running campaign's page
+refreshes its panel every two seconds (htmx ``every 2s``) until nothing is left
 to send. The page reads without taking SQLite's write lock, so it stays live while a launch
-holds it.
+or a decision holds it.
 """
 
 from __future__ import annotations
@@ -156,14 +158,16 @@ def page(request: Request, campaign_id: str) -> Response:
             except HongyanError as exc:
                 problem = exc
     waiting = sum(f["waiting"] for f in st["funnel"])
-    live = st["state"] == "launching" or (
+    live = st["state"] in ("launching", "deciding") or (
         st["state"] in ("running", "scheduled") and (waiting > 0 or st["phase"] == "test")
     )
     with view.runtime.engine.connect() as conn:
         return view.respond(
             conn, "campaign", active="campaigns", error=None, c=st, estimate=estimate,
             problem=problem, live=live, manage=_can_send(view),
-            progress=launching.progress(tid, cid) if st["state"] == "launching" else None,
+            progress=(
+                launching.progress(tid, cid) if st["state"] in ("launching", "deciding") else None
+            ),
         )  # fmt: skip
 
 
@@ -185,8 +189,9 @@ async def act(request: Request, campaign_id: str, action: str) -> Response:
                 # Marked here; materialised in the background once this has committed.
                 marked = campaigns.begin_launch(conn, clock, keyring, tid, cid, actor=actor)
             elif action == "decide":
+                # Recorded here; the rest is sent the winner in the background after the commit.
                 winner = str(form.get("winner") or "") or None
-                campaigns.decide(conn, clock, keyring, tid, cid, winner=winner, actor=actor)
+                marked = campaigns.begin_decide(conn, clock, tid, cid, winner=winner, actor=actor)
             else:
                 getattr(campaigns, action)(conn, clock, tid, cid, actor=actor)
     except HongyanError as exc:
@@ -195,6 +200,20 @@ async def act(request: Request, campaign_id: str, action: str) -> Response:
     if action == "launch" and marked["state"] == "launching":
         launching.start(view.runtime.engine, clock, keyring, tid, cid, actor=actor)
         _set_flash(request, response, "正在后台启动", "Launching in the background", "info")
+        return response
+    if action == "decide":
+        if marked["state"] == "deciding":
+            engine = view.runtime.engine
+            launching.start(engine, clock, keyring, tid, cid, actor=actor, kind="decide")
+            _set_flash(
+                request, response, "已确定胜出版本，正在后台为其余受众生成短信",
+                "Winner chosen; the rest is being planned in the background", "info",
+            )  # fmt: skip
+        else:
+            _set_flash(
+                request, response, "检验尚未得出胜出版本，请稍后再试或手动选择",
+                "The test has no winner yet: try later or choose one", "info",
+            )  # fmt: skip
         return response
     _set_flash(request, response, "已完成", "Done", "info")
     return response

@@ -896,3 +896,27 @@ MESSAGES.update(
         "ct.field.time_zone": {"zh-CN": "时区", "en": "Time zone"},
     }
 )
+
+# -- A/B decisions in the background (web/campaigns.py, issue 7) ----------------------------------
+MESSAGES.update(
+    {
+        "cmp.state.deciding": {"zh-CN": "生成剩余短信中", "en": "Sending the rest"},
+        "cmp.deciding": {
+            "zh-CN": "已确定胜出版本，正在为其余受众生成短信",
+            "en": "Winner chosen: planning the rest of the audience",
+        },
+        "cmp.progress.rest": {
+            "zh-CN": "正在核对其余受众的频次上限……",
+            "en": "Checking the rest of the audience against frequency caps…",
+        },
+        "cmp.progress.rest_elsewhere": {
+            "zh-CN": "正在后台生成，完成后此页会自动更新。",
+            "en": "Planning in the background; this page updates when it is done.",
+        },
+        "cmp.decide_failed": {
+            "zh-CN": "以版本 {winner} 发送其余受众失败，未生成任何短信，测试仍在等待决定：",
+            "en": "Sending the rest variant {winner} failed and planned nothing; the test still "
+            "waits for a decision: ",
+        },
+    }
+)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, BackgroundTasks, Depends, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.campaigns import caps, journeys
+from hongyan.campaigns import caps, journeys, launching
 from hongyan.campaigns import service as campaigns
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
@@ -164,19 +164,39 @@ def cancel(
     return campaigns.cancel(conn, runtime.clock, who.tenant_id, _ref(ref), actor=who.actor)
 
 
-@router.post("/campaigns/{ref}/decide", summary="Decide an A/B test and send the rest")
+@router.post(
+    "/campaigns/{ref}/decide",
+    status_code=202,
+    summary="Decide an A/B test; the rest is sent the winner in the background",
+    responses={200: {"description": "The test found no winner: the decision is recorded"}},
+)
 def decide(
     ref: str,
     body: DecideIn,
+    response: Response,
+    tasks: BackgroundTasks,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
 ) -> dict[str, Any]:
+    """Records the decision and answers at once: 202 with the campaign ``deciding`` while the
+    rest of the audience is materialised with the winner (follow it at ``GET
+    /campaigns/{ref}``: back to ``running`` with the rest's counts, or, if it failed, the test
+    waiting again with ``decision.error``); 200 when the test found no winner (nothing to send;
+    the evidence is on the campaign). A decision already under way is 409."""
     who.require(Permission.SEND)
-    return campaigns.decide(
-        conn, runtime.clock, runtime.keyring, who.tenant_id, _ref(ref), winner=body.winner,
-        actor=who.actor,
-    )  # fmt: skip
+    camp = campaigns.begin_decide(
+        conn, runtime.clock, who.tenant_id, _ref(ref), winner=body.winner, actor=who.actor
+    )
+    if camp["state"] == "deciding":
+        # After the request's transaction has committed (the mark is then visible).
+        tasks.add_task(
+            launching.start, runtime.engine, runtime.clock, runtime.keyring, who.tenant_id,
+            camp["id"], actor=who.actor, kind="decide",
+        )  # fmt: skip
+    else:
+        response.status_code = 200
+    return camp
 
 
 @router.get("/frequency-caps", summary="Frequency caps by lifecycle stage")

@@ -50,3 +50,28 @@ def test_contacts_flow(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-
     assert cli("contacts", "segments")["prefixes"] > 490_000
     bad = cli("contacts", "import", str(tmp_path / "missing.csv"), "--tenant", "tea", ok=False)
     assert bad["error"]["code"] == "not_found"
+
+
+def test_contacts_zones(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Contacts stored before zones were kept get their number's zone; a dry run only counts."""
+    import sqlalchemy as sa
+
+    from hongyan.cli.main import open_runtime
+    from hongyan.db.scope import unscoped
+    from hongyan.db.tables import contacts
+
+    cli("db", "upgrade")
+    cli("tenant", "create", "tea", "--name", "鸿雁茶饮")
+    people = tmp_path / "people.csv"
+    people.write_text("phone\n+12125551234\n+819012345678\n13812345678\n", encoding="utf-8")
+    assert cli("contacts", "import", str(people), "--tenant", "tea")["imported"] == 3
+    runtime = open_runtime()
+    with runtime.engine.begin() as conn:  # as before migration 0016
+        conn.execute(unscoped(sa.update(contacts).values(time_zone=None), "test"))
+    dry = cli("contacts", "zones", "--tenant", "tea", "--dry-run")
+    assert (dry["read"], dry["filled"], dry["dry_run"]) == (2, 2, True)
+    done = cli("contacts", "zones", "--tenant", "tea")
+    assert done["by_zone"] == {"America/New_York": 1, "Asia/Tokyo": 1}
+    assert cli("contacts", "zones", "--tenant", "tea")["read"] == 0
+    assert cli("contacts", "zones", "--tenant", "nobody", ok=False)["error"]["code"]
+    runtime.close()

@@ -299,6 +299,41 @@ def contacts_check_numbers(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     emit(counts, as_json, ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
+@contacts_app.command("zones")
+@reports_errors
+def contacts_zones(
+    tenant: TenantOpt,
+    batch: Annotated[int, typer.Option(min=100, max=50_000, help="Contacts a transaction")] = 5000,
+    dry_run: Annotated[bool, typer.Option(help="Only count what would be filled")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fill in the time zone of contacts without one whose foreign number has exactly one (those
+    stored before zones were kept); a zone a person or a file set is never replaced. Safe to
+    run again: it goes on where it stopped."""
+    from hongyan.cli.output import note
+    from hongyan.contacts import time_zones
+
+    runtime = open_runtime()
+    tenant_id = _tenant_id(runtime, tenant)
+
+    def moved(r: time_zones.BackfillResult) -> None:
+        if not as_json and r.batches % 20 == 0:
+            note(f"{r.read} read, {r.filled} filled …")
+
+    result = time_zones.backfill(
+        runtime.engine, runtime.clock, runtime.keyring, tenant_id, actor="cli", batch=batch,
+        dry_run=dry_run, progress=moved,
+    )  # fmt: skip
+    out = result.as_json()
+    zones = ", ".join(f"{z} {n}" for z, n in out["by_zone"].items()) or "—"
+    text = (
+        f"{'would fill' if dry_run else 'filled'} {out['filled']} of {out['read']} foreign "
+        f"contacts without a zone ({out['no_single_zone']} without a single zone, {out['kept']} "
+        f"kept as a person set them) in {out['seconds']} s\nby zone: {zones}"
+    )
+    emit(out, as_json, text)
+
+
 @contacts_app.command("segments")
 @reports_errors
 def contacts_segments(as_json: JsonOpt = False) -> None:

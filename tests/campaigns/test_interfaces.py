@@ -17,6 +17,7 @@ from hongyan.security.roles import Role
 from tests.api.test_api import auth
 from tests.campaigns.support import make_shop
 from tests.cli.test_cli import cli  # noqa: F401  (the fixture)
+from tests.web.test_browser import live_server  # noqa: F401  (the fixture)
 
 
 def _key(runtime: Runtime, tenant_id: int, role: Role) -> str:
@@ -205,3 +206,52 @@ def test_the_cli_decides_and_reports_a_failure(cli) -> None:  # type: ignore[no-
     done = cli("campaigns", "decide", "二选一", "--tenant", "tea", "--winner", "B")
     assert done["state"] == "running" and done["counts"]["by_variant"] == {"B": 22}
     runtime.close()
+
+
+def test_two_concurrent_api_decisions_send_the_rest_once(
+    live_server: str,  # noqa: F811
+    runtime: Runtime,
+) -> None:
+    """Two clients post a decision to a running server at the same instant: one gets 202, the
+    other 409, and the rest is materialised once (on PostgreSQL the two requests' transactions
+    overlap; SQLite serialises them)."""
+    import threading
+
+    import httpx
+
+    shop = make_shop(runtime)
+    key = _key(runtime, shop.tenant_id, Role.OPERATOR)
+    api = f"{live_server}/api/v1/campaigns"
+    body = {
+        "name": "二选一",
+        "segment": shop.segment_id,
+        "variants": [{"template_version_id": v} for v in shop.versions[:2]],
+        "ab": {"share": 0.2, "wait_hours": 2, "min_trials": 5},
+    }
+    with httpx.Client(headers=auth(key), timeout=60) as setup:
+        cid = setup.post(api, json=body).json()["id"]
+        assert setup.post(f"{api}/{cid}/launch").json()["phase"] == "test"
+    barrier = threading.Barrier(2)
+    answers: dict[str, int] = {}
+
+    def post(winner: str) -> None:
+        with httpx.Client(headers=auth(key), timeout=60) as client:
+            barrier.wait(10)
+            answers[winner] = client.post(
+                f"{api}/{cid}/decide", json={"winner": winner}
+            ).status_code
+
+    threads = [threading.Thread(target=post, args=(w,)) for w in ("A", "B")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(answers.values()) == [202, 409], answers
+    winner = next(w for w, code in answers.items() if code == 202)
+    deadline = time.monotonic() + 30
+    with httpx.Client(headers=auth(key), timeout=60) as client:
+        while (st := client.get(f"{api}/{cid}").json())["state"] == "deciding":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert st["state"] == "running" and st["decision"]["winner"] == winner
+    assert st["counts"]["by_variant"] == {winner: 22} and st["messages"] == {"planned": 38}

@@ -88,3 +88,41 @@ def test_deciding_an_ab_test(live_server: str, runtime: Runtime, tmp_path: Path)
         expect(page.locator("#do-decide")).to_have_count(0)
         page.screenshot(path=str(tmp_path / "decided.png"), full_page=True)
     assert not [p for p in problems if "Content Security Policy" in p or "Error" in p], problems
+
+
+def test_a_failed_decision_shows_its_error(
+    live_server: str, runtime: Runtime, tmp_path: Path
+) -> None:
+    """Everybody left has refused marketing: the rest cannot be sent, and the polling page shows
+    the test waiting again with the error and the decision form."""
+    _require_chromium()
+    import sqlalchemy as sa
+    from playwright.sync_api import expect
+
+    from hongyan.campaigns import caps, service
+    from hongyan.db.scope import unscoped
+    from hongyan.db.tables import contacts
+
+    shop = make_shop(runtime)
+    _user(runtime, shop)
+    with runtime.engine.begin() as conn:
+        camp = service.create(
+            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="二选一",
+            segment=shop.segment_id,
+            variants=[{"template_version_id": v} for v in shop.versions[:2]],
+            ab={"share": 0.2, "wait_hours": 2, "min_trials": 5}, actor="t",
+        )  # fmt: skip
+        service.launch(conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t")
+        ids = conn.execute(unscoped(sa.select(contacts.c.id), "test")).scalars().all()
+        for cid in ids:
+            caps.set_preference(conn, runtime.clock, shop.tenant_id, int(cid), "none", "page")
+    problems: list[str] = []
+    with console_page(live_server, f"/console/campaigns/{camp['id']}", problems) as page:
+        page.select_option("select[name=winner]", "A")
+        page.click("#do-decide")
+        expect(page.locator("#decide-error")).to_contain_text("以版本 A 发送其余受众失败")
+        expect(page.locator("#campaign-state")).to_have_text("发送中")
+        expect(page.locator("#do-decide")).to_be_visible()
+        expect(page.locator("#count-planned")).to_have_text("16")
+        page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+    assert not [p for p in problems if "Content Security Policy" in p or "Error" in p], problems

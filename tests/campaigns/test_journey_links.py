@@ -6,6 +6,8 @@ refused with a 422 before anything is stored."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -27,8 +29,10 @@ from hongyan.tracking import coupons as coupon_service
 from tests.api.test_api import auth
 from tests.campaigns.support import Shop, make_shop
 from tests.campaigns.test_journeys import _template_id
+from tests.cli.test_cli import cli  # noqa: F401  (the fixture)
 from tests.content.support import approved_version
-from tests.reports.support import make_key
+from tests.reports.support import console_user, make_key
+from tests.web.test_console import login
 
 LINK_AND_COUPON = (
     "【鸿雁茶饮】{name|您好}，购物车的宝贝还在，专属券{coupon}已到账，点击{link} 领取，回T退订"
@@ -176,6 +180,12 @@ def test_a_link_and_coupon_step_is_tracked_into_the_journey_report(
     api = client.get(f"/api/v1/reports/journeys/{j['id']}", headers=auth(key))
     assert api.status_code == 200, api.text
     assert api.json()["totals"]["conversions"] == 2 and api.json()["totals"]["clicks_unique"] == 2
+    # and the console's journey report page
+    login(client, console_user(runtime, shop.tenant_id))
+    html = client.get(f"/console/reports/journeys/{j['id']}").text
+    assert re.search(r'data-step="clicked"><td>[^<]+</td><td class="num">2</td>', html)
+    assert re.search(r'data-step="converted"><td>[^<]+</td><td class="num">2</td>', html)
+    assert '<tr data-variant="s0">' in html and ">249.00</td>" in html
 
 
 def test_a_coupon_step_issues_unique_codes_from_an_imported_pool(
@@ -291,3 +301,27 @@ def test_bad_link_and_coupon_steps_are_refused_before_anything_is_stored(
     assert made.status_code == 201, made.text
     assert made.json()["steps"][0]["link_url"] == TARGET
     assert made.json()["steps"][0]["coupon_pool_id"] == mine
+
+
+def test_journey_links_from_the_cli(cli) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from hongyan.cli.main import open_runtime
+
+    cli("db", "upgrade")
+    runtime = open_runtime()
+    shop = make_shop(runtime, 4, opted_out=0, without_consent=0)
+    both = _template_id(runtime, shop, approved_version(runtime, shop.tenant_id, LINK_AND_COUPON))
+    runtime.close()
+    pool = cli("coupons", "create", "购物车券", "--tenant", "tea")["id"]
+    step = {"kind": "send", "template_id": both, "link_url": TARGET, "coupon_pool_id": pool}
+    made = cli(
+        "journeys", "create", "--tenant", "tea", "--name", "挽回", "--trigger", "add_to_cart",
+        "--steps", json.dumps([step]),
+    )  # fmt: skip
+    assert made["steps"][0]["link_url"] == TARGET and made["steps"][0]["coupon_pool_id"] == pool
+    refused = cli(
+        "journeys", "create", "--tenant", "tea", "--name", "坏", "--trigger", "add_to_cart",
+        "--steps", json.dumps([{**step, "link_url": "mailto:a@b.example"}]), ok=False,
+    )  # fmt: skip
+    assert refused["error"]["code"] == "journey_invalid"
+    rep = cli("report", "journey", str(made["id"]), "--tenant", "tea")
+    assert rep["steps"][0]["link_url"] == TARGET and rep["totals"]["clicks_total"] == 0

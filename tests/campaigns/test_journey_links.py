@@ -325,3 +325,74 @@ def test_journey_links_from_the_cli(cli) -> None:  # type: ignore[no-untyped-def
     assert refused["error"]["code"] == "journey_invalid"
     rep = cli("report", "journey", str(made["id"]), "--tenant", "tea")
     assert rep["steps"][0]["link_url"] == TARGET and rep["totals"]["clicks_total"] == 0
+
+
+def test_a_campaign_and_a_journey_issuing_from_one_pool_at_once(
+    runtime: Runtime, shop: Shop
+) -> None:
+    """A campaign launch and a journey's pass take codes from one imported pool at the same
+    instant (two threads; on PostgreSQL they meet at the tenant's cap lock, on SQLite at the
+    write lock). Seven codes are wanted, six exist: whichever comes second is short. Whatever
+    the order, no code is given twice and every code given is in its recipient's message."""
+    import threading
+
+    from hongyan.campaigns import service as campaigns
+    from hongyan.tracking.errors import CouponPoolExhausted
+
+    clock = runtime.clock
+    assert isinstance(clock, FixedClock)
+    pool = _pool(runtime, shop, "import", [f"BOTH000{i}" for i in range(6)])
+    version = approved_version(runtime, shop.tenant_id, COUPON_ONLY)
+    tid = _template_id(runtime, shop, version)
+    with runtime.engine.begin() as conn:
+        j = journeys.create(
+            conn, clock, shop.tenant_id, actor="t", name="两步", trigger="add_to_cart",
+            steps=[{"kind": "wait", "minutes": 60},
+                   {"kind": "send", "template_id": tid, "coupon_pool_id": pool}],
+        )  # fmt: skip
+        camp = campaigns.create(
+            conn, clock, runtime.keyring, shop.tenant_id, name="同池",
+            phones=[shop.phones[i] for i in (5, 6, 7)],
+            variants=[{"template_version_id": version, "coupon_pool_id": pool}], actor="t",
+        )  # fmt: skip
+    clock.advance(timedelta(minutes=1))
+    _carts(runtime, shop, [1, 2, 3, 4])
+    clock.advance(timedelta(minutes=61))
+    barrier = threading.Barrier(2)
+    outcome: dict[str, Any] = {}
+
+    def launch() -> None:
+        barrier.wait(timeout=10)
+        try:
+            with runtime.engine.begin() as conn:
+                outcome["campaign"] = campaigns.launch(
+                    conn, clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
+                )["counts"]
+        except CouponPoolExhausted as exc:
+            outcome["campaign"] = exc
+
+    def journey() -> None:
+        barrier.wait(timeout=10)
+        outcome["journey"] = journeys.tick(runtime.engine, clock, runtime.keyring)
+
+    threads = [threading.Thread(target=launch), threading.Thread(target=journey)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    given = [c for c in _rows(runtime, shop, coupons) if c.state == "issued"]
+    sent = _rows(runtime, shop, messages)
+    body = {m.contact_id: m.body for m in sent}
+    assert len(body) == len(sent)  # one message each
+    assert len({c.code for c in given}) == len(given) <= 6
+    # every code given is in its recipient's one message, and every message has its code
+    assert {c.contact_id for c in given} == set(body)
+    assert all(c.code in body[c.contact_id] for c in given)
+    with runtime.engine.connect() as conn:
+        counts = journeys.get(conn, shop.tenant_id, j["id"])["counts"]
+    if isinstance(outcome["campaign"], CouponPoolExhausted):  # the journey came first
+        assert outcome["journey"]["sent"] == 4 and len(given) == 4
+        assert {c.journey_id for c in given} == {j["id"]}
+    else:  # the campaign came first: three for it, three for the journey, one left out
+        assert outcome["campaign"]["planned"] == 3 and len(given) == 6
+        assert counts["outcome.coupon_pool_exhausted"] == 1 and counts["completed"] == 3

@@ -1,11 +1,17 @@
 """Per-recipient values that the platform, not the contact, supplies: ``{link}`` and ``{coupon}``.
 
-A campaign's materialisation renders every message in Python, a batch of contacts at a time.
-When the variant's template names ``{link}`` or ``{coupon}``, each batch asks a registered hook
-for those values (a tracked short link per recipient, a unique coupon code per recipient): the
-tracking capability provides the hook and registers it with :func:`register`. The hook runs in
-the launch's own transaction (``conn``), so the links and codes it records vanish with the
-messages if the launch fails.
+A campaign's (or a journey send step's) materialisation renders every message in Python, a
+batch of contacts at a time. When the variant's template names ``{link}`` or ``{coupon}``, each
+batch asks a registered hook for those values (a tracked short link per recipient, a unique
+coupon code per recipient): the tracking capability provides the hook and registers it with
+:func:`register`. The hook runs in the launch's own transaction (``conn``), so the links and
+codes it records vanish with the messages if the launch fails. A request names either a
+campaign (and its variant) or a journey (and its send step, ``s<position>``, as the variant):
+the links and coupons it issues, and the clicks and orders they bring, are attributed to that.
+
+A hook that cannot give every recipient a value because a coupon pool has fewer codes left
+raises an error whose ``code`` is :data:`EXHAUSTED` with ``details["available"]`` (the codes
+the pool had), having issued nothing; a journey then sends to as many as the pool can serve.
 
 Until a hook is registered, launching a campaign whose template needs one of them is refused
 with :class:`ExtrasUnavailable`: a stand-in value is never sent.
@@ -22,18 +28,21 @@ from sqlalchemy.engine import Connection
 from hongyan.errors import HongyanError, ValidationFailed
 
 KEYS = ("link", "coupon")
+#: The error code a hook raises when a coupon pool has fewer codes than recipients.
+EXHAUSTED = "coupon_pool_exhausted"
 
 
 @dataclass(frozen=True)
 class PerRecipientRequest:
     tenant_id: int
-    campaign_id: int
+    campaign_id: int | None
     variant: str
     contact_ids: Sequence[int]
     link_url: str | None
     coupon_pool_id: int | None
     now: datetime
     expires_at: datetime
+    journey_id: int | None = None  # a journey's send step (campaign_id is then None)
 
 
 PerRecipient = Callable[[Connection, PerRecipientRequest], dict[str, list[str]]]

@@ -150,7 +150,9 @@ class Spread:
 
 @dataclass
 class Launch:
-    """What a launch writes: the campaign (or journey), its lane and source, the variants."""
+    """What a launch writes: the campaign (or journey), its lane and source, the variants.
+    A journey's send step has no campaign: ``journey_id`` names it, so the step's links and
+    coupons are the journey's (its variant, ``s<position>``, is the step)."""
 
     tenant_id: int
     lane: Lane
@@ -166,6 +168,7 @@ class Launch:
     skipped: dict[int, str] = field(default_factory=dict)  # contact → why no message
     written: int = 0
     progress: Callable[[int, int], None] | None = None  # (done, total) after each batch
+    journey_id: int | None = None
 
 
 def _values(
@@ -245,13 +248,14 @@ def write(
                     conn,
                     extras.PerRecipientRequest(
                         tenant_id=launch.tenant_id,
-                        campaign_id=launch.campaign_id or 0,
+                        campaign_id=launch.campaign_id,
                         variant=variant,
                         contact_ids=[chunk[i][0] for i in at],
                         link_url=plan.link_url,
                         coupon_pool_id=plan.coupon_pool_id,
                         now=launch.now,
                         expires_at=last[1],
+                        journey_id=launch.journey_id,
                     ),
                     needs,
                 )

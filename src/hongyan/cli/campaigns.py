@@ -341,7 +341,9 @@ def journey_create(
     steps: Annotated[
         str,
         typer.Option(
-            help='Steps as JSON: [{"kind":"wait","minutes":60},{"kind":"send","template_id":3}]'
+            help='Steps as JSON: [{"kind":"wait","minutes":60},{"kind":"send","template_id":3,'
+            '"link_url":"https://shop.example/p","coupon_pool_id":2}] (link_url for a template '
+            "with {link}, coupon_pool_id for one with {coupon})"
         ),
     ],
     exit_on: Annotated[str, typer.Option(help="Event that ends it (order), or none")] = "order",

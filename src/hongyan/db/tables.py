@@ -1010,6 +1010,8 @@ links = sa.Table(
     sa.Column("number_province", sa.String(16), nullable=True),
     sa.Column("number_city", sa.String(32), nullable=True),
     sa.Column("carrier", sa.String(8), nullable=True),
+    # migration 0018: a journey's link (campaign_id is then null, variant the step: s<position>)
+    sa.Column("journey_id", sa.Integer, nullable=True),
     sa.UniqueConstraint("code", name="uq_links_code"),
     sa.Index("ix_links_campaign", "tenant_id", "campaign_id", "variant"),
     info=SCOPED,
@@ -1036,8 +1038,19 @@ clicks = sa.Table(
     sa.Column("number_province", sa.String(16), nullable=True),
     sa.Column("number_city", sa.String(32), nullable=True),
     sa.Column("carrier", sa.String(8), nullable=True),
+    # migration 0018: copied from a journey's link (the step is the variant)
+    sa.Column("journey_id", sa.Integer, nullable=True),
     sa.Index("ix_clicks_campaign", "tenant_id", "campaign_id", "variant"),
     sa.Index("ix_clicks_contact", "tenant_id", "contact_id", "at"),
+    # A journey's report reads its clicks by this; campaign clicks never enter it.
+    sa.Index(
+        "ix_clicks_journey",
+        "tenant_id",
+        "journey_id",
+        "variant",
+        postgresql_where=sa.text("journey_id IS NOT NULL"),
+        sqlite_where=sa.text("journey_id IS NOT NULL"),
+    ),
     info=SCOPED,
 )
 
@@ -1072,6 +1085,7 @@ coupons = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=True),
     sa.Column("redeemed_at", UTCDateTime, nullable=True),
     sa.Column("order_key", sa.String(80), nullable=True),
+    sa.Column("journey_id", sa.Integer, nullable=True),  # migration 0018: a journey step's
     sa.UniqueConstraint("tenant_id", "code", name="uq_coupons_code"),
     sa.Index("ix_coupons_pool_state", "tenant_id", "pool_id", "state"),
     info=SCOPED,
@@ -1095,8 +1109,18 @@ conversions = sa.Table(
     sa.Column("amount_fen", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("ordered_at", UTCDateTime, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # migration 0018: an order attributed to a journey (by its step's coupon or link)
+    sa.Column("journey_id", sa.Integer, nullable=True),
     sa.UniqueConstraint("tenant_id", "order_key", name="uq_conversions_order"),
     sa.Index("ix_conversions_campaign", "tenant_id", "campaign_id", "variant"),
+    sa.Index(
+        "ix_conversions_journey",
+        "tenant_id",
+        "journey_id",
+        "variant",
+        postgresql_where=sa.text("journey_id IS NOT NULL"),
+        sqlite_where=sa.text("journey_id IS NOT NULL"),
+    ),
     info=SCOPED,
 )
 
@@ -1262,6 +1286,9 @@ journey_steps = sa.Table(
     sa.Column("minutes", sa.Integer, nullable=True),  # wait
     sa.Column("rule", sa.JSON, nullable=True),  # condition: a segment rule the contact must meet
     sa.Column("template_version_id", sa.Integer, nullable=True),  # send
+    # send (migration 0018): where the step's {link} leads, and the pool its {coupon} comes from
+    sa.Column("link_url", sa.String(500), nullable=True),
+    sa.Column("coupon_pool_id", sa.Integer, nullable=True),  # no foreign key, as for variants
     sa.UniqueConstraint("journey_id", "position", name="uq_journey_steps_position"),
     info=SCOPED,
 )

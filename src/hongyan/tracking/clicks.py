@@ -27,7 +27,7 @@ from hongyan.db.tables import clicks
 
 COLUMNS = (
     "link_id", "campaign_id", "variant", "contact_id", "at", "ip_hash", "user_agent", "bot",
-    "number_province", "number_city", "carrier",
+    "number_province", "number_city", "carrier", "journey_id",
 )  # fmt: skip
 MAX_BATCH = 5000
 WRITERS = 3
@@ -48,6 +48,8 @@ class Click:
     number_province: str | None = None
     number_city: str | None = None
     carrier: str | None = None
+    # A journey's link: its clicks are the journey's (campaign_id is then None).
+    journey_id: int | None = None
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -62,6 +64,7 @@ class Click:
             self.number_province,
             self.number_city,
             self.carrier,
+            self.journey_id,
         )
 
 

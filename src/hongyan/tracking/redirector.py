@@ -9,9 +9,10 @@ main app's routes (``hongyan serve``). Per request:
   :class:`~hongyan.tracking.ratelimit.MissLimiter`) gets 429;
 * the link is found by code (a per-process cache; codes never change their link), unknown → 404
   page, expired → 410 with a friendly page in Chinese (and English);
-* the click (time, link, campaign, variant, contact, HMAC of the address, user agent, bot kind)
-  is committed through the group-commit :class:`~hongyan.tracking.clicks.ClickRecorder`, and only
-  then is the 302 sent: an answered click is a stored click.
+* the click (time, link, campaign or journey, variant or journey step, contact, HMAC of the
+  address, user agent, bot kind) is committed through the group-commit
+  :class:`~hongyan.tracking.clicks.ClickRecorder`, and only then is the 302 sent: an answered
+  click is a stored click. A journey's link is handled exactly as a campaign's.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class LinkInfo:
     number_province: str | None = None
     number_city: str | None = None
     carrier: str | None = None
+    journey_id: int | None = None  # a journey's link: handled as a campaign's, counted for it
 
 
 def _page(title_zh: str, text_zh: str, text_en: str) -> bytes:
@@ -134,6 +136,7 @@ class Redirector:
             links.c.number_province,
             links.c.number_city,
             links.c.carrier,
+            links.c.journey_id,
         ).where(links.c.code.in_(sa.bindparam("codes", expanding=True))),
         "redirect: the code (globally unique) names the tenant",
     )
@@ -250,6 +253,7 @@ class Redirector:
             number_province=info.number_province,
             number_city=info.number_city,
             carrier=info.carrier,
+            journey_id=info.journey_id,
         )
         try:
             await self.recorder.record(click)

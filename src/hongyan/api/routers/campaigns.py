@@ -203,7 +203,10 @@ class JourneyIn(BaseModel):
     exit_on: str | None = Field(default="order", description="An event kind that ends it")
     steps: list[dict[str, Any]] = Field(
         description='[{"kind": "wait", "minutes": 60}, {"kind": "condition", "rule": {…}}, '
-        '{"kind": "send", "template_id": 3}]'
+        '{"kind": "send", "template_id": 3, "link_url": "https://shop.example/p", '
+        '"coupon_pool_id": 2}]; a send step whose template places {link} needs link_url '
+        "(http(s)), one that places {coupon} needs coupon_pool_id (one of the tenant's pools); "
+        "each recipient gets their own short link and coupon, counted in the journey's report"
     )
 
 

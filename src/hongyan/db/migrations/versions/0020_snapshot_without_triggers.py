@@ -2,7 +2,7 @@
 read from its index alone
 
 Revision ID: 0020
-Revises: 0017
+Revises: 0018
 Create Date: 2026-11-30 07:40:00
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0020"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 

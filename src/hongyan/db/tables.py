@@ -22,6 +22,14 @@ metadata = sa.MetaData(naming_convention=NAMING)
 SCOPED = {"tenant_scoped": True}
 
 
+def tenant_column(*, index: bool = True) -> sa.Column[int]:
+    """The tenant of a row in a table written a million rows at a time, without a foreign key
+    (migration 0020): a key is a trigger run per inserted row, a third of the server's work in
+    a contacts import and a tenth of a launch's. The id comes from a TenantScope, whose tenant
+    exists, and tenants are never deleted (they are suspended)."""
+    return sa.Column("tenant_id", sa.Integer, nullable=False, index=index)
+
+
 def tenant_fk(*, index: bool = True) -> sa.Column[int]:
     return sa.Column(
         "tenant_id",
@@ -152,7 +160,7 @@ messages = sa.Table(
     sa.Column("id", BigId, primary_key=True),
     # No index of its own: the (tenant_id, …) indexes below serve every per-tenant lookup, and
     # each index is one more write on every state change of every message.
-    tenant_fk(index=False),
+    tenant_column(index=False),
     sa.Column(
         "lane", sa.SmallInteger, nullable=False
     ),  # 0 verification, 1 notification, 2 marketing
@@ -256,7 +264,7 @@ message_parts = sa.Table(
     sa.Column("id", BigId, primary_key=True),
     # Parts are found by message or by carrier id, never by tenant alone: no index of its own
     # (each is one more write for every part of every message).
-    tenant_fk(index=False),
+    tenant_column(index=False),
     sa.Column(
         "message_id",
         BigId,
@@ -398,7 +406,7 @@ consent_records = sa.Table(
     "consent_records",
     metadata,
     sa.Column("id", BigId, primary_key=True),
-    tenant_fk(),
+    tenant_column(),
     sa.Column("phone_index", sa.LargeBinary(32), nullable=False),
     sa.Column("purpose", sa.String(16), nullable=False),  # marketing, notification
     sa.Column("action", sa.String(8), nullable=False),  # granted, revoked
@@ -656,7 +664,7 @@ contacts = sa.Table(
     "contacts",
     metadata,
     sa.Column("id", BigId, primary_key=True),
-    tenant_fk(index=False),  # served by uq_contacts_number and ix_contacts_tenant_created
+    tenant_column(index=False),  # served by uq_contacts_number and ix_contacts_tenant_created
     sa.Column("phone_index", sa.LargeBinary(32), nullable=False),
     sa.Column("phone_cipher", sa.LargeBinary, nullable=False),
     sa.Column("phone_masked", sa.String(24), nullable=False),
@@ -705,7 +713,7 @@ contacts = sa.Table(
 contact_tags = sa.Table(
     "contact_tags",
     metadata,
-    tenant_fk(index=False),
+    tenant_column(index=False),
     sa.Column(
         "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
     ),
@@ -736,7 +744,7 @@ contact_events = sa.Table(
     "contact_events",
     metadata,
     sa.Column("id", BigId, primary_key=True),
-    tenant_fk(index=False),
+    tenant_column(index=False),
     sa.Column("event_id", sa.String(64), nullable=False),
     sa.Column(
         "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
@@ -996,7 +1004,7 @@ links = sa.Table(
     "links",
     metadata,
     sa.Column("id", BigId, primary_key=True),
-    tenant_fk(index=False),
+    tenant_column(index=False),
     sa.Column("code", sa.String(16), nullable=False),
     sa.Column("campaign_id", sa.Integer, nullable=True),
     sa.Column("variant", sa.String(16), nullable=True),
@@ -1023,7 +1031,7 @@ clicks = sa.Table(
     "clicks",
     metadata,
     sa.Column("id", BigId, primary_key=True),
-    tenant_fk(index=False),
+    tenant_column(index=False),
     sa.Column("link_id", BigId, nullable=False),
     sa.Column("campaign_id", sa.Integer, nullable=True),
     sa.Column("variant", sa.String(16), nullable=True),
@@ -1072,7 +1080,7 @@ coupons = sa.Table(
     "coupons",
     metadata,
     sa.Column("id", BigId, primary_key=True),
-    tenant_fk(index=False),
+    tenant_column(index=False),
     sa.Column(
         "pool_id", sa.Integer, sa.ForeignKey("coupon_pools.id", ondelete="CASCADE"), nullable=False
     ),

@@ -13,7 +13,8 @@ at once, "converted"), and steps in order:
   (one of the tenant's pools); each recipient gets their own short link and coupon, issued by
   the same hook as a campaign's (:mod:`hongyan.campaigns.extras`) with the journey in place of
   the campaign and the step (``s<position>``) as the variant, so clicks and the orders they
-  bring count for the journey's step. Checked when the journey is made (422), never at send.
+  bring count for the journey's step. Checked when the journey is made (422, by
+  :func:`hongyan.campaigns.extras.targets`, as a campaign's variants are), never at send.
 
 **Enrolment** happens as events arrive (:func:`on_events`, called by
 :func:`hongyan.contacts.events.ingest` for the API, ``hongyan events import`` and every other
@@ -50,7 +51,6 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -69,7 +69,6 @@ from hongyan.db.tables import (
     audience_members,
     contact_events,
     contacts,
-    coupon_pools,
     journey_enrolments,
     journey_steps,
     journeys,
@@ -87,7 +86,6 @@ MAX_STEPS = 20
 MAX_WAIT = 60 * 24 * 90  # minutes
 SCAN_DAYS = 3  # events received within this many days are looked at by a scan
 BATCH = 5_000
-MAX_LINK = 500  # as a campaign variant's link_url
 EXHAUSTED = "coupon_pool_exhausted"  # the outcome of those a step's pool had no code for
 
 
@@ -103,6 +101,16 @@ class JourneyNotFound(NotFound):
 
 def _bad(en: str, zh: str) -> JourneyInvalid:
     return JourneyInvalid(f"Journey: {en}", f"旅程设置有误：{zh}")
+
+
+def _step_bad(n: int) -> extras.Bad:
+    def bad(en: str, zh: str, field: str) -> JourneyInvalid:
+        return JourneyInvalid(
+            f"Journey: step {n}: {en}", f"旅程设置有误：第 {n} 步：{zh}",
+            details={"step": n, "field": field},
+        )  # fmt: skip
+
+    return bad
 
 
 def _steps(
@@ -151,13 +159,11 @@ def _steps(
             version = sendable(conn, tenant_id, template_id).version_id
             gate.check_outbox(conn, tenant_id, Lane.MARKETING, version)
             compiled = campaigns._compiled(conn, tenant_id, "marketing", [version])[version]
-            need = extras.needed(compiled.keys)
-            row["link_url"] = _link_url(i, step.get("link_url"), "link" in need)
-            row["coupon_pool_id"] = _coupon_pool(
-                conn, tenant_id, i, step.get("coupon_pool_id"), "coupon" in need
-            )
-            if need:
-                extras.require(compiled.keys)  # nobody to issue them: say so now, not at send
+            # where {link} leads, the pool {coupon} comes from: as a campaign's variant's
+            row["link_url"], row["coupon_pool_id"] = extras.targets(
+                conn, tenant_id, compiled.keys, step.get("link_url"), step.get("coupon_pool_id"),
+                _step_bad(i + 1),
+            )  # fmt: skip
             row["template_version_id"] = version
         else:
             raise _bad(
@@ -167,65 +173,6 @@ def _steps(
     if not any(r["kind"] == "send" for r in out):
         raise _bad("a journey sends at least one message", "旅程至少要发送一条短信")
     return out
-
-
-def _link_url(i: int, raw: Any, needed: bool) -> str | None:
-    """A send step's ``link_url``: required when its template places ``{link}``, else none."""
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        if needed:
-            raise _bad(
-                f"step {i + 1}: the template places {{link}}: give the step a link_url",
-                f"第 {i + 1} 步：模板含 {{link}}，请填写链接目标地址（link_url）",
-            )
-        return None
-    if not needed:
-        raise _bad(
-            f"step {i + 1}: the template does not place {{link}}: leave link_url out",
-            f"第 {i + 1} 步：模板不含 {{link}}，无需填写链接目标地址",
-        )
-    url = raw.strip() if isinstance(raw, str) else ""
-    parts = urlsplit(url) if url else None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or len(url) > MAX_LINK
-        or any(ch.isspace() for ch in url)
-    ):
-        raise _bad(
-            f"step {i + 1}: link_url is an http(s) address of at most {MAX_LINK} characters",
-            f"第 {i + 1} 步：链接目标须为 http(s) 网址，最长 {MAX_LINK} 个字符",
-        )
-    return url
-
-
-def _coupon_pool(conn: Connection, tenant_id: int, i: int, raw: Any, needed: bool) -> int | None:
-    """A send step's ``coupon_pool_id``: one of the tenant's pools when its template places
-    ``{coupon}``, else none (another tenant's pool is as unknown as one that does not exist)."""
-    if raw is None:
-        if needed:
-            raise _bad(
-                f"step {i + 1}: the template places {{coupon}}: give the step a coupon_pool_id",
-                f"第 {i + 1} 步：模板含 {{coupon}}，请选择优惠券池（coupon_pool_id）",
-            )
-        return None
-    if not needed:
-        raise _bad(
-            f"step {i + 1}: the template does not place {{coupon}}: leave coupon_pool_id out",
-            f"第 {i + 1} 步：模板不含 {{coupon}}，无需选择优惠券池",
-        )
-    if not isinstance(raw, int) or isinstance(raw, bool):
-        raise _bad(
-            f"step {i + 1}: coupon_pool_id is a pool's id", f"第 {i + 1} 步：优惠券池须为其编号"
-        )
-    found = conn.execute(
-        TenantScope(tenant_id)
-        .select(coupon_pools, coupon_pools.c.id)
-        .where(coupon_pools.c.id == raw)
-    ).first()
-    if found is None:
-        raise _bad(f"step {i + 1}: no coupon pool {raw}", f"第 {i + 1} 步：找不到优惠券池 {raw}")
-    return raw
 
 
 def create(

@@ -929,5 +929,24 @@ MESSAGES.update(
         "jny.rule": {"zh-CN": "条件规则（JSON）", "en": "Condition rule (JSON)"},
         "jny.needs": {"zh-CN": "含", "en": "places"},
         "jny.create": {"zh-CN": "创建旅程", "en": "Create journey"},
+        "cmp.link_url": {"zh-CN": "链接目标地址", "en": "Where {link} leads"},
+        "cmp.link_url.hint": {
+            "zh-CN": "模板含 {link} 时必填：每位收件人会收到指向此网址的专属短链接",
+            "en": "Needed when a template places {link}: each recipient gets their own short "
+            "link to this address",
+        },
+        "cmp.coupon_pool": {"zh-CN": "优惠券池", "en": "Coupon pool"},
+        "cmp.coupon_pool.hint": {
+            "zh-CN": "模板含 {coupon} 时必选：每位收件人从此券池领取一个专属券码",
+            "en": "Needed when a template places {coupon}: each recipient gets their own code "
+            "from this pool",
+        },
+        "cmp.coupon_pool.none": {
+            "zh-CN": "还没有优惠券池：请先通过 API 或命令行 hongyan coupons create 创建",
+            "en": "No coupon pools yet: create one through the API or hongyan coupons create",
+        },
+        "cmp.pool.generate": {"zh-CN": "自动生成", "en": "generated"},
+        "cmp.pool.import": {"zh-CN": "导入券码", "en": "imported"},
+        "cmp.pool.left": {"zh-CN": "，剩余 {n} 个", "en": ", {n} left"},
     }
 )

@@ -166,6 +166,7 @@ def page(request: Request, campaign_id: str) -> Response:
         st = campaigns.status(conn, view.runtime.clock, tid, cid)
     estimate: dict[str, Any] | None = None
     problem: HongyanError | None = None
+    pools: dict[int, str] = {}  # the review names each variant's coupon pool
     if st["state"] == "draft":
         # A dry launch in a savepoint that is rolled back: a writing transaction.
         with view.runtime.engine.begin() as conn:
@@ -173,6 +174,8 @@ def page(request: Request, campaign_id: str) -> Response:
                 estimate = campaigns.estimate(conn, view.runtime.clock, tid, st["id"])
             except HongyanError as exc:
                 problem = exc
+            if any(v["coupon_pool_id"] for v in st["variants"]):
+                pools = {p.id: p.name for p in coupons.list_pools(conn, tid)}
     waiting = sum(f["waiting"] for f in st["funnel"])
     live = st["state"] == "launching" or (
         st["state"] in ("running", "scheduled") and (waiting > 0 or st["phase"] == "test")
@@ -180,7 +183,7 @@ def page(request: Request, campaign_id: str) -> Response:
     with view.runtime.engine.connect() as conn:
         return view.respond(
             conn, "campaign", active="campaigns", error=None, c=st, estimate=estimate,
-            problem=problem, live=live, manage=_can_send(view),
+            problem=problem, live=live, manage=_can_send(view), pools=pools,
             progress=launching.progress(tid, cid) if st["state"] == "launching" else None,
         )  # fmt: skip
 

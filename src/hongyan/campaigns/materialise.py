@@ -18,7 +18,7 @@ maximum parts, is left out (``content``); one that the planned windows cannot ho
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -218,6 +218,7 @@ class _Batch:
     by_variant: dict[str, list[int]]  # variant → positions in chunk
     extra: dict[str, dict[str, list[str]]]  # variant → {link, coupon} values in that order
     position: int  # contacts of the launch read so far, this batch included
+    skipped: list[tuple[int, str]]  # (contact, gone | window_full)
 
 
 @dataclass
@@ -225,7 +226,7 @@ class _Rendered:
     rows: list[tuple[Any, ...]]
     parts: Counter[str]
     planned: Counter[str]
-    content: list[int]  # contacts left out for their text
+    skipped: list[tuple[int, str]]  # (contact, gone | window_full | content)
     position: int
 
 
@@ -245,13 +246,12 @@ def _read(
     tags = _tags(conn, scope, ids) if "tags" in keys else {}
     times = launch.spread.times(position, len(chunk))
     by_variant: dict[str, list[int]] = {}
+    skipped: list[tuple[int, str]] = []
     for i, (cid, variant) in enumerate(chunk):
         if cid not in found:
-            launch.counts["gone"] += 1
-            launch.skipped[cid] = "gone"
+            skipped.append((cid, "gone"))
         elif times[i] is None:
-            launch.counts["window_full"] += 1
-            launch.skipped[cid] = "window_full"
+            skipped.append((cid, "window_full"))
         else:
             by_variant.setdefault(variant, []).append(i)
     extra: dict[str, dict[str, list[str]]] = {}
@@ -277,7 +277,7 @@ def _read(
             ),
             needs,
         )
-    return _Batch(chunk, found, tags, times, by_variant, extra, position + len(chunk))
+    return _Batch(chunk, found, tags, times, by_variant, extra, position + len(chunk), skipped)
 
 
 def _render(
@@ -285,7 +285,7 @@ def _render(
 ) -> _Rendered:
     """Python's part of a batch (no database): the template values, the texts and their
     checks, the message rows. Reads ``launch`` but changes nothing in it."""
-    out = _Rendered([], Counter(), Counter(), [], batch.position)
+    out = _Rendered([], Counter(), Counter(), list(batch.skipped), batch.position)
     chunk, times = batch.chunk, batch.times
     for variant, at in batch.by_variant.items():
         plan = launch.variants[variant]
@@ -302,7 +302,7 @@ def _render(
             if (problems and blocking(category, problems)) or (
                 checked.parts[j] > plan.compiled.max_parts
             ):
-                out.content.append(chunk[i][0])
+                out.skipped.append((chunk[i][0], "content"))
                 continue
             r = rows[j]
             due, expires = times[i]  # type: ignore[misc]
@@ -323,9 +323,9 @@ def _store(
     conn: Connection, scope: TenantScope, launch: Launch, done: _Rendered, total: int
 ) -> None:
     """Write a rendered batch (one ``COPY``) and count it."""
-    for cid in done.content:
-        launch.counts["content"] += 1
-        launch.skipped[cid] = "content"
+    for cid, reason in done.skipped:
+        launch.counts[reason] += 1
+        launch.skipped[cid] = reason
     launch.parts.update(done.parts)
     launch.planned.update(done.planned)
     launch.written += bulk.insert_rows(
@@ -354,9 +354,13 @@ def write(
     """Plan a message for each (contact, variant) of ``order``, due in that order.
 
     A two-stage pipeline: while this thread writes batch *k* (``COPY``: mostly waiting for the
-    server, the GIL released) a worker thread renders batch *k + 1*, which needs no database;
-    reads and writes stay on this thread, the connection's. Counts are applied here, in order,
-    as each batch is stored."""
+    server, the GIL released) a worker thread prepares batch *k + 1*. On PostgreSQL, when no
+    variant places ``{link}`` or ``{coupon}`` (whose issuing writes, so belongs to the launch's
+    transaction), the worker also reads its batch's contacts, on a connection of its own: the
+    server reads them on another core while this connection's ``COPY`` runs. The rows read are
+    the same as through the launch's connection (READ COMMITTED: each statement sees what is
+    committed; the launch changes no contact). Otherwise the reads stay on this connection and
+    the worker renders only. Counts are applied here, in order, as each batch is stored."""
     scope = TenantScope(launch.tenant_id)
     keys: set[str] = set()
     for v in launch.variants.values():
@@ -364,6 +368,27 @@ def write(
     columns = contact_columns(keys)
     category = launch.lane.name.lower()
     total = len(order)
+    issues = any(extras.needed(v.compiled.keys) for v in launch.variants.values())
+    if conn.dialect.name == "postgresql" and not issues and total > BATCH:
+        # The worker is shut down (waited for) before its connection closes.
+        with (
+            conn.engine.connect() as reader,
+            ThreadPoolExecutor(1, thread_name_prefix="hongyan-render") as worker,
+        ):
+
+            def prepare(start: int) -> _Rendered:
+                chunk = order[start : start + BATCH]
+                batch = _read(reader, scope, launch, chunk, columns, keys, start)
+                return _render(batch, keyring, launch, columns, category)
+
+            ahead: deque[Future[_Rendered]] = deque()
+            for start in range(0, total, BATCH):
+                ahead.append(worker.submit(prepare, start))
+                if len(ahead) > 1:
+                    _store(conn, scope, launch, ahead.popleft().result(), total)
+            while ahead:
+                _store(conn, scope, launch, ahead.popleft().result(), total)
+        return
     with ThreadPoolExecutor(1, thread_name_prefix="hongyan-render") as worker:
         pending: Future[_Rendered] | None = None
         for start in range(0, total, BATCH):

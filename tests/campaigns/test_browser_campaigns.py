@@ -59,6 +59,58 @@ def test_wizard_to_launch(live_server: str, runtime: Runtime, tmp_path: Path) ->
     assert not [p for p in problems if "Content Security Policy" in p or "Error" in p], problems
 
 
+def test_wizard_link_target_and_coupon_pool(
+    live_server: str, runtime: Runtime, tmp_path: Path
+) -> None:
+    """The copy step shows where {link} leads and the coupon pool once a chosen template places
+    them (CSS alone: the page allows no inline script); a refusal comes back on the form beside
+    the field; given, the review shows them."""
+    _require_chromium()
+    from playwright.sync_api import expect
+
+    from hongyan.tracking import coupons
+    from tests.campaigns.test_journey_links import LINK_AND_COUPON, TARGET
+    from tests.content.support import approved_version
+
+    shop = make_shop(runtime, 6, opted_out=0, without_consent=0)
+    approved_version(runtime, shop.tenant_id, LINK_AND_COUPON)
+    with runtime.engine.begin() as conn:
+        coupons.create_pool(conn, shop.tenant_id, runtime.clock.now(), name="会员券")
+    _user(runtime, shop)
+    problems: list[str] = []
+    with console_page(live_server, "/console/campaigns/new", problems) as page:
+        link, pool = page.locator("#link-url"), page.locator("#coupon-pool")
+        page.fill("input[name=name]", "购物车券")
+        page.select_option("select[name=segment]", label="全部")
+        plain = page.locator(".copy-choice").filter(has_text="会员日第二杯半价")
+        tracked = page.locator(".copy-choice").filter(has_text="专属券")
+        expect(tracked).to_contain_text("coupon")  # it says what it needs
+        expect(link).to_be_hidden()
+        expect(pool).to_be_hidden()
+        plain.locator("input[type=checkbox]").check()
+        expect(link).to_be_hidden()  # a template without {link} / {coupon}: nothing to ask
+        tracked.locator("input[type=checkbox]").check()
+        expect(link).to_be_visible()
+        expect(pool).to_be_visible()
+        pool.select_option(label="会员券 (自动生成)")
+        page.screenshot(path=str(tmp_path / "wizard-links.png"), full_page=True)
+        page.click("#to-review")  # no link target: refused on the form
+        expect(page.locator("#wizard-problem")).to_contain_text("模板含 {link}，请填写链接目标地址")
+        expect(page.locator("#link-url-error")).to_be_visible()
+        expect(page.locator("#link-url")).to_have_attribute("aria-invalid", "true")
+        expect(page.locator("input[name=name]")).to_have_value("购物车券")  # kept
+        expect(page.locator("#coupon-pool")).to_be_visible()
+        page.screenshot(path=str(tmp_path / "wizard-refused.png"), full_page=True)
+        page.fill("#link-url", TARGET)
+        page.click("#to-review")
+        # the variants follow the page's order of the templates: the tracked one is A
+        expect(page.locator("[data-variant-link=A]")).to_contain_text(TARGET)
+        expect(page.locator("[data-variant-pool=A]")).to_be_visible()
+        expect(page.locator("[data-variant-link=B]")).to_have_count(0)
+        page.screenshot(path=str(tmp_path / "review-links.png"), full_page=True)
+    assert not [p for p in problems if "Content Security Policy" in p or "Error" in p], problems
+
+
 def test_deciding_an_ab_test(live_server: str, runtime: Runtime, tmp_path: Path) -> None:
     """The marketer picks the winner: the page comes back at once and polls while the rest is
     planned in the background, then shows the rest's counts and the winner."""

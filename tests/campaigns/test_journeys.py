@@ -20,7 +20,6 @@ from hongyan.db.tables import messages
 from hongyan.errors import Conflict, ValidationFailed
 from hongyan.runtime import Runtime
 from tests.campaigns.support import ALL, Shop, make_shop
-from tests.content.support import approved_version
 
 
 @pytest.fixture
@@ -145,26 +144,6 @@ def test_bad_journeys_are_refused(runtime: Runtime, shop: Shop) -> None:
     _journey(runtime, shop)
     with pytest.raises(Conflict):
         _journey(runtime, shop)
-
-
-def test_a_journey_step_with_a_link_or_coupon_is_refused_at_creation(
-    runtime: Runtime, shop: Shop
-) -> None:
-    # Links and coupons are issued per campaign; a journey must say so when it is made, not
-    # fail each time its step comes to send.
-    for body in (
-        "【鸿雁】购物车里的宝贝还在等您，点击 {link} 回T退订",
-        "【鸿雁】券码 {coupon} 已到账，回T退订",
-    ):
-        version = approved_version(runtime, shop.tenant_id, body)
-        with pytest.raises(ValidationFailed, match="cannot carry") as refused:
-            _journey(
-                runtime, shop, name=f"带链接{version}",
-                steps=[{"kind": "send", "template_id": _template_id(runtime, shop, version)}],
-            )  # fmt: skip
-        assert refused.value.status == 422
-    with runtime.engine.connect() as conn:
-        assert journeys.list_journeys(conn, shop.tenant_id) == []
 
 
 def test_journeys_api_cli_and_console(client: Any, runtime: Runtime, shop: Shop) -> None:

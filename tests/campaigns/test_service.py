@@ -475,7 +475,9 @@ def test_a_launch_that_fails_halfway_leaves_nothing(
     monkeypatch.setattr(materialise, "BATCH", 10)
     body = "【鸿雁茶饮】{name|您好}，专属券已到账，点击{link} 领取，本周有效，回T退订"
     version = approved_version(runtime, shop.tenant_id, body)
-    camp = _create(runtime, shop, variants=[{"template_version_id": version}])
+    camp = _create(
+        runtime, shop, variants=[{"template_version_id": version, "link_url": "https://s.example"}]
+    )
     calls: list[int] = []
 
     def links(conn: sa.Connection, req: extras.PerRecipientRequest) -> dict[str, list[str]]:

@@ -11,7 +11,14 @@ import sqlalchemy as sa
 from hongyan.clock import FixedClock
 from hongyan.contacts import events, importer, number_status, retention, service, suppression
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import audit_log, consent_records, contacts, messages, suppressions
+from hongyan.db.tables import (
+    audience_members,
+    audit_log,
+    consent_records,
+    contacts,
+    messages,
+    suppressions,
+)
 from hongyan.dispatch import outbox
 from hongyan.dispatch.states import Lane
 from hongyan.errors import NotFound
@@ -159,3 +166,36 @@ def test_receipt_history_finds_empty_numbers(runtime: Runtime, tenant_id: int) -
             )
             == "invalid"
         )
+
+
+def test_forget_and_retention_remove_memberships(runtime: Runtime, tenant_id: int) -> None:
+    """audience_members has no foreign key to cascade: forget deletes the contact's memberships,
+    and the retention run deletes those a snapshot wrote for a contact erased meanwhile."""
+    from hongyan.audience import segments
+
+    _seed(runtime, tenant_id)
+    scope = TenantScope(tenant_id)
+    rule = {"field": "country", "op": "eq", "value": "CN"}
+    with runtime.engine.begin() as conn:
+        aud = segments.snapshot(conn, runtime.clock, tenant_id, rule=rule, actor="t")
+        other = service.find_id(conn, runtime.keyring, tenant_id, "+8613900001111")
+    with runtime.engine.connect() as conn:
+        members = conn.execute(scope.select(audience_members, audience_members.c.contact_id))
+        assert len(members.all()) == 2
+    with runtime.engine.begin() as conn:
+        gone = service.forget(conn, runtime.clock, runtime.keyring, tenant_id, NUMBER, "user:1")
+        # What a snapshot racing the erasure leaves: a membership of a contact that is gone.
+        conn.execute(
+            scope.insert(audience_members).values(
+                audience_id=aud["id"], contact_id=gone.contact_id + 1000, phone_index=b"x" * 32,
+                status="included",
+            )
+        )  # fmt: skip
+    with runtime.engine.connect() as conn:
+        left = conn.execute(scope.select(audience_members, audience_members.c.contact_id))
+        assert sorted(r[0] for r in left) == sorted([other, gone.contact_id + 1000])
+    assert retention.run(runtime)["orphan_members"] == 1
+    assert retention.run(runtime)["orphan_members"] == 0
+    with runtime.engine.connect() as conn:
+        left = conn.execute(scope.select(audience_members, audience_members.c.contact_id))
+        assert [r[0] for r in left] == [other]

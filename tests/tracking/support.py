@@ -21,6 +21,7 @@ class Req:
     coupon_pool_id: int | None
     now: datetime
     expires_at: datetime | None
+    journey_id: int | None = None
 
 
 def contacts_for(runtime: Runtime, tenant_id: int, phones: list[str]) -> list[int]:

@@ -88,6 +88,28 @@ def _order(key: str, contact: int, at: datetime, coupon: str | None = None) -> O
     return Order(key, key, contact, at, 1000, coupon)
 
 
+def test_decide_attributes_journey_coupons_and_clicks_to_the_journey() -> None:
+    """A journey's coupon or link converts to the journey and its step, as a campaign's does;
+    an order converts once, to one of them."""
+    coupons = {"JRNY2222": CouponState(1, "issued", None, "s0", None, journey_id=3)}
+    clicks = {
+        10: [
+            ClickRef(100, 10, T0 - timedelta(days=2), 6, "A"),  # a campaign's link
+            ClickRef(101, 10, T0 - timedelta(days=1), None, "s2", journey_id=3),  # the last
+        ]
+    }
+    orders = [
+        _order("o1", 11, T0, "JRNY2222"),
+        _order("o2", 10, T0),
+        _order("o2", 10, T0),  # the same order again
+        _order("o3", 12, T0, "JRNY2222"),  # the coupon again: used, and 12 clicked nothing
+    ]
+    d = decide(orders, coupons, clicks, WEEK)
+    got = {c.order.key: (c.method, c.campaign_id, c.journey_id, c.variant) for c in d.conversions}
+    assert got == {"o1": ("coupon", None, 3, "s0"), "o2": ("click", None, 3, "s2")}
+    assert [(r.order.key, r.reason) for r in d.rejections] == [("o3", "used")]
+
+
 def test_decide_coupon_first_then_last_click_within_window() -> None:
     coupons = {
         "AAAA2222": CouponState(1, "issued", 7, "A", None),

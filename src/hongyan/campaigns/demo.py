@@ -2,7 +2,8 @@
 three variants (it launches a few minutes after the demo starts, the sandbox delivers, and the
 scheduler picks the winner by click rate: the sandbox's recipients click and buy, see
 ``SHOPPERS``), and a cart-abandonment journey (an offer an hour
-after a cart is abandoned, unless an order comes first)."""
+after a cart is abandoned, unless an order comes first, with a short link to the cart whose
+clicks count in the journey's report)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ VARIANTS = (
 )
 #: Where the variants' links go (the shop's own page).
 LINK_URL = "https://shop.example/hongyan-tea"
+CART_URL = "https://shop.example/hongyan-tea/cart"  # the cart journey's {link}
 #: How the sandbox's recipients answer each variant (click rate, then buy rate of clickers):
 #: 第二杯半价 is the planted better variant, so the A/B test has a true winner to find.
 SHOPPERS = (
@@ -44,7 +46,7 @@ SHOPPERS = (
     ShopperRule("第二杯半价", 0.45, 0.5),
     ShopperRule("桂花乌龙", 0.2, 0.25),
 )
-CART = ("加购提醒", "【鸿雁茶饮】{name|您好}，您购物车里的饮品还在等您，今日下单立减3元，回T退订")
+CART = ("加购提醒", "【鸿雁茶饮】{name|您好}，购物车的饮品还在等您，点{link} 下单立减3元，回T退订")
 DORMANT = {
     "all": [
         {"field": "lifecycle", "op": "in", "value": ["dormant", "lapsing"]},
@@ -96,7 +98,7 @@ def seed(runtime: Runtime, tenant_id: int, reviewer: StaffPrincipal) -> dict[str
                 {"kind": "wait", "minutes": 60},
                 {"kind": "condition", "rule": {"field": "consent", "op": "granted",
                                                "value": "marketing"}},
-                {"kind": "send", "template_id": cart},
+                {"kind": "send", "template_id": cart, "link_url": CART_URL},
             ],
             actor="demo",
         )  # fmt: skip

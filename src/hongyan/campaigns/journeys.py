@@ -7,8 +7,14 @@ at once, "converted"), and steps in order:
 - ``{"kind": "wait", "minutes": 60}``: the next step is due that long after this one was;
 - ``{"kind": "condition", "rule": {...}}``: a segment rule the contact must meet *now*
   (checked again at send time, not at entry), else the contact leaves (``condition``);
-- ``{"kind": "send", "template_id": 7}``: one marketing message from the template's live
-  approved version.
+- ``{"kind": "send", "template_id": 7, "link_url": "https://…", "coupon_pool_id": 3}``: one
+  marketing message from the template's live approved version. A template that places
+  ``{link}`` needs ``link_url`` (http(s)), one that places ``{coupon}`` needs ``coupon_pool_id``
+  (one of the tenant's pools); each recipient gets their own short link and coupon, issued by
+  the same hook as a campaign's (:mod:`hongyan.campaigns.extras`) with the journey in place of
+  the campaign and the step (``s<position>``) as the variant, so clicks and the orders they
+  bring count for the journey's step. Checked when the journey is made (422, by
+  :func:`hongyan.campaigns.extras.targets`, as a campaign's variants are), never at send.
 
 **Enrolment** happens as events arrive (:func:`on_events`, called by
 :func:`hongyan.contacts.events.ingest` for the API, ``hongyan events import`` and every other
@@ -26,6 +32,13 @@ small launch through the campaigns' own path: the due contacts are snapshot (sup
 no-consent marked), the frequency caps and preferences apply under the tenant's cap lock, and
 the messages are materialised with source ``journey`` (quiet hours hold them, spread at the
 channel's rate). A contact left out by any of these leaves the journey with the reason.
+A step whose coupon pool (an ``import`` pool: a fixed stock) has fewer codes than due
+recipients sends to as many as it has, in due order, and the others leave with
+``coupon_pool_exhausted``; nothing is half-issued (the step's links, coupons and messages are
+written in one savepoint, and a pool found short is tried again with exactly what it holds).
+Leaving rather than waiting: a pool runs out because the offer's stock is spent ("the first
+1,000"), so a late coupon would be a different offer; the marketer sees the count in the
+journey's report and can import codes for those who enrol later.
 
 A journey whose exit event is its own trigger would end every enrolment at once: refused as a
 loop.
@@ -62,7 +75,7 @@ from hongyan.db.tables import (
 )
 from hongyan.dispatch.outbox import DEFAULT_VALIDITY
 from hongyan.dispatch.states import Lane
-from hongyan.errors import Conflict, NotFound, ValidationFailed
+from hongyan.errors import Conflict, HongyanError, NotFound, ValidationFailed
 from hongyan.security import audit
 from hongyan.security.keyring import KeyRing
 from hongyan.tenants import service as tenants_service
@@ -73,6 +86,7 @@ MAX_STEPS = 20
 MAX_WAIT = 60 * 24 * 90  # minutes
 SCAN_DAYS = 3  # events received within this many days are looked at by a scan
 BATCH = 5_000
+EXHAUSTED = "coupon_pool_exhausted"  # the outcome of those a step's pool had no code for
 
 
 class JourneyInvalid(ValidationFailed):
@@ -89,6 +103,16 @@ def _bad(en: str, zh: str) -> JourneyInvalid:
     return JourneyInvalid(f"Journey: {en}", f"旅程设置有误：{zh}")
 
 
+def _step_bad(n: int) -> extras.Bad:
+    def bad(en: str, zh: str, field: str) -> JourneyInvalid:
+        return JourneyInvalid(
+            f"Journey: step {n}: {en}", f"旅程设置有误：第 {n} 步：{zh}",
+            details={"step": n, "field": field},
+        )  # fmt: skip
+
+    return bad
+
+
 def _steps(
     conn: Connection, tenant_id: int, raw: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -103,7 +127,16 @@ def _steps(
             "minutes": None,
             "rule": None,
             "template_version_id": None,
+            "link_url": None,
+            "coupon_pool_id": None,
         }
+        if kind != "send" and (
+            step.get("link_url") is not None or step.get("coupon_pool_id") is not None
+        ):
+            raise _bad(
+                f"step {i + 1}: only a send step has a link_url or coupon_pool_id",
+                f"第 {i + 1} 步：只有发送步骤可以设置链接或优惠券池",
+            )
         if kind == "wait":
             minutes = step.get("minutes")
             if (
@@ -126,14 +159,11 @@ def _steps(
             version = sendable(conn, tenant_id, template_id).version_id
             gate.check_outbox(conn, tenant_id, Lane.MARKETING, version)
             compiled = campaigns._compiled(conn, tenant_id, "marketing", [version])[version]
-            if extras.needed(compiled.keys):
-                # Per-recipient links and coupons are issued for a campaign (its link, its pool,
-                # its clicks and conversions); a journey step has none of these to give.
-                raise _bad(
-                    f"step {i + 1}: a journey's message cannot carry {{link}} or {{coupon}}; "
-                    "use a template without them",
-                    f"第 {i + 1} 步：旅程短信暂不支持 {{link}} 或 {{coupon}}，请选用不含它们的模板",
-                )
+            # where {link} leads, the pool {coupon} comes from: as a campaign's variant's
+            row["link_url"], row["coupon_pool_id"] = extras.targets(
+                conn, tenant_id, compiled.keys, step.get("link_url"), step.get("coupon_pool_id"),
+                _step_bad(i + 1),
+            )  # fmt: skip
             row["template_version_id"] = version
         else:
             raise _bad(
@@ -499,20 +529,46 @@ def _send(
     extras.require(compiled.keys)
     name = f"s{step['position']}"
     rate = campaigns._rate(conn, tenant_id, {"category": "marketing", "route": None, "rate": None})
-    order, spread = zones.plan(
-        [(c, name) for c in eligible], own, zone.key, rate,
-        lambda z, r, n: Spread(
-            now, r, zone=z, rules=rules, total=n, validity=DEFAULT_VALIDITY[Lane.MARKETING]
-        ),
-    )  # fmt: skip
-    launch = Launch(
-        tenant_id=tenant_id, lane=Lane.MARKETING, source="journey", source_ref=ref,
-        campaign_id=None, variants={name: VariantPlan(name, version_id, compiled)}, now=now,
-        spread=spread,
-    )  # fmt: skip
-    write(conn, keyring, launch, order)
-    out.update(launch.skipped)  # a value brought a refused word, or the window was full
-    return out
+    # The step's {link} and {coupon} are issued by the campaigns' hook, for the journey and step.
+    plan = VariantPlan(name, version_id, compiled, step.get("link_url"), step.get("coupon_pool_id"))
+    rank = {int(r.contact_id): k for k, r in enumerate(due)}
+    chosen = sorted(eligible, key=lambda c: rank.get(c, len(rank)))  # in due order
+    retried = False
+    while True:
+        order, spread = zones.plan(
+            [(c, name) for c in chosen], own, zone.key, rate,
+            lambda z, r, n: Spread(
+                now, r, zone=z, rules=rules, total=n, validity=DEFAULT_VALIDITY[Lane.MARKETING]
+            ),
+        )  # fmt: skip
+        launch = Launch(
+            tenant_id=tenant_id, lane=Lane.MARKETING, source="journey", source_ref=ref,
+            campaign_id=None, variants={name: plan}, now=now, spread=spread,
+            journey_id=int(journey["id"]),
+        )  # fmt: skip
+        try:
+            with conn.begin_nested():  # links, coupons and messages together, or none of them
+                write(conn, keyring, launch, order)
+        except HongyanError as exc:
+            if exc.code != extras.EXHAUSTED:
+                raise
+            # The pool holds fewer codes than recipients: the first in due order get what it
+            # holds (tried again at once: under the cap lock nobody else issues meanwhile), the
+            # others leave. Short a second time: nobody gets one now.
+            available = 0 if retried else int(exc.details.get("available") or 0)
+            keep = max(0, min(available, len(chosen) - 1))
+            out.update({cid: EXHAUSTED for cid in chosen[keep:]})
+            log.warning(
+                "journey %s step %s: coupon pool %s short, %d of %d recipients leave",
+                journey["id"], step["position"], plan.coupon_pool_id, len(chosen) - keep,
+                len(chosen),
+            )  # fmt: skip
+            chosen, retried = chosen[:keep], True
+            if not chosen:
+                return out
+            continue
+        out.update(launch.skipped)  # a value brought a refused word, or the window was full
+        return out
 
 
 def advance(

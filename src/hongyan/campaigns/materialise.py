@@ -18,8 +18,9 @@ maximum parts, is left out (``content``); one that the planned windows cannot ho
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -64,6 +65,7 @@ def contact_columns(keys: set[str]) -> tuple[str, ...]:
 MESSAGE_COLUMNS = (
     "dest_cipher", "dest_index", "dest_masked", "carrier", "body", "encoding", "parts",
     "due_at", "expires_at", "contact_id", "number_province", "number_city", "time_zone",
+    "variant", "template_version_id",
 )  # fmt: skip
 
 
@@ -150,7 +152,9 @@ class Spread:
 
 @dataclass
 class Launch:
-    """What a launch writes: the campaign (or journey), its lane and source, the variants."""
+    """What a launch writes: the campaign (or journey), its lane and source, the variants.
+    A journey's send step has no campaign: ``journey_id`` names it, so the step's links and
+    coupons are the journey's (its variant, ``s<position>``, is the step)."""
 
     tenant_id: int
     lane: Lane
@@ -166,6 +170,7 @@ class Launch:
     skipped: dict[int, str] = field(default_factory=dict)  # contact → why no message
     written: int = 0
     progress: Callable[[int, int], None] | None = None  # (done, total) after each batch
+    journey_id: int | None = None
 
 
 def _values(
@@ -202,110 +207,195 @@ def _tags(conn: Connection, scope: TenantScope, ids: Sequence[int]) -> dict[int,
     return out
 
 
+@dataclass
+class _Batch:
+    """One batch between its read (the connection's thread) and its rendering (the worker)."""
+
+    chunk: Sequence[tuple[int, str]]
+    found: dict[int, tuple[Any, ...]]
+    tags: dict[int, list[str]]
+    times: list[tuple[dt.datetime, dt.datetime] | None]
+    by_variant: dict[str, list[int]]  # variant → positions in chunk
+    extra: dict[str, dict[str, list[str]]]  # variant → {link, coupon} values in that order
+    position: int  # contacts of the launch read so far, this batch included
+    skipped: list[tuple[int, str]]  # (contact, gone | window_full)
+
+
+@dataclass
+class _Rendered:
+    rows: list[tuple[Any, ...]]
+    parts: Counter[str]
+    planned: Counter[str]
+    skipped: list[tuple[int, str]]  # (contact, gone | window_full | content)
+    position: int
+
+
+def _read(
+    conn: Connection,
+    scope: TenantScope,
+    launch: Launch,
+    chunk: Sequence[tuple[int, str]],
+    columns: tuple[str, ...],
+    keys: set[str],
+    position: int,
+) -> _Batch:
+    """The database's part of a batch: the contacts' rows, tags, due times, per-recipient
+    ``{link}`` / ``{coupon}`` values (issued here: the hook writes links and coupons)."""
+    ids = [c for c, _ in chunk]
+    found = {int(r[0]): r for r in bulk.fetch_in(conn, scope, contacts, columns, "id", ids)}
+    tags = _tags(conn, scope, ids) if "tags" in keys else {}
+    times = launch.spread.times(position, len(chunk))
+    by_variant: dict[str, list[int]] = {}
+    skipped: list[tuple[int, str]] = []
+    for i, (cid, variant) in enumerate(chunk):
+        if cid not in found:
+            skipped.append((cid, "gone"))
+        elif times[i] is None:
+            skipped.append((cid, "window_full"))
+        else:
+            by_variant.setdefault(variant, []).append(i)
+    extra: dict[str, dict[str, list[str]]] = {}
+    for variant, at in by_variant.items():
+        plan = launch.variants[variant]
+        needs = extras.needed(plan.compiled.keys)
+        if not needs:
+            continue
+        last = times[at[-1]]
+        assert last is not None
+        extra[variant] = extras.fetch(
+            conn,
+            extras.PerRecipientRequest(
+                tenant_id=launch.tenant_id,
+                campaign_id=launch.campaign_id,
+                variant=variant,
+                contact_ids=[chunk[i][0] for i in at],
+                link_url=plan.link_url,
+                coupon_pool_id=plan.coupon_pool_id,
+                now=launch.now,
+                expires_at=last[1],
+                journey_id=launch.journey_id,
+            ),
+            needs,
+        )
+    return _Batch(chunk, found, tags, times, by_variant, extra, position + len(chunk), skipped)
+
+
+def _render(
+    batch: _Batch, keyring: KeyRing, launch: Launch, columns: tuple[str, ...], category: str
+) -> _Rendered:
+    """Python's part of a batch (no database): the template values, the texts and their
+    checks, the message rows. Reads ``launch`` but changes nothing in it."""
+    out = _Rendered([], Counter(), Counter(), list(batch.skipped), batch.position)
+    chunk, times = batch.chunk, batch.times
+    for variant, at in batch.by_variant.items():
+        plan = launch.variants[variant]
+        rows = [batch.found[chunk[i][0]] for i in at]
+        values = _values(
+            rows, columns, set(plan.compiled.keys), keyring, launch.tenant_id, batch.tags
+        )
+        for key, column in batch.extra.get(variant, {}).items():
+            for row_values, value in zip(values, column, strict=True):
+                row_values[key] = value
+        checked = plan.compiled.check_many(values)
+        for j, i in enumerate(at):
+            problems = checked.problems.get(j)
+            if (problems and blocking(category, problems)) or (
+                checked.parts[j] > plan.compiled.max_parts
+            ):
+                out.skipped.append((chunk[i][0], "content"))
+                continue
+            r = rows[j]
+            due, expires = times[i]  # type: ignore[misc]
+            out.rows.append(
+                (
+                    r[1], r[2], r[3], r[4], checked.texts[j], checked.encodings[j],
+                    checked.parts[j], due, expires, r[0], r[5], r[6],
+                    r[7],  # the zone its quiet hours are kept in (None: the tenant's)
+                    variant, plan.version_id,
+                )
+            )  # fmt: skip
+            out.parts[variant] += checked.parts[j]
+            out.planned[variant] += 1
+    return out
+
+
+def _store(
+    conn: Connection, scope: TenantScope, launch: Launch, done: _Rendered, total: int
+) -> None:
+    """Write a rendered batch (one ``COPY``) and count it."""
+    for cid, reason in done.skipped:
+        launch.counts[reason] += 1
+        launch.skipped[cid] = reason
+    launch.parts.update(done.parts)
+    launch.planned.update(done.planned)
+    launch.written += bulk.insert_rows(
+        conn,
+        scope,
+        messages,
+        MESSAGE_COLUMNS,
+        done.rows,
+        {
+            "lane": int(launch.lane),
+            "category": launch.lane.name.lower(),
+            "source": launch.source,
+            "source_ref": launch.source_ref,
+            "state": State.PLANNED.value,
+            "created_at": launch.now,
+            "campaign_id": launch.campaign_id,
+        },
+    )
+    if launch.progress is not None:
+        launch.progress(done.position, total)
+
+
 def write(
     conn: Connection, keyring: KeyRing, launch: Launch, order: Sequence[tuple[int, str]]
 ) -> None:
-    """Plan a message for each (contact, variant) of ``order``, due in that order."""
+    """Plan a message for each (contact, variant) of ``order``, due in that order.
+
+    A two-stage pipeline: while this thread writes batch *k* (``COPY``: mostly waiting for the
+    server, the GIL released) a worker thread prepares batch *k + 1*. On PostgreSQL, when no
+    variant places ``{link}`` or ``{coupon}`` (whose issuing writes, so belongs to the launch's
+    transaction), the worker also reads its batch's contacts, on a connection of its own: the
+    server reads them on another core while this connection's ``COPY`` runs. The rows read are
+    the same as through the launch's connection (READ COMMITTED: each statement sees what is
+    committed; the launch changes no contact). Otherwise the reads stay on this connection and
+    the worker renders only. Counts are applied here, in order, as each batch is stored."""
     scope = TenantScope(launch.tenant_id)
     keys: set[str] = set()
     for v in launch.variants.values():
         keys |= set(v.compiled.keys)
     columns = contact_columns(keys)
     category = launch.lane.name.lower()
-    position = 0
-    for start in range(0, len(order), BATCH):
-        chunk = order[start : start + BATCH]
-        ids = [c for c, _ in chunk]
-        found = {int(r[0]): r for r in bulk.fetch_in(conn, scope, contacts, columns, "id", ids)}
-        tags = _tags(conn, scope, ids) if "tags" in keys else {}
-        times = launch.spread.times(position, len(chunk))
-        by_variant: dict[str, list[int]] = {}
-        for i, (cid, variant) in enumerate(chunk):
-            if cid not in found:
-                launch.counts["gone"] += 1
-                launch.skipped[cid] = "gone"
-            elif times[i] is None:
-                launch.counts["window_full"] += 1
-                launch.skipped[cid] = "window_full"
-            else:
-                by_variant.setdefault(variant, []).append(i)
-        position += len(chunk)
-        for variant, at in by_variant.items():
-            plan = launch.variants[variant]
-            rows = [found[chunk[i][0]] for i in at]
-            values = _values(
-                rows, columns, set(plan.compiled.keys), keyring, launch.tenant_id, tags
-            )
-            needs = extras.needed(plan.compiled.keys)
-            if needs:
-                first = times[at[0]]
-                last = times[at[-1]]
-                assert first is not None and last is not None
-                got = extras.fetch(
-                    conn,
-                    extras.PerRecipientRequest(
-                        tenant_id=launch.tenant_id,
-                        campaign_id=launch.campaign_id or 0,
-                        variant=variant,
-                        contact_ids=[chunk[i][0] for i in at],
-                        link_url=plan.link_url,
-                        coupon_pool_id=plan.coupon_pool_id,
-                        now=launch.now,
-                        expires_at=last[1],
-                    ),
-                    needs,
-                )
-                for key, column in got.items():
-                    for row_values, value in zip(values, column, strict=True):
-                        row_values[key] = value
-            batch = plan.compiled.check_many(values)
-            out = []
-            for j, i in enumerate(at):
-                problems = batch.problems.get(j)
-                if (problems and blocking(category, problems)) or (
-                    batch.parts[j] > plan.compiled.max_parts
-                ):
-                    launch.counts["content"] += 1
-                    launch.skipped[chunk[i][0]] = "content"
-                    continue
-                r = rows[j]
-                due, expires = times[i]  # type: ignore[misc]
-                out.append(
-                    (
-                        r[1],
-                        r[2],
-                        r[3],
-                        r[4],
-                        batch.texts[j],
-                        batch.encodings[j],
-                        batch.parts[j],
-                        due,
-                        expires,
-                        r[0],
-                        r[5],
-                        r[6],
-                        r[7],  # the zone its quiet hours are kept in (None: the tenant's)
-                    )
-                )
-                launch.parts[variant] += batch.parts[j]
-            launch.planned[variant] += len(out)
-            launch.written += bulk.insert_rows(
-                conn,
-                scope,
-                messages,
-                MESSAGE_COLUMNS,
-                out,
-                {
-                    "lane": int(launch.lane),
-                    "category": category,
-                    "source": launch.source,
-                    "source_ref": launch.source_ref,
-                    "state": State.PLANNED.value,
-                    "created_at": launch.now,
-                    "campaign_id": launch.campaign_id,
-                    "variant": variant,
-                    "template_version_id": plan.version_id,
-                },
-            )
-        if launch.progress is not None:
-            launch.progress(position, len(order))
+    total = len(order)
+    issues = any(extras.needed(v.compiled.keys) for v in launch.variants.values())
+    if conn.dialect.name == "postgresql" and not issues and total > BATCH:
+        # The worker is shut down (waited for) before its connection closes.
+        with (
+            conn.engine.connect() as reader,
+            ThreadPoolExecutor(1, thread_name_prefix="hongyan-render") as worker,
+        ):
+
+            def prepare(start: int) -> _Rendered:
+                chunk = order[start : start + BATCH]
+                batch = _read(reader, scope, launch, chunk, columns, keys, start)
+                return _render(batch, keyring, launch, columns, category)
+
+            ahead: deque[Future[_Rendered]] = deque()
+            for start in range(0, total, BATCH):
+                ahead.append(worker.submit(prepare, start))
+                if len(ahead) > 1:
+                    _store(conn, scope, launch, ahead.popleft().result(), total)
+            while ahead:
+                _store(conn, scope, launch, ahead.popleft().result(), total)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="hongyan-render") as worker:
+        pending: Future[_Rendered] | None = None
+        for start in range(0, total, BATCH):
+            batch = _read(conn, scope, launch, order[start : start + BATCH], columns, keys, start)
+            rendering = worker.submit(_render, batch, keyring, launch, columns, category)
+            if pending is not None:
+                _store(conn, scope, launch, pending.result(), total)
+            pending = rendering
+        if pending is not None:
+            _store(conn, scope, launch, pending.result(), total)

@@ -405,6 +405,66 @@ def _version(conn: Connection, tenant_id: int, spec: Mapping[str, Any], lane: La
     return version_id
 
 
+def _targets(
+    conn: Connection,
+    tenant_id: int,
+    category: str,
+    specs: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    link_url: Any,
+    coupon_pool_id: Any,
+) -> list[tuple[str | None, int | None]]:
+    """Each variant's ``(link_url, coupon_pool_id)``, checked as a journey's send step's are
+    (:func:`hongyan.campaigns.extras.targets`): a template placing ``{link}`` needs an http(s)
+    address, one placing ``{coupon}`` one of the tenant's pools, and neither is taken by a
+    template that does not place it. The campaign's own values (one form field for the whole
+    campaign: the console, the CLI) go to the variants whose template places them and that name
+    none; given while no variant's template places them, they are refused too."""
+    versions = [int(r["template_version_id"]) for r in rows]
+    compiled = _compiled(conn, tenant_id, category, versions)
+    keys = [compiled[v].keys for v in versions]
+    needs = [extras.needed(k) for k in keys]
+
+    def campaign_bad(en: str, zh: str, field: str) -> CampaignInvalid:
+        return _bad(f"Campaign: {en}", f"活动设置有误：{zh}", field=field)
+
+    if not extras.blank(link_url):
+        if not any("link" in n for n in needs):
+            raise campaign_bad(
+                "no variant's template places {link}: leave link_url out",
+                "所选模板都不含 {link}，无需填写链接目标地址",
+                "link_url",
+            )
+        link_url = extras.check_link(link_url, True, campaign_bad)
+    if not extras.blank(coupon_pool_id):
+        if not any("coupon" in n for n in needs):
+            raise campaign_bad(
+                "no variant's template places {coupon}: leave coupon_pool_id out",
+                "所选模板都不含 {coupon}，无需选择优惠券池",
+                "coupon_pool_id",
+            )
+        coupon_pool_id = extras.check_pool(conn, tenant_id, coupon_pool_id, True, campaign_bad)
+    out = []
+    for row, spec, k, need in zip(rows, specs, keys, needs, strict=True):
+        link, pool = spec.get("link_url"), spec.get("coupon_pool_id")
+        if extras.blank(link) and "link" in need:
+            link = link_url
+        if extras.blank(pool) and "coupon" in need:
+            pool = coupon_pool_id
+        out.append(extras.targets(conn, tenant_id, k, link, pool, _variant_bad(row["name"])))
+    return out
+
+
+def _variant_bad(variant: str) -> extras.Bad:
+    def bad(en: str, zh: str, field: str) -> CampaignInvalid:
+        return _bad(
+            f"Campaign: variant {variant}: {en}", f"活动设置有误：版本 {variant}：{zh}",
+            variant=variant, field=field,
+        )  # fmt: skip
+
+    return bad
+
+
 def create(
     conn: Connection,
     clock: Clock,
@@ -423,9 +483,14 @@ def create(
     on_window_end: str = "carry",
     rate: float | None = None,
     ab: Mapping[str, Any] | None = None,
+    link_url: str | None = None,
+    coupon_pool_id: Any = None,
     actor: str,
 ) -> dict[str, Any]:
-    """A draft campaign, every choice checked now (see the module doc)."""
+    """A draft campaign, every choice checked now (see the module doc). ``link_url`` and
+    ``coupon_pool_id`` (a pool's id; anything else is refused) are the campaign's: they go to
+    each variant whose template places ``{link}`` / ``{coupon}`` and that names none of its own
+    (see :func:`_targets`)."""
     name = (name or "").strip()
     if not 1 <= len(name) <= 100:
         raise _bad("A campaign needs a name (1–100 characters)", "活动名称须为 1–100 个字符")
@@ -469,21 +534,16 @@ def create(
         weight = int(spec.get("weight", 1))
         if not 1 <= weight <= 1000:
             raise _bad("A variant's weight is 1–1000", "版本权重须为 1–1000")
-        link = spec.get("link_url") or None
-        if link is not None and (
-            not str(link).startswith(("https://", "http://")) or len(link) > 500
-        ):
-            raise _bad("link_url is an http(s) address", "链接须为 http(s) 地址")
-        pool = spec.get("coupon_pool_id")
         rows.append(
             {
                 "name": VARIANT_NAMES[i],
                 "template_version_id": _version(conn, tenant_id, spec, lane),
                 "weight": weight,
-                "link_url": link,
-                "coupon_pool_id": int(pool) if pool is not None else None,
             }
         )
+    targets = _targets(conn, tenant_id, category, variants, rows, link_url, coupon_pool_id)
+    for row, (link, pool) in zip(rows, targets, strict=True):
+        row["link_url"], row["coupon_pool_id"] = link, pool
     zone = tenants_service.get_tenant_by_id(conn, tenant_id).timezone
     sched = parse_schedule(schedule or {"kind": "now"}, zone=zone, now=now)
     if on_window_end not in ("carry", "expire"):

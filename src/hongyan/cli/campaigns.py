@@ -97,7 +97,17 @@ def create(
     on_window_end: Annotated[str, typer.Option(help="carry or expire")] = "carry",
     rate: Annotated[float | None, typer.Option(help="Messages a second to spread at")] = None,
     route: Annotated[str | None, typer.Option(help="Channel whose price and rate apply")] = None,
-    link_url: Annotated[str | None, typer.Option(help="Where {link} leads")] = None,
+    link_url: Annotated[
+        str | None,
+        typer.Option(help="Where {link} leads (http(s)), for the templates that place {link}"),
+    ] = None,
+    coupon_pool: Annotated[
+        int | None,
+        typer.Option(
+            help="The coupon pool's id ({coupon} codes come from it), for the templates that "
+            "place {coupon} (`hongyan coupons list`)"
+        ),
+    ] = None,
     ab_share: Annotated[
         float | None, typer.Option(help="A/B test: each variant's share of the audience")
     ] = None,
@@ -117,7 +127,7 @@ def create(
     variants = []
     for spec in template:
         tid, _, weight = spec.partition(":")
-        variants.append({"template_id": int(tid), "weight": int(weight or 1), "link_url": link_url})
+        variants.append({"template_id": int(tid), "weight": int(weight or 1)})
     sched = _json_arg(schedule, "schedule") or ({"kind": "at", "at": at} if at else None)
     phones = None
     if numbers is not None:
@@ -139,7 +149,8 @@ def create(
             conn, runtime.clock, runtime.keyring, tenant_id, name=name, variants=variants,
             segment=_ref(segment) if segment else None, phones=phones, category=category,
             important=important, route=route, schedule=sched, window=_window(window),
-            on_window_end=on_window_end, rate=rate, ab=ab, actor=ACTOR,
+            on_window_end=on_window_end, rate=rate, ab=ab, link_url=link_url,
+            coupon_pool_id=coupon_pool, actor=ACTOR,
         )  # fmt: skip
     emit(camp, as_json, f"[green]✓[/green] campaign {camp['id']} {camp['name']} (draft)")
 
@@ -371,7 +382,9 @@ def journey_create(
     steps: Annotated[
         str,
         typer.Option(
-            help='Steps as JSON: [{"kind":"wait","minutes":60},{"kind":"send","template_id":3}]'
+            help='Steps as JSON: [{"kind":"wait","minutes":60},{"kind":"send","template_id":3,'
+            '"link_url":"https://shop.example/p","coupon_pool_id":2}] (link_url for a template '
+            "with {link}, coupon_pool_id for one with {coupon})"
         ),
     ],
     exit_on: Annotated[str, typer.Option(help="Event that ends it (order), or none")] = "order",

@@ -59,7 +59,9 @@ def redirector(
         "backlog": 4096,
     }
     if workers == 1:
-        uvicorn.run(redirect.create(runtime, trust_forwarded=trust_forwarded), **options)
+        uvicorn.run(
+            redirect.create(runtime, trust_forwarded=trust_forwarded, standalone=True), **options
+        )
         return
     runtime.close()  # each worker builds its own (a forked engine must not be shared)
     os.environ["HONGYAN_TRUST_FORWARDED"] = "1" if trust_forwarded else "0"

@@ -6,6 +6,9 @@
 * Uploaded import files left in ``var/imports`` for more than a day (a preview never started).
 * Imports still ``running`` after a day: their process died, and the import's single
   transaction was rolled back with it; they are marked ``failed``.
+* Audience memberships of contacts that no longer exist: ``forget`` deletes a contact's own,
+  but a snapshot taken while the contact was being erased may have written one after that
+  (``audience_members`` has no foreign key to cascade; see ``db/tables.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ import sqlalchemy as sa
 
 from hongyan.contacts.service import purge_consent
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import contact_import_errors, contact_imports, tenants
+from hongyan.db.tables import (
+    audience_members,
+    contact_import_errors,
+    contact_imports,
+    contacts,
+    tenants,
+)
 from hongyan.runtime import Runtime
 
 ERRORS_KEEP = timedelta(days=30)
@@ -33,7 +42,13 @@ def uploads_dir(runtime: Runtime) -> Path:
 
 def run(runtime: Runtime) -> dict[str, Any]:
     now = runtime.clock.now()
-    out = {"consent_records": 0, "import_error_rows": 0, "uploads": 0, "stuck_imports": 0}
+    out = {
+        "consent_records": 0,
+        "import_error_rows": 0,
+        "uploads": 0,
+        "stuck_imports": 0,
+        "orphan_members": 0,
+    }
     with runtime.engine.connect() as conn:
         tenant_ids = [int(t) for t in conn.execute(sa.select(tenants.c.id)).scalars()]
     for tenant_id in tenant_ids:
@@ -46,6 +61,12 @@ def run(runtime: Runtime) -> dict[str, Any]:
             out["import_error_rows"] += conn.execute(
                 scope.delete(contact_import_errors).where(
                     contact_import_errors.c.import_id.in_(old)
+                )
+            ).rowcount
+            am = audience_members.c
+            out["orphan_members"] += conn.execute(
+                scope.delete(audience_members).where(
+                    ~sa.exists().where(scope.owns(contacts), contacts.c.id == am.contact_id)
                 )
             ).rowcount
             out["stuck_imports"] += conn.execute(

@@ -23,6 +23,7 @@ from hongyan.contacts.numbers import NUMBER_PROBLEMS, NumberProblem, check_zone,
 from hongyan.contacts.sources import check_whole, open_table
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import (
+    audience_members,
     consent_records,
     contact_activity,
     contact_events,
@@ -549,7 +550,8 @@ def forget(
         events = conn.execute(
             scope.delete(contact_events).where(contact_events.c.contact_id == cid)
         ).rowcount
-        for table in (contact_tags, contact_interests, contact_activity):
+        # audience_members has no foreign key to cascade (see db/tables.py)
+        for table in (contact_tags, contact_interests, contact_activity, audience_members):
             conn.execute(scope.delete(table).where(table.c.contact_id == cid))
         conn.execute(scope.delete(contacts).where(contacts.c.id == cid))
     replies = conn.execute(

@@ -3,10 +3,13 @@ messages a journey sent, one group per send step, and the journey's enrolments.
 
 A journey's send step plans its messages with source ``journey``, source_ref
 ``journey:<id>`` and variant ``s<position>`` (:mod:`hongyan.campaigns.journeys`), so the steps
-are the report's ``variants`` and ``steps`` names them. Journey messages carry no campaign:
-clicks and conversions, recorded per campaign, are not counted here (a journey's template can
-carry no ``{link}`` or ``{coupon}`` yet); the journey's own outcome of that kind is in
-``enrolments`` (``outcome.converted``: contacts who left on the exit event, e.g. an order).
+are the report's ``variants`` and ``steps`` names them. A send step's ``{link}`` and
+``{coupon}`` are issued with the journey's id and the step as variant, so the clicks on its
+links (people and bots apart) and the orders attributed to them (by coupon or last click, see
+:mod:`hongyan.tracking.attribution`) are counted per step, read by the partial indexes
+``ix_clicks_journey`` and ``ix_conversions_journey``. The journey's own outcome of that kind is in
+``enrolments`` (``outcome.converted``: contacts who left on the exit event, e.g. an order,
+whether or not the order was attributed to one of its messages).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from hongyan.campaigns import journeys
+from hongyan.db.tables import clicks, conversions
 from hongyan.db.tables import messages as m
 from hongyan.reports.campaigns import Subject, report
 
@@ -24,7 +28,9 @@ from hongyan.reports.campaigns import Subject, report
 def journey_subject(journey_id: int) -> Subject:
     # source = 'journey' is the predicate of ix_messages_journey.
     return Subject(
-        sa.and_(m.c.source == "journey", m.c.source_ref == f"journey:{journey_id}"), None, None
+        sa.and_(m.c.source == "journey", m.c.source_ref == f"journey:{journey_id}"),
+        clicks.c.journey_id == journey_id,
+        conversions.c.journey_id == journey_id,
     )
 
 
@@ -49,6 +55,8 @@ def journey_report(
                 "position": s["position"],
                 "variant": f"s{s['position']}",
                 "template_version_id": s["template_version_id"],
+                "link_url": s.get("link_url"),
+                "coupon_pool_id": s.get("coupon_pool_id"),
             }
             for s in journey["steps"]
             if s["kind"] == "send"

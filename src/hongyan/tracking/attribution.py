@@ -1,15 +1,22 @@
-"""Conversions: an order attributed to a campaign by its coupon, else by the last click.
+"""Conversions: an order attributed to a campaign (or a journey) by its coupon, else by the
+last click.
+
+A journey's send step issues links and coupons like a campaign's variant, with the journey
+(``journey_id``) in place of the campaign and the step (``s<position>``) as the variant; the
+rules below treat both alike, and an order key is converted once, to one of them.
 
 Rules (:func:`decide`, pure):
 
 * An order is attributed at most once (its key: the order id, else the event id); a key already
   converted is skipped, and so is a second event with the same key in one batch.
 * An order that names a coupon: a coupon that was issued, not yet redeemed and not expired at
-  the order's time converts the order (method ``coupon``) to the coupon's campaign and variant,
+  the order's time converts the order (method ``coupon``) to the coupon's campaign (or journey)
+  and variant,
   whoever the buyer is (coupons are forwarded). Otherwise the coupon is rejected with its
   reason (``unknown``, ``used``, ``not_issued``, ``expired``), recorded, and the order falls
   back to clicks.
-* Else the buyer's last click by a person (bots never count) on a campaign link within the
+* Else the buyer's last click by a person (bots never count) on a campaign's or a journey's
+  link within the
   window before the order (default 7 days) converts it (method ``click``).
 
 The service step (:func:`attribute_orders`) runs inside the events ingestion's transaction,
@@ -53,6 +60,7 @@ class CouponState:
     campaign_id: int | None
     variant: str | None
     expires_at: datetime | None
+    journey_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,9 @@ class ClickRef:
     id: int
     contact_id: int
     at: datetime
-    campaign_id: int
+    campaign_id: int | None
     variant: str | None
+    journey_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class Conversion:
     variant: str | None
     coupon_id: int | None = None
     click_id: int | None = None
+    journey_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,14 @@ def decide(
             if reason is None and c is not None:
                 used.add(c.id)
                 out.conversions.append(
-                    Conversion(order, "coupon", c.campaign_id, c.variant, coupon_id=c.id)
+                    Conversion(
+                        order,
+                        "coupon",
+                        c.campaign_id,
+                        c.variant,
+                        coupon_id=c.id,
+                        journey_id=c.journey_id,
+                    )
                 )
                 continue
             out.rejections.append(Rejection(order, order.coupon, reason or "unknown"))
@@ -132,7 +149,14 @@ def decide(
                 last = click
         if last is not None:
             out.conversions.append(
-                Conversion(order, "click", last.campaign_id, last.variant, click_id=last.id)
+                Conversion(
+                    order,
+                    "click",
+                    last.campaign_id,
+                    last.variant,
+                    click_id=last.id,
+                    journey_id=last.journey_id,
+                )
             )
     return out
 
@@ -151,8 +175,8 @@ def attribute_orders(
     }
     wanted = sorted({o.coupon for o in orders if o.coupon})
     coupon_by_code = {
-        code: CouponState(int(cid), state, camp, var, exp)
-        for cid, code, state, camp, var, exp in (
+        code: CouponState(int(cid), state, camp, var, exp, jny)
+        for cid, code, state, camp, var, exp, jny in (
             conn.execute(
                 scope.select(
                     coupons,
@@ -162,6 +186,7 @@ def attribute_orders(
                     coupons.c.campaign_id,
                     coupons.c.variant,
                     coupons.c.expires_at,
+                    coupons.c.journey_id,
                 ).where(coupons.c.code.in_(wanted))
             ).all()
             if wanted
@@ -180,16 +205,17 @@ def attribute_orders(
             clicks.c.at,
             clicks.c.campaign_id,
             clicks.c.variant,
+            clicks.c.journey_id,
         ).where(
             clicks.c.contact_id.in_(contact_ids),
             clicks.c.at >= earliest,
             clicks.c.at <= latest,
             clicks.c.bot.is_(None),
-            clicks.c.campaign_id.is_not(None),
+            sa.or_(clicks.c.campaign_id.is_not(None), clicks.c.journey_id.is_not(None)),
         )
     ):
         by_contact[r.contact_id].append(
-            ClickRef(r.id, r.contact_id, r.at, r.campaign_id, r.variant)
+            ClickRef(r.id, r.contact_id, r.at, r.campaign_id, r.variant, r.journey_id)
         )
     decision = decide(orders, coupon_by_code, by_contact, window, converted)
 
@@ -219,6 +245,7 @@ def attribute_orders(
             "event_id": c.order.event_id,
             "contact_id": c.order.contact_id,
             "campaign_id": c.campaign_id,
+            "journey_id": c.journey_id,
             "variant": c.variant,
             "method": c.method,
             "coupon_id": c.coupon_id,

@@ -16,7 +16,7 @@ import concurrent.futures
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
@@ -25,9 +25,12 @@ from hongyan.db.engine import BEGIN_IMMEDIATE
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import clicks
 
+if TYPE_CHECKING:
+    from hongyan.tracking.writer import RemoteWriter
+
 COLUMNS = (
     "link_id", "campaign_id", "variant", "contact_id", "at", "ip_hash", "user_agent", "bot",
-    "number_province", "number_city", "carrier",
+    "number_province", "number_city", "carrier", "journey_id",
 )  # fmt: skip
 MAX_BATCH = 5000
 WRITERS = 3
@@ -48,6 +51,8 @@ class Click:
     number_province: str | None = None
     number_city: str | None = None
     carrier: str | None = None
+    # A journey's link: its clicks are the journey's (campaign_id is then None).
+    journey_id: int | None = None
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -62,14 +67,20 @@ class Click:
             self.number_province,
             self.number_city,
             self.carrier,
+            self.journey_id,
         )
 
 
 def store(engine: Engine, batch: list[Click]) -> None:
     """One transaction for the batch, one bulk insert per tenant in it."""
+    store_rows(engine, [(c.tenant_id, c.row()) for c in batch])
+
+
+def store_rows(engine: Engine, batch: list[tuple[int, tuple[Any, ...]]]) -> None:
+    """:func:`store` of (tenant, :meth:`Click.row`) pairs, as the writer process gets them."""
     by_tenant: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-    for c in batch:
-        by_tenant[c.tenant_id].append(c.row())
+    for tenant_id, row in batch:
+        by_tenant[tenant_id].append(row)
     with engine.connect().execution_options(**{BEGIN_IMMEDIATE: True}) as conn, conn.begin():
         for tenant_id, rows in by_tenant.items():
             insert_rows(conn, TenantScope(tenant_id), clicks, COLUMNS, rows)
@@ -78,8 +89,17 @@ def store(engine: Engine, batch: list[Click]) -> None:
 class ClickRecorder:
     """Group commit: ``await record(click)`` returns once the click is committed."""
 
-    def __init__(self, engine: Engine, max_batch: int = MAX_BATCH, writers: int = WRITERS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_batch: int = MAX_BATCH,
+        writers: int = WRITERS,
+        remote: RemoteWriter | None = None,
+    ) -> None:
         self.engine = engine
+        # The standalone redirector commits through its writer process (tracking/writer.py);
+        # mounted in the main app, the recorder commits in threads of its own process.
+        self.remote = remote
         self.max_batch = max_batch
         self.writers = writers
         self._pending: list[tuple[Click, asyncio.Future[None]]] = []
@@ -130,7 +150,12 @@ class ClickRecorder:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             try:
-                await loop.run_in_executor(self._pool, store, self.engine, [c for c, _ in batch])
+                if self.remote is not None:
+                    await self.remote.call("store", [(c.tenant_id, c.row()) for c, _ in batch])
+                else:
+                    await loop.run_in_executor(
+                        self._pool, store, self.engine, [c for c, _ in batch]
+                    )
             except Exception as exc:  # the requests answer 503; nothing is claimed as stored
                 for _, fut in batch:
                     if not fut.done():

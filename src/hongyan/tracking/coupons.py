@@ -154,15 +154,19 @@ def issue(
     expires_at: datetime | None,
     campaign_id: int | None = None,
     variant: str | None = None,
+    journey_id: int | None = None,
 ) -> list[str]:
-    """One coupon per recipient, in order; all or nothing."""
+    """One coupon per recipient, in order; all or nothing. A coupon names a campaign or a
+    journey (its step as ``variant``); the order that redeems it converts to that."""
     scope = TenantScope(tenant_id)
     pool = _pool_row(conn, scope, pool_id)
     n = len(contact_ids)
     if n == 0:
         return []
     if pool.kind == "generate":
-        return _generate(conn, scope, pool_id, contact_ids, now, expires_at, campaign_id, variant)
+        return _generate(
+            conn, scope, pool_id, contact_ids, now, expires_at, campaign_id, variant, journey_id
+        )
     with conn.begin_nested():
         # Lock the first n available codes (others issuing from the pool at once skip them),
         # then take exactly those: an ``IN (SELECT … LIMIT)`` inside the UPDATE may be
@@ -189,6 +193,7 @@ def issue(
                 expires_at=expires_at,
                 campaign_id=campaign_id,
                 variant=variant,
+                journey_id=journey_id,
             )
             .returning(coupons.c.id, coupons.c.code)
         ).all()
@@ -215,6 +220,7 @@ def _generate(
     expires_at: datetime | None,
     campaign_id: int | None,
     variant: str | None,
+    journey_id: int | None,
 ) -> list[str]:
 
     def insert(code_list: list[str]) -> None:
@@ -228,6 +234,7 @@ def _generate(
                 "pool_id": pool_id,
                 "state": "issued",
                 "campaign_id": campaign_id,
+                "journey_id": journey_id,
                 "variant": variant,
                 "issued_at": now,
                 "expires_at": expires_at,

@@ -3,6 +3,8 @@
 ``per_recipient(conn, req)`` takes any object with the attributes of :class:`IssueRequest` and
 returns ``{"link": [short URL per contact], "coupon": [code per contact]}`` in the order of
 ``req.contact_ids``, with only the keys asked for (``link_url`` set, ``coupon_pool_id`` set).
+The links and coupons name the request's campaign, or its journey (``journey_id``; the variant
+is then the journey's step): the one code path for both.
 Set-based (one bulk insert of links; one update or insert of coupons) and all or nothing: an
 exhausted pool raises :class:`~hongyan.tracking.errors.CouponPoolExhausted` and leaves no link
 or coupon issued (a savepoint around both).
@@ -36,6 +38,8 @@ class IssueRequest(Protocol):
     def now(self) -> datetime: ...
     @property
     def expires_at(self) -> datetime | None: ...
+    @property
+    def journey_id(self) -> int | None: ...
 
 
 def per_recipient(conn: Connection, req: IssueRequest) -> dict[str, list[str]]:
@@ -52,6 +56,7 @@ def per_recipient(conn: Connection, req: IssueRequest) -> dict[str, list[str]]:
                 expires_at=req.expires_at,
                 campaign_id=req.campaign_id,
                 variant=req.variant,
+                journey_id=req.journey_id,
             )
         if req.coupon_pool_id is not None:
             out["coupon"] = coupons.issue(
@@ -63,5 +68,6 @@ def per_recipient(conn: Connection, req: IssueRequest) -> dict[str, list[str]]:
                 expires_at=req.expires_at,
                 campaign_id=req.campaign_id,
                 variant=req.variant,
+                journey_id=req.journey_id,
             )
     return out

@@ -84,8 +84,10 @@ def issue(
     expires_at: datetime | None,
     campaign_id: int | None = None,
     variant: str | None = None,
+    journey_id: int | None = None,
 ) -> list[str]:
-    """One link per recipient (in order), one bulk insert; returns the short URLs.
+    """One link per recipient (in order), one bulk insert; returns the short URLs. A link names
+    a campaign or a journey (its step as ``variant``); its clicks are attributed to that.
 
     Codes are random; should one collide with a stored code (about one chance in 3.5 million
     per link with a million links stored), the insert is refused in its savepoint and the whole
@@ -114,6 +116,7 @@ def issue(
             ),
             {
                 "campaign_id": campaign_id,
+                "journey_id": journey_id,
                 "variant": variant,
                 "target": target,
                 "created_at": now,

@@ -9,9 +9,10 @@ main app's routes (``hongyan serve``). Per request:
   :class:`~hongyan.tracking.ratelimit.MissLimiter`) gets 429;
 * the link is found by code (a per-process cache; codes never change their link), unknown → 404
   page, expired → 410 with a friendly page in Chinese (and English);
-* the click (time, link, campaign, variant, contact, HMAC of the address, user agent, bot kind)
-  is committed through the group-commit :class:`~hongyan.tracking.clicks.ClickRecorder`, and only
-  then is the 302 sent: an answered click is a stored click.
+* the click (time, link, campaign or journey, variant or journey step, contact, HMAC of the
+  address, user agent, bot kind) is committed through the group-commit
+  :class:`~hongyan.tracking.clicks.ClickRecorder`, and only then is the 302 sent: an answered
+  click is a stored click. A journey's link is handled exactly as a campaign's.
 """
 
 from __future__ import annotations
@@ -24,19 +25,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from hongyan.clock import Clock
-from hongyan.db.scope import unscoped
-from hongyan.db.tables import links
 from hongyan.security.keyring import KeyRing
 from hongyan.tracking import bots, codes
 from hongyan.tracking.clicks import Click, ClickRecorder
 from hongyan.tracking.ratelimit import MissLimiter
+from hongyan.tracking.writer import RemoteWriter
 
 log = logging.getLogger("hongyan.redirector")
 
@@ -49,7 +48,7 @@ IP_CONTEXT = "clicks:ip"
 CACHE_SIZE = 200_000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, once per lookup
 class LinkInfo:
     id: int
     tenant_id: int
@@ -61,6 +60,52 @@ class LinkInfo:
     number_province: str | None = None
     number_city: str | None = None
     carrier: str | None = None
+    journey_id: int | None = None  # a journey's link: handled as a campaign's, counted for it
+
+    def as_tuple(self) -> tuple[Any, ...]:  # crosses from the writer process as a plain tuple
+        return (
+            self.id, self.tenant_id, self.campaign_id, self.variant, self.contact_id,
+            self.target, self.expires_at, self.number_province, self.number_city, self.carrier,
+            self.journey_id,
+        )  # fmt: skip
+
+
+LINK_COLUMNS = (
+    "code", "id", "tenant_id", "campaign_id", "variant", "contact_id", "target", "expires_at",
+    "number_province", "number_city", "carrier", "journey_id",
+)  # fmt: skip
+
+
+def load_links(engine: Engine, wanted: list[str]) -> dict[str, LinkInfo]:
+    """The links of ``wanted`` codes, by code. Unscoped on purpose: the code (globally unique)
+    names the tenant. The driver's own cursor: SQLAlchemy's statement handling cost more than
+    the lookup in this, the one query a click may need."""
+    if not wanted:
+        return {}
+    cols = ", ".join(LINK_COLUMNS)
+    with engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cur = dbapi.cursor()
+        try:
+            if conn.dialect.name == "postgresql":
+                cur.execute(f"SELECT {cols} FROM links WHERE code = ANY(%s)", (wanted,))  # noqa: S608
+                rows = cur.fetchall()
+            else:
+                marks = ", ".join("?" for _ in wanted)
+                cur.execute(f"SELECT {cols} FROM links WHERE code IN ({marks})", wanted)  # noqa: S608
+                rows = [(*r[:7], _utc(r[7]), *r[8:]) for r in cur.fetchall()]
+        finally:
+            cur.close()
+        conn.rollback()
+    return {r[0]: LinkInfo(*r[1:]) for r in rows}
+
+
+def _utc(value: Any) -> datetime | None:
+    """A timestamp as SQLite's driver returns it (text, stored in UTC), timezone-aware."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
 def _page(title_zh: str, text_zh: str, text_en: str) -> bytes:
@@ -99,18 +144,23 @@ class Redirector:
         *,
         limiter: MissLimiter | None = None,
         trust_forwarded: bool = False,
+        remote: RemoteWriter | None = None,
     ) -> None:
         self.engine = engine
         self.keyring = keyring
         self.clock = clock
-        self.recorder = ClickRecorder(engine)
+        # Standalone (``hongyan redirector``): lookups and commits in the writer process.
+        self.remote = remote
+        self.recorder = ClickRecorder(engine, remote=remote)
         self.limiter = limiter or MissLimiter()
         self.trust_forwarded = trust_forwarded
         self._cache: dict[str, LinkInfo] = {}
         # HMAC of an address (under the key ring's index key; 16 bytes kept), cached: clicks
         # come from far fewer addresses than clicks (carrier NAT, office networks).
         self._ip_hash = functools.lru_cache(maxsize=65536)(self._hash_address)
-        self._wanted: dict[str, asyncio.Future[LinkInfo | None]] = {}
+        # Requests waiting for a code's lookup, each with its own future (a client that goes
+        # away cancels only its own; asyncio.shield around one shared future cost more).
+        self._wanted: dict[str, list[asyncio.Future[LinkInfo | None]]] = {}
         self._loader: asyncio.Task[None] | None = None
         self._lookups = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="links")
 
@@ -121,40 +171,20 @@ class Redirector:
     # Codes not in the cache are looked up together: every request that misses the cache while
     # a lookup runs joins the next one (one ``WHERE code IN (…)`` per batch, in one thread), so
     # a burst of new codes costs a few queries, not one each.
-    _LOOKUP = unscoped(
-        sa.select(
-            links.c.code,
-            links.c.id,
-            links.c.tenant_id,
-            links.c.campaign_id,
-            links.c.variant,
-            links.c.contact_id,
-            links.c.target,
-            links.c.expires_at,
-            links.c.number_province,
-            links.c.number_city,
-            links.c.carrier,
-        ).where(links.c.code.in_(sa.bindparam("codes", expanding=True))),
-        "redirect: the code (globally unique) names the tenant",
-    )
-
-    def _load(self, wanted: list[str]) -> dict[str, LinkInfo]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(self._LOOKUP, {"codes": wanted}).all()
-        return {r[0]: LinkInfo(*r[1:]) for r in rows}
-
     async def link(self, code: str) -> LinkInfo | None:
         info = self._cache.get(code)
         if info is not None:
             return info
-        future = self._wanted.get(code)
-        if future is None:
-            loop = asyncio.get_running_loop()
-            future = loop.create_future()
-            self._wanted[code] = future
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[LinkInfo | None] = loop.create_future()
+        waiting = self._wanted.get(code)
+        if waiting is None:
+            self._wanted[code] = [future]
             if self._loader is None or self._loader.done():
                 self._loader = loop.create_task(self._load_waiting())
-        return await asyncio.shield(future)
+        else:
+            waiting.append(future)
+        return await future
 
     async def _load_waiting(self) -> None:
         loop = asyncio.get_running_loop()
@@ -163,18 +193,27 @@ class Redirector:
             for code in batch:
                 del self._wanted[code]
             try:
-                found = await loop.run_in_executor(self._lookups, self._load, list(batch))
+                if self.remote is not None:
+                    got = await self.remote.call("load", list(batch))
+                    found = {code: LinkInfo(*values) for code, values in got.items()}
+                else:
+                    found = await loop.run_in_executor(
+                        self._lookups, load_links, self.engine, list(batch)
+                    )
             except Exception as exc:
-                for future in batch.values():
-                    if not future.done():
-                        future.set_exception(exc)
+                for futures in batch.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
                 continue
             if len(self._cache) + len(found) > CACHE_SIZE:
                 self._cache.clear()
             self._cache.update(found)
-            for code, future in batch.items():
-                if not future.done():
-                    future.set_result(found.get(code))
+            for code, futures in batch.items():
+                info = found.get(code)
+                for future in futures:
+                    if not future.done():
+                        future.set_result(info)
 
     # -- ASGI -------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -193,9 +232,13 @@ class Redirector:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.remote is not None:
+                    await self.remote.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.recorder.close()
+                if self.remote is not None:
+                    await self.remote.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -250,6 +293,7 @@ class Redirector:
             number_province=info.number_province,
             number_city=info.number_city,
             carrier=info.carrier,
+            journey_id=info.journey_id,
         )
         try:
             await self.recorder.record(click)
@@ -301,11 +345,13 @@ class _Mounted:
         await self.redirector.handle(scope, send)
 
 
-def create(runtime: Any, *, trust_forwarded: bool = False) -> Redirector:
-    """The redirector for a :class:`~hongyan.runtime.Runtime`."""
+def create(runtime: Any, *, trust_forwarded: bool = False, standalone: bool = False) -> Redirector:
+    """The redirector for a :class:`~hongyan.runtime.Runtime`; ``standalone`` (the
+    ``hongyan redirector`` process): its database work in a writer process of its own."""
     return Redirector(
-        runtime.engine, runtime.keyring, runtime.clock, trust_forwarded=trust_forwarded
-    )
+        runtime.engine, runtime.keyring, runtime.clock, trust_forwarded=trust_forwarded,
+        remote=RemoteWriter() if standalone else None,
+    )  # fmt: skip
 
 
 def from_environment() -> Redirector:
@@ -318,7 +364,9 @@ def from_environment() -> Redirector:
 
     settings = get_settings()
     runtime = Runtime.create(settings, generate_secrets=settings.env != "production")
-    return create(runtime, trust_forwarded=os.environ.get("HONGYAN_TRUST_FORWARDED") == "1")
+    return create(
+        runtime, trust_forwarded=os.environ.get("HONGYAN_TRUST_FORWARDED") == "1", standalone=True
+    )
 
 
 def install(app: Any, runtime: Any) -> Redirector:

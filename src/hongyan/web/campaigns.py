@@ -3,14 +3,20 @@
 review with counts and cost → launch) and each campaign's live status page.
 
 The wizard's first three steps are one form (each step a fieldset, so it works without
-JavaScript); saving it makes a draft, and the draft's page is the review: who it would reach now
-and who is left out (suppressed, no consent, over the frequency cap, preference), the parts and
-the cost, and the launch button. Launching runs in the background
-(:mod:`hongyan.campaigns.launching`): the page shows the campaign ``launching`` with its
-progress, then its counts, or the error if it could not launch. Choosing an A/B test's winner
-likewise: the campaign shows ``deciding`` with the progress of the rest, then its counts, or
-the test waiting again with the error. A launching, deciding or running campaign's page
-refreshes its panel every two seconds (htmx ``every 2s``) until nothing is left
+JavaScript); the copy step also asks where ``{link}`` leads and which coupon pool ``{coupon}``
+comes from (one of each for the campaign, given to every variant whose template places it;
+shown once a chosen template places one, by CSS alone: the page allows no inline script). The
+form goes through :func:`hongyan.campaigns.service.create` (the API's and CLI's path): a refusal
+comes back as the form, 422, with what was typed kept, the message above it and beside the field
+it concerns, and nothing stored. Saving it makes a draft, and the draft's page is the review:
+who it would reach now and who is left out (suppressed, no consent, over the frequency cap,
+preference), the parts and the cost, each variant's link target and pool, and the launch
+button. Launching runs in the background (:mod:`hongyan.campaigns.launching`): the page
+shows the campaign ``launching`` with its progress, then its counts, or the error if it could
+not launch. Choosing an A/B test's winner likewise: the campaign shows ``deciding`` with the
+progress of the rest, then its counts, or the test waiting again with the error. A launching,
+deciding or running campaign's page refreshes its panel every two seconds (htmx ``every 2s``)
+until nothing is left
 to send. The page reads without taking SQLite's write lock, so it stays live while a launch
 or a decision holds it.
 """
@@ -29,6 +35,7 @@ from hongyan.campaigns import service as campaigns
 from hongyan.campaigns.windows import PRESETS
 from hongyan.errors import HongyanError, NotFound
 from hongyan.security.roles import Permission, can
+from hongyan.tracking import coupons
 from hongyan.web.console import _check_csrf, _redirect, _set_flash
 from hongyan.web.records import _Page
 
@@ -68,8 +75,9 @@ def _wizard(
     zh = view.lang == "zh-CN"
     page = view.respond(
         conn, "campaign_new", active="campaigns", error=None, form=form, problem=problem,
-        segments=segments.list_segments(conn, tid),
-        choices=campaigns.copy_choices(conn, tid),
+        problem_field=(problem.details or {}).get("field") if problem else None,
+        segments=segments.list_segments(conn, tid), choices=campaigns.copy_choices(conn, tid),
+        pools=coupons.list_pools(conn, tid),
         presets=[(k, zh_name if zh else en_name) for k, (_w, zh_name, en_name) in PRESETS.items()],
     )  # fmt: skip
     page.status_code = status
@@ -80,6 +88,14 @@ def new_campaign(request: Request) -> Response:
     view = _Page(request, Permission.SEND)
     with view.runtime.engine.begin() as conn:
         return _wizard(view, conn, {"when": "now", "on_window_end": "carry", "templates": []})
+
+
+def _pool(value: str) -> int | str | None:
+    """The pool select's value: an id, nothing, or what was sent (the service refuses it)."""
+    value = value.strip()
+    if not value:
+        return None
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else value
 
 
 def _schedule(form: dict[str, Any]) -> dict[str, Any]:
@@ -133,6 +149,8 @@ async def create(request: Request) -> Response:
                 schedule=_schedule(form), window=window,
                 on_window_end=form.get("on_window_end", "carry"), ab=ab,
                 important=form.get("important") == "on",
+                link_url=form.get("link_url") or None,
+                coupon_pool_id=_pool(form.get("coupon_pool", "")),
                 actor=f"user:{view.principal.user_id}",
             )  # fmt: skip
     except HongyanError as exc:
@@ -150,6 +168,7 @@ def page(request: Request, campaign_id: str) -> Response:
         st = campaigns.status(conn, view.runtime.clock, tid, cid)
     estimate: dict[str, Any] | None = None
     problem: HongyanError | None = None
+    pools: dict[int, str] = {}  # the review names each variant's coupon pool
     if st["state"] == "draft":
         # A dry launch in a savepoint that is rolled back: a writing transaction.
         with view.runtime.engine.begin() as conn:
@@ -157,6 +176,8 @@ def page(request: Request, campaign_id: str) -> Response:
                 estimate = campaigns.estimate(conn, view.runtime.clock, tid, st["id"])
             except HongyanError as exc:
                 problem = exc
+            if any(v["coupon_pool_id"] for v in st["variants"]):
+                pools = {p.id: p.name for p in coupons.list_pools(conn, tid)}
     waiting = sum(f["waiting"] for f in st["funnel"])
     live = st["state"] in ("launching", "deciding") or (
         st["state"] in ("running", "scheduled") and (waiting > 0 or st["phase"] == "test")
@@ -164,7 +185,7 @@ def page(request: Request, campaign_id: str) -> Response:
     with view.runtime.engine.connect() as conn:
         return view.respond(
             conn, "campaign", active="campaigns", error=None, c=st, estimate=estimate,
-            problem=problem, live=live, manage=_can_send(view),
+            problem=problem, live=live, manage=_can_send(view), pools=pools,
             progress=(
                 launching.progress(tid, cid) if st["state"] in ("launching", "deciding") else None
             ),

@@ -477,6 +477,9 @@ def install(app: FastAPI) -> None:
     from hongyan.web import campaigns  # campaigns: list, wizard, status (issue 7)
 
     campaigns.install(app)
+    from hongyan.web import journeys  # the form that makes a journey (issue 8: links, coupons)
+
+    journeys.install(app)
     from hongyan.web import preferences  # the public preference page /p/{token} (issue 7)
 
     preferences.install(app)

@@ -897,6 +897,60 @@ MESSAGES.update(
     }
 )
 
+# -- journeys: the console's form to create one (web/journeys.py, issue 8) -----------------------
+MESSAGES.update(
+    {
+        "jny.new": {"zh-CN": "新建旅程", "en": "New journey"},
+        "jny.new.intro": {
+            "zh-CN": "客户做了某件事（如加购、注册）后，按步骤等待、判断并发送短信；"
+            "发送步骤可带专属短链接与优惠券，点击与转化计入旅程报表。",
+            "en": "When a customer does something (adds to cart, registers …), wait, check and "
+            "send in steps; a send step can carry a personal short link and coupon, whose clicks "
+            "and conversions count in the journey's report.",
+        },
+        "jny.exit_on": {"zh-CN": "退出事件", "en": "Exit event"},
+        "jny.exit_on.none": {"zh-CN": "无", "en": "None"},
+        "jny.steps": {"zh-CN": "步骤", "en": "Steps"},
+        "jny.steps.hint": {
+            "zh-CN": "按顺序填写，不用的行留空。"
+            "模板含 {link} 时须填写链接目标地址，含 {coupon} 时须选择优惠券池。",
+            "en": "In order; leave unused rows empty. A template with {link} needs where the link "
+            "leads, one with {coupon} a coupon pool.",
+        },
+        "jny.col.step": {"zh-CN": "步", "en": "Step"},
+        "jny.col.kind": {"zh-CN": "类型", "en": "Kind"},
+        "jny.kind.wait": {"zh-CN": "等待", "en": "Wait"},
+        "jny.kind.condition": {"zh-CN": "条件", "en": "Condition"},
+        "jny.kind.send": {"zh-CN": "发送", "en": "Send"},
+        "jny.minutes": {"zh-CN": "等待分钟", "en": "Minutes"},
+        "jny.template": {"zh-CN": "模板", "en": "Template"},
+        "jny.link_url": {"zh-CN": "链接目标地址", "en": "Where {link} leads"},
+        "jny.coupon_pool": {"zh-CN": "优惠券池", "en": "Coupon pool"},
+        "jny.rule": {"zh-CN": "条件规则（JSON）", "en": "Condition rule (JSON)"},
+        "jny.needs": {"zh-CN": "含", "en": "places"},
+        "jny.create": {"zh-CN": "创建旅程", "en": "Create journey"},
+        "cmp.link_url": {"zh-CN": "链接目标地址", "en": "Where {link} leads"},
+        "cmp.link_url.hint": {
+            "zh-CN": "模板含 {link} 时必填：每位收件人会收到指向此网址的专属短链接",
+            "en": "Needed when a template places {link}: each recipient gets their own short "
+            "link to this address",
+        },
+        "cmp.coupon_pool": {"zh-CN": "优惠券池", "en": "Coupon pool"},
+        "cmp.coupon_pool.hint": {
+            "zh-CN": "模板含 {coupon} 时必选：每位收件人从此券池领取一个专属券码",
+            "en": "Needed when a template places {coupon}: each recipient gets their own code "
+            "from this pool",
+        },
+        "cmp.coupon_pool.none": {
+            "zh-CN": "还没有优惠券池：请先通过 API 或命令行 hongyan coupons create 创建",
+            "en": "No coupon pools yet: create one through the API or hongyan coupons create",
+        },
+        "cmp.pool.generate": {"zh-CN": "自动生成", "en": "generated"},
+        "cmp.pool.import": {"zh-CN": "导入券码", "en": "imported"},
+        "cmp.pool.left": {"zh-CN": "，剩余 {n} 个", "en": ", {n} left"},
+    }
+)
+
 # -- A/B decisions in the background (web/campaigns.py, issue 7) ----------------------------------
 MESSAGES.update(
     {

@@ -25,8 +25,16 @@ class VariantIn(BaseModel):
     template_id: int | None = Field(default=None, description="The template's live version")
     template_version_id: int | None = Field(default=None, description="Or a version")
     weight: int = Field(default=1, ge=1, le=1000)
-    link_url: str | None = Field(default=None, max_length=500, description="Where {link} leads")
-    coupon_pool_id: int | None = None
+    link_url: str | None = Field(
+        default=None,
+        description="Where {link} leads (http(s), at most 500 characters): needed when the "
+        "template places {link}, refused when it does not",
+    )
+    coupon_pool_id: int | None = Field(
+        default=None,
+        description="The tenant's pool {coupon} is drawn from: needed when the template places "
+        "{coupon}, refused when it does not",
+    )
 
 
 class AbIn(BaseModel):
@@ -55,6 +63,16 @@ class CampaignIn(BaseModel):
     on_window_end: str = Field(default="carry", pattern="^(carry|expire)$")
     rate: float | None = Field(default=None, gt=0)
     ab: AbIn | None = None
+    link_url: str | None = Field(
+        default=None,
+        description="Where {link} leads, for every variant whose template places {link} and "
+        "that names no link_url of its own",
+    )
+    coupon_pool_id: int | None = Field(
+        default=None,
+        description="The pool {coupon} is drawn from, for every variant whose template places "
+        "{coupon} and that names no pool of its own",
+    )
 
 
 class DecideIn(BaseModel):
@@ -92,7 +110,8 @@ def create_campaign(
         variants=[v.model_dump() for v in body.variants], segment=body.segment,
         phones=body.phones, category=body.category, important=body.important, route=body.route,
         schedule=body.schedule, window=body.window, on_window_end=body.on_window_end,
-        rate=body.rate, ab=body.ab.model_dump() if body.ab else None, actor=who.actor,
+        rate=body.rate, ab=body.ab.model_dump() if body.ab else None, link_url=body.link_url,
+        coupon_pool_id=body.coupon_pool_id, actor=who.actor,
     )  # fmt: skip
 
 
@@ -223,7 +242,10 @@ class JourneyIn(BaseModel):
     exit_on: str | None = Field(default="order", description="An event kind that ends it")
     steps: list[dict[str, Any]] = Field(
         description='[{"kind": "wait", "minutes": 60}, {"kind": "condition", "rule": {…}}, '
-        '{"kind": "send", "template_id": 3}]'
+        '{"kind": "send", "template_id": 3, "link_url": "https://shop.example/p", '
+        '"coupon_pool_id": 2}]; a send step whose template places {link} needs link_url '
+        "(http(s)), one that places {coupon} needs coupon_pool_id (one of the tenant's pools); "
+        "each recipient gets their own short link and coupon, counted in the journey's report"
     )
 
 

@@ -80,8 +80,10 @@ def journey_report(
     conn: Connection = CONN,
     who: Principal = Depends(get_principal),
 ) -> dict[str, Any]:
-    """A journey's funnel per send step (``variants`` s1, s2 …, named in ``steps``), failure
-    reasons, places, cost, and its enrolments by state and outcome."""
+    """A journey's funnel per send step (``variants`` s0, s2 …, named in ``steps`` with each
+    step's link target and coupon pool), failure reasons, places, clicks on its steps' links
+    (people and bots apart), conversions and revenue by coupon or last click, cost, and its
+    enrolments by state and outcome."""
     return _report(conn, who, "journey", journey_id, places)
 
 

@@ -24,7 +24,7 @@ SCOPED = {"tenant_scoped": True}
 
 def tenant_column(*, index: bool = True) -> sa.Column[int]:
     """The tenant of a row in a table written a million rows at a time, without a foreign key
-    (migration 0020): a key is a trigger run per inserted row, a third of the server's work in
+    (migration 0019): a key is a trigger run per inserted row, a third of the server's work in
     a contacts import and a tenth of a launch's. The id comes from a TenantScope, whose tenant
     exists, and tenants are never deleted (they are suspended)."""
     return sa.Column("tenant_id", sa.Integer, nullable=False, index=index)
@@ -415,7 +415,7 @@ consent_records = sa.Table(
     sa.Column("actor", sa.String(80), nullable=False),
     sa.Column("ip", sa.String(64), nullable=True),
     sa.Column("at", UTCDateTime, nullable=False),
-    # The latest record per number and purpose read from the index alone (migration 0020):
+    # The latest record per number and purpose read from the index alone (migration 0019):
     # the snapshot's consent verdict for every member walks it once per contact.
     sa.Index(
         "ix_consent_records_number",
@@ -962,7 +962,7 @@ audiences = sa.Table(
     info=SCOPED,
 )
 
-# No foreign keys (migration 0020): the rows are written only by one INSERT … SELECT that reads
+# No foreign keys (migration 0019): the rows are written only by one INSERT … SELECT that reads
 # the contact ids from contacts, and each key was a per-row trigger, together 15 of the 20
 # seconds a million-member snapshot took. What the cascades did is done by hand: `forget`
 # deletes a contact's memberships, `hongyan retention run` deletes those of a contact erased

@@ -1,7 +1,7 @@
 """Tables written a million rows at a time without per-row foreign-key triggers; the consent
 ledger's latest record read from its index alone
 
-Revision ID: 0020
+Revision ID: 0019
 Revises: 0018
 Create Date: 2026-11-30 07:40:00
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0020"
+revision = "0019"
 down_revision = "0018"
 branch_labels = None
 depends_on = None

@@ -102,7 +102,8 @@ class ClickRecorder:
         self.remote = remote
         self.max_batch = max_batch
         self.writers = writers
-        self._pending: list[tuple[Click, asyncio.Future[None]]] = []
+        # (tenant, the click's row in COLUMNS order) and the request's future
+        self._pending: list[tuple[tuple[int, tuple[Any, ...]], asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._live = 0  # writer tasks not yet done
@@ -127,13 +128,14 @@ class ClickRecorder:
     def _writer_done(self, task: asyncio.Task[None]) -> None:
         self._live -= 1
 
-    async def record(self, click: Click) -> None:
+    async def record(self, tenant_id: int, row: tuple[Any, ...]) -> None:
+        """Return once the click (its row in :data:`COLUMNS` order) is committed."""
         if self._closing:
             raise RuntimeError("the click recorder is closed")
         self._ensure_started()
         assert self._wake is not None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((click, future))
+        self._pending.append(((tenant_id, row), future))
         self._wake.set()
         await future
 
@@ -150,12 +152,11 @@ class ClickRecorder:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             try:
+                rows = [pair for pair, _ in batch]
                 if self.remote is not None:
-                    await self.remote.call("store", [(c.tenant_id, c.row()) for c, _ in batch])
+                    await self.remote.call("store", rows)
                 else:
-                    await loop.run_in_executor(
-                        self._pool, store, self.engine, [c for c, _ in batch]
-                    )
+                    await loop.run_in_executor(self._pool, store_rows, self.engine, rows)
             except Exception as exc:  # the requests answer 503; nothing is claimed as stored
                 for _, fut in batch:
                     if not fut.done():

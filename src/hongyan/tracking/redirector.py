@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from hongyan.clock import Clock
 from hongyan.security.keyring import KeyRing
 from hongyan.tracking import bots, codes
-from hongyan.tracking.clicks import Click, ClickRecorder
+from hongyan.tracking.clicks import WRITERS, ClickRecorder
 from hongyan.tracking.ratelimit import MissLimiter
 from hongyan.tracking.writer import RemoteWriter
 
@@ -151,7 +151,9 @@ class Redirector:
         self.clock = clock
         # Standalone (``hongyan redirector``): lookups and commits in the writer process.
         self.remote = remote
-        self.recorder = ClickRecorder(engine, remote=remote)
+        # To the writer process one batch at a time: its round trip is short, so with more in
+        # flight batches only got smaller (31 clicks against 60 with one) and the rate lower.
+        self.recorder = ClickRecorder(engine, remote=remote, writers=1 if remote else WRITERS)
         self.limiter = limiter or MissLimiter()
         self.trust_forwarded = trust_forwarded
         self._cache: dict[str, LinkInfo] = {}
@@ -280,23 +282,15 @@ class Redirector:
             if name == b"user-agent":
                 user_agent = value.decode("latin-1")
                 break
-        click = Click(
-            tenant_id=info.tenant_id,
-            link_id=info.id,
-            campaign_id=info.campaign_id,
-            variant=info.variant,
-            contact_id=info.contact_id,
-            at=now,
-            ip_hash=self._ip_hash(address) if address else None,
-            user_agent=user_agent,
-            bot=bots.classify(method, user_agent),
-            number_province=info.number_province,
-            number_city=info.number_city,
-            carrier=info.carrier,
-            journey_id=info.journey_id,
-        )
+        # The click's row in clicks.COLUMNS order (no Click object: built once per click).
+        row = (
+            info.id, info.campaign_id, info.variant, info.contact_id, now,
+            self._ip_hash(address) if address else None, user_agent[:300],
+            bots.classify(method, user_agent), info.number_province, info.number_city,
+            info.carrier, info.journey_id,
+        )  # fmt: skip
         try:
-            await self.recorder.record(click)
+            await self.recorder.record(info.tenant_id, row)
         except Exception:
             log.exception("could not store a click")
             await _respond(send, 503, UNAVAILABLE_PAGE, head=head)

@@ -69,7 +69,8 @@ def test_the_child_looks_up_and_commits(runtime: Runtime) -> None:
         found = {code: LinkInfo(*values) for code, values in got.items()}
         rows = [_click(found[c], runtime) for c in codes[:2]]
         await asyncio.gather(remote.call("store", rows[:1]), remote.call("store", rows[1:]))
-        proc = remote._proc
+        assert remote._child is not None
+        proc = remote._child.proc
         await remote.close()
         assert proc is not None
         return found, proc.returncode
@@ -93,8 +94,8 @@ def test_a_dead_child_fails_its_batch_and_is_started_again(runtime: Runtime) -> 
         await remote.start()
         got = await remote.call("load", codes)
         rows = [_click(LinkInfo(*got[c]), runtime) for c in codes]
-        first = remote._proc
-        assert first is not None
+        assert remote._child is not None
+        first = remote._child.proc
         first.send_signal(signal.SIGKILL)
         first.wait()
         # The batch sent to the dead child fails (its requests answer 503, nothing claimed) ...
@@ -102,7 +103,7 @@ def test_a_dead_child_fails_its_batch_and_is_started_again(runtime: Runtime) -> 
             await remote.call("store", rows)
         # ... and the next batch starts another child, which commits it.
         await remote.call("store", rows)
-        restarted = remote._proc is not None and remote._proc is not first
+        restarted = remote._child is not None and remote._child.proc is not first
         await remote.close()
         return restarted
 
@@ -118,6 +119,39 @@ def test_a_failed_batch_is_an_error_not_a_silence(runtime: Runtime) -> None:
             with pytest.raises(RuntimeError, match="unknown request"):
                 await remote.call("drop", None)
             assert await remote.call("load", []) == {}  # the child lives on
+        finally:
+            await remote.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("child_env")
+def test_close_waits_for_the_answers_in_flight(runtime: Runtime) -> None:
+    _tid, codes = _links(runtime, 2)
+
+    async def scenario() -> dict[str, object]:
+        remote = RemoteWriter()
+        await remote.start()
+        lookup = asyncio.ensure_future(remote.call("load", codes))
+        await asyncio.sleep(0)  # the frame is written; its answer has not come yet
+        await remote.close()
+        return dict(lookup.result())
+
+    assert set(asyncio.run(scenario())) == set(codes)
+
+
+def test_a_child_that_cannot_start_fails_the_startup(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in _env(runtime, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("HONGYAN_DATABASE_URL", "mysql://nobody@127.0.0.1:1/none")
+
+    async def scenario() -> None:
+        remote = RemoteWriter()
+        try:
+            with pytest.raises(WriterGone):
+                await remote.start()
         finally:
             await remote.close()
 

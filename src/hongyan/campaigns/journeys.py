@@ -57,7 +57,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from hongyan.audience import compiler, segments
-from hongyan.campaigns import caps, extras, zones
+from hongyan.campaigns import caps, extras, materialise, zones
 from hongyan.campaigns import service as campaigns
 from hongyan.campaigns.materialise import Launch, Spread, VariantPlan, write
 from hongyan.clock import Clock
@@ -86,6 +86,9 @@ MAX_STEPS = 20
 MAX_WAIT = 60 * 24 * 90  # minutes
 SCAN_DAYS = 3  # events received within this many days are looked at by a scan
 BATCH = 5_000
+# A pass sends at most BATCH contacts per step, which materialise.write issues as one batch:
+# the coupon pool's shortfall it reports is then the pool's whole stock (see _send).
+assert materialise.BATCH >= BATCH
 EXHAUSTED = "coupon_pool_exhausted"  # the outcome of those a step's pool had no code for
 
 
@@ -554,7 +557,9 @@ def _send(
                 raise
             # The pool holds fewer codes than recipients: the first in due order get what it
             # holds (tried again at once: under the cap lock nobody else issues meanwhile), the
-            # others leave. Short a second time: nobody gets one now.
+            # others leave. Short a second time: nobody gets one now. ("available" is the
+            # pool's stock only because a pass, at most BATCH contacts, is one batch of
+            # materialise.write: asserted below the constants.)
             available = 0 if retried else int(exc.details.get("available") or 0)
             keep = max(0, min(available, len(chosen) - 1))
             out.update({cid: EXHAUSTED for cid in chosen[keep:]})

@@ -1492,9 +1492,14 @@ def tick(engine: Engine, clock: Clock, keyring: KeyRing) -> dict[str, int]:
             continue
         if then is None or launching.busy(tenant_id, campaign_id):
             continue  # nothing to run, or this process is still running it
-        ran = launching.run(
-            engine, clock, keyring, tenant_id, campaign_id, actor="scheduler", kind=then
-        )
+        try:  # one campaign's failure must not end the pass for the others
+            ran = launching.run(
+                engine, clock, keyring, tenant_id, campaign_id, actor="scheduler", kind=then
+            )
+        except Exception as exc:
+            log.warning("campaign %s of tenant %s: %s", campaign_id, tenant_id, exc)
+            done["failed"] += 1
+            continue
         done[("launched" if then == "launch" else "decided") if ran else "failed"] += 1
     return dict(done)
 

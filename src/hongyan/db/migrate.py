@@ -35,11 +35,33 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str:
-    """Bring the schema to ``revision``; returns the revision now in place."""
+    """Bring the schema to ``revision``; returns the revision now in place.
+
+    On SQLite, a migration that changes a table's constraints rebuilds it (Alembic's batch
+    mode: copy, ``DROP TABLE``, rename), and with foreign keys enforced ``DROP TABLE`` first
+    deletes the table's rows and runs their ``ON DELETE CASCADE``: the rebuild of ``contacts``
+    would empty ``contact_tags``. So foreign keys are off while migrations run (SQLite only
+    changes the setting outside a transaction), every key is checked with
+    ``PRAGMA foreign_key_check`` before the commit (a violation rolls the upgrade back), and
+    they are on again before the connection goes back to the pool."""
     cfg = _config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
     current = current_revision(engine)
     assert current is not None
     return current

@@ -268,7 +268,12 @@ class Redirector:
         if not codes.is_link_code(code):  # /favicon.ico and the like: not a guess at a code
             await _respond(send, 404, NOT_FOUND_PAGE, head=head)
             return
-        info = await self.link(code)
+        try:
+            info = await self.link(code)
+        except Exception:  # the lookup failed (the database, the writer process): not a 500
+            log.exception("could not look up a link")
+            await _respond(send, 503, UNAVAILABLE_PAGE, head=head)
+            return
         if info is None:
             self.limiter.miss(addr_key, now_mono)
             await _respond(send, 404, NOT_FOUND_PAGE, head=head)

@@ -4,31 +4,36 @@
 of codes missing from its cache, the group commit of its clicks) is done by a child process of
 its own (``python -m hongyan.tracking.writer FD``) over a socket pair: the redirector sends a
 batch (a list of codes, or of click rows) and awaits its answer; the child runs each batch in
-one of :data:`~hongyan.tracking.clicks.WRITERS` threads, each on its own connection, and answers
-once the batch is committed. So the driver's work, the ``COPY`` rows and the commits' waits use
-another core instead of taking turns with the requests for the redirector's one (measured: a
-click cost the redirector 124 µs with them in its own threads, on a core it did not share).
+one of ``WRITERS + 1`` threads, each on its own connection, and answers once the batch is
+committed. So the driver's work, the ``COPY`` rows and the commits' waits use another core
+instead of taking turns with the requests for the redirector's one (measured: a click cost
+the redirector 124 µs with them in its own threads, on a core it did not share).
 
 Frames are a 4-byte length and a pickle (both ends are this code, started together: the socket
 pair is never exposed). A click is answered only after its batch's commit, as before, so a
-crash of either process loses no answered click: the redirector killed, the child sees the
-socket close, finishes the batches it holds (committed clicks nobody was told about are still
-clicks) and exits; the child killed, the redirector fails the requests waiting on it (503: not
-claimed as stored) and starts another child for the next batch.
+crash of either process loses no answered click. The child runs in a session of its own and
+ignores SIGINT and SIGTERM: it stops when the redirector's socket closes, after the batches it
+holds (committed clicks nobody was told about are still clicks). The child killed, the
+redirector fails the requests waiting on it (503: not claimed as stored) and starts another
+child for the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -37,6 +42,9 @@ log = logging.getLogger("hongyan.redirector.writer")
 
 _HEAD = 4
 MAX_FRAME = 256 * 1024 * 1024
+CALL_TIMEOUT = 30.0  # seconds a batch may take before its requests answer 503
+STARTUP_TIMEOUT = 60.0
+RESTART_EVERY = 1.0
 
 
 class WriterGone(RuntimeError):
@@ -48,47 +56,87 @@ def _frame(message: Any) -> bytes:
     return len(body).to_bytes(_HEAD, "big") + body
 
 
+@dataclass
+class _Child:
+    """One child process and the calls sent to it: a child that dies fails only its own."""
+
+    proc: subprocess.Popen[bytes]
+    writer: asyncio.StreamWriter
+    calls: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    reader: asyncio.Task[None] | None = None
+
+
 class RemoteWriter:
     """The redirector's end: ``await call(kind, payload)`` runs ``kind`` (``load`` or
-    ``store``) in the child and returns its result. The child is started on first use and
-    again after it died."""
+    ``store``) in the child and returns its result. The child is started at the server's
+    startup and again after it died (at most once a second)."""
 
-    def __init__(self) -> None:
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-        self._calls: dict[int, asyncio.Future[Any]] = {}
+    def __init__(self, timeout: float = CALL_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._child: _Child | None = None
         self._ids = itertools.count(1)
         self._starting: asyncio.Lock | None = None
         self._closing = False
+        self._last_start = 0.0
+        self._gone: list[subprocess.Popen[bytes]] = []  # dead children not yet waited for
 
-    async def _ensure(self) -> asyncio.StreamWriter:
-        if self._writer is not None and not self._writer.is_closing():
-            return self._writer
+    def _live(self) -> _Child | None:
+        child = self._child
+        if child is not None and not child.writer.is_closing():
+            return child
+        return None
+
+    async def _ensure(self) -> _Child:
+        child = self._live()
+        if child is not None:
+            return child
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._writer is not None and not self._writer.is_closing():
-                return self._writer
+            child = self._live()
+            if child is not None:
+                return child
+            if self._closing:
+                raise WriterGone("the redirector is stopping")
+            self._reap_gone()
+            wait = self._last_start + RESTART_EVERY - time.monotonic()
+            if wait > 0:  # a child that dies at once is not restarted in a tight loop
+                await asyncio.sleep(wait)
+            self._last_start = time.monotonic()
             ours, theirs = socket.socketpair()
-            self._proc = subprocess.Popen(  # noqa: S603 (our own module, our own interpreter)
-                [sys.executable, "-m", "hongyan.tracking.writer", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()],
-                env=os.environ.copy(),
-            )
-            theirs.close()
-            reader, writer = await asyncio.open_unix_connection(sock=ours)
-            self._writer = writer
-            self._reader_task = asyncio.get_running_loop().create_task(self._answers(reader))
-            return writer
+            try:
+                proc = subprocess.Popen(  # noqa: S603 (our own module, our own interpreter)
+                    [sys.executable, "-m", "hongyan.tracking.writer", str(theirs.fileno())],
+                    pass_fds=[theirs.fileno()],
+                    env=os.environ.copy(),
+                    # Its own session: a Ctrl-C or a SIGTERM to the redirector's process group
+                    # does not stop it mid-batch; it stops when the redirector's socket closes.
+                    start_new_session=True,
+                )
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            try:
+                reader, writer = await asyncio.open_unix_connection(sock=ours)
+            except BaseException:
+                ours.close()
+                proc.kill()
+                self._gone.append(proc)
+                raise
+            child = _Child(proc, writer)
+            child.reader = asyncio.get_running_loop().create_task(self._answers(child, reader))
+            self._child = child
+            return child
 
-    async def _answers(self, reader: asyncio.StreamReader) -> None:
+    async def _answers(self, child: _Child, reader: asyncio.StreamReader) -> None:
         try:
             while True:
                 head = await reader.readexactly(_HEAD)
                 body = await reader.readexactly(int.from_bytes(head, "big"))
                 call_id, ok, result = pickle.loads(body)  # noqa: S301 (our own child's frames)
-                future = self._calls.pop(call_id, None)
+                future = child.calls.pop(call_id, None)
                 if future is None or future.done():
                     continue
                 if ok:
@@ -98,40 +146,58 @@ class RemoteWriter:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            if self._writer is not None:
-                self._writer.close()
-            self._writer = None
-            calls, self._calls = self._calls, {}
+            child.writer.close()
+            if self._child is child:
+                self._child = None
+            calls, child.calls = child.calls, {}
             for future in calls.values():
                 if not future.done():
                     future.set_exception(WriterGone("the click writer process stopped"))
-            if not self._closing and self._proc is not None and self._proc.poll() is None:
-                log.warning("the click writer closed its socket; stopping it")
-                self._proc.terminate()
+            code = child.proc.poll()
+            if not self._closing:
+                if code is None:  # it ignores SIGTERM (see main)
+                    log.warning("the click writer closed its socket; stopping it")
+                    child.proc.kill()
+                else:
+                    log.warning("the click writer process exited with %s", code)
+                self._gone.append(child.proc)
+
+    def _reap_gone(self) -> None:
+        self._gone = [p for p in self._gone if p.poll() is None]
 
     async def start(self) -> None:
-        """Start the child now (at the server's startup) rather than on the first click."""
-        await self._ensure()
+        """Start the child at the server's startup and wait until it answers: a child that
+        cannot open the database fails the startup rather than every click."""
+        await asyncio.wait_for(self.call("ping", None), timeout=STARTUP_TIMEOUT)
 
     async def call(self, kind: str, payload: Any) -> Any:
-        writer = await self._ensure()
+        child = await self._ensure()
         call_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._calls[call_id] = future
-        writer.write(_frame((call_id, kind, payload)))
-        return await future
+        child.calls[call_id] = future
+        child.writer.write(_frame((call_id, kind, payload)))
+        try:
+            # A database that hangs fails the batch (its requests answer 503; the child may
+            # still commit it later: a stored click nobody was told about) instead of
+            # holding every click behind it.
+            return await asyncio.wait_for(asyncio.shield(future), timeout=self.timeout)
+        finally:
+            child.calls.pop(call_id, None)
 
     async def close(self) -> None:
-        """Stop the child once it has answered what it holds."""
+        """Stop the child once it has answered what it holds: the end of our side of the
+        socket tells it to finish; its answers still arrive until it closes."""
         self._closing = True
-        if self._writer is not None:
-            self._writer.close()
-            if self._reader_task is not None:
-                await asyncio.gather(self._reader_task, return_exceptions=True)
-        proc = self._proc
-        if proc is not None:
+        child = self._child
+        if child is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                child.writer.write_eof()
+            if child.reader is not None:
+                await asyncio.gather(child.reader, return_exceptions=True)
+            await asyncio.get_running_loop().run_in_executor(None, _reap, child.proc)
+        for proc in self._gone:
             await asyncio.get_running_loop().run_in_executor(None, _reap, proc)
-        self._proc = None
+        self._child, self._gone = None, []
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:
@@ -149,6 +215,8 @@ def _handle(engine: Engine, kind: str, payload: Any) -> Any:
     from hongyan.tracking.clicks import store_rows
     from hongyan.tracking.redirector import load_links
 
+    if kind == "ping":
+        return True
     if kind == "load":
         return {code: info.as_tuple() for code, info in load_links(engine, payload).items()}
     if kind == "store":
@@ -196,6 +264,10 @@ def main(argv: list[str]) -> None:
     from hongyan.tracking.clicks import WRITERS
 
     sock = socket.socket(fileno=int(argv[1]))
+    # Stopped by the end of the redirector's socket, after the batches it holds, not by a
+    # signal mid-commit (it runs in a session of its own; these only reach it if sent to it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logs()
     settings = get_settings()
     runtime = Runtime.create(settings, generate_secrets=settings.env != "production")

@@ -391,3 +391,29 @@ def test_two_decisions_at_once_materialise_the_rest_once(runtime: Runtime) -> No
         ).all()
     assert per_contact == []
     assert _get(runtime, shop, camp["id"])["counts"]["by_variant"] == {winner: 22}
+
+
+def test_a_pause_landing_during_a_decision_is_named_as_such(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision's compare-and-set finds the campaign moved by a pause committed while the
+    evidence was read: the marketer is told the campaign changed, not that another decision
+    is under way, and nothing is decided."""
+    if runtime.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer: the pause would wait for the decision to commit")
+    shop = make_shop(runtime)
+    camp = _ab_test(runtime, shop)
+    evidence = campaigns._evidence
+
+    def pause_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        with runtime.engine.begin() as other:
+            campaigns.pause(other, runtime.clock, shop.tenant_id, camp["id"], actor="u")
+        return evidence(*args, **kwargs)
+
+    monkeypatch.setattr(campaigns, "_evidence", pause_meanwhile)
+    with pytest.raises(campaigns.CampaignState) as raised:
+        _begin_decide(runtime, shop, camp["id"], "A")
+    assert not isinstance(raised.value, campaigns.DecisionUnderWay)
+    assert "paused" in raised.value.body()["message"]["en"]
+    after = _get(runtime, shop, camp["id"])
+    assert after["state"] == "paused" and after["phase"] == "test"

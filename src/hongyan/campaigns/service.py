@@ -1351,7 +1351,14 @@ def begin_decide(
         .values(**values)
     )
     if moved.rowcount != 1:
-        raise DecisionUnderWay()
+        # Someone moved the campaign meanwhile: another decision, or a pause, resume or cancel.
+        now_state = get(conn, tenant_id, camp["id"])["state"]
+        if now_state == "deciding" or now_state == camp["state"]:
+            raise DecisionUnderWay()
+        raise CampaignState(
+            f"The campaign changed while deciding (it is now {now_state}); look and decide again",
+            f"决定期间活动状态已变为 {now_state}，请刷新后重新决定",
+        )
     audit.record(
         conn, clock, tenant_id=tenant_id, actor=actor, action="campaign.decide",
         target=f"campaign:{camp['id']}",

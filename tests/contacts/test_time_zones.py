@@ -180,6 +180,34 @@ def test_backfill_fills_only_the_gaps_a_number_decides(runtime: Runtime, tenant_
     assert (again["filled"], again["read"]) == (0, 2)  # the Russian and the cleared one
 
 
+def test_a_zone_cleared_during_the_backfill_stays_cleared(runtime: Runtime, tenant_id: int) -> None:
+    from hongyan.contacts import time_zones
+
+    _import(runtime, tenant_id, "phone\n+12125551234\n+819012345678\n")
+    _forget_zones(runtime)
+    with runtime.engine.connect() as conn:
+        ids = [
+            service.find_id(conn, runtime.keyring, tenant_id, n)
+            for n in ("+12125551234", "+819012345678")
+        ]
+    later = max(i for i in ids if i is not None)  # the backfill reads in id order
+    cleared: list[int] = []
+
+    def meanwhile(_: object) -> None:  # after the first batch, a person clears the other's
+        if not cleared:
+            with runtime.engine.begin() as conn:
+                service.set_time_zone(conn, runtime.clock, tenant_id, later, None, actor="u:1")
+            cleared.append(later)
+
+    done = time_zones.backfill(
+        runtime.engine, runtime.clock, runtime.keyring, tenant_id, actor="t", batch=1,
+        progress=meanwhile,
+    ).as_json()  # fmt: skip
+    assert cleared and (done["filled"], done["kept"]) == (1, 1)
+    zones = _zones(runtime, tenant_id)
+    assert len(zones) == 2 and sorted(z or "" for z in zones.values())[0] == ""
+
+
 def test_every_path_that_makes_a_contact_gives_it_its_zone(
     client: TestClient, runtime: Runtime, tenant_id: int
 ) -> None:

@@ -110,6 +110,7 @@ def backfill(
     scope = TenantScope(tenant_id)
     with engine.connect() as conn:
         kept = chosen_by_a_person(conn, tenant_id)
+    a = audit_log.c
     after = 0
     while True:
         with engine.connect() if dry_run else engine.begin() as conn:
@@ -117,6 +118,14 @@ def backfill(
             if not rows:
                 break
             after = int(rows[-1].id)
+            # A person may have cleared a zone since the run began: read their choices again
+            # for this batch, in its transaction (a zone set meanwhile is kept by the UPDATE's
+            # own "time_zone IS NULL").
+            targets = [f"contact:{int(r.id)}" for r in rows]
+            for target in conn.execute(
+                scope.select(audit_log, a.target).where(a.action == ACTION, a.target.in_(targets))
+            ).scalars():
+                kept.add(int(str(target).partition(":")[2]))
             by_zone: dict[str, list[int]] = {}
             for row in rows:
                 if int(row.id) in kept:

@@ -9,6 +9,7 @@ from typing import Any
 from hongyan.contacts import events
 from hongyan.runtime import Runtime
 from hongyan.tracking import issue
+from hongyan.tracking.clicks import COLUMNS as CLICK_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -116,3 +117,10 @@ def plan_messages(
     ]
     with runtime.engine.begin() as conn:
         scope.insert_many(conn, messages, values)
+
+
+def click_row(**fields: Any) -> tuple[Any, ...]:
+    """A click as the recorder stores it (clicks.COLUMNS order), by column name."""
+    unknown = set(fields) - set(CLICK_COLUMNS)
+    assert not unknown, unknown
+    return tuple(fields.get(c) for c in CLICK_COLUMNS)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from hongyan.runtime import Runtime
 from hongyan.tenants import service as tenants
 from hongyan.tracking import clicks, coupons, metrics
-from tests.tracking.support import contacts_for, issue_for, order, plan_messages
+from tests.tracking.support import click_row, contacts_for, issue_for, order, plan_messages
 
 PHONES = [f"+86139{i:08d}" for i in range(10)]
 
@@ -33,10 +34,14 @@ def test_click_and_conversion_rates_per_variant(runtime: Runtime) -> None:
     issue_for(runtime, tenant_id=tid, campaign_id=5, variant="B", contact_ids=b)
     now = runtime.clock.now()
 
-    def click(contact: int, variant: str, bot: str | None = None) -> clicks.Click:
-        return clicks.Click(tid, 1, 5, variant, contact, now, None, "UA", bot)
+    def click(contact: int, variant: str, bot: str | None = None) -> tuple[int, tuple[Any, ...]]:
+        row = click_row(
+            link_id=1, campaign_id=5, variant=variant, contact_id=contact, at=now,
+            user_agent="UA", bot=bot,
+        )  # fmt: skip
+        return (tid, row)
 
-    clicks.store(
+    clicks.store_rows(
         runtime.engine,
         [
             click(a[0], "A"),

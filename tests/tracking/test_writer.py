@@ -15,10 +15,9 @@ import sqlalchemy as sa
 from hongyan.db.tables import clicks
 from hongyan.runtime import Runtime
 from hongyan.tenants import service as tenants
-from hongyan.tracking.clicks import Click
 from hongyan.tracking.redirector import LinkInfo
 from hongyan.tracking.writer import RemoteWriter, WriterGone
-from tests.tracking.support import issue_for
+from tests.tracking.support import click_row, issue_for
 from tests.tracking.test_redirector_crash import _env
 
 
@@ -50,12 +49,12 @@ def _stored(runtime: Runtime, tid: int) -> list[int]:
 
 
 def _click(info: LinkInfo, runtime: Runtime) -> tuple[int, tuple[object, ...]]:
-    click = Click(
-        tenant_id=info.tenant_id, link_id=info.id, campaign_id=info.campaign_id,
-        variant=info.variant, contact_id=info.contact_id, at=runtime.clock.now(),
-        ip_hash=b"\x01" * 16, user_agent="Mozilla/5.0 Mobile", bot=None,
+    row = click_row(
+        link_id=info.id, campaign_id=info.campaign_id, variant=info.variant,
+        contact_id=info.contact_id, at=runtime.clock.now(), ip_hash=b"\x01" * 16,
+        user_agent="Mozilla/5.0 Mobile",
     )  # fmt: skip
-    return (click.tenant_id, click.row())
+    return (info.tenant_id, row)
 
 
 @pytest.mark.usefixtures("child_env")

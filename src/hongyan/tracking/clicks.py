@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
@@ -36,48 +34,9 @@ MAX_BATCH = 5000
 WRITERS = 3
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, once per click
-class Click:
-    tenant_id: int
-    link_id: int
-    campaign_id: int | None
-    variant: str | None
-    contact_id: int | None
-    at: datetime
-    ip_hash: bytes | None
-    user_agent: str
-    bot: str | None
-    # The recipient's place, copied from the link (for the reports).
-    number_province: str | None = None
-    number_city: str | None = None
-    carrier: str | None = None
-    # A journey's link: its clicks are the journey's (campaign_id is then None).
-    journey_id: int | None = None
-
-    def row(self) -> tuple[Any, ...]:
-        return (
-            self.link_id,
-            self.campaign_id,
-            self.variant,
-            self.contact_id,
-            self.at,
-            self.ip_hash,
-            self.user_agent[:300],
-            self.bot,
-            self.number_province,
-            self.number_city,
-            self.carrier,
-            self.journey_id,
-        )
-
-
-def store(engine: Engine, batch: list[Click]) -> None:
-    """One transaction for the batch, one bulk insert per tenant in it."""
-    store_rows(engine, [(c.tenant_id, c.row()) for c in batch])
-
-
 def store_rows(engine: Engine, batch: list[tuple[int, tuple[Any, ...]]]) -> None:
-    """:func:`store` of (tenant, :meth:`Click.row`) pairs, as the writer process gets them."""
+    """Commit (tenant, row in :data:`COLUMNS` order) pairs: one transaction for the batch, one
+    bulk insert per tenant in it."""
     by_tenant: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
     for tenant_id, row in batch:
         by_tenant[tenant_id].append(row)

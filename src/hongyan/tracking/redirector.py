@@ -287,7 +287,7 @@ class Redirector:
             if name == b"user-agent":
                 user_agent = value.decode("latin-1")
                 break
-        # The click's row in clicks.COLUMNS order (no Click object: built once per click).
+        # The click as the recorder stores it: its row in clicks.COLUMNS order.
         row = (
             info.id, info.campaign_id, info.variant, info.contact_id, now,
             self._ip_hash(address) if address else None, user_agent[:300],

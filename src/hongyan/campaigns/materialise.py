@@ -17,6 +17,7 @@ maximum parts, is left out (``content``); one that the planned windows cannot ho
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -369,33 +370,27 @@ def write(
     category = launch.lane.name.lower()
     total = len(order)
     issues = any(extras.needed(v.compiled.keys) for v in launch.variants.values())
-    if conn.dialect.name == "postgresql" and not issues and total > BATCH:
-        # The worker is shut down (waited for) before its connection closes.
-        with (
-            conn.engine.connect() as reader,
-            ThreadPoolExecutor(1, thread_name_prefix="hongyan-render") as worker,
-        ):
+    apart = conn.dialect.name == "postgresql" and not issues and total > BATCH
+    # The worker is shut down (waited for) before its reading connection closes.
+    with (
+        conn.engine.connect() if apart else contextlib.nullcontext(conn) as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="hongyan-render") as worker,
+    ):
+        how = (keyring, launch, columns, category)
 
-            def prepare(start: int) -> _Rendered:
-                chunk = order[start : start + BATCH]
-                batch = _read(reader, scope, launch, chunk, columns, keys, start)
-                return _render(batch, keyring, launch, columns, category)
+        def read_and_render(start: int) -> _Rendered:
+            chunk = order[start : start + BATCH]
+            return _render(_read(reader, scope, launch, chunk, columns, keys, start), *how)
 
-            ahead: deque[Future[_Rendered]] = deque()
-            for start in range(0, total, BATCH):
-                ahead.append(worker.submit(prepare, start))
-                if len(ahead) > 1:
-                    _store(conn, scope, launch, ahead.popleft().result(), total)
-            while ahead:
-                _store(conn, scope, launch, ahead.popleft().result(), total)
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="hongyan-render") as worker:
-        pending: Future[_Rendered] | None = None
+        ahead: deque[Future[_Rendered]] = deque()
         for start in range(0, total, BATCH):
-            batch = _read(conn, scope, launch, order[start : start + BATCH], columns, keys, start)
-            rendering = worker.submit(_render, batch, keyring, launch, columns, category)
-            if pending is not None:
-                _store(conn, scope, launch, pending.result(), total)
-            pending = rendering
-        if pending is not None:
-            _store(conn, scope, launch, pending.result(), total)
+            if apart:
+                ahead.append(worker.submit(read_and_render, start))
+            else:  # read here, on the launch's connection; render in the worker
+                chunk = order[start : start + BATCH]
+                batch = _read(conn, scope, launch, chunk, columns, keys, start)
+                ahead.append(worker.submit(_render, batch, *how))
+            if len(ahead) > 1:
+                _store(conn, scope, launch, ahead.popleft().result(), total)
+        while ahead:
+            _store(conn, scope, launch, ahead.popleft().result(), total)

@@ -344,3 +344,53 @@ def test_key_rotation_covers_contacts(runtime: Runtime, tenant_id: int) -> None:
     with runtime.engine.begin() as conn:
         out = service.export(conn, runtime.clock, new, tenant_id, "13812345678", "t")
     assert out["contact"]["name"] == "李" and out["contact"]["birthday"] == "1990-01-02"
+
+
+def test_a_contact_made_during_a_first_import_is_updated_not_doubled(
+    runtime: Runtime, tenant_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first import skips looking its numbers up; an event that makes one of them a contact
+    between two batches (another connection, committed) turns that batch back to lookups."""
+    from datetime import UTC, datetime
+
+    from hongyan.contacts import events
+
+    real = importer.consume
+    calls: list[bool] = []
+
+    def counting(w, batch, result, extra_tags, *, absent=False):  # type: ignore[no-untyped-def]
+        calls.append(absent)
+        real(w, batch, result, extra_tags, absent=absent)
+
+    def after_a_batch(result: importer.ImportResult) -> None:
+        if result.rows == 50:  # the first batch is committed: an event from a number of the next
+            with runtime.engine.begin() as conn:
+                made = events.ingest(
+                    conn, runtime.clock, runtime.keyring, tenant_id,
+                    events.parse_batch(
+                        [{"event_id": "e1", "kind": "browse", "phone": "13800000060",
+                          "occurred_at": datetime(2026, 1, 1, tzinfo=UTC).isoformat()}],
+                        UTC,
+                    ),
+                )  # fmt: skip
+            assert made.contacts_created == 1
+
+    monkeypatch.setattr(importer, "consume", counting)
+    rows = "".join(f"138{i:08d},名{i},,,,VIP,\n" for i in range(150))
+    opts = importer.ImportOptions(batch_size=50, consent_source="s", consent_proof="p")
+    result = service.import_stream(
+        runtime, tenant_id, io.BytesIO((HEADER + rows).encode()), "f.csv", opts,
+        progress=after_a_batch,
+    )  # fmt: skip
+    assert (result.rows, result.imported, result.updated) == (150, 149, 1)
+    # batch 1 and the failed try of batch 2 took the shortcut; batch 2 again and the rest looked up
+    assert calls[:2] == [True, True] and len(calls) >= 4 and not any(calls[2:])
+    listed = _contacts(runtime, tenant_id)
+    assert len(listed) == 150
+    [made] = [c for c in listed if c["phone_masked"] == "138****0060"]
+    assert made["name_masked"] == "名**" and made["tags"] == ["VIP"]
+    with runtime.engine.connect() as conn:
+        granted = conn.execute(
+            TenantScope(tenant_id).select(consent_records, sa.func.count())
+        ).scalar_one()
+    assert granted == 150

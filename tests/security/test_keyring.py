@@ -215,6 +215,62 @@ def test_blind_index_is_hmac_sha256() -> None:
     assert ring_k1().blind_index("value", "ctx") == expected
 
 
+@given(
+    value=st.text(),
+    context=st.text().filter(lambda s: "\x00" not in s),
+    key=st.binary(min_size=32, max_size=200),
+)
+@settings(max_examples=200)
+def test_indexer_is_hmac_sha256_for_any_key_length(value: str, context: str, key: bytes) -> None:
+    # keys over SHA-256's 64-byte block are hashed first, as RFC 2104 says
+    import hashlib
+    import hmac
+
+    ring = KeyRing({"k1": K1}, "k1", key)
+    expected = hmac.new(key, f"{context}\x00{value}".encode(), hashlib.sha256).digest()
+    assert ring.indexer(context)(value) == expected
+    assert ring.blind_index(value, context) == expected
+
+
+def test_indexer_refuses_nul_in_context(ring: KeyRing) -> None:
+    with pytest.raises(KeyRingError, match="NUL"):
+        ring.indexer("a\x00b")
+
+
+@given(texts=st.lists(st.text(), max_size=30), context=st.text())
+def test_sealer_round_trips_like_encrypt(texts: list[str], context: str) -> None:
+    ring = ring_k1_k2()
+    seal = ring.sealer(context)
+    blobs = [seal(t) for t in texts]
+    assert [ring.decrypt(b, context) for b in blobs] == texts
+    assert all(ring.key_id_of(b) == "k2" for b in blobs)
+
+
+def test_sealer_nonces_are_fresh_across_pool_refills(ring: KeyRing) -> None:
+    seal = ring.sealer(CTX)
+    nonces = {seal("13812345678")[4:16] for _ in range(2500)}  # more than two pools
+    assert len(nonces) == 2500
+
+
+def test_sealer_draws_new_nonces_in_a_forked_child(ring: KeyRing) -> None:
+    import os
+
+    seal = ring.sealer(CTX)
+    parent = seal("x")[4:16]  # the pool is filled in the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, seal("x")[4:16])
+        os._exit(0)
+    os.close(write)
+    child_nonce = os.read(read, 12)
+    os.waitpid(pid, 0)
+    os.close(read)
+    # Without the fork check both would pop the same next nonce from the inherited pool.
+    assert child_nonce != seal("x")[4:16]
+    assert child_nonce != parent
+
+
 def test_blind_index_refuses_nul_in_context(ring: KeyRing) -> None:
     # "a\x00b" + "\x00" + "c" would collide with "a" + "\x00" + "b\x00c"
     with pytest.raises(KeyRingError, match="NUL"):

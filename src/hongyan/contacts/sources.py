@@ -174,7 +174,7 @@ def _open_csv(stream: IO[bytes], encoding: str, head: bytes, total_bytes: int) -
                     f"第 {line} 行不是有效的 {encoding} 编码文本，整个文件未导入",
                     line=line,
                 ) from None
-            if not row or not any(c.strip() for c in row):
+            if not "".join(row).strip():  # no row, or only blank cells
                 continue
             if len(row) > MAX_COLUMNS:
                 raise _fail(

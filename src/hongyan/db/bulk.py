@@ -15,7 +15,9 @@ columns, and every row gets the scope's tenant id.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +26,20 @@ from sqlalchemy.engine import Connection
 from hongyan.db.scope import TenantScope, TenantScopeViolation, is_scoped_table
 
 # One encoder for every value: json.dumps(..., ensure_ascii=False) builds a new one per call.
-to_json = json.JSONEncoder(ensure_ascii=False).encode
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+_string = json.encoder.encode_basestring  # the C function the encoder above uses for a str
+
+
+def to_json(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False)``. The common flat object of strings (an
+    import's custom attributes) is written directly, in the same text, at a fifth of the cost
+    of the encoder's Python-level entry."""
+    if type(value) is dict:
+        try:
+            return "{" + ", ".join([_string(k) + ": " + _string(v) for k, v in value.items()]) + "}"
+        except TypeError:  # a key or value that is not a str
+            pass
+    return _encode(value)
 
 
 def _json(value: Any) -> str | None:
@@ -211,3 +226,160 @@ def fetch_in(
     finally:
         cur.close()
     return out
+
+
+# -- rows packed ahead of time for PostgreSQL's binary COPY ----------------------------------------
+#
+# A producer in another process can pack each row into its binary COPY tuple, so what crosses the
+# process boundary is one bytes object per row (an import of a million contacts spent more CPU
+# unpickling row tuples in the writer than the server spent storing them). The packed part is the
+# row's own columns; the columns the writer fills (the tenant, constants such as the import's
+# time) are packed once and appended to every row by :func:`copy_packed`.
+
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_NULL = b"\xff\xff\xff\xff"
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" * 2
+_TRAILER = b"\xff\xff"
+_I32 = struct.Struct(">i")
+
+
+def _pack_text(value: str) -> bytes:
+    raw = value.encode("utf-8")
+    return _I32.pack(len(raw)) + raw
+
+
+def _pack_bytea(value: bytes) -> bytes:
+    return _I32.pack(len(value)) + value
+
+
+def _pack_timestamptz(value: datetime) -> bytes:
+    if value.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware datetimes")
+    delta = value - _PG_EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return b"\x00\x00\x00\x08" + struct.pack(">q", micros)
+
+
+_PACKERS: dict[str, Callable[[Any], bytes]] = {
+    "int2": lambda v: b"\x00\x00\x00\x02" + struct.pack(">h", v),
+    "int4": lambda v: b"\x00\x00\x00\x04" + struct.pack(">i", v),
+    "int8": lambda v: b"\x00\x00\x00\x08" + struct.pack(">q", v),
+    "bool": lambda v: b"\x00\x00\x00\x01\x01" if v else b"\x00\x00\x00\x01\x00",
+    "text": _pack_text,
+    "bytea": _pack_bytea,
+    "timestamptz": _pack_timestamptz,
+}
+_UNPACKERS: dict[str, Callable[[bytes], Any]] = {
+    "int2": lambda b: struct.unpack(">h", b)[0],
+    "int4": lambda b: struct.unpack(">i", b)[0],
+    "int8": lambda b: struct.unpack(">q", b)[0],
+    "bool": lambda b: b != b"\x00",
+    "text": lambda b: b.decode("utf-8"),
+    "bytea": bytes,
+    "timestamptz": lambda b: _PG_EPOCH + timedelta(microseconds=struct.unpack(">q", b)[0]),
+}
+# Text values that repeat (a country, a carrier, a city) are packed once and remembered, up to
+# this many per column.
+_TEXT_CACHE = 4096
+
+
+class PackedRows:
+    """Packs ``columns`` of ``table`` (values as :func:`insert_rows` takes ``raw`` rows: JSON as
+    text) into binary COPY tuples that :func:`copy_packed` writes, followed by the columns it
+    fills itself (``tail``: the tenant first, then the constants' names)."""
+
+    def __init__(self, table: sa.Table, columns: Sequence[str], tail: Sequence[str]) -> None:
+        from sqlalchemy.dialects import postgresql
+
+        if not is_scoped_table(table) or "tenant_id" in columns or "tenant_id" in tail:
+            raise TenantScopeViolation("packed rows are a tenant table's, the tenant set apart")
+        self.table, self.columns, self.tail = table, tuple(columns), tuple(tail)
+        types = _pg_binary_types(
+            table, (*self.columns, "tenant_id", *self.tail), postgresql.dialect()
+        )
+        if types is None:
+            raise ValueError(f"{table.name}: a column has no binary form known here")
+        self.types = types
+        self.count = struct.pack(">h", len(types))
+        self._packers = [self._packer(t) for t in types[: len(self.columns)]]
+
+    @staticmethod
+    def _packer(kind: str) -> Callable[[Any], bytes]:
+        pack = _PACKERS[kind]
+        if kind != "text":
+            return pack
+        cache: dict[str, bytes] = {}
+
+        def text(value: str) -> bytes:
+            hit = cache.get(value)
+            if hit is None:
+                hit = pack(value)
+                if len(cache) < _TEXT_CACHE:
+                    cache[value] = hit
+            return hit
+
+        return text
+
+    def pack(self, row: Sequence[Any]) -> bytes:
+        """One row (its own columns, in order) as the start of a binary COPY tuple."""
+        return self.count + b"".join(
+            [_NULL if v is None else p(v) for v, p in zip(row, self._packers, strict=True)]
+        )
+
+    def unpack(self, packed: bytes) -> tuple[Any, ...]:
+        """The values :meth:`pack` was given (JSON stays text)."""
+        out: list[Any] = []
+        at = 2
+        for kind in self.types[: len(self.columns)]:
+            (size,) = _I32.unpack_from(packed, at)
+            at += 4
+            if size < 0:
+                out.append(None)
+                continue
+            out.append(_UNPACKERS[kind](packed[at : at + size]))
+            at += size
+        if at != len(packed):
+            raise ValueError("a packed row has more fields than its columns")
+        return tuple(out)
+
+    def tail_for(self, scope: TenantScope, constants: Mapping[str, Any]) -> bytes:
+        if set(constants) != set(self.tail):
+            raise ValueError(f"the tail needs exactly {', '.join(self.tail)}")
+        kinds = self.types[len(self.columns) :]
+        names = ("tenant_id", *self.tail)
+        values = [scope.tenant_id, *(constants[n] for n in self.tail)]
+        values = [
+            _json(v) if isinstance(self.table.c[n].type, sa.JSON) else v
+            for n, v in zip(names, values, strict=True)
+        ]
+        return b"".join(
+            _NULL if v is None else _PACKERS[k](v) for k, v in zip(kinds, values, strict=True)
+        )
+
+
+def copy_packed(
+    conn: Connection,
+    scope: TenantScope,
+    packer: PackedRows,
+    rows: Sequence[bytes],
+    constants: Mapping[str, Any],
+) -> int:
+    """Write rows made by ``packer.pack`` with one binary ``COPY`` (PostgreSQL only), each
+    completed with ``scope``'s tenant and ``constants``. Returns the row count."""
+    if conn.dialect.name != "postgresql":
+        raise ValueError("packed rows are PostgreSQL's binary COPY format")
+    if not rows:
+        return 0
+    tail = packer.tail_for(scope, constants)
+    q = conn.dialect.identifier_preparer.quote
+    names = ", ".join(q(n) for n in (*packer.columns, "tenant_id", *packer.tail))
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    sql = f"COPY {packer.table.name} ({names}) FROM STDIN (FORMAT BINARY)"
+    with dbapi.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[attr-defined]
+        copy.write(_SIGNATURE)
+        for start in range(0, len(rows), 4096):  # the whole batch never sits in memory twice
+            chunk = rows[start : start + 4096]
+            copy.write(tail.join(chunk) + tail)
+        copy.write(_TRAILER)
+    return len(rows)

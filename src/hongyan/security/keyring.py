@@ -24,11 +24,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
+import os
 import re
 import secrets
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,6 +42,18 @@ DATA_KEY_BYTES = 32
 MIN_INDEX_KEY_BYTES = 32
 KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _URLSAFE_B64 = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+
+
+# Counts the forks this process came from: a nonce pool drawn before a fork is dropped after it
+# (cheaper than asking the kernel for the pid at every encryption).
+_forks = [0]
+
+
+def _forked() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class KeyRingError(Exception):
@@ -107,8 +119,12 @@ class KeyRing:
             )
         self._ciphers = ciphers
         self._active = active_key_id
-        # Keyed HMAC state prepared once; copying it per value is cheaper than re-keying.
-        self._index_mac = hmac.new(bytes(index_key), digestmod=hashlib.sha256)
+        # HMAC (RFC 2104) from its two keyed SHA-256 states, prepared once: copying a state per
+        # value costs half of what copying an ``hmac.HMAC`` object does.
+        block = bytes(index_key) if len(index_key) <= 64 else hashlib.sha256(index_key).digest()
+        block = block.ljust(64, b"\x00")
+        self._index_inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._index_outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def __repr__(self) -> str:  # never shows key material
         return f"KeyRing(key_ids={sorted(self._ciphers)!r}, active={self._active!r})"
@@ -156,6 +172,28 @@ class KeyRing:
             nonce, plaintext.encode("utf-8"), context.encode("utf-8")
         )
         return bytes([VERSION, len(kid)]) + kid + nonce + sealed
+
+    def sealer(self, context: str) -> Callable[[str], bytes]:
+        """:meth:`encrypt` under ``context`` for many values, as a function: the header, the
+        associated data and the cipher are prepared once, and nonces are drawn from the operating
+        system a thousand at a time instead of one call each (still a fresh random 96-bit nonce
+        per value; the pool is dropped in a forked child, so two processes never share one)."""
+        kid = self._active.encode("ascii")
+        head = bytes([VERSION, len(kid)]) + kid
+        aad = context.encode("utf-8")
+        seal = self._ciphers[self._active].encrypt
+        nonces: list[bytes] = []
+        drawn_in = [-1]  # the fork generation the pool was drawn in
+
+        def encrypt(plaintext: str) -> bytes:
+            if not nonces or drawn_in[0] != _forks[0]:
+                block = os.urandom(NONCE_BYTES * 1024)
+                nonces[:] = [block[i : i + NONCE_BYTES] for i in range(0, len(block), NONCE_BYTES)]
+                drawn_in[0] = _forks[0]
+            nonce = nonces.pop()
+            return head + nonce + seal(nonce, plaintext.encode("utf-8"), aad)
+
+        return encrypt
 
     @staticmethod
     def _split(blob: bytes) -> tuple[str, bytes, bytes]:
@@ -213,11 +251,25 @@ class KeyRing:
 
     def blind_index(self, value: str, context: str) -> bytes:
         """HMAC-SHA256(index key, context NUL value): 32 deterministic bytes for lookups."""
+        return self.indexer(context)(value)
+
+    def indexer(self, context: str) -> Callable[[str], bytes]:
+        """:meth:`blind_index` under ``context`` for many values, as a function (the context is
+        hashed into the keyed state once)."""
         if "\x00" in context:
             raise KeyRingError("a blind-index context must not contain NUL")
-        mac = self._index_mac.copy()
-        mac.update(context.encode("utf-8") + b"\x00" + value.encode("utf-8"))
-        return mac.digest()
+        inner = self._index_inner.copy()
+        inner.update(context.encode("utf-8") + b"\x00")
+        start, finish = inner.copy, self._index_outer.copy
+
+        def index(value: str) -> bytes:
+            i = start()
+            i.update(value.encode("utf-8"))
+            o = finish()
+            o.update(i.digest())
+            return o.digest()
+
+        return index
 
 
 def _decimal_digits(text: str) -> str:

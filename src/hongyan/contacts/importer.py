@@ -37,6 +37,7 @@ import contextlib
 import itertools
 import json
 import re
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -64,7 +65,7 @@ from hongyan.contacts.numbers import (
 from hongyan.contacts.numbers import normalise as normalise_number
 from hongyan.contacts.sources import ImportFileError, Table, csv_bytes, is_formula
 from hongyan.contacts.suppression import phone_context
-from hongyan.db.bulk import PackedRows, copy_packed, fetch_in, insert_rows, to_json
+from hongyan.db.bulk import NULL_FIELD, PackedRows, copy_packed, fetch_in, insert_rows, to_json
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import (
     consent_records,
@@ -547,6 +548,76 @@ class _Builder:
         self.seal_phone = keyring.sealer(self.phone_ctx)
         self.seal_name = keyring.sealer(name_context(tenant_id))
         self.seal_birthday = keyring.sealer(birthday_context(tenant_id))
+        # Packed parts that repeat across rows (see packed_row), bounded.
+        self._number_parts: dict[str, bytes] = {}
+        self._birth_parts: dict[date, bytes] = {}
+        f = self.packer.field
+        self._bytea, self._text = f("phone_cipher"), f("city")
+        self._gender = {None: NULL_FIELD, "f": f("gender")("f"), "m": f("gender")("m")}
+
+    def packed_row(self, p: Parsed) -> bytes:
+        """``contacts_packer().pack(self.new_row(p))``, built directly: the parts that repeat (a
+        number block's country, carrier and place; a birthday's month, day and decade) are packed
+        once, and a Chinese mobile's mask is eleven known characters."""
+        e164 = p.e164
+        bytea, text = self._bytea, self._text
+        if e164.startswith("+86"):
+            national = e164[3:]
+            number = self._number_parts.get(national[:7])
+            if number is None:
+                number = self._pack_number(national)
+            masked = b"\x00\x00\x00\x0b" + f"{national[:3]}****{national[7:]}".encode()
+        else:  # the general row, packed field by field
+            row = self.new_row(p)
+            return self.packer.pack(row)
+        name, b, zone = p.name, p.birthday, p.time_zone
+        if b is None:
+            born = NULL_FIELD * 4
+        else:
+            born = self._birth_parts.get(b) or self._pack_birth(b)
+            born = bytea(self.seal_birthday(b.isoformat())) + born
+        return b"".join(
+            (
+                _PACKED_COUNT,
+                _INDEX_LENGTH,
+                p.index,
+                bytea(self.seal_phone(e164)),
+                masked,
+                number,
+                NULL_FIELD * 2
+                if name is None
+                else bytea(self.seal_name(name)) + text(mask_name(name)),
+                self._gender[p.gender],
+                born,
+                NULL_FIELD if p.province is None else text(p.province),
+                NULL_FIELD if p.city is None else text(p.city),
+                text(to_json(p.attrs) if p.attrs else "{}"),
+                NULL_FIELD if zone is None else text(zone),
+            )
+        )
+
+    def _pack_number(self, national: str) -> bytes:
+        place = self.segments.place(national)
+        carrier = _BY_PREFIX4.get(national[:4]) or _BY_PREFIX.get(national[:3])
+        values = ("CN", carrier, self.segments.is_virtual(national),
+                  place.province if place else None, place.city if place else None)  # fmt: skip
+        f = self.packer.field
+        names = ("country", "carrier", "mvno", "number_province", "number_city")
+        part = b"".join(
+            NULL_FIELD if v is None else f(n)(v) for n, v in zip(names, values, strict=True)
+        )
+        if len(self._number_parts) < _PART_CACHE:
+            self._number_parts[national[:7]] = part
+        return part
+
+    def _pack_birth(self, b: date) -> bytes:
+        f = self.packer.field
+        part = (
+            f("birth_month")(b.month) + f("birth_day")(b.day) + f("birth_decade")(b.year // 10 * 10)
+        )
+        if len(self._birth_parts) < _PART_CACHE:
+            self._birth_parts[b] = part
+        return part
 
     def new_row(self, p: Parsed) -> tuple[Any, ...]:
         """A new contact's values in :data:`NEW_COLUMNS` order, as the driver takes them."""
@@ -847,10 +918,9 @@ def produce(
 
     def close() -> Batch:
         if packed:
-            pack, row = builder.packer.pack, builder.new_row
+            row = builder.packed_row
             batch.items = [
-                (k, p.first, tuple(p.tags), pack(row(p)), None, p.time_zone)
-                for k, p in pending.items()
+                (k, p.first, tuple(p.tags), row(p), None, p.time_zone) for k, p in pending.items()
             ]
         else:
             batch.items = [
@@ -901,6 +971,9 @@ def _first(row: tuple[Any, ...]) -> Any:
 
 
 _ATTRS_AT = NEW_COLUMNS.index("attrs")
+_PACKED_COUNT = struct.pack(">h", len(NEW_COLUMNS) + 4)  # and the tenant, source and times
+_INDEX_LENGTH = struct.pack(">i", 32)
+_PART_CACHE = 1 << 17
 
 
 def consume(

@@ -237,7 +237,7 @@ def fetch_in(
 # time) are packed once and appended to every row by :func:`copy_packed`.
 
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_NULL = b"\xff\xff\xff\xff"
+_NULL = NULL_FIELD = b"\xff\xff\xff\xff"
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" * 2
 _TRAILER = b"\xff\xff"
 _I32 = struct.Struct(">i")
@@ -302,6 +302,11 @@ class PackedRows:
         self.types = types
         self.count = struct.pack(">h", len(types))
         self._packers = [self._packer(t) for t in types[: len(self.columns)]]
+
+    def field(self, column: str) -> Callable[[Any], bytes]:
+        """One column's packer (a value, never None, to its length-prefixed bytes), for a
+        producer that packs a row's fields itself."""
+        return self._packers[self.columns.index(column)]
 
     @staticmethod
     def _packer(kind: str) -> Callable[[Any], bytes]:

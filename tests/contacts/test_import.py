@@ -204,9 +204,16 @@ def test_failure_half_way_leaves_nothing(runtime: Runtime, tenant_id: int) -> No
     assert caught.value.code in ("import_encoding", "import_csv_invalid")
 
 
+@pytest.mark.parametrize("readers", [None, 2])
 def test_failure_in_the_database_is_resumable(
-    runtime: Runtime, tenant_id: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    runtime: Runtime,
+    tenant_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    readers: int | None,
 ) -> None:
+    """In process, and with two reader processes (the resumed run's numbers stored before
+    come from reader 0)."""
     calls = {"n": 0}
     real = importer._Writer.insert
 
@@ -222,7 +229,10 @@ def test_failure_in_the_database_is_resumable(
     lines[150] = "13800000007,重复,,,,,\n"  # repeats line 9 (stored before the failure)
     path = tmp_path / "c.csv"
     path.write_bytes((HEADER + "".join(lines)).encode())
-    opts = importer.ImportOptions(batch_size=50, consent_source="s", consent_proof="p")
+    opts = importer.ImportOptions(
+        batch_size=50, consent_source="s", consent_proof="p", pipeline=readers is not None,
+        readers=readers,
+    )  # fmt: skip
     with pytest.raises(RuntimeError):
         service.import_path(runtime, tenant_id, path, opts)
     assert len(_contacts(runtime, tenant_id)) == 100  # the two batches committed before
@@ -308,16 +318,17 @@ def test_mapping_rules() -> None:
         importer.ImportOptions(consent_source="x").check()  # a source needs its proof
 
 
+@pytest.mark.parametrize("readers", [1, 3])
 def test_pipelined_reader_gives_the_same_result(
-    runtime: Runtime, tenant_id: int, tmp_path: Path
+    runtime: Runtime, tenant_id: int, tmp_path: Path, readers: int
 ) -> None:
-    """The reader in a second process: same counters as in-process, broken files refused by it
+    """The readers in other processes: same counters as in-process, broken files refused
     before anything is stored."""
     rows = "".join(f"138{i:08d},名{i},女,1990-01-0{i % 9 + 1},上海,VIP,金卡\n" for i in range(300))
     rows += "13800000005,再来,,,,,\nbad,坏,,,,,\n"
     path = tmp_path / "big.csv"
     path.write_bytes((HEADER + rows).encode("gbk"))
-    opts = importer.ImportOptions(pipeline=True, batch_size=64)
+    opts = importer.ImportOptions(pipeline=True, batch_size=64, readers=readers)
     result = service.import_path(runtime, tenant_id, path, opts)
     assert (result.rows, result.imported, result.duplicates, result.invalid) == (302, 300, 1, 1)
     [c] = [c for c in _contacts(runtime, tenant_id) if c["phone_masked"] == "138****0005"]

@@ -72,3 +72,68 @@ def test_packed_row_is_the_same_from_its_caches() -> None:
         assert _comparable(BUILDER.packer.unpack(BUILDER.packed_row(p))) == _comparable(
             BUILDER.new_row(p)
         )
+
+
+# -- readers in parallel ----------------------------------------------------------------------
+
+
+def _batches(text: str, n: int, size: int, skip: int = 0) -> list[importer.Batch]:
+    """The batches n readers of ``text`` make, taken in turn as the writer takes them."""
+    import io
+
+    from hongyan.contacts import sources
+
+    options = importer.ImportOptions(batch_size=size)
+    streams = []
+    for j in range(n):
+        table = sources.open_table(io.BytesIO(text.encode()), len(text))
+        plan = importer.plan_mapping(table.header, {}, [])
+        parts = importer.produce(
+            table, plan, RING, 7, options, segment_table(), skip=skip, part=(j, n)
+        )
+        streams.append(iter(parts))
+    out: list[importer.Batch] = []
+    turn = 0
+    while True:
+        batch = next(streams[turn % n], None)
+        if batch is None:
+            break
+        if not batch.stored:
+            turn += 1
+        out.append(batch)
+    return list(importer.in_file_order(out))
+
+
+def _summary(batches: list[importer.Batch]) -> list[tuple[object, ...]]:
+    return [
+        (b.line, b.rows, b.invalid, b.duplicates, [(k, first) for k, first, *_ in b.items],
+         [line for line, _, _ in b.bad])
+        for b in batches
+    ]  # fmt: skip
+
+
+@given(
+    picks=st.lists(st.integers(0, 40), min_size=1, max_size=120),
+    n=st.integers(1, 4),
+    size=st.integers(1, 9),
+    skip=st.integers(0, 30),
+)
+@settings(max_examples=150)
+def test_readers_in_parallel_make_the_batches_one_reader_makes(
+    picks: list[int], n: int, size: int, skip: int
+) -> None:
+    # numbers from a small pool repeat within and across batches; 0 is an invalid row
+    lines = [("bad" if p == 0 else f"1381234{p:04d}") + f",名{i}\n" for i, p in enumerate(picks)]
+    text = "手机号,姓名\n" + "".join(lines)
+    one = _batches(text, 1, size, skip)
+    assert _summary(_batches(text, n, size, skip)) == _summary(one)
+    data = [b for b in one if not b.stored]
+    stored = min(len(picks), max(0, skip - 1))  # line 1 is the header; row i is on line i + 2
+    assert sum(b.rows for b in data) == len(picks) - stored
+    counted = sum(b.invalid + b.duplicates for b in data) + sum(
+        1 for b in data for _, first, *_ in b.items if first
+    )
+    assert counted == sum(b.rows for b in data)  # every row is exactly one of them
+    # a repeat is a valid row whose number came on any earlier line, stored ones included
+    repeats = sum(1 for i, p in enumerate(picks) if i >= stored and p and p in picks[:i])
+    assert sum(b.duplicates for b in data) == repeats

@@ -927,19 +927,22 @@ def produce(
     mine = j == 0
 
     def close() -> Batch:
+        # Parsed rows are let go as their rows are built (the writer sorts the batch anyway),
+        # so a reader never holds a batch twice over.
+        take = pending.popitem
         if packed:
             row = builder.packed_row
             batch.items = [
-                (k, True, tuple(p.tags), row(p), None, p.time_zone) for k, p in pending.items()
+                (k, True, tuple(p.tags), row(p), None, p.time_zone)
+                for k, p in (take() for _ in range(len(pending)))
             ]
         else:
             batch.items = [
                 (k, True, tuple(p.tags), builder.new_row(p), p.attrs, p.time_zone)
-                for k, p in pending.items()
+                for k, p in (take() for _ in range(len(pending)))
             ]
         batch.line = line
         batch.fraction = source.fraction()
-        pending.clear()
         return batch
 
     for line, cells in source.rows:

@@ -405,3 +405,20 @@ def test_a_contact_made_during_a_first_import_is_updated_not_doubled(
             TenantScope(tenant_id).select(consent_records, sa.func.count())
         ).scalar_one()
     assert granted == 150
+
+
+def test_a_satellite_number_is_stored_without_a_country(runtime: Runtime, tenant_id: int) -> None:
+    """Satellite mobiles (+881 Iridium/Globalstar, +870 Inmarsat) are valid mobiles with no
+    country: phonenumbers calls their region "001", which does not fit the two-letter country
+    column (PostgreSQL refused the whole batch: value too long for character varying(2))."""
+    from hongyan.contacts.numbers import country_of
+
+    rows = "13812345678,李,,,,,\n+881612345678,铱星,,,,,\n+870301234567,海事,,,,,\n"
+    result = _import(runtime, tenant_id, (HEADER + rows).encode())
+    assert (result.imported, result.invalid) == (3, 0)
+    with runtime.engine.connect() as conn:
+        countries = conn.execute(
+            TenantScope(tenant_id).select(contacts, contacts.c.country, contacts.c.carrier)
+        ).all()
+    assert sorted(countries) == [("CN", "cmcc"), ("ZZ", "intl"), ("ZZ", "intl")]
+    assert country_of("+881612345678") == "ZZ" and country_of("+870301234567") == "ZZ"

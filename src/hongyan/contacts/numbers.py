@@ -147,7 +147,9 @@ def _foreign(s: str) -> str:
 
 
 def country_of(e164: str) -> str:
-    """ISO 3166 region of an E.164 number (``CN`` on the fast path); ``ZZ`` if unknown."""
+    """ISO 3166 region of an E.164 number (``CN`` on the fast path); ``ZZ`` if unknown or if
+    the number belongs to no country (a satellite mobile, +881 or +870, which phonenumbers
+    places in region ``001``: three characters, too long for the two-letter column)."""
     if e164.startswith("+86"):
         return "CN"
     import phonenumbers
@@ -156,7 +158,7 @@ def country_of(e164: str) -> str:
         region = phonenumbers.region_code_for_number(phonenumbers.parse(e164))
     except phonenumbers.NumberParseException:
         return "ZZ"
-    return region or "ZZ"
+    return region if region and len(region) == 2 and region.isalpha() else "ZZ"
 
 
 def zone_of(e164: str) -> str | None:

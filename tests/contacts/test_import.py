@@ -205,6 +205,30 @@ def test_failure_half_way_leaves_nothing(runtime: Runtime, tenant_id: int) -> No
 
 
 @pytest.mark.parametrize("readers", [None, 2])
+def test_a_file_whose_csv_breaks_half_way_stores_nothing(
+    runtime: Runtime, tenant_id: int, tmp_path: Path, readers: int | None
+) -> None:
+    """Too many columns, or a quote left open until a field outgrows the limit, after several
+    batches' worth of good rows: refused by the first pass, before any batch is stored."""
+    from hongyan.contacts.sources import MAX_COLUMNS
+
+    good = "".join(f"138{i:08d},名{i},,,,,\n" for i in range(300))
+    opened = '13900001111,"open\n' + "".join(f"139{i:08d},x,,,,,\n" for i in range(9000))
+    for tail, code in (
+        ("13900001111" + "," * MAX_COLUMNS + "\n", "import_line_too_long"),
+        (opened, "import_line_too_long"),
+    ):
+        path = tmp_path / "half.csv"
+        path.write_bytes((HEADER + good + tail).encode())
+        opts = importer.ImportOptions(batch_size=50, pipeline=readers is not None, readers=readers)
+        with pytest.raises(ImportFileError) as caught:
+            service.import_path(runtime, tenant_id, path, opts)
+        assert caught.value.code == code
+        assert "nothing was imported" in caught.value.message_en
+        assert _contacts(runtime, tenant_id) == []
+
+
+@pytest.mark.parametrize("readers", [None, 2])
 def test_failure_in_the_database_is_resumable(
     runtime: Runtime,
     tenant_id: int,

@@ -1313,7 +1313,8 @@ def reader_count(options: ImportOptions) -> int:
     """Reader processes of a pipelined import: as asked, else one per core, at most four."""
     if options.readers is not None:
         return max(1, options.readers)
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cores or 1))
 
 
 def _reader_main(

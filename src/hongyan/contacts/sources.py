@@ -142,7 +142,9 @@ def _open_csv(stream: IO[bytes], encoding: str, head: bytes, total_bytes: int) -
     )
     sample = head[:65536].decode(encoding, errors="ignore")
     dialect = _sniff_dialect(sample)
-    csv.field_size_limit(16 * MAX_LINE)  # one field may span lines; check_whole limits lines
+    # A field may span lines (a quoted address), but not beyond MAX_LINE characters: a quote
+    # left open would otherwise swallow the rest of the file into one odd row.
+    csv.field_size_limit(MAX_LINE)
     reader = csv.reader(text, dialect)
 
     def rows() -> Iterator[tuple[int, list[str]]]:
@@ -179,8 +181,9 @@ def _open_csv(stream: IO[bytes], encoding: str, head: bytes, total_bytes: int) -
             if len(row) > MAX_COLUMNS:
                 raise _fail(
                     "import_line_too_long",
-                    f"Line {reader.line_num} has more than {MAX_COLUMNS} columns",
-                    f"第 {reader.line_num} 行超过 {MAX_COLUMNS} 列",
+                    f"Line {reader.line_num} has more than {MAX_COLUMNS} columns; "
+                    "nothing was imported",
+                    f"第 {reader.line_num} 行超过 {MAX_COLUMNS} 列，整个文件未导入",
                     line=reader.line_num,
                 )
             yield reader.line_num, row
@@ -297,8 +300,9 @@ def check_whole(stream: IO[bytes], table: Table) -> None:
     """Read the whole file once before anything is stored, and refuse it if it is broken as a
     whole: text that does not decode, a NUL character, a line over :data:`MAX_LINE`
     characters (a CSV), or any error the workbook reader meets (an XLSX, read row by row). The
-    stream is left at its start. For a CSV this decodes in large chunks and counts lines, at a
-    fraction of the cost of parsing."""
+    stream is left at its start. For a CSV this decodes in large chunks and counts lines, then
+    parses the CSV itself once (a quote left open, a row of too many columns), so that nothing
+    the import's own reading of the file meets later can stop it after batches were stored."""
     stream.seek(0)
     if table.kind != "csv":
         for _ in table.rows:
@@ -341,4 +345,7 @@ def check_whole(stream: IO[bytes], table: Table) -> None:
         line += len(pieces) - 1
         if not chunk:
             break
+    stream.seek(0)
+    for _ in open_table(stream, table.total_bytes).rows:  # the rows' own checks, nothing kept
+        pass
     stream.seek(0)

@@ -859,14 +859,13 @@ _UPDATED = (
 
 
 # One number of a batch, merged and encrypted, ready to insert or update: (blind index, first
-# appearance in the file?, tags, the NEW_COLUMNS row as the driver takes it, the attributes,
-# the time zone the file gave). A plain tuple: batches cross a process boundary, and tuples
-# pickle several times faster. For PostgreSQL the row is packed (:func:`contacts_packer`) and the
-# attributes are None (the packed row holds them): a bytes object per row crosses the boundary
-# at a fraction of the cost of a tuple of twenty values.
-Prepared = tuple[
-    bytes, bool, tuple[str, ...], tuple[Any, ...] | bytes, dict[str, Any] | None, str | None
-]
+# appearance in the file?, tags, the NEW_COLUMNS row as the driver takes it, the time zone the
+# file gave). A plain tuple: batches cross a process boundary, and tuples pickle several times
+# faster. For PostgreSQL the row is packed (:func:`contacts_packer`): a bytes object per row
+# crosses the boundary at a fraction of the cost of a tuple of twenty values. The attributes
+# travel only inside the row, as JSON text (an update reads them back from it): a dict per row
+# cost the writer some 1.5 µs more to unpickle.
+Prepared = tuple[bytes, bool, tuple[str, ...], tuple[Any, ...] | bytes, str | None]
 _packer: list[PackedRows] = []
 
 
@@ -933,12 +932,12 @@ def produce(
         if packed:
             row = builder.packed_row
             batch.items = [
-                (k, True, tuple(p.tags), row(p), None, p.time_zone)
+                (k, True, tuple(p.tags), row(p), p.time_zone)
                 for k, p in (take() for _ in range(len(pending)))
             ]
         else:
             batch.items = [
-                (k, True, tuple(p.tags), builder.new_row(p), p.attrs, p.time_zone)
+                (k, True, tuple(p.tags), builder.new_row(p), p.time_zone)
                 for k, p in (take() for _ in range(len(pending)))
             ]
         batch.line = line
@@ -1038,7 +1037,7 @@ def consume(
     blocked = w.suppressed(keys)
     new_rows: list[tuple[bytes, tuple[Any, ...] | bytes]] = []
     updates, grant = [], []
-    for index, first, _tags, row, attrs, zone in batch.items:
+    for index, first, _tags, row, zone in batch.items:
         hit = found.get(index)
         if first:
             if hit is None:
@@ -1054,8 +1053,8 @@ def consume(
         else:
             if isinstance(row, bytes):
                 row = w.packer.unpack(row)
-                attrs = json.loads(row[_ATTRS_AT])
-            updates.append(w.update_row(hit[0], hit[1], row, attrs or {}, zone))
+            attrs = json.loads(row[_ATTRS_AT])
+            updates.append(w.update_row(hit[0], hit[1], row, attrs, zone))
     # In key order: consecutive B-tree inserts land on the same and neighbouring index pages.
     new_rows.sort(key=_first)
     grant.sort()

@@ -446,3 +446,42 @@ def test_a_satellite_number_is_stored_without_a_country(runtime: Runtime, tenant
         ).all()
     assert sorted(countries) == [("CN", "cmcc"), ("ZZ", "intl"), ("ZZ", "intl")]
     assert country_of("+881612345678") == "ZZ" and country_of("+870301234567") == "ZZ"
+
+
+def test_consent_for_two_purposes_is_one_grant_each(runtime: Runtime, tenant_id: int) -> None:
+    from hongyan.contacts.suppression import phone_context
+
+    rows = "".join(f"138{i:08d},名{i},,,,,\n" for i in range(30))
+    opts = importer.ImportOptions(
+        consent_source="门店", consent_proof="勾选", consent_purposes=("marketing", "notification"),
+        actor="tester", batch_size=7,
+    )  # fmt: skip
+    result = service.import_stream(
+        runtime, tenant_id, io.BytesIO((HEADER + rows).encode()), "f.csv", opts
+    )
+    assert result.imported == 30
+    index = runtime.keyring.blind_index("+8613800000029", phone_context(tenant_id))
+    with runtime.engine.connect() as conn:
+        by_purpose = dict(
+            conn.execute(
+                TenantScope(tenant_id)
+                .select(consent_records, consent_records.c.purpose, sa.func.count())
+                .group_by(consent_records.c.purpose)
+            ).all()
+        )
+        one = (
+            conn.execute(
+                TenantScope(tenant_id)
+                .select(consent_records)
+                .where(consent_records.c.phone_index == index)
+                .order_by(consent_records.c.purpose)
+            )
+            .mappings()
+            .all()
+        )
+    assert by_purpose == {"marketing": 30, "notification": 30}
+    assert [(r["purpose"], r["action"], r["source"], r["proof"], r["actor"]) for r in one] == [
+        ("marketing", "granted", "门店", "勾选", "tester"),
+        ("notification", "granted", "门店", "勾选", "tester"),
+    ]
+    assert one[0]["at"] == runtime.clock.now()

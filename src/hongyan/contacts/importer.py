@@ -795,19 +795,29 @@ class _Writer(_Builder):
         o = self.options
         if not keys or not o.consent_source:
             return
+        constants = {
+            "action": "granted",
+            "source": o.consent_source[:32],
+            "proof": o.consent_proof or "",
+            "actor": o.actor,
+            "at": self.now,
+        }
+        if self.conn.dialect.name == "postgresql":
+            # Packed here: a quarter of insert_rows' client CPU per row (0.5 µs against 2.2).
+            packer = consent_packer()
+            pack = packer.field("purpose")
+            head = packer.count + _INDEX_LENGTH
+            purposes = [pack(purpose) for purpose in o.consent_purposes]
+            rows = [head + k + part for k in keys for part in purposes]
+            copy_packed(self.conn, self.scope, packer, rows, constants)
+            return
         insert_rows(
             self.conn,
             self.scope,
             consent_records,
             ("phone_index", "purpose"),
             [(k, purpose) for k in keys for purpose in o.consent_purposes],
-            {
-                "action": "granted",
-                "source": o.consent_source[:32],
-                "proof": o.consent_proof or "",
-                "actor": o.actor,
-                "at": self.now,
-            },
+            constants,
         )
 
 
@@ -867,6 +877,16 @@ _UPDATED = (
 # cost the writer some 1.5 µs more to unpickle.
 Prepared = tuple[bytes, bool, tuple[str, ...], tuple[Any, ...] | bytes, str | None]
 _packer: list[PackedRows] = []
+_consent_packer: list[PackedRows] = []
+
+
+def consent_packer() -> PackedRows:
+    """Consent grants packed for PostgreSQL's binary COPY: the blind index and the purpose per
+    row, the rest constant for an import."""
+    if not _consent_packer:
+        tail = ("action", "source", "proof", "actor", "at")
+        _consent_packer.append(PackedRows(consent_records, ("phone_index", "purpose"), tail))
+    return _consent_packer[0]
 
 
 def contacts_packer() -> PackedRows:

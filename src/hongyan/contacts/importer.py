@@ -2,18 +2,21 @@
 
 The file streams through in batches (:data:`BATCH` rows), so memory stays bounded whatever its
 size: what is kept for the whole file is one 8-byte key per distinct number (to tell duplicates
-within the file), some 60 MB for a million numbers. Each batch is:
+within the file, :func:`in_file_order`), some 60 MB for a million numbers. Large files are read
+by reader processes, one per core (:func:`_from_readers`), each building every n-th batch.
+Each batch is:
 
 1. parsed row by row (pure): the number normalised to E.164 (the fast path for Chinese mobiles,
    :func:`hongyan.contacts.numbers.normalise`), the other cells checked against their fields;
    a row that fails is kept for the error report with its line and reason, and the rest go on;
 2. merged by blind index, later non-empty values winning and tags united, so a number seen
    twice in the file becomes one contact;
-3. written set-based: one query finds which numbers exist (and their attributes), one which are
-   suppressed; new contacts are inserted in one ``executemany`` (PostgreSQL: ``COPY``),
-   existing ones updated in one ``executemany`` (``COALESCE``: an empty cell never erases a
-   stored value), tags inserted ignoring those already there, and consent appended to the
-   ledger.
+3. written set-based: one query finds which numbers exist (and their attributes; a first
+   import looks up only numbers repeated from earlier batches, :func:`_write_batch`), one which
+   are suppressed; new contacts are inserted in one ``executemany`` (PostgreSQL: one binary
+   ``COPY`` of rows the reader packed), existing ones updated in one ``executemany``
+   (PostgreSQL: one statement; ``COALESCE``: an empty cell never erases a stored value), tags
+   inserted ignoring those already there, and consent appended to the ledger.
 
 Before anything is written, a first pass reads the whole file (:func:`service.import_stream`):
 a file that is broken as a whole (a decoding error half-way, a 10 MB line, broken CSV) is refused

@@ -285,8 +285,9 @@ _EMPTY_ATTRS: dict[str, Any] = {}
 def row_parser(
     plan: Sequence[Target | None], phone_at: int, index_of: Callable[[str], bytes]
 ) -> Callable[[list[str]], Parsed]:
-    """:func:`parse_row` for one plan: the mapped columns are listed once, not looked up for
-    every row. The parser raises :class:`RowProblem`; its rows share an empty attribute dict."""
+    """The parser of one row's cells into its contact, or :class:`RowProblem`, for one plan:
+    the mapped columns are listed once, not looked up for every row. Rows share an empty
+    attribute dict and an empty tag set (:meth:`Parsed.merge` replaces, never changes them)."""
     mapped = [
         (i, t.field, t.attribute or "", t.type)
         for i, t in enumerate(plan)
@@ -330,9 +331,7 @@ def row_parser(
                 elif kind == "city":
                     city = text[:32]
                 elif kind == "tags":
-                    tags = (
-                        set(split_tags(text)) if tags is _NO_TAGS else tags | set(split_tags(text))
-                    )
+                    tags = tags | set(split_tags(text))
                 elif kind == "attr":
                     if attrs is _EMPTY_ATTRS:
                         attrs = {}
@@ -348,16 +347,6 @@ def row_parser(
         )
 
     return parse
-
-
-def parse_row(
-    cells: list[str],
-    plan: Sequence[Target | None],
-    phone_at: int,
-    index_of: Callable[[str], bytes],
-) -> Parsed:
-    """One row's contact, or :class:`RowProblem` (:func:`row_parser` for many rows)."""
-    return row_parser(plan, phone_at, index_of)(cells)
 
 
 # -- results and progress --------------------------------------------------------------------------

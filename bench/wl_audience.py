@@ -32,6 +32,7 @@ Both anchors' scores are compared with ours customer by customer (they must be e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -389,19 +390,36 @@ def _pg() -> tuple[str, Any] | None:
     return _fresh_pg(admin), admin
 
 
+@contextlib.contextmanager
+def pg_runtime() -> Iterator[tuple[Any, str] | None]:
+    """A runtime on a fresh, migrated database of the benchmark server, and its URL; the
+    database is dropped afterwards. None when no server answers."""
+    from bench.wl_contacts_import import _drop_pg
+
+    pg = _pg()
+    if pg is None:
+        yield None
+        return
+    url, admin = pg
+    runtime = _runtime(url)
+    try:
+        yield runtime, url
+    finally:
+        runtime.close()
+        _drop_pg(admin, url)
+        admin.dispose()
+
+
 def run() -> dict[str, Any]:
 
-    from bench.wl_contacts_import import _drop_pg
     from hongyan.audience import recompute, segments
     from hongyan.tenants import service as tenants
 
     out: dict[str, Any] = {"contacts": CONTACTS}
-    pg = _pg()
-    if pg is None:
-        return {**out, "skipped": f"no PostgreSQL at {PG_URL}"}
-    url, admin = pg
-    runtime = _runtime(url)
-    try:
+    with pg_runtime() as pg:
+        if pg is None:
+            return {**out, "skipped": f"no PostgreSQL at {PG_URL}"}
+        runtime, url = pg
         with tempfile.TemporaryDirectory() as tmp:
             parquet = Path(tmp) / "orders.parquet"
             with runtime.engine.begin() as conn:
@@ -466,10 +484,6 @@ def run() -> dict[str, Any]:
                 "pandas_vs_recompute": round(pandas_s / ours_s, 2),
             }
             out["orders_parquet_mb"] = round(parquet.stat().st_size / 1e6, 1)
-    finally:
-        runtime.close()
-        _drop_pg(admin, url)
-        admin.dispose()
     out["goal"] = (
         "recompute within 1.5x of DuckDB, at least 10x faster than pandas; "
         "a segment preview under 1 s on PostgreSQL"

@@ -151,8 +151,7 @@ def seed(runtime: Any, tenant_id: int) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     import sqlalchemy as sa
 
-    from bench.wl_audience import _pg, _runtime, _vacuum
-    from bench.wl_contacts_import import _drop_pg
+    from bench.wl_audience import _vacuum, pg_runtime
     from hongyan.audience import segments
     from hongyan.campaigns import caps
     from hongyan.campaigns import service as campaigns
@@ -162,13 +161,11 @@ def run() -> dict[str, Any]:
     from hongyan.tenants import service as tenants
 
     out: dict[str, Any] = {"contacts": CONTACTS, "zoned_share": ZONED}
-    pg = _pg()
-    if pg is None:
-        return {**out, "skipped": "no PostgreSQL"}
-    url, admin = pg
-    runtime = _runtime(url)
-    clock = runtime.clock
-    try:
+    with pg_runtime() as pg:
+        if pg is None:
+            return {**out, "skipped": "no PostgreSQL"}
+        runtime, url = pg
+        clock = runtime.clock
         with runtime.engine.begin() as conn:
             tid = tenants.create_tenant(conn, clock, slug="bench", name="鸿雁茶饮").id
             template_ids = _approved(conn, clock, tid)
@@ -239,10 +236,6 @@ def run() -> dict[str, Any]:
         out["ratio"] = round(ours / anchor, 2)
         out["messages_per_second"] = round(counts["planned"] / ours)
         out["cost"] = st["cost"]
-    finally:
-        runtime.close()
-        _drop_pg(admin, url)
-        admin.dispose()
     out["goal"] = "within 3x of the anchor, under 30 s on PostgreSQL for 1,000,000 contacts"
     return out
 

@@ -117,21 +117,18 @@ def load(runtime: Any, tid: int) -> dict[str, float]:
 def run() -> dict[str, Any]:
     import sqlalchemy as sa
 
-    from bench.wl_audience import _runtime, _vacuum
-    from bench.wl_contacts_import import PG_URL, _drop_pg, _fresh_pg, _pg_database
+    from bench.wl_audience import _vacuum, pg_runtime
+    from bench.wl_contacts_import import PG_URL
     from hongyan.db.scope import TenantScope
     from hongyan.db.tables import messages
     from hongyan.reports.campaigns import campaign_report
     from hongyan.tenants import service as tenants
 
     out: dict[str, Any] = {"messages": N}
-    found = _pg_database()
-    if found is None:
-        return {**out, "skipped": f"no PostgreSQL at {PG_URL}"}
-    _base, admin = found
-    url = _fresh_pg(admin)
-    runtime = _runtime(url)
-    try:
+    with pg_runtime() as pg:
+        if pg is None:
+            return {**out, "skipped": f"no PostgreSQL at {PG_URL}"}
+        runtime, url = pg
         with runtime.engine.begin() as conn:
             tid = tenants.create_tenant(conn, runtime.clock, slug="bench", name="bench").id
         out.update(load(runtime, tid))
@@ -188,10 +185,6 @@ def run() -> dict[str, Any]:
         out["goal"] = "report under 1 s on PostgreSQL for 1,000,000 messages"
         out["goal_met"] = warm < 1.0
         out["goal_met_without_places"] = statistics.median(quick) < 1.0
-    finally:
-        runtime.close()
-        _drop_pg(admin, url)
-        admin.dispose()
     return out
 
 

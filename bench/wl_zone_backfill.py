@@ -82,21 +82,18 @@ def seed(runtime: Any, tenant_id: int) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     import sqlalchemy as sa
 
-    from bench.wl_audience import _pg, _runtime, _vacuum
-    from bench.wl_contacts_import import _drop_pg
+    from bench.wl_audience import _vacuum, pg_runtime
     from hongyan.contacts import time_zones
     from hongyan.db.scope import TenantScope
     from hongyan.db.tables import contacts
     from hongyan.tenants import service as tenants
 
     out: dict[str, Any] = {"contacts": CONTACTS, "foreign_share": FOREIGN}
-    pg = _pg()
-    if pg is None:
-        return {**out, "skipped": "no PostgreSQL"}
-    url, admin = pg
-    runtime = _runtime(url)
-    clock = runtime.clock
-    try:
+    with pg_runtime() as pg:
+        if pg is None:
+            return {**out, "skipped": "no PostgreSQL"}
+        runtime, url = pg
+        clock = runtime.clock
         with runtime.engine.begin() as conn:
             tid = tenants.create_tenant(conn, clock, slug="bench", name="鸿雁茶饮").id
         out["seed"] = seed(runtime, tid)
@@ -130,10 +127,6 @@ def run() -> dict[str, Any]:
                     .where(c.time_zone.is_not(None))
                 ).scalar_one()
             )
-    finally:
-        runtime.close()
-        _drop_pg(admin, url)
-        admin.dispose()
     return out
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
 
 from hongyan.audience import segments
 from hongyan.channels import service as channels
@@ -77,3 +80,18 @@ def make_shop(
             )  # fmt: skip
     versions = [approved_version(runtime, tid, b) for b in (BODY_A, BODY_B, BODY_C)]
     return Shop(tid, int(seg["id"]), versions, phones)
+
+
+def launched_ab_test(runtime: Runtime, shop: Shop, conn: Connection) -> dict[str, Any]:
+    """A two-variant A/B test of the whole shop (a fifth tested, decided from five trials on),
+    created and launched in ``conn``'s transaction."""
+    from hongyan.campaigns import service as campaigns
+
+    camp = campaigns.create(
+        conn, runtime.clock, runtime.keyring, shop.tenant_id, name="二选一",
+        segment=shop.segment_id,
+        variants=[{"template_version_id": v} for v in shop.versions[:2]],
+        ab={"share": 0.2, "wait_hours": 2, "min_trials": 5}, actor="t",
+    )  # fmt: skip
+    campaigns.launch(conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t")
+    return camp

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hongyan.runtime import Runtime
-from tests.campaigns.support import make_shop
+from tests.campaigns.support import launched_ab_test, make_shop
 from tests.campaigns.test_console import _user
 from tests.web.test_browser import _require_chromium, console_page, live_server
 
@@ -117,18 +117,10 @@ def test_deciding_an_ab_test(live_server: str, runtime: Runtime, tmp_path: Path)
     _require_chromium()
     from playwright.sync_api import expect
 
-    from hongyan.campaigns import service
-
     shop = make_shop(runtime)
     _user(runtime, shop)
     with runtime.engine.begin() as conn:
-        camp = service.create(
-            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="二选一",
-            segment=shop.segment_id,
-            variants=[{"template_version_id": v} for v in shop.versions[:2]],
-            ab={"share": 0.2, "wait_hours": 2, "min_trials": 5}, actor="t",
-        )  # fmt: skip
-        service.launch(conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t")
+        camp = launched_ab_test(runtime, shop, conn)
     problems: list[str] = []
     with console_page(live_server, f"/console/campaigns/{camp['id']}", problems) as page:
         expect(page.locator("#count-planned")).to_have_text("16")
@@ -151,20 +143,14 @@ def test_a_failed_decision_shows_its_error(
     import sqlalchemy as sa
     from playwright.sync_api import expect
 
-    from hongyan.campaigns import caps, service
+    from hongyan.campaigns import caps
     from hongyan.db.scope import unscoped
     from hongyan.db.tables import contacts
 
     shop = make_shop(runtime)
     _user(runtime, shop)
     with runtime.engine.begin() as conn:
-        camp = service.create(
-            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="二选一",
-            segment=shop.segment_id,
-            variants=[{"template_version_id": v} for v in shop.versions[:2]],
-            ab={"share": 0.2, "wait_hours": 2, "min_trials": 5}, actor="t",
-        )  # fmt: skip
-        service.launch(conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t")
+        camp = launched_ab_test(runtime, shop, conn)
         ids = conn.execute(unscoped(sa.select(contacts.c.id), "test")).scalars().all()
         for cid in ids:
             caps.set_preference(conn, runtime.clock, shop.tenant_id, int(cid), "none", "page")

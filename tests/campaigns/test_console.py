@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from hongyan.db.scope import unscoped
 from hongyan.runtime import Runtime
 from hongyan.tenants import service as tenants
-from tests.campaigns.support import Shop, make_shop
+from tests.campaigns.support import Shop, launched_ab_test, make_shop
 from tests.web.test_console import PASSWORD, csrf_field, login
 
 
@@ -177,21 +177,12 @@ def test_the_page_shows_a_launch_in_progress(client: TestClient, runtime: Runtim
 
 def _ab_campaign(client: TestClient, runtime: Runtime) -> tuple[Shop, dict[str, Any]]:
     """A logged-in shop owner and an A/B campaign in its test phase (16 sent, 22 waiting)."""
-    from hongyan.campaigns import service as campaigns
 
     shop = make_shop(runtime)
     _user(runtime, shop)
     login(client)
     with runtime.engine.begin() as conn:
-        camp = campaigns.create(
-            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="二选一",
-            segment=shop.segment_id,
-            variants=[{"template_version_id": v} for v in shop.versions[:2]],
-            ab={"share": 0.2, "wait_hours": 2, "min_trials": 5}, actor="t",
-        )  # fmt: skip
-        campaigns.launch(
-            conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
-        )
+        camp = launched_ab_test(runtime, shop, conn)
     return shop, camp
 
 

@@ -15,7 +15,7 @@ from hongyan.runtime import Runtime
 from hongyan.security import apikeys
 from hongyan.security.roles import Role
 from tests.api.test_api import auth
-from tests.campaigns.support import make_shop
+from tests.campaigns.support import launched_ab_test, make_shop
 from tests.cli.test_cli import cli  # noqa: F401  (the fixture)
 from tests.web.test_browser import live_server  # noqa: F401  (the fixture)
 
@@ -166,21 +166,12 @@ def test_the_api_decides_in_the_background(client: TestClient, runtime: Runtime)
 
 def test_the_cli_decides_and_reports_a_failure(cli) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     from hongyan.campaigns import caps
-    from hongyan.campaigns import service as campaigns
 
     cli("db", "upgrade")
     runtime = open_runtime()
     shop = make_shop(runtime, 40)
     with runtime.engine.begin() as conn:
-        camp = campaigns.create(
-            conn, runtime.clock, runtime.keyring, shop.tenant_id, name="二选一",
-            segment=shop.segment_id,
-            variants=[{"template_version_id": v} for v in shop.versions[:2]],
-            ab={"share": 0.2, "wait_hours": 2, "min_trials": 5}, actor="t",
-        )  # fmt: skip
-        campaigns.launch(
-            conn, runtime.clock, runtime.keyring, shop.tenant_id, camp["id"], actor="t"
-        )
+        launched_ab_test(runtime, shop, conn)
         rest = [
             int(r.contact_id)
             for r in conn.execute(

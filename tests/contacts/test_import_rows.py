@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -137,3 +138,14 @@ def test_readers_in_parallel_make_the_batches_one_reader_makes(
     # a repeat is a valid row whose number came on any earlier line, stored ones included
     repeats = sum(1 for i, p in enumerate(picks) if i >= stored and p and p in picks[:i])
     assert sum(b.duplicates for b in data) == repeats
+
+
+@pytest.mark.parametrize(
+    ("cores", "asked", "expected"),
+    [(1, None, 1), (2, None, 1), (3, None, 2), (5, None, 4), (64, None, 4), (2, 3, 3), (8, 0, 1)],
+)
+def test_reader_count_leaves_a_core_to_the_writer(
+    cores: int, asked: int | None, expected: int
+) -> None:
+    options = importer.ImportOptions(readers=asked)
+    assert importer.reader_count(options, cores=cores) == expected

@@ -164,3 +164,33 @@ def test_copy_packed_reads_back_as_insert_rows_wrote(runtime: Runtime) -> None:
     assert len(packed) == len(rows)
     assert packed == plain
     assert packed[0].created_at == now and packed[0].attrs == {"等级": "金卡", "n": 1}
+
+
+def test_raw_rows_bind_blobs_and_flags_as_sqlalchemy_writes_them(runtime: Runtime) -> None:
+    # On SQLite, bytes and booleans are handed to the driver as bytearray and int (its fast
+    # binding path): they must be stored with the same storage class as through SQLAlchemy.
+    with runtime.engine.begin() as conn:
+        a = service.create_tenant(conn, runtime.clock, slug="aaa", name="A").id
+        b = service.create_tenant(conn, runtime.clock, slug="bbb", name="B").id
+    now = runtime.clock.now()
+    tail = {"source": "import", "created_at": now, "updated_at": now}
+    row = (b"\x07" * 32, b"\x01cipher", "138****5678", "CN", "cmcc", True, None, None, "{}", None)
+    with runtime.engine.begin() as conn:
+        bulk.insert_rows(conn, TenantScope(a), contacts, _CONTACT_COLUMNS, [row], tail, raw=True)
+        values = {**dict(zip(_CONTACT_COLUMNS, row, strict=True)), **tail, "attrs": {}}
+        conn.execute(TenantScope(b).insert(contacts), [values])
+    c = contacts.c
+    with runtime.engine.connect() as conn:
+        got = conn.execute(
+            sa.select(c.tenant_id, c.phone_index, c.phone_cipher, c.mvno)
+            .order_by(c.tenant_id)
+            .execution_options(hongyan_unscoped="test compares two tenants")
+        ).all()
+        assert [tuple(g)[1:] for g in got] == [(b"\x07" * 32, b"\x01cipher", True)] * 2
+        assert type(got[0].phone_index) is bytes
+        if runtime.engine.dialect.name == "sqlite":
+            classes = conn.exec_driver_sql(
+                "SELECT typeof(phone_index), typeof(phone_cipher), typeof(mvno), mvno"
+                " FROM contacts ORDER BY tenant_id"
+            ).all()
+            assert classes == [("blob", "blob", "integer", 1)] * 2

@@ -194,3 +194,13 @@ def test_raw_rows_bind_blobs_and_flags_as_sqlalchemy_writes_them(runtime: Runtim
                 " FROM contacts ORDER BY tenant_id"
             ).all()
             assert classes == [("blob", "blob", "integer", 1)] * 2
+
+
+def test_sqlite_binding_converts_only_bytes_and_bools() -> None:
+    blob = bulk._sqlite_binding(contacts.c.phone_cipher)
+    flag = bulk._sqlite_binding(contacts.c.mvno)
+    assert blob is not None and flag is not None
+    assert type(blob(b"\x01")) is bytearray and blob(b"\x01") == b"\x01"
+    assert blob("text") == "text" and blob(3) == 3 and blob(None) is None
+    assert flag(True) == 1 and type(flag(True)) is int and flag(None) is None and flag(0) == 0
+    assert bulk._sqlite_binding(contacts.c.city) is None

@@ -485,3 +485,84 @@ def test_consent_for_two_purposes_is_one_grant_each(runtime: Runtime, tenant_id:
         ("notification", "granted", "门店", "勾选", "tester"),
     ]
     assert one[0]["at"] == runtime.clock.now()
+
+
+def test_an_update_merges_attributes_and_keeps_what_a_row_leaves_empty(
+    runtime: Runtime, tenant_id: int
+) -> None:
+    """Existing contacts updated across batches (on PostgreSQL, staged and merged by the
+    server): later attribute keys win and the others stay, an empty cell keeps its value."""
+    header = "手机号,姓名,城市,等级,积分\n"
+    first = "".join(f"138{i:08d},甲{i},上海,金卡,{i}\n" for i in range(40))
+    assert _import(runtime, tenant_id, (header + first).encode(), batch_size=16).imported == 40
+    later = "".join(
+        f"138{i:08d},{'乙' if i % 2 else ''},,{'银卡' if i % 3 else ''},\n" for i in range(40)
+    )
+    header2 = "手机号,姓名,城市,等级,备注\n"
+    again = _import(
+        runtime, tenant_id, (header2 + later.replace(",\n", ",新\n")).encode(), batch_size=16
+    )
+    assert (again.imported, again.updated) == (0, 40)
+    by_number = {}
+    with runtime.engine.connect() as conn:
+        for i in range(40):
+            cid = service.find_id(conn, runtime.keyring, tenant_id, f"+86138{i:08d}")
+            by_number[i] = service.get_contact(conn, tenant_id, cid or 0)
+    for i, c in by_number.items():
+        assert c["name_masked"] == importer.mask_name("乙" if i % 2 else f"甲{i}"), c
+        assert c["city"] == "上海"
+        assert c["attrs"] == {"等级": "银卡" if i % 3 else "金卡", "积分": str(i), "备注": "新"}
+
+
+def test_lookups_and_staged_updates_run_on_indexes_without_statistics(
+    runtime: Runtime, tenant_id: int
+) -> None:
+    """PostgreSQL: the statements a re-import runs on a contacts table without statistics
+    descend its indexes per number; they neither scan nor hash the tenant's contacts."""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("planner behaviour is PostgreSQL's")
+    from sqlalchemy.dialects import postgresql
+
+    from hongyan.db import bulk
+
+    # enough contacts that a scan of the tenant's would cost the planner more than an index
+    # descent (for a few hundred either is cheap, and it may scan)
+    rows = "".join(f"138{i:08d},名{i},,,,,\n" for i in range(3000))
+    _import(runtime, tenant_id, (HEADER + rows).encode())
+    dialect = postgresql.dialect()
+    with runtime.engine.begin() as conn:
+        w = importer._Writer(
+            conn, runtime.keyring, tenant_id, runtime.clock.now(), importer.ImportOptions(),
+            importer.segment_table(),
+        )  # fmt: skip
+        keys = list(
+            w.existing(
+                [
+                    runtime.keyring.blind_index(f"+86138{i:08d}", f"tenant:{tenant_id}:phone")
+                    for i in range(3)
+                ]
+            )
+        )
+        assert len(keys) == 3
+        lookup = bulk.fetch_per_key_sql(contacts, ("id", "phone_index"), "phone_index", dialect, 32)
+        plans = [
+            conn.exec_driver_sql("EXPLAIN " + lookup, (b"".join(keys), 3, tenant_id)),
+        ]
+        conn.exec_driver_sql(importer._STAGE_UPDATES)
+        packed = [w.packed_row(importer.Parsed(f"+86138{i:08d}", k)) for i, k in enumerate(keys)]
+        now = runtime.clock.now()
+        bulk.copy_packed(
+            conn, w.scope, w.packer, packed,
+            {"source": "derived", "created_at": now, "updated_at": now}, into=importer._STAGING,
+        )  # fmt: skip
+        plans.append(
+            conn.exec_driver_sql(
+                "EXPLAIN " + importer._PG_STAGED_UPDATE, (now, tenant_id, tenant_id)
+            )
+        )
+        for plan in plans:
+            text = "\n".join(r[0] for r in plan)
+            assert "uq_contacts_number" in text, text
+            assert "Seq Scan on contacts" not in text and "Hash" not in text, text
+            assert "Bitmap" not in text and "Merge" not in text, text
+        assert "Tid Scan on contacts" in text and "LockRows" in text, text

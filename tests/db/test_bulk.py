@@ -128,6 +128,15 @@ def test_packed_rows_refuse_the_tenant_column_and_unscoped_tables() -> None:
         bulk.PackedRows(channels, ("name",), ())
 
 
+def _two_tenants(runtime: Runtime) -> tuple[int, int, dict[str, Any]]:
+    """Two tenants, and the constant columns of a contact imported now."""
+    with runtime.engine.begin() as conn:
+        a = service.create_tenant(conn, runtime.clock, slug="aaa", name="A").id
+        b = service.create_tenant(conn, runtime.clock, slug="bbb", name="B").id
+    now = runtime.clock.now()
+    return a, b, {"source": "import", "created_at": now, "updated_at": now}
+
+
 def test_copy_packed_reads_back_as_insert_rows_wrote(runtime: Runtime) -> None:
     if runtime.engine.dialect.name != "postgresql":
         with runtime.engine.begin() as conn, pytest.raises(ValueError, match="PostgreSQL"):
@@ -135,11 +144,8 @@ def test_copy_packed_reads_back_as_insert_rows_wrote(runtime: Runtime) -> None:
                                                                   "updated_at"))  # fmt: skip
             bulk.copy_packed(conn, TenantScope(1), packer, [b"x"], {})
         return
-    with runtime.engine.begin() as conn:
-        a = service.create_tenant(conn, runtime.clock, slug="aaa", name="A").id
-        b = service.create_tenant(conn, runtime.clock, slug="bbb", name="B").id
-    now = runtime.clock.now()
-    tail = {"source": "import", "created_at": now, "updated_at": now}
+    a, b, tail = _two_tenants(runtime)
+    now = tail["created_at"]
     rows = [
         (bytes([i]) * 32, b"\x01cipher" + bytes([i]), "138****5678", "CN", "cmcc", i % 2 == 0,
          None if i % 3 else b"name", i * 1000 - 5000, to_json({"等级": "金卡", "n": i}),
@@ -169,11 +175,7 @@ def test_copy_packed_reads_back_as_insert_rows_wrote(runtime: Runtime) -> None:
 def test_raw_rows_bind_blobs_and_flags_as_sqlalchemy_writes_them(runtime: Runtime) -> None:
     # On SQLite, bytes and booleans are handed to the driver as bytearray and int (its fast
     # binding path): they must be stored with the same storage class as through SQLAlchemy.
-    with runtime.engine.begin() as conn:
-        a = service.create_tenant(conn, runtime.clock, slug="aaa", name="A").id
-        b = service.create_tenant(conn, runtime.clock, slug="bbb", name="B").id
-    now = runtime.clock.now()
-    tail = {"source": "import", "created_at": now, "updated_at": now}
+    a, b, tail = _two_tenants(runtime)
     row = (b"\x07" * 32, b"\x01cipher", "138****5678", "CN", "cmcc", True, None, None, "{}", None)
     with runtime.engine.begin() as conn:
         bulk.insert_rows(conn, TenantScope(a), contacts, _CONTACT_COLUMNS, [row], tail, raw=True)
@@ -204,3 +206,27 @@ def test_sqlite_binding_converts_only_bytes_and_bools() -> None:
     assert blob("text") == "text" and blob(3) == 3 and blob(None) is None
     assert flag(True) == 1 and type(flag(True)) is int and flag(None) is None and flag(0) == 0
     assert bulk._sqlite_binding(contacts.c.city) is None
+
+
+def test_fetch_in_per_key_finds_what_any_finds(runtime: Runtime) -> None:
+    a, b, tail = _two_tenants(runtime)
+    made = [(bytes([i]) * 32, b"c", "138****5678", "CN", None, False, None, None, "{}", None)
+            for i in range(1, 7)]  # fmt: skip
+    with runtime.engine.begin() as conn:
+        bulk.insert_rows(conn, TenantScope(a), contacts, _CONTACT_COLUMNS, made[:4], tail, raw=True)
+        bulk.insert_rows(conn, TenantScope(b), contacts, _CONTACT_COLUMNS, made[4:], tail, raw=True)
+    asked = [bytes([i]) * 32 for i in (3, 1, 3, 5, 9)]  # a repeat, b's key, an unknown key
+    with runtime.engine.connect() as conn:
+        for keys in (asked, [*asked, b"short"]):  # fixed-width keys, then mixed widths
+            plain = bulk.fetch_in(
+                conn, TenantScope(a), contacts, ("phone_index",), "phone_index", keys
+            )
+            each = bulk.fetch_in(
+                conn, TenantScope(a), contacts, ("phone_index",), "phone_index", keys, per_key=True
+            )
+            assert sorted(plain) == sorted(each) == [(bytes([1]) * 32,), (bytes([3]) * 32,)]
+        names = bulk.fetch_in(
+            conn, TenantScope(a), contacts, ("phone_masked",), "phone_masked", ["138****5678"],
+            per_key=True,
+        )  # fmt: skip
+        assert names == [("138****5678",)] * 4

@@ -203,6 +203,31 @@ def insert_rows(
     return counted[0]
 
 
+def fetch_per_key_sql(
+    table: sa.Table, columns: Sequence[str], key: str, dialect: sa.Dialect, width: int = 0
+) -> str:
+    """PostgreSQL: :func:`fetch_in`'s statement with ``per_key`` (parameters: the keys as an
+    array, the tenant; with ``width``, binary keys of that many bytes each: all of them as one
+    ``bytea``, their count, the tenant)."""
+    q = dialect.identifier_preparer.quote
+    cols = ", ".join(f"t.{q(c)}" for c in columns)
+    if width:  # one value to send, cut by the server (an array costs the driver ~1 µs a key)
+        keys = (
+            f"(SELECT substr(%s::bytea, i * {width} + 1, {width}) AS v"  # noqa: S608 (an int)
+            " FROM generate_series(0, %s - 1) AS i) AS k"
+        )
+    else:
+        keys = f"unnest(%s::{table.c[key].type.compile(dialect=dialect)}[]) AS k(v)"
+    # LATERAL with OFFSET 0 (which keeps the subquery from being merged into a plain join)
+    # makes the keys the outer side whatever the planner believes: as a plain join it hashed
+    # the whole tenant, or, on a table written in this transaction, scanned it once per key.
+    return (
+        f"SELECT {cols} FROM {keys} CROSS JOIN LATERAL ("  # noqa: S608 (our own names)
+        f"SELECT * FROM {table.name} AS t WHERE t.tenant_id = %s AND t.{q(key)} = k.v OFFSET 0"
+        ") AS t"
+    )
+
+
 def fetch_in(
     conn: Connection,
     scope: TenantScope,
@@ -210,10 +235,18 @@ def fetch_in(
     columns: Sequence[str],
     key: str,
     keys: Sequence[Any],
+    *,
+    per_key: bool = False,
 ) -> list[tuple[Any, ...]]:
     """``SELECT columns FROM table WHERE tenant_id = <scope> AND key IN keys`` through the driver
     (a batch of thousands of keys costs SQLAlchemy more to compile than the database to run).
-    JSON columns come back parsed, binary ones as ``bytes``."""
+    JSON columns come back parsed, binary ones as ``bytes``.
+
+    ``per_key`` (PostgreSQL; ``key`` must follow ``tenant_id`` in an index): each key is looked
+    up on its own, one descent of that index (:func:`fetch_per_key_sql`), where the planner
+    answered ``key = ANY(keys)`` on a tenant holding most of the table by reading all its rows
+    (with statistics) or all of them through the tenant index (without): an import's lookups
+    grew with the tenant's contacts. Keys are sent once each."""
     if not is_scoped_table(table):
         raise TenantScopeViolation("fetch_in reads tenant tables only")
     if not keys:
@@ -225,12 +258,23 @@ def fetch_in(
     assert dbapi is not None
     json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.JSON)]
     bin_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.LargeBinary)]
+    per_key = per_key and dialect.name == "postgresql"
     out: list[tuple[Any, ...]] = []
     cur = dbapi.cursor()
     try:
         for start in range(0, len(keys), 10_000):
             chunk = list(keys[start : start + 10_000])
-            if dialect.name == "postgresql":
+            if per_key:
+                chunk = list(dict.fromkeys(chunk))
+                width = len(chunk[0]) if type(chunk[0]) is bytes else 0
+                if width and all(type(k) is bytes and len(k) == width for k in chunk):
+                    sql = fetch_per_key_sql(table, columns, key, dialect, width)
+                    args: tuple[Any, ...] = (b"".join(chunk), len(chunk), scope.tenant_id)
+                else:
+                    sql = fetch_per_key_sql(table, columns, key, dialect)
+                    args = (chunk, scope.tenant_id)
+                cur.execute(sql, args, binary=True)  # type: ignore[call-arg]
+            elif dialect.name == "postgresql":
                 sql = f"SELECT {cols} FROM {table.name} WHERE tenant_id = %s AND {q(key)} = ANY(%s)"  # noqa: S608
                 cur.execute(sql, (scope.tenant_id, chunk), binary=True)  # type: ignore[call-arg]  # psycopg: no text escaping
             else:
@@ -395,9 +439,12 @@ def copy_packed(
     packer: PackedRows,
     rows: Sequence[bytes],
     constants: Mapping[str, Any],
+    *,
+    into: str | None = None,
 ) -> int:
     """Write rows made by ``packer.pack`` with one binary ``COPY`` (PostgreSQL only), each
-    completed with ``scope``'s tenant and ``constants``. Returns the row count."""
+    completed with ``scope``'s tenant and ``constants``. Returns the row count. ``into``: a
+    staging table of the same columns (our own name, never a user's) instead of the packer's."""
     if conn.dialect.name != "postgresql":
         raise ValueError("packed rows are PostgreSQL's binary COPY format")
     if not rows:
@@ -407,7 +454,7 @@ def copy_packed(
     names = ", ".join(q(n) for n in (*packer.columns, "tenant_id", *packer.tail))
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
-    sql = f"COPY {packer.table.name} ({names}) FROM STDIN (FORMAT BINARY)"
+    sql = f"COPY {into or packer.table.name} ({names}) FROM STDIN (FORMAT BINARY)"
     with dbapi.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[attr-defined]
         copy.write(_SIGNATURE)
         for start in range(0, len(rows), 4096):  # the whole batch never sits in memory twice

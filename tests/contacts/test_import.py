@@ -494,14 +494,16 @@ def test_an_update_merges_attributes_and_keeps_what_a_row_leaves_empty(
     server): later attribute keys win and the others stay, an empty cell keeps its value."""
     header = "手机号,姓名,城市,等级,积分\n"
     first = "".join(f"138{i:08d},甲{i},上海,金卡,{i}\n" for i in range(40))
-    assert _import(runtime, tenant_id, (header + first).encode(), batch_size=16).imported == 40
+    done = _import(runtime, tenant_id, (header + first).encode(), batch_size=16, tags=("首购",))
+    assert done.imported == 40
     later = "".join(
         f"138{i:08d},{'乙' if i % 2 else ''},,{'银卡' if i % 3 else ''},\n" for i in range(40)
     )
     header2 = "手机号,姓名,城市,等级,备注\n"
     again = _import(
-        runtime, tenant_id, (header2 + later.replace(",\n", ",新\n")).encode(), batch_size=16
-    )
+        runtime, tenant_id, (header2 + later.replace(",\n", ",新\n")).encode(), batch_size=16,
+        tags=("首购", "回购"),
+    )  # fmt: skip
     assert (again.imported, again.updated) == (0, 40)
     by_number = {}
     with runtime.engine.connect() as conn:
@@ -512,6 +514,7 @@ def test_an_update_merges_attributes_and_keeps_what_a_row_leaves_empty(
         assert c["name_masked"] == importer.mask_name("乙" if i % 2 else f"甲{i}"), c
         assert c["city"] == "上海"
         assert c["attrs"] == {"等级": "银卡" if i % 3 else "金卡", "积分": str(i), "备注": "新"}
+        assert sorted(c["tags"]) == ["回购", "首购"]
 
 
 def test_lookups_and_staged_updates_run_on_indexes_without_statistics(

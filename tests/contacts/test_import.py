@@ -558,14 +558,65 @@ def test_lookups_and_staged_updates_run_on_indexes_without_statistics(
             conn, w.scope, w.packer, packed,
             {"source": "derived", "created_at": now, "updated_at": now}, into=importer._STAGING,
         )  # fmt: skip
+        plans.append(conn.exec_driver_sql("EXPLAIN " + importer._PG_LOCK_STAGED, (tenant_id,)))
         plans.append(
             conn.exec_driver_sql(
                 "EXPLAIN " + importer._PG_STAGED_UPDATE, (now, tenant_id, tenant_id)
             )
         )
-        for plan in plans:
-            text = "\n".join(r[0] for r in plan)
+        texts = ["\n".join(r[0] for r in plan) for plan in plans]
+        for text in texts:
             assert "uq_contacts_number" in text, text
             assert "Seq Scan on contacts" not in text and "Hash" not in text, text
             assert "Bitmap" not in text and "Merge" not in text, text
-        assert "Tid Scan on contacts" in text and "LockRows" in text, text
+        # the staged rows sorted by blind index before any contact is locked
+        lock = texts[1]
+        assert "LockRows" in lock and lock.index("Sort") > lock.index("Nested Loop"), lock
+        assert "Tid Scan on contacts" in texts[2], texts[2]
+
+
+def test_a_contact_changed_during_an_update_gets_the_import_values(
+    runtime: Runtime, tenant_id: int
+) -> None:
+    """PostgreSQL: another transaction holds a contact the import updates; once it commits,
+    the import updates the contact's newest version (neither side's change is lost)."""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("row locks and snapshots are PostgreSQL's")
+    import threading
+    import time
+
+    header = "手机号,姓名,城市,等级\n"
+    _import(runtime, tenant_id, (header + "13812345678,甲甲,上海,金卡\n").encode())
+    with runtime.engine.connect() as conn:
+        cid = service.find_id(conn, runtime.keyring, tenant_id, "+8613812345678")
+    done: list[object] = []
+    other = runtime.engine.connect()
+    try:
+        tx = other.begin()
+        other.execute(
+            TenantScope(tenant_id).update(contacts).where(contacts.c.id == cid).values(city="杭州")
+        )
+
+        def again() -> None:
+            done.append(_import(runtime, tenant_id, (header + "13812345678,乙乙,,银卡\n").encode()))
+
+        worker = threading.Thread(target=again)
+        worker.start()
+        with runtime.engine.connect() as watch:  # until the import waits for the row's lock
+            for _ in range(200):
+                waiting = watch.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                ).scalar_one()
+                if waiting:
+                    break
+                time.sleep(0.05)
+        assert waiting, "the import never waited for the contact's lock"
+        tx.commit()
+        worker.join(timeout=30)
+    finally:
+        other.close()
+    assert done and done[0].updated == 1  # type: ignore[attr-defined]
+    with runtime.engine.connect() as conn:
+        got = service.get_contact(conn, tenant_id, cid or 0)
+    assert (got["name_masked"], got["city"], got["attrs"]) == ("乙*", "杭州", {"等级": "银卡"})

@@ -755,6 +755,8 @@ class _Writer(_Builder):
         :meth:`update_packed`."""
         if not rows:
             return
+        if self.conn.dialect.name != "sqlite":
+            raise RuntimeError("unpacked contact rows are SQLite's; PostgreSQL's come packed")
         tail = (to_driver("sqlite", contacts, "updated_at", self.now), self.tenant_id)
         dbapi = self.conn.connection.dbapi_connection
         assert dbapi is not None
@@ -776,8 +778,13 @@ class _Writer(_Builder):
         (``given``: rows whose time zone the file gave). The rows are copied into a staging
         table and merged by the server: no row is unpacked, no stored attributes read or
         written back by this process, and each contact is found by its blind index, one index
-        descent each, and locked, so a contact changed meanwhile is updated in its newest
-        version. (Arrays of values had cost this process some 60 µs a contact to dump.)"""
+        descent each. The contacts are locked first, in blind-index order (two imports of
+        overlapping files lock in the same order, so neither waits on the other in a cycle),
+        by a statement of its own: the update's snapshot, taken after, then sees the newest
+        version of a contact someone changed meanwhile, which a lock taken inside the update
+        did not (its tuple-id join then met a version too new for its snapshot, and the
+        contact was silently skipped). (Arrays of values had cost this process some 60 µs a
+        contact to dump.)"""
         if not derived and not given:
             return
         dbapi = self.conn.connection.dbapi_connection
@@ -789,6 +796,7 @@ class _Writer(_Builder):
             constants = {"source": source, "created_at": self.now, "updated_at": self.now}
             copy_packed(self.conn, self.scope, self.packer, rows, constants, into=_STAGING)
         with dbapi.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute(_PG_LOCK_STAGED, (self.tenant_id,))
             cur.execute(_PG_STAGED_UPDATE, (self.now, self.tenant_id, self.tenant_id))
             cur.execute(f"DROP TABLE {_STAGING}")
 
@@ -862,17 +870,25 @@ def live_suppressions(conn: Connection, tenant_id: int, now: datetime) -> set[by
 
 
 # PostgreSQL: packed rows of existing contacts are staged in a temporary table of the columns
-# they fill (``source`` says whether the file gave the time zone) and merged by one statement:
-# each row finds its contact by blind index under a lock (LATERAL … OFFSET 0 keeps the staged
-# rows the outer side, one index descent each, whatever the planner believes of the contacts;
-# locking makes the update meet the contact's newest version), then reaches it by its tuple id.
-# Custom attributes merge on the server (later keys win, as in ``update_row``).
+# they fill (``source`` says whether the file gave the time zone), their contacts locked in
+# blind-index order, then merged by one statement: each row finds its contact by blind index
+# (LATERAL … OFFSET 0 keeps the staged rows the outer side, one index descent each, whatever
+# the planner believes of the contacts), then reaches it by its tuple id. Custom attributes
+# merge on the server (later keys win, as in ``update_row``; attributes stored as anything but
+# an object are replaced, as ``update_row`` does).
 _STAGING = "hongyan_import_updates"
 _STAGE_UPDATES = (
     f"CREATE TEMPORARY TABLE {_STAGING} ON COMMIT DROP AS SELECT "  # noqa: S608 (our own names)
     + ", ".join((*NEW_COLUMNS, "tenant_id", "source", "created_at", "updated_at"))
     + " FROM contacts WITH NO DATA"
 )
+_PG_LOCK_STAGED = f"""
+SELECT count(*) FROM (SELECT phone_index FROM {_STAGING} ORDER BY phone_index OFFSET 0) AS u
+CROSS JOIN LATERAL (
+    SELECT 1 FROM contacts AS t WHERE t.tenant_id = %s AND t.phone_index = u.phone_index
+    OFFSET 0 FOR UPDATE
+) AS t
+"""  # noqa: S608 (our own names)
 _PG_STAGED_UPDATE = f"""
 UPDATE contacts AS c SET
     name_cipher = COALESCE(v.name_cipher, c.name_cipher),
@@ -887,12 +903,14 @@ UPDATE contacts AS c SET
     time_zone = CASE WHEN v.source = 'given' THEN v.time_zone
                      ELSE COALESCE(c.time_zone, v.time_zone) END,
     attrs = CASE WHEN v.attrs::text = '{{}}' THEN c.attrs
-                 ELSE (c.attrs::jsonb || v.attrs::jsonb)::json END,
+                 WHEN json_typeof(c.attrs) = 'object'
+                 THEN (c.attrs::jsonb || v.attrs::jsonb)::json
+                 ELSE v.attrs END,
     updated_at = %s
 FROM (
     SELECT u.*, t.at FROM {_STAGING} AS u CROSS JOIN LATERAL (
         SELECT t.ctid AS at FROM contacts AS t
-        WHERE t.tenant_id = %s AND t.phone_index = u.phone_index OFFSET 0 FOR UPDATE
+        WHERE t.tenant_id = %s AND t.phone_index = u.phone_index OFFSET 0
     ) AS t
 ) AS v
 WHERE c.ctid = v.at AND c.tenant_id = %s

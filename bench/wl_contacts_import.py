@@ -16,7 +16,9 @@ Anchors, measured in the same run on the same file:
 Each import runs in its own process so its peak memory (``ru_maxrss``) is its own, with its CPU
 seconds beside the wall time. Ours imports the file a second time at once (``again``: every
 number exists, so every row is an update), which is the path a refreshed export takes. A
-large import reads in other processes: ``reader_peak_mb`` is the largest reader's peak, and
+large import reads in other processes: ``reader_peak_mb`` is the largest child's ``ru_maxrss``
+(for the second import's readers that is the importing process's own size when it forked
+them, counted in the child before it became a new interpreter: an upper bound), and
 ``total_peak_mb`` the largest sum of the resident memory of the importing process and all its
 children (readers, multiprocessing's resource tracker), sampled every 50 ms, which is the
 figure the memory goal is about.

@@ -603,11 +603,12 @@ def test_a_contact_changed_during_an_update_gets_the_import_values(
         worker = threading.Thread(target=again)
         worker.start()
         with runtime.engine.connect() as watch:  # until the import waits for the row's lock
-            for _ in range(200):
+            for _ in range(400):
                 waiting = watch.exec_driver_sql(
                     "SELECT count(*) FROM pg_stat_activity"
                     " WHERE wait_event_type = 'Lock' AND datname = current_database()"
                 ).scalar_one()
+                watch.rollback()  # the activity view is read once per transaction
                 if waiting:
                     break
                 time.sleep(0.05)

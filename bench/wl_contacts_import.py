@@ -16,9 +16,10 @@ Anchors, measured in the same run on the same file:
 Each import runs in its own process so its peak memory (``ru_maxrss``) is its own, with its CPU
 seconds beside the wall time. Ours imports the file a second time at once (``again``: every
 number exists, so every row is an update), which is the path a refreshed export takes. A
-large import reads in other processes: ``reader_peak_mb`` is the largest child's ``ru_maxrss``
-(for the second import's readers that is the importing process's own size when it forked
-them, counted in the child before it became a new interpreter: an upper bound), and
+large import reads in other processes: ``reader_peak_mb`` is the largest child's resident
+memory, sampled (not its ``ru_maxrss``, which for the second import's readers is the importing
+process's own size when it forked them, counted in the child before it became a new
+interpreter), and
 ``total_peak_mb`` the largest sum of the resident memory of the importing process and all its
 children (readers, multiprocessing's resource tracker), sampled every 50 ms, which is the
 figure the memory goal is about.
@@ -192,10 +193,12 @@ def _child_pandas(url: str, path: str) -> dict[str, Any]:
 
 
 class _MemoryWatch:
-    """The largest sum of resident memory of this process and its children, sampled."""
+    """The largest sum of resident memory of this process and its children, and the largest
+    child's, sampled."""
 
     def __init__(self) -> None:
         self.peak_kb = 0
+        self.child_peak_kb = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -232,17 +235,17 @@ class _MemoryWatch:
     def _watch(self) -> None:
         me = os.getpid()
         while not self._stop.wait(0.05):
-            total = sum(self._resident_kb(p) for p in (me, *self._children(me)))
-            self.peak_kb = max(self.peak_kb, total)
+            children = [self._resident_kb(p) for p in self._children(me)]
+            self.peak_kb = max(self.peak_kb, self._resident_kb(me) + sum(children))
+            self.child_peak_kb = max(self.child_peak_kb, *children, 0)
 
 
 def _child(kind: str, url: str, path: str) -> None:
     with _MemoryWatch() as watch:
         out = _child_hongyan(url, path) if kind == "hongyan" else _child_pandas(url, path)
     me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the import's reader process
     out["peak_mb"] = round(me.ru_maxrss / 1024, 1)
-    out["reader_peak_mb"] = round(kids.ru_maxrss / 1024, 1)
+    out["reader_peak_mb"] = round(watch.child_peak_kb / 1024, 1)
     out["total_peak_mb"] = round(watch.peak_kb / 1024, 1)
     out.setdefault("cpu_seconds", round(_cpu_seconds(), 1))
     print(json.dumps(out))

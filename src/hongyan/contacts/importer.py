@@ -553,9 +553,10 @@ class _Builder:
         self.seal_name = keyring.sealer(name_context(tenant_id))
         self.seal_birthday = keyring.sealer(birthday_context(tenant_id))
         # Packed parts that repeat across rows (see packed_row). A number block's part is found
-        # by its seven-digit prefix in a dense array of part numbers (1.4 MB): there are some
-        # 2,400 distinct parts, where a dictionary by prefix held up to 130,000 copies (25 MB).
-        self._part_of = array("H", bytes(2 * SLOTS))  # prefix - FIRST -> part number (0: none)
+        # by its seven-digit prefix in a dense array of part numbers (1.4 MB, made on the first
+        # row packed: a writer of a batch or of an API call packs none): there are some 2,400
+        # distinct parts, where a dictionary by prefix held up to 130,000 copies (25 MB).
+        self._part_of = array("H")  # prefix - FIRST -> part number (0: none)
         self._parts: list[bytes] = [b""]
         self._part_numbers: dict[bytes, int] = {}
         self._birth_parts: dict[date, bytes] = {}
@@ -572,7 +573,7 @@ class _Builder:
         if e164.startswith("+86"):
             national = e164[3:]
             slot = int(national[:7]) - FIRST
-            if 0 <= slot < SLOTS and (part := self._part_of[slot]):
+            if 0 <= slot < len(self._part_of) and (part := self._part_of[slot]):
                 number = self._parts[part]
             else:
                 number = self._pack_number(national, slot)
@@ -622,6 +623,8 @@ class _Builder:
                 number = self._part_numbers[part] = len(self._parts)
                 self._parts.append(part)
             if number is not None:
+                if not self._part_of:
+                    self._part_of = array("H", bytes(2 * SLOTS))
                 self._part_of[slot] = number
         return part
 

@@ -3,20 +3,21 @@
 The file streams through in batches (:data:`BATCH` rows), so memory stays bounded whatever its
 size: what is kept for the whole file is one 8-byte key per distinct number (to tell duplicates
 within the file, :func:`in_file_order`), some 60 MB for a million numbers. Large files are read
-by reader processes, one per core (:func:`_from_readers`), each building every n-th batch.
-Each batch is:
+by reader processes, one per core but the writer's (:func:`reader_count`, :func:`_from_readers`),
+each building every n-th batch. Each batch is:
 
 1. parsed row by row (pure): the number normalised to E.164 (the fast path for Chinese mobiles,
    :func:`hongyan.contacts.numbers.normalise`), the other cells checked against their fields;
    a row that fails is kept for the error report with its line and reason, and the rest go on;
 2. merged by blind index, later non-empty values winning and tags united, so a number seen
    twice in the file becomes one contact;
-3. written set-based: one query finds which numbers exist (and their attributes; a first
-   import looks up only numbers repeated from earlier batches, :func:`_write_batch`), one which
-   are suppressed; new contacts are inserted in one ``executemany`` (PostgreSQL: one binary
-   ``COPY`` of rows the reader packed), existing ones updated in one ``executemany``
-   (PostgreSQL: one statement; ``COALESCE``: an empty cell never erases a stored value), tags
-   inserted ignoring those already there, and consent appended to the ledger.
+3. written set-based: one query finds which numbers exist (on SQLite with their attributes; a
+   first import looks up only numbers repeated from earlier batches, :func:`_write_batch`), one
+   which are suppressed; new contacts are inserted in one ``executemany`` (PostgreSQL: one
+   binary ``COPY`` of rows the reader packed), existing ones updated in one ``executemany``
+   (PostgreSQL: staged by ``COPY`` and merged by the server, :meth:`_Writer.update_packed`;
+   ``COALESCE``: an empty cell never erases a stored value), tags inserted ignoring those
+   already there, and consent appended to the ledger.
 
 Before anything is written, a first pass reads the whole file (:func:`service.import_stream`):
 a file that is broken as a whole (a decoding error half-way, a 10 MB line, broken CSV) is refused
@@ -76,6 +77,7 @@ from hongyan.db.bulk import (
     copy_packed,
     fetch_in,
     insert_rows,
+    sqlite_blob,
     to_driver,
     to_json,
 )
@@ -699,18 +701,10 @@ class _Writer(_Builder):
     def existing(
         self, keys: list[bytes], *, attrs: bool = True
     ) -> dict[bytes, tuple[int, dict[str, Any]]]:
-        """Ids (and, with ``attrs``, custom attributes) of the contacts that exist."""
-        if not attrs:
-            rows = fetch_in(
-                self.conn, self.scope, contacts, ("id", "phone_index"), "phone_index", keys,
-                per_key=True,
-            )  # fmt: skip
-            return {index: (int(cid), {}) for cid, index in rows}
-        rows = fetch_in(
-            self.conn, self.scope, contacts, ("id", "phone_index", "attrs"), "phone_index", keys,
-            per_key=True,
-        )  # fmt: skip
-        return {index: (int(cid), stored or {}) for cid, index, stored in rows}
+        """Ids (and, with ``attrs``, custom attributes; else ``{}``) of the contacts that exist."""
+        columns = ("phone_index", "id", "attrs") if attrs else ("phone_index", "id")
+        rows = fetch_in(self.conn, self.scope, contacts, columns, "phone_index", keys, per_key=True)
+        return {r[0]: (int(r[1]), (r[2] if attrs else None) or {}) for r in rows}
 
     def suppressed(self, keys: list[bytes]) -> set[bytes]:
         return {k for k in keys if k in self.blocked}
@@ -721,10 +715,10 @@ class _Writer(_Builder):
     ) -> tuple[Any, ...]:  # fmt: skip
         """SQLite: the parameters of :data:`_SQLITE_UPDATE` for an existing contact from a
         prepared :meth:`new_row` (``given_zone``: the time zone the file gave, which replaces
-        a stored one), in the driver's own types."""
+        a stored one), in the driver's own types, but the time and the tenant."""
         merged = {**attrs, **new_attrs} if new_attrs else attrs
         return (
-            *[_blob(row[i]) for i in _UPDATED_AT],
+            *[sqlite_blob(row[i]) for i in _UPDATED_AT],
             given_zone,
             row[_ZONE_AT],
             to_json(merged) if merged else "{}",
@@ -760,12 +754,12 @@ class _Writer(_Builder):
             return
         if self.conn.dialect.name != "sqlite":
             raise RuntimeError("unpacked contact rows are SQLite's; PostgreSQL's come packed")
-        tail = (to_driver("sqlite", contacts, "updated_at", self.now), self.tenant_id)
+        stamp = to_driver("sqlite", contacts, "updated_at", self.now)
         dbapi = self.conn.connection.dbapi_connection
         assert dbapi is not None
         cur = dbapi.cursor()
         try:
-            cur.executemany(_SQLITE_UPDATE, [(*r[:-1], tail[0], r[-1], tail[1]) for r in rows])
+            cur.executemany(_SQLITE_UPDATE, [(stamp, *r, self.tenant_id) for r in rows])
         finally:
             cur.close()
 
@@ -928,8 +922,8 @@ ON CONFLICT DO NOTHING
 """
 
 # What an update may change (COALESCE: an empty cell keeps the stored value), and on SQLite
-# how (parameters: _Writer.update_row's values but the contact id, the time, the contact id,
-# the tenant). A zone given in the file wins; one derived from the number only fills a gap.
+# how (parameters: the time, then _Writer.update_row's values, then the tenant). A zone given
+# in the file wins; one derived from the number only fills a gap.
 _UPDATED = (
     "name_cipher", "name_masked", "gender", "birthday_cipher", "birth_month", "birth_day",
     "birth_decade", "province", "city",
@@ -937,16 +931,10 @@ _UPDATED = (
 _UPDATED_AT = [NEW_COLUMNS.index(name) for name in _UPDATED]
 _ZONE_AT = NEW_COLUMNS.index("time_zone")
 _SQLITE_UPDATE = (
-    "UPDATE contacts SET "  # noqa: S608 (our own column names)
+    "UPDATE contacts SET updated_at = ?, "  # noqa: S608 (our own column names)
     + ", ".join(f"{name} = COALESCE(?, {name})" for name in _UPDATED)
-    + ", time_zone = COALESCE(?, time_zone, ?), attrs = ?, updated_at = ?"
-    " WHERE id = ? AND tenant_id = ?"
+    + ", time_zone = COALESCE(?, time_zone, ?), attrs = ? WHERE id = ? AND tenant_id = ?"
 )
-
-
-def _blob(value: Any) -> Any:
-    """A value as ``sqlite3`` binds it fastest (see ``bulk.insert_rows``)."""
-    return bytearray(value) if type(value) is bytes else value
 
 
 # One number of a batch, merged and encrypted, ready to insert or update: (blind index, first
@@ -1359,10 +1347,11 @@ def _run(
             continue
         with engine.begin() as conn:
             if conn.dialect.name == "sqlite":
-                # Random blind indexes touch pages all over their index in every batch: keep
-                # the index cached, and let the WAL hold several batches before a checkpoint
-                # copies them into the database, so a page rewritten by many batches is
-                # checkpointed (and synced) once, not once per batch. Reset when done.
+                # Random blind indexes touch pages all over their index in every batch: a
+                # 32 MB page cache (128 MB was no faster: the operating system's cache serves
+                # the rest), and a WAL that holds several batches before a checkpoint copies
+                # them into the database, so a page rewritten by many batches is checkpointed
+                # (and synced) once, not once per batch. Reset when done.
                 conn.exec_driver_sql("PRAGMA cache_size = -32768")
                 conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 25000")
             writer = _Writer(conn, keyring, tenant_id, now, options, segment_table(), blocked)

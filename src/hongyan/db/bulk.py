@@ -70,14 +70,15 @@ def _sqlite_binding(column: sa.Column[Any]) -> Callable[[Any], Any] | None:
     adapter registry first, which cost about 0.9 µs a value here (a contact row has four blobs
     and a flag: some 2 µs of a 12 µs insert). Converting costs 0.1 µs."""
     if isinstance(column.type, sa.LargeBinary):
-        return _as_bytearray
+        return sqlite_blob
     if isinstance(column.type, sa.Boolean):
         return _as_int
     return None
 
 
-def _as_bytearray(value: Any) -> Any:
-    return bytearray(value) if type(value) is bytes else value  # anything else as it was
+def sqlite_blob(value: Any) -> Any:
+    """Bytes as ``sqlite3`` binds them fastest (a bytearray); anything else as it was."""
+    return bytearray(value) if type(value) is bytes else value
 
 
 def _as_int(value: Any) -> Any:

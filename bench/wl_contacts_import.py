@@ -16,13 +16,11 @@ Anchors, measured in the same run on the same file:
 Each import runs in its own process so its peak memory (``ru_maxrss``) is its own, with its CPU
 seconds beside the wall time. Ours imports the file a second time at once (``again``: every
 number exists, so every row is an update), which is the path a refreshed export takes. A
-large import reads in other processes: ``reader_peak_mb`` is the largest child's resident
-memory, sampled (not its ``ru_maxrss``, which for the second import's readers is the importing
-process's own size when it forked them, counted in the child before it became a new
-interpreter), and
-``total_peak_mb`` the largest sum of the resident memory of the importing process and all its
-children (readers, multiprocessing's resource tracker), sampled every 50 ms, which is the
-figure the memory goal is about.
+large import reads in other processes. Sampled every 50 ms: ``reader_peak_mb``, the largest
+child's resident memory (not its ``ru_maxrss``, which for the second import's readers counts
+the importing process's pages they shared between fork and exec), and ``total_peak_mb``, the
+largest sum of the importing process's and all its children's (readers, multiprocessing's
+resource tracker), which is the figure the memory goal is about.
 ``HONGYAN_BENCH_ROWS`` sets the size (default 1,000,000); ``HONGYAN_TEST_PG`` the server.
 """
 

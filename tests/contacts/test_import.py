@@ -228,22 +228,24 @@ def test_a_file_whose_csv_breaks_half_way_stores_nothing(
         assert _contacts(runtime, tenant_id) == []
 
 
-@pytest.mark.parametrize("readers", [None, 2])
+@pytest.mark.parametrize(("readers", "fail_at"), [(None, 3), (2, 3), (None, 4)])
 def test_failure_in_the_database_is_resumable(
     runtime: Runtime,
     tenant_id: int,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     readers: int | None,
+    fail_at: int,
 ) -> None:
     """In process, and with two reader processes (the resumed run's numbers stored before
-    come from reader 0)."""
+    come from reader 0). A transaction holds two batches of 50 rows here: a failure in the
+    third batch or in the fourth (the third then uncommitted) leaves the first two stored."""
     calls = {"n": 0}
     real = importer._Writer.insert
 
     def failing(self, rows):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == fail_at:
             raise RuntimeError("disk full")
         real(self, rows)
 
@@ -255,7 +257,7 @@ def test_failure_in_the_database_is_resumable(
     path.write_bytes((HEADER + "".join(lines)).encode())
     opts = importer.ImportOptions(
         batch_size=50, consent_source="s", consent_proof="p", pipeline=readers is not None,
-        readers=readers,
+        readers=readers, transaction_rows=100,
     )  # fmt: skip
     with pytest.raises(RuntimeError):
         service.import_path(runtime, tenant_id, path, opts)
@@ -283,6 +285,25 @@ def test_failure_in_the_database_is_resumable(
     assert granted == 198
     with pytest.raises(ValidationFailed):  # a finished import has nothing to resume
         service.import_path(runtime, tenant_id, path, opts, resume=job["id"])
+
+
+def test_commits_per_transaction_size(runtime: Runtime, tenant_id: int) -> None:
+    """Progress is reported at each commit: every batch on PostgreSQL, every
+    SQLITE_TRANSACTION_ROWS rows on SQLite; ``transaction_rows`` sets it (whole batches)."""
+    rows = "".join(f"138{i:08d},名{i},,,,,\n" for i in range(150)).encode()
+    seen: dict[int | None, list[int]] = {}
+    for size in (None, 50, 60, 1):
+        opts = importer.ImportOptions(batch_size=50, transaction_rows=size)
+        commits: list[int] = seen.setdefault(size, [])
+        service.import_stream(
+            runtime, tenant_id, io.BytesIO(HEADER.encode() + rows), "f.csv", opts,
+            progress=lambda r, commits=commits: commits.append(r.rows),  # type: ignore[misc]
+        )  # fmt: skip
+    sqlite = runtime.engine.dialect.name == "sqlite"
+    assert seen[None] == ([150] if sqlite else [50, 100, 150])
+    assert seen[50] == seen[1] == [50, 100, 150]
+    assert seen[60] == [100, 150]  # whole batches: the second fills the first transaction
+    assert len(_contacts(runtime, tenant_id)) == 150
 
 
 def test_no_plaintext_at_rest(runtime: Runtime, tenant_id: int, tmp_path: Path) -> None:
@@ -412,7 +433,9 @@ def test_a_contact_made_during_a_first_import_is_updated_not_doubled(
 
     monkeypatch.setattr(importer, "consume", counting)
     rows = "".join(f"138{i:08d},名{i},,,,VIP,\n" for i in range(150))
-    opts = importer.ImportOptions(batch_size=50, consent_source="s", consent_proof="p")
+    opts = importer.ImportOptions(
+        batch_size=50, consent_source="s", consent_proof="p", transaction_rows=50
+    )
     result = service.import_stream(
         runtime, tenant_id, io.BytesIO((HEADER + rows).encode()), "f.csv", opts,
         progress=after_a_batch,

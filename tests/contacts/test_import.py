@@ -644,3 +644,24 @@ def test_a_contact_changed_during_an_update_gets_the_import_values(
     with runtime.engine.connect() as conn:
         got = service.get_contact(conn, tenant_id, cid or 0)
     assert (got["name_masked"], got["city"], got["attrs"]) == ("乙*", "杭州", {"等级": "银卡"})
+
+
+def test_a_batch_crosses_to_the_writer_unchanged() -> None:
+    """Readers send batches as marshal bytes: every field comes back equal, row tuples as
+    tuples (the writer's driver binds them), and a value marshal cannot write is refused."""
+    batch = importer.Batch(
+        line=9, fraction=0.5, rows=3, invalid=1, duplicates=1,
+        errors=[{"line": 4, "reason": "bad_gender", "message": {"zh": "性别", "en": "g"}}],
+        bad=[(4, "bad_gender", b"\x01sealed")],
+        items=[
+            (b"k" * 32, True, ("VIP", "门店A"),
+             (b"k" * 32, b"c", "138****5678", None, 1990, False, '{"等级":"金"}'), None),
+            (b"j" * 32, False, (), b"\x00\x13packed", "Asia/Tokyo"),
+        ],
+        stored=[1, 2**63 - 1],
+    )  # fmt: skip
+    back = importer._batch_of(importer._batch_bytes(batch))
+    assert back == batch
+    assert type(back.items[0]) is tuple and type(back.items[0][3]) is tuple
+    with pytest.raises(ValueError):
+        importer._batch_bytes(importer.Batch(line=1, fraction=0.0, items=[(object(),)]))  # type: ignore[list-item]

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import marshal
 import os
 import re
 import struct
@@ -49,7 +50,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any
 
@@ -990,6 +991,21 @@ class Batch:
     stored: list[int] = field(default_factory=list)
 
 
+def _batch_bytes(batch: Batch) -> bytes:
+    """A batch as one bytes object for a reader's queue. Its values are plain (bytes, str, int,
+    bool, None, tuples, lists, dicts), which ``marshal`` writes and reads at a third of
+    pickle's cost: a batch of SQLite rows took 2.0 µs a row to pickle and 3.4 to unpickle in
+    the writing process, 0.8 and 1.1 with marshal (packed rows: 0.54 + 0.47 → 0.30 + 0.23).
+    Both ends are the same interpreter, and the bytes never leave the import."""
+    return marshal.dumps(tuple(getattr(batch, f.name) for f in fields(Batch)))
+
+
+def _batch_of(data: bytes) -> Batch:
+    # From our own reader process over its private pipe (which multiprocessing itself
+    # fills with pickles), never from a file or a client.
+    return Batch(*marshal.loads(data))  # noqa: S302
+
+
 def produce(
     source: Table,
     plan: Sequence[Target | None],
@@ -1469,7 +1485,10 @@ def _reader_main(
                 part=part,
             )  # fmt: skip
             for batch in batches:
-                queue.put(("batch", batch))
+                data = _batch_bytes(batch)
+                del batch  # (the queue holds the bytes while the next batch is built)
+                queue.put(("batch", data))
+                del data
         queue.put(("end", None))
     except HongyanError as exc:
         queue.put(("error", exc.body()))
@@ -1517,9 +1536,11 @@ def _from_readers(
                     raise RuntimeError("an import reader process died") from None
                 continue
             if kind == "batch":
-                if not payload.stored:  # the stored numbers come before reader 0's batches
+                batch = _batch_of(payload)
+                del payload  # not held while the batch is written
+                if not batch.stored:  # the stored numbers come before reader 0's batches
                     turn += 1
-                yield payload
+                yield batch
             elif kind == "end":
                 return
             elif kind == "error":

@@ -1345,8 +1345,9 @@ def _run(
         )  # fmt: skip
     else:
         batches = in_file_order(_from_readers(pipeline, tenant_id, plan, options, skip, packed))
-    # The first batch comes once the whole file was read through (the child's first pass), so
-    # a broken file stores nothing, not even the attribute definitions of its mapping.
+    # The first batch comes once the whole file was read through (pipelined, by _from_readers
+    # while its readers start), so a broken file stores nothing, not even the attribute
+    # definitions of its mapping.
     first = next(batches, None)
     with engine.begin() as conn:
         for t in plan:
@@ -1470,15 +1471,13 @@ def _reader_main(
     part: tuple[int, int],
     queue: Any,
 ) -> None:
-    """A reader's work: (reader 0) check the whole file, then send its batches, then "end"."""
-    from hongyan.contacts.sources import check_whole, open_table
+    """A reader's work: send its batches, then "end"."""
+    from hongyan.contacts.sources import open_table
 
     try:
         keyring = KeyRing.parse(*pipeline.keys)
         segments = segment_table()
         with open(pipeline.path, "rb") as stream:
-            if part[0] == 0:
-                check_whole(stream, open_table(stream, pipeline.size))
             table = open_table(stream, pipeline.size)
             batches = produce(
                 table, plan, keyring, tenant_id, options, segments, skip=skip, packed=packed,
@@ -1505,10 +1504,15 @@ def _from_readers(
     packed: bool,
 ) -> Iterator[Batch]:
     """The batches of ``reader_count`` reader processes, taken in turn (reader j builds batches
-    j, j + n …), so in file order. Reader 0 checks the whole file first: nothing comes from it,
-    and so nothing is written, until the file is known to be sound."""
+    j, j + n …), so in file order. The first batch is taken once this process has read the
+    whole file through (:func:`check_whole`), so nothing is written until the file is known to
+    be sound; that pass runs while the readers start and build their first batches (when
+    reader 0 made it, its first batch waited 0.7 s more in a million-row file, and the writer
+    with it)."""
     import multiprocessing
     import queue as queues
+
+    from hongyan.contacts.sources import check_whole, open_table
 
     ctx = multiprocessing.get_context("spawn")
     n = reader_count(options)
@@ -1526,6 +1530,8 @@ def _from_readers(
     for reader in readers:
         reader.start()
     try:
+        with open(pipeline.path, "rb") as stream:
+            check_whole(stream, open_table(stream, pipeline.size))
         turn = 0
         while True:
             j = turn % n

@@ -127,8 +127,8 @@ def import_stream(
         table = open_table(stream, size)
         if not pipelined:
             # A first pass finds what is wrong with the file as a whole (its encoding, a 10 MB
-            # line) before anything is stored. (Pipelined, the reader process makes that pass
-            # before it sends its first batch.)
+            # line) before anything is stored. (Pipelined, importer._from_readers makes that
+            # pass while its reader processes start, before it takes their first batch.)
             check_whole(stream, table)
             table = open_table(stream, size)
     except ValidationFailed as exc:

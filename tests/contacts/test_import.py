@@ -510,6 +510,63 @@ def test_consent_for_two_purposes_is_one_grant_each(runtime: Runtime, tenant_id:
     assert one[0]["at"] == runtime.clock.now()
 
 
+def _by_number(runtime: Runtime, tenant_id: int, count: int) -> list[dict[str, object]]:
+    """Contacts 13800000000 … in number order: id, updated_at, time zone, name, digest."""
+    ctx = suppression.phone_context(tenant_id)
+    c = contacts.c
+    with runtime.engine.connect() as conn:
+        rows = {
+            bytes(r.phone_index): r
+            for r in conn.execute(
+                TenantScope(tenant_id).select(
+                    contacts, c.phone_index, c.id, c.updated_at, c.time_zone, c.name_cipher,
+                    c.import_digest,
+                )
+            )
+        }  # fmt: skip
+    out = []
+    for i in range(count):
+        r = rows[runtime.keyring.blind_index(f"+86138{i:08d}", ctx)]
+        name = runtime.keyring.decrypt(bytes(r.name_cipher), importer.name_context(tenant_id))
+        digest = None if r.import_digest is None else bytes(r.import_digest)
+        out.append({"id": r.id, "at": r.updated_at, "zone": r.time_zone, "name": name,
+                    "digest": digest})  # fmt: skip
+    return out
+
+
+def test_a_reimport_writes_only_the_contacts_it_changes(runtime: Runtime, tenant_id: int) -> None:
+    """A contact keeps the digest of the file row last applied to it: the same row again is not
+    written (its update would change nothing), a changed row is, and so is the row of a
+    contact changed otherwise since: the database clears the digest on any other update (here
+    the console sets a time zone, which the file's zone then replaces, as it always did)."""
+    from datetime import timedelta
+
+    header = "手机号,姓名,时区,会员等级\n"
+    lines = [f"138{i:08d},名{i},Asia/Shanghai,金卡\n" for i in range(30)]
+    _import(runtime, tenant_id, (header + "".join(lines)).encode(), batch_size=8)
+    before = _by_number(runtime, tenant_id, 30)
+    assert all(b["digest"] is not None for b in before)
+    assert len({b["digest"] for b in before}) == 30
+    runtime.clock.advance(timedelta(hours=1))
+    with runtime.engine.begin() as conn:
+        service.set_time_zone(
+            conn, runtime.clock, tenant_id, int(before[5]["id"]), "Asia/Tokyo", actor="t"
+        )
+    changed_elsewhere = _by_number(runtime, tenant_id, 30)[5]
+    assert changed_elsewhere["zone"] == "Asia/Tokyo" and changed_elsewhere["digest"] is None
+    runtime.clock.advance(timedelta(hours=1))
+    lines[3] = "13800000003,改名,Asia/Shanghai,金卡\n"
+    again = _import(runtime, tenant_id, (header + "".join(lines)).encode(), batch_size=8)
+    assert (again.imported, again.updated) == (0, 30)
+    after = _by_number(runtime, tenant_id, 30)
+    written = {i for i in range(30) if after[i]["at"] != before[i]["at"]}
+    assert written == {3, 5}
+    assert after[3]["at"] == after[5]["at"] == runtime.clock.now()
+    assert after[3]["name"] == "改名" and after[3]["digest"] not in (None, before[3]["digest"])
+    assert after[5]["zone"] == "Asia/Shanghai" and after[5]["digest"] == before[5]["digest"]
+    assert [a["name"] for a in after[:3]] == ["名0", "名1", "名2"]
+
+
 def test_an_update_merges_attributes_and_keeps_what_a_row_leaves_empty(
     runtime: Runtime, tenant_id: int
 ) -> None:

@@ -32,9 +32,11 @@ _foreign = st.sampled_from(["+12025550123", "+447911123456", "+818012345678", "+
 
 
 def _make(e164: str, *fields: Any) -> Parsed:
-    name, gender, born, province, city, zone, attrs = fields
+    name, gender, born, province, city, zone, attrs, digest = fields
     index = RING.blind_index(e164, "tenant:7:phone")
-    return Parsed(e164, index, name, gender, born, province, city, zone, frozenset(), attrs)
+    return Parsed(
+        e164, index, name, gender, born, province, city, zone, frozenset(), attrs, True, digest
+    )
 
 
 _parsed = st.builds(
@@ -47,6 +49,7 @@ _parsed = st.builds(
     st.none() | st.text(min_size=1, max_size=32),
     st.none() | st.sampled_from(["Asia/Tokyo", "America/New_York"]),
     st.dictionaries(st.text(max_size=6), st.text(max_size=6) | st.integers(), max_size=3),
+    st.none() | st.binary(min_size=16, max_size=16),
 )
 
 
@@ -149,3 +152,56 @@ def test_reader_count_leaves_a_core_to_the_writer(
 ) -> None:
     options = importer.ImportOptions(readers=asked)
     assert importer.reader_count(options, cores=cores) == expected
+
+
+PLAN = importer.plan_mapping(["手机号", "姓名", "城市", "会员等级"], {}, {})
+# Cells a row accepts (no formula lead), with the separator among them.
+CELLS = st.lists(st.text(st.sampled_from("ab 1张三\x1f"), max_size=6), min_size=4, max_size=4)
+
+
+@given(CELLS, CELLS)
+def test_a_row_digest_is_equal_only_for_equal_cells(a: list[str], b: list[str]) -> None:
+    """Keyed, per tenant and mapping; the cells joined by U+001F, so a cell holding U+001F
+    gets none (two such rows could join alike) and is always written."""
+    parse = importer.row_parser(
+        PLAN, 0, RING.indexer("tenant:7:phone"), importer.row_digester(RING, 7, PLAN)
+    )
+    a[0] = b[0] = "13812345678"
+    pa, pb = parse(a), parse(b)
+    if any("\x1f" in c for c in a):
+        assert pa.digest is None
+        return
+    assert pa.digest is not None and len(pa.digest) == 16
+    if not any("\x1f" in c for c in b):
+        assert (pa.digest == pb.digest) == (a == b)
+
+
+def test_a_row_digest_depends_on_the_tenant_key_and_mapping() -> None:
+    joined = "13812345678\x1f张三\x1f上海\x1f金卡"
+    base = importer.row_digester(RING, 7, PLAN)(joined)
+    assert importer.row_digester(RING, 7, PLAN)(joined) == base
+    other_ring = KeyRing({"k1": bytes(range(32))}, "k1", b"j" * 32)
+    remapped = importer.plan_mapping(["手机号", "城市", "姓名", "会员等级"], {}, {})
+    for other in (
+        importer.row_digester(RING, 8, PLAN),
+        importer.row_digester(other_ring, 7, PLAN),
+        importer.row_digester(RING, 7, remapped),
+    ):
+        assert other(joined) != base
+
+
+def test_merged_rows_digest_both_in_order() -> None:
+    def row(digest: bytes | None) -> Parsed:
+        return Parsed("+8613812345678", b"k" * 32, digest=digest)
+
+    one, two = row(b"1" * 16), row(b"2" * 16)
+    one.merge(two)
+    again = row(b"1" * 16)
+    again.merge(row(b"2" * 16))
+    swapped = row(b"2" * 16)
+    swapped.merge(row(b"1" * 16))
+    assert one.digest == again.digest != swapped.digest
+    assert one.digest is not None and len(one.digest) == 16
+    unknown = row(b"1" * 16)
+    unknown.merge(row(None))
+    assert unknown.digest is None

@@ -16,8 +16,10 @@ each building every n-th batch. Each batch is:
    which are suppressed; new contacts are inserted in one ``executemany`` (PostgreSQL: one
    binary ``COPY`` of rows the reader packed), existing ones updated in one ``executemany``
    (PostgreSQL: staged by ``COPY`` and merged by the server, :meth:`_Writer.update_packed`;
-   ``COALESCE``: an empty cell never erases a stored value), tags inserted ignoring those
-   already there, and consent appended to the ledger.
+   ``COALESCE``: an empty cell never erases a stored value) unless the contact's
+   ``import_digest`` says it last had this very row (:func:`row_digester`; the database
+   clears the digest on any other update), tags inserted ignoring those already there, and
+   consent appended to the ledger.
 
 Before anything is written, a first pass reads the whole file (:func:`service.import_stream`):
 a file that is broken as a whole (a decoding error half-way, a 10 MB line, broken CSV) is refused
@@ -40,6 +42,7 @@ suppression list.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import marshal
@@ -127,6 +130,7 @@ NEW_COLUMNS = (
     "phone_index", "phone_cipher", "phone_masked", "country", "carrier", "mvno",
     "number_province", "number_city", "name_cipher", "name_masked", "gender", "birthday_cipher",
     "birth_month", "birth_day", "birth_decade", "province", "city", "attrs", "time_zone",
+    "import_digest",
 )  # fmt: skip
 
 
@@ -267,14 +271,21 @@ class Parsed:
     tags: set[str] | frozenset[str] = _NO_TAGS
     attrs: dict[str, Any] = field(default_factory=dict)
     first: bool = True  # the number's first row in the file
+    # The keyed digest of the file row (:func:`row_parser`); None: not known, always written.
+    digest: bytes | None = None
 
     def merge(self, later: Parsed) -> None:
         """Later non-empty values win; tags are united. (Tags and attributes are replaced, never
-        changed in place: a parsed row may share its empty ones with others.)"""
+        changed in place: a parsed row may share its empty ones with others.) The digest is of
+        both rows, in their order."""
         for name in ("name", "gender", "birthday", "province", "city", "time_zone"):
             value = getattr(later, name)
             if value is not None:
                 setattr(self, name, value)
+        if self.digest is not None and later.digest is not None:
+            self.digest = hashlib.blake2b(self.digest + later.digest, digest_size=16).digest()
+        else:
+            self.digest = None
         if later.tags:
             self.tags = self.tags | later.tags
         if later.attrs:
@@ -289,6 +300,30 @@ class RowProblem(Exception):
 # A cell that may be a formula starts with one of these (the exact test is ``is_formula``): one
 # search over the row's cells joined finds the rare candidates.
 _FORMULA_LEAD = re.compile("(?:^|\x1f)[=+\\-@\t\r]")
+# What a row's effect on its contact depends on besides its cells: the parsing rules. Changing
+# how a cell is read changes this, and every row is then written again once.
+_DIGEST_VERSION = "import-row:1"
+
+
+def row_digester(
+    keyring: KeyRing, tenant_id: int, plan: Sequence[Target | None]
+) -> Callable[[str], bytes]:
+    """The keyed digest of a row's cells joined by U+001F, under the tenant and the mapping:
+    equal digests mean the same cells read the same way, so the same effect on the contact
+    (an update is idempotent: COALESCE, attributes merged, tags united). Keyed (BLAKE2b, its
+    key derived from the index key), as the cells hold personal data; 16 bytes."""
+    mapping = json.dumps(
+        [None if t is None else [t.field, t.attribute, t.type] for t in plan], ensure_ascii=False
+    )
+    key = keyring.indexer(f"tenant:{tenant_id}:{_DIGEST_VERSION}")(mapping)
+    blake2b = hashlib.blake2b
+
+    def digest(joined: str) -> bytes:
+        return blake2b(joined.encode("utf-8"), key=key, digest_size=16).digest()
+
+    return digest
+
+
 _FIELD_PROBLEM = {
     "gender": "bad_gender",
     "birthday": "bad_birthday",
@@ -300,11 +335,16 @@ _EMPTY_ATTRS: dict[str, Any] = {}
 
 
 def row_parser(
-    plan: Sequence[Target | None], phone_at: int, index_of: Callable[[str], bytes]
+    plan: Sequence[Target | None],
+    phone_at: int,
+    index_of: Callable[[str], bytes],
+    digest_of: Callable[[str], bytes] | None = None,
 ) -> Callable[[list[str]], Parsed]:
     """The parser of one row's cells into its contact, or :class:`RowProblem`, for one plan:
     the mapped columns are listed once, not looked up for every row. Rows share an empty
-    attribute dict and an empty tag set (:meth:`Parsed.merge` replaces, never changes them)."""
+    attribute dict and an empty tag set (:meth:`Parsed.merge` replaces, never changes them).
+    ``digest_of`` (:func:`row_digester`) gives each row its digest, unless a cell holds the
+    separator itself (then two rows could join alike: no digest, always written)."""
     mapped = [
         (i, t.field, t.attribute or "", t.type)
         for i, t in enumerate(plan)
@@ -314,7 +354,8 @@ def row_parser(
     parse_value, lead = F.parse_value, _FORMULA_LEAD.search
 
     def parse(cells: list[str]) -> Parsed:
-        if lead("\x1f".join(cells)):
+        joined = "\x1f".join(cells)
+        if lead(joined):
             for c in cells:
                 if is_formula(c):
                     raise RowProblem("formula")
@@ -359,8 +400,24 @@ def row_parser(
                     zone = check_zone(text)
             except ValueError:
                 raise RowProblem(_FIELD_PROBLEM.get(kind, "bad_attribute")) from None
+        digest = (
+            digest_of(joined)
+            if digest_of is not None and joined.count("\x1f") == count - 1
+            else None
+        )
         return Parsed(
-            e164, index_of(e164), name, gender, born, province, city, zone, tags, attrs, True
+            e164,
+            index_of(e164),
+            name,
+            gender,
+            born,
+            province,
+            city,
+            zone,
+            tags,
+            attrs,
+            True,
+            digest,
         )
 
     return parse
@@ -615,6 +672,7 @@ class _Builder:
                 NULL_FIELD if p.city is None else text(p.city),
                 text(to_json(p.attrs) if p.attrs else "{}"),
                 NULL_FIELD if zone is None else text(zone),
+                NULL_FIELD if p.digest is None else bytea(p.digest),
             )
         )
 
@@ -683,6 +741,7 @@ class _Builder:
             p.city,
             to_json(p.attrs) if p.attrs else "{}",
             zone,
+            p.digest,
         )
 
 
@@ -709,11 +768,15 @@ class _Writer(_Builder):
 
     def existing(
         self, keys: list[bytes], *, attrs: bool = True
-    ) -> dict[bytes, tuple[int, dict[str, Any]]]:
-        """Ids (and, with ``attrs``, custom attributes; else ``{}``) of the contacts that exist."""
-        columns = ("phone_index", "id", "attrs") if attrs else ("phone_index", "id")
+    ) -> dict[bytes, tuple[int, dict[str, Any], bytes | None]]:
+        """The contacts that exist: their ids, custom attributes (with ``attrs``; else ``{}``)
+        and import digests."""
+        columns = ("phone_index", "id", "import_digest", *(("attrs",) if attrs else ()))
         rows = fetch_in(self.conn, self.scope, contacts, columns, "phone_index", keys, per_key=True)
-        return {r[0]: (int(r[1]), (r[2] if attrs else None) or {}) for r in rows}
+        return {
+            r[0]: (int(r[1]), (r[3] or {}) if attrs else {}, None if r[2] is None else bytes(r[2]))
+            for r in rows
+        }
 
     def suppressed(self, keys: list[bytes]) -> set[bytes]:
         return {k for k in keys if k in self.blocked}
@@ -731,6 +794,7 @@ class _Writer(_Builder):
             given_zone,
             row[_ZONE_AT],
             to_json(merged) if merged else "{}",
+            sqlite_blob(row[_DIGEST_AT]),
             cid,
         )
 
@@ -881,7 +945,9 @@ def live_suppressions(conn: Connection, tenant_id: int, now: datetime) -> set[by
 # (LATERAL … OFFSET 0 keeps the staged rows the outer side, one index descent each, whatever
 # the planner believes of the contacts), then reaches it by its tuple id. Custom attributes
 # merge on the server (later keys win, as in ``update_row``; attributes stored as anything but
-# an object are replaced, as ``update_row`` does).
+# an object are replaced, as ``update_row`` does). A contact whose import digest is the row's
+# is neither locked nor written (the writer has dropped most such rows already; this catches a
+# contact changed since its lookup, whose digest the trigger cleared).
 _STAGING = "hongyan_import_updates"
 _STAGE_UPDATES = (
     f"CREATE TEMPORARY TABLE {_STAGING} ON COMMIT DROP AS SELECT "  # noqa: S608 (our own names)
@@ -889,9 +955,12 @@ _STAGE_UPDATES = (
     + " FROM contacts WITH NO DATA"
 )
 _PG_LOCK_STAGED = f"""
-SELECT count(*) FROM (SELECT phone_index FROM {_STAGING} ORDER BY phone_index OFFSET 0) AS u
+SELECT count(*) FROM (
+    SELECT phone_index, import_digest FROM {_STAGING} ORDER BY phone_index OFFSET 0
+) AS u
 CROSS JOIN LATERAL (
     SELECT 1 FROM contacts AS t WHERE t.tenant_id = %s AND t.phone_index = u.phone_index
+    AND t.import_digest IS DISTINCT FROM u.import_digest
     OFFSET 0 FOR UPDATE
 ) AS t
 """  # noqa: S608 (our own names)
@@ -912,11 +981,13 @@ UPDATE contacts AS c SET
                  WHEN json_typeof(c.attrs) = 'object'
                  THEN (c.attrs::jsonb || v.attrs::jsonb)::json
                  ELSE v.attrs END,
+    import_digest = v.import_digest,
     updated_at = %s
 FROM (
     SELECT u.*, t.at FROM {_STAGING} AS u CROSS JOIN LATERAL (
         SELECT t.ctid AS at FROM contacts AS t
-        WHERE t.tenant_id = %s AND t.phone_index = u.phone_index OFFSET 0
+        WHERE t.tenant_id = %s AND t.phone_index = u.phone_index
+        AND t.import_digest IS DISTINCT FROM u.import_digest OFFSET 0
     ) AS t
 ) AS v
 WHERE c.ctid = v.at AND c.tenant_id = %s
@@ -939,10 +1010,12 @@ _UPDATED = (
 )  # fmt: skip
 _UPDATED_AT = [NEW_COLUMNS.index(name) for name in _UPDATED]
 _ZONE_AT = NEW_COLUMNS.index("time_zone")
+_DIGEST_AT = NEW_COLUMNS.index("import_digest")
 _SQLITE_UPDATE = (
     "UPDATE contacts SET updated_at = ?, "  # noqa: S608 (our own column names)
     + ", ".join(f"{name} = COALESCE(?, {name})" for name in _UPDATED)
-    + ", time_zone = COALESCE(?, time_zone, ?), attrs = ? WHERE id = ? AND tenant_id = ?"
+    + ", time_zone = COALESCE(?, time_zone, ?), attrs = ?, import_digest = ?"
+    + " WHERE id = ? AND tenant_id = ?"
 )
 
 
@@ -1029,7 +1102,10 @@ def produce(
     row_ctx = import_row_context(tenant_id)
     builder = _Builder(keyring, tenant_id, segments)
     size = max(1, options.batch_size)
-    parse = row_parser(plan, phone_at, keyring.indexer(phone_context(tenant_id)))
+    parse = row_parser(
+        plan, phone_at, keyring.indexer(phone_context(tenant_id)),
+        row_digester(keyring, tenant_id, plan),
+    )  # fmt: skip
     seal_row = keyring.sealer(row_ctx)
     pending: dict[bytes, Parsed] = {}
     stored: list[int] = []
@@ -1124,6 +1200,7 @@ def _first(row: tuple[Any, ...]) -> Any:
 _ATTRS_AT = NEW_COLUMNS.index("attrs")
 _PACKED_COUNT = struct.pack(">h", len(NEW_COLUMNS) + 4)  # and the tenant, source and times
 _INDEX_LENGTH = struct.pack(">i", 32)
+_PACKED_DIGEST = struct.pack(">i", 16)  # the length of a packed row's digest, its last field
 _PART_CACHE = 1 << 17
 
 
@@ -1169,8 +1246,11 @@ def consume(
         if hit is None:
             new_rows.append((index, row))
         elif isinstance(row, bytes):
-            (derived if zone is None else given).append(row)
-        else:
+            # The digest is the packed row's last field: a row its contact last had is not
+            # staged (the server checks again, for a contact changed since this lookup).
+            if hit[2] is None or row[-20:] != _PACKED_DIGEST + hit[2]:
+                (derived if zone is None else given).append(row)
+        elif hit[2] is None or hit[2] != row[_DIGEST_AT]:  # else the contact has it already
             attrs = json.loads(row[_ATTRS_AT])
             updates.append(w.update_row(hit[0], hit[1], row, attrs, zone))
     # In key order: consecutive B-tree inserts land on the same and neighbouring index pages.

@@ -695,6 +695,10 @@ contacts = sa.Table(
     # The person's IANA time zone (migration 0016): given (an import column, the API) or derived
     # from a foreign number that has exactly one; NULL means the tenant's zone.
     sa.Column("time_zone", sa.String(64), nullable=True),
+    # The keyed digest of the file row an import last applied (migration 0021): the same row
+    # again changes nothing, so it is not written again. Any update that leaves it as it is
+    # clears it (trigger contacts_import_digest_reset), so no other change is ever skipped.
+    sa.Column("import_digest", sa.LargeBinary(16), nullable=True),
     sa.UniqueConstraint("tenant_id", "phone_index", name="uq_contacts_number"),
     sa.Index("ix_contacts_tenant_created", "tenant_id", "created_at", "id"),
     # The few contacts with a zone of their own, read at every launch (index-only).

@@ -14,7 +14,7 @@ from openpyxl import Workbook
 from hongyan.contacts import fields, importer, service, suppression
 from hongyan.contacts.sources import ImportFileError
 from hongyan.db.scope import TenantScope, unscoped
-from hongyan.db.tables import consent_records, contact_imports, contacts
+from hongyan.db.tables import consent_records, contact_imports, contact_tags, contacts
 from hongyan.errors import ValidationFailed
 from hongyan.runtime import Runtime
 
@@ -226,9 +226,11 @@ def test_a_file_whose_csv_breaks_half_way_stores_nothing(
         assert caught.value.code == code
         assert "nothing was imported" in caught.value.message_en
         assert _contacts(runtime, tenant_id) == []
+        with runtime.engine.connect() as conn:  # not even the mapping's attribute (会员等级)
+            assert fields.attribute_definitions(conn, tenant_id) == []
 
 
-@pytest.mark.parametrize(("readers", "fail_at"), [(None, 3), (2, 3), (None, 4)])
+@pytest.mark.parametrize(("readers", "fail_at"), [(None, 3), (2, 3), (None, 4), (2, 4)])
 def test_failure_in_the_database_is_resumable(
     runtime: Runtime,
     tenant_id: int,
@@ -238,8 +240,9 @@ def test_failure_in_the_database_is_resumable(
     fail_at: int,
 ) -> None:
     """In process, and with two reader processes (the resumed run's numbers stored before
-    come from reader 0). A transaction holds two batches of 50 rows here: a failure in the
-    third batch or in the fourth (the third then uncommitted) leaves the first two stored."""
+    come from reader 0). On SQLite a transaction holds two batches of 50 rows here: a failure
+    in the third batch or in the fourth (the third then uncommitted) leaves the first two
+    stored; PostgreSQL commits every batch."""
     calls = {"n": 0}
     real = importer._Writer.insert
 
@@ -261,14 +264,17 @@ def test_failure_in_the_database_is_resumable(
     )  # fmt: skip
     with pytest.raises(RuntimeError):
         service.import_path(runtime, tenant_id, path, opts)
-    assert len(_contacts(runtime, tenant_id)) == 100  # the two batches committed before
+    read = 150 if fail_at == 4 and runtime.engine.dialect.name != "sqlite" else 100
+    stored = read - (read > 120)  # line 121 is refused
+    assert len(_contacts(runtime, tenant_id)) == stored  # the batches committed before
     with runtime.engine.connect() as conn:
         job = conn.execute(TenantScope(tenant_id).select(contact_imports)).mappings().one()
         granted = conn.execute(
             TenantScope(tenant_id).select(consent_records, sa.func.count())
         ).scalar_one()
     assert job["state"] == "failed" and job["error"]["code"] == "import_failed"
-    assert job["result"]["line"] == 101 and job["result"]["imported"] == 100 and granted == 100
+    assert job["result"]["line"] == read + 1 and job["result"]["imported"] == stored
+    assert granted == stored
     monkeypatch.setattr(importer._Writer, "insert", real)
     other = tmp_path / "other.csv"
     other.write_bytes((HEADER + "13900000000,x,,,,,\n").encode())
@@ -288,8 +294,9 @@ def test_failure_in_the_database_is_resumable(
 
 
 def test_commits_per_transaction_size(runtime: Runtime, tenant_id: int) -> None:
-    """Progress is reported at each commit: every batch on PostgreSQL, every
-    SQLITE_TRANSACTION_ROWS rows on SQLite; ``transaction_rows`` sets it (whole batches)."""
+    """Progress is reported at each commit: every batch on PostgreSQL, and on SQLite too when
+    the batches are made in this process (the next is never waiting); ``transaction_rows``
+    fixes the size on SQLite (whole batches)."""
     rows = "".join(f"138{i:08d},名{i},,,,,\n" for i in range(150)).encode()
     seen: dict[int | None, list[int]] = {}
     for size in (None, 50, 60, 1):
@@ -300,9 +307,9 @@ def test_commits_per_transaction_size(runtime: Runtime, tenant_id: int) -> None:
             progress=lambda r, commits=commits: commits.append(r.rows),  # type: ignore[misc]
         )  # fmt: skip
     sqlite = runtime.engine.dialect.name == "sqlite"
-    assert seen[None] == ([150] if sqlite else [50, 100, 150])
-    assert seen[50] == seen[1] == [50, 100, 150]
-    assert seen[60] == [100, 150]  # whole batches: the second fills the first transaction
+    assert seen[None] == seen[50] == seen[1] == [50, 100, 150]
+    # whole batches: the second fills the first transaction
+    assert seen[60] == ([100, 150] if sqlite else [50, 100, 150])
     assert len(_contacts(runtime, tenant_id)) == 150
 
 
@@ -556,8 +563,18 @@ def test_a_reimport_writes_only_the_contacts_it_changes(runtime: Runtime, tenant
     assert changed_elsewhere["zone"] == "Asia/Tokyo" and changed_elsewhere["digest"] is None
     runtime.clock.advance(timedelta(hours=1))
     lines[3] = "13800000003,改名,Asia/Shanghai,金卡\n"
-    again = _import(runtime, tenant_id, (header + "".join(lines)).encode(), batch_size=8)
+    again = _import(
+        runtime, tenant_id, (header + "".join(lines)).encode(), batch_size=8, tags=("回购",),
+        consent_source="门店", consent_proof="勾选",
+    )  # fmt: skip
     assert (again.imported, again.updated) == (0, 30)
+    with runtime.engine.connect() as conn:  # tags and consent are written for every row
+        scope = TenantScope(tenant_id)
+        granted = conn.execute(scope.select(consent_records, sa.func.count())).scalar_one()
+        tagged = conn.execute(
+            scope.select(contact_tags, sa.func.count()).where(contact_tags.c.tag == "回购")
+        ).scalar_one()
+    assert granted == tagged == 30
     after = _by_number(runtime, tenant_id, 30)
     written = {i for i in range(30) if after[i]["at"] != before[i]["at"]}
     assert written == {3, 5}
@@ -722,3 +739,18 @@ def test_a_batch_crosses_to_the_writer_unchanged() -> None:
     assert type(back.items[0]) is tuple and type(back.items[0][3]) is tuple
     with pytest.raises(ValueError):
         importer._batch_bytes(importer.Batch(line=1, fraction=0.0, items=[(object(),)]))  # type: ignore[list-item]
+
+
+def test_a_sqlite_transaction_takes_the_next_batch_only_when_it_waits() -> None:
+    """importer._hold: more batches while the transaction is young, under the row limit and
+    the next batch is already waiting; a fixed transaction_rows decides alone."""
+    waiting, absent = importer._Probe(), importer._Probe()
+    waiting.ready = lambda: True
+    hold, rows, young = importer._hold, importer.SQLITE_TRANSACTION_ROWS, 0.1
+    default = importer.ImportOptions()
+    assert hold(default, 25_000, young, waiting)
+    assert not hold(default, 25_000, young, absent)
+    assert not hold(default, rows, young, waiting)
+    assert not hold(default, 25_000, importer.SQLITE_TRANSACTION_SECONDS, waiting)
+    fixed = importer.ImportOptions(transaction_rows=100)
+    assert hold(fixed, 99, 60.0, absent) and not hold(fixed, 100, 0.0, waiting)

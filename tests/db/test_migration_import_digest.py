@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from hongyan.db import migrate
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import contacts
+from hongyan.db.tables import contact_tags, contacts
 from hongyan.runtime import Runtime
 
 
@@ -57,7 +57,14 @@ def test_any_other_update_clears_the_digest(runtime: Runtime, tenant_id: int) ->
 def test_the_digest_goes_and_comes_back(runtime: Runtime, tenant_id: int) -> None:
     from alembic import command
 
-    _contact(runtime, tenant_id)
+    cid = _contact(runtime, tenant_id)
+    scope = TenantScope(tenant_id)
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            scope.insert(contact_tags).values(
+                contact_id=cid, tag="VIP", created_at=runtime.clock.now()
+            )
+        )
     cfg = migrate._config()
     with runtime.engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -66,6 +73,10 @@ def test_the_digest_goes_and_comes_back(runtime: Runtime, tenant_id: int) -> Non
     assert "import_digest" not in columns
     with runtime.engine.begin() as conn:  # the trigger went with it: updates still work
         conn.execute(TenantScope(tenant_id).update(contacts).values(city="上海"))
+    with runtime.engine.connect() as conn:  # the contact's tags stayed (no table rebuild)
+        assert conn.execute(scope.select(contact_tags, contact_tags.c.tag)).scalars().all() == [
+            "VIP"
+        ]
     assert migrate.upgrade(runtime.engine) == migrate.head_revision()
     assert _digest(runtime, tenant_id, {"import_digest": b"e" * 16}) == b"e" * 16
     assert _digest(runtime, tenant_id, {"city": "广州"}) is None

@@ -24,13 +24,13 @@ each building every n-th batch. Each batch is:
 Before anything is written, a first pass reads the whole file (:func:`service.import_stream`):
 a file that is broken as a whole (a decoding error half-way, a 10 MB line, broken CSV) is refused
 and nothing is stored. Then each transaction stores whole batches (one on PostgreSQL; on SQLite
-about 100,000 rows, :data:`SQLITE_TRANSACTION_ROWS`, as each commit rewrites the index pages it
-dirtied) and records how far the import got (the line and the counters), so a crash or a
-database error half-way leaves an import that says ``failed`` with the reason and the batches
-stored so far, and that is *resumed* from the next batch (``hongyan contacts import FILE
---resume ID``, the same file checked by its SHA-256): never half-applied silently. Transactions
-of a few seconds at most also keep SQLite's single writer free for the dispatcher and the
-console between them.
+more while the next is ready, up to :data:`SQLITE_TRANSACTION_ROWS`, as each commit rewrites the
+index pages it dirtied: :func:`_hold`) and records how far the import got (the line and the
+counters), so a crash or a database error half-way leaves an import that says ``failed`` with
+the reason and the batches stored so far, and that is *resumed* from the next batch (``hongyan
+contacts import FILE --resume ID``, the same file checked by its SHA-256): never half-applied
+silently. Transactions of two or three seconds at most keep SQLite's single writer free for
+the dispatcher and the console between them.
 
 Importing a suppressed number never revives it: the suppression stays and no consent is granted
 for it. Counters: every data row is exactly one of ``invalid``,
@@ -102,8 +102,10 @@ from hongyan.security import audit
 from hongyan.security.keyring import KeyRing, mask_phone
 
 BATCH = 25_000
-# On SQLite a transaction holds batches until it has this many rows (see _run).
+# On SQLite a transaction takes more batches while it holds fewer rows and is younger than
+# this, and the next batch is ready (see _hold).
 SQLITE_TRANSACTION_ROWS = 100_000
+SQLITE_TRANSACTION_SECONDS = 2.0
 SAMPLE_ERRORS = 20
 MAX_NAME = 100
 
@@ -300,8 +302,9 @@ class RowProblem(Exception):
 # A cell that may be a formula starts with one of these (the exact test is ``is_formula``): one
 # search over the row's cells joined finds the rare candidates.
 _FORMULA_LEAD = re.compile("(?:^|\x1f)[=+\\-@\t\r]")
-# What a row's effect on its contact depends on besides its cells: the parsing rules. Changing
-# how a cell is read changes this, and every row is then written again once.
+# What a row's effect on its contact depends on besides its cells and the mapping: the rules
+# of reading a cell and of applying a row (COALESCE, attributes merged, the zone rule). Change
+# this with either, and every row is written again once.
 _DIGEST_VERSION = "import-row:1"
 
 
@@ -440,8 +443,9 @@ class ImportOptions:
     pipeline: bool | None = None
     # How many reader processes a pipelined import starts: None, one per core (at most four).
     readers: int | None = None
-    # Rows a transaction holds before it commits (whole batches, at least one): None is one
-    # batch on PostgreSQL and SQLITE_TRANSACTION_ROWS on SQLite.
+    # SQLite: the rows a transaction holds before it commits (whole batches, at least one);
+    # None decides by size, age and whether the next batch is ready (_hold). PostgreSQL commits
+    # every batch (its locks are taken in blind-index order per batch).
     transaction_rows: int | None = None
 
     def check(self) -> None:
@@ -746,7 +750,7 @@ class _Builder:
 
 
 class _Writer(_Builder):
-    """Writes one batch of merged contacts set-based, inside the batch's transaction."""
+    """Writes one batch of merged contacts set-based, inside its transaction."""
 
     def __init__(
         self,
@@ -945,9 +949,11 @@ def live_suppressions(conn: Connection, tenant_id: int, now: datetime) -> set[by
 # (LATERAL … OFFSET 0 keeps the staged rows the outer side, one index descent each, whatever
 # the planner believes of the contacts), then reaches it by its tuple id. Custom attributes
 # merge on the server (later keys win, as in ``update_row``; attributes stored as anything but
-# an object are replaced, as ``update_row`` does). A contact whose import digest is the row's
-# is neither locked nor written (the writer has dropped most such rows already; this catches a
-# contact changed since its lookup, whose digest the trigger cleared).
+# an object are replaced, as ``update_row`` does). Rows whose contact had the same digest at
+# the writer's lookup are not staged (:func:`consume`); every staged contact is locked and
+# written, so the lock order holds (a reviewer showed that leaving equal-digest contacts
+# unlocked let a contact changed meanwhile be locked by the update, out of order: a
+# deadlock between two imports).
 _STAGING = "hongyan_import_updates"
 _STAGE_UPDATES = (
     f"CREATE TEMPORARY TABLE {_STAGING} ON COMMIT DROP AS SELECT "  # noqa: S608 (our own names)
@@ -955,12 +961,9 @@ _STAGE_UPDATES = (
     + " FROM contacts WITH NO DATA"
 )
 _PG_LOCK_STAGED = f"""
-SELECT count(*) FROM (
-    SELECT phone_index, import_digest FROM {_STAGING} ORDER BY phone_index OFFSET 0
-) AS u
+SELECT count(*) FROM (SELECT phone_index FROM {_STAGING} ORDER BY phone_index OFFSET 0) AS u
 CROSS JOIN LATERAL (
     SELECT 1 FROM contacts AS t WHERE t.tenant_id = %s AND t.phone_index = u.phone_index
-    AND t.import_digest IS DISTINCT FROM u.import_digest
     OFFSET 0 FOR UPDATE
 ) AS t
 """  # noqa: S608 (our own names)
@@ -986,8 +989,7 @@ UPDATE contacts AS c SET
 FROM (
     SELECT u.*, t.at FROM {_STAGING} AS u CROSS JOIN LATERAL (
         SELECT t.ctid AS at FROM contacts AS t
-        WHERE t.tenant_id = %s AND t.phone_index = u.phone_index
-        AND t.import_digest IS DISTINCT FROM u.import_digest OFFSET 0
+        WHERE t.tenant_id = %s AND t.phone_index = u.phone_index OFFSET 0
     ) AS t
 ) AS v
 WHERE c.ctid = v.at AND c.tenant_id = %s
@@ -1021,11 +1023,11 @@ _SQLITE_UPDATE = (
 
 # One number of a batch, merged and encrypted, ready to insert or update: (blind index, first
 # appearance in the file?, tags, the NEW_COLUMNS row as the driver takes it, the time zone the
-# file gave). A plain tuple: batches cross a process boundary, and tuples pickle several times
-# faster. For PostgreSQL the row is packed (:func:`contacts_packer`): a bytes object per row
-# crosses the boundary at a fraction of the cost of a tuple of twenty values. The attributes
-# travel only inside the row, as JSON text (an update reads them back from it): a dict per row
-# cost the writer some 1.5 µs more to unpickle.
+# file gave). A plain tuple of plain values: batches cross a process boundary as marshal bytes
+# (:func:`_batch_bytes`). For PostgreSQL the row is packed (:func:`contacts_packer`): a bytes
+# object per row crosses the boundary at a fraction of the cost of a tuple of twenty values.
+# The attributes travel only inside the row, as JSON text (an update reads them back from it):
+# a dict per row cost the writer some 1.5 µs more to unpickle.
 Prepared = tuple[bytes, bool, tuple[str, ...], tuple[Any, ...] | bytes, str | None]
 _packer: list[PackedRows] = []
 _consent_packer: list[PackedRows] = []
@@ -1246,8 +1248,9 @@ def consume(
         if hit is None:
             new_rows.append((index, row))
         elif isinstance(row, bytes):
-            # The digest is the packed row's last field: a row its contact last had is not
-            # staged (the server checks again, for a contact changed since this lookup).
+            # The digest is the packed row's last field: a row its contact last had (at this
+            # lookup) is not staged. A change someone makes after the lookup stands: as if it
+            # came after this import, whose update would have changed nothing.
             if hit[2] is None or row[-20:] != _PACKED_DIGEST + hit[2]:
                 (derived if zone is None else given).append(row)
         elif hit[2] is None or hit[2] != row[_DIGEST_AT]:  # else the contact has it already
@@ -1327,9 +1330,9 @@ def run(
     resume: bool = False,
     pipeline: Pipeline | None = None,
 ) -> ImportResult:
-    """Import ``source`` as job ``import_id`` (made by :func:`create_job`), one transaction per
-    batch, each also recording how far the import got. ``resume``: go on from the last
-    committed batch of a failed run of the same file."""
+    """Import ``source`` as job ``import_id`` (made by :func:`create_job`), in transactions of
+    whole batches (:func:`_hold`), each also recording how far the import got. ``resume``: go
+    on from the last committed batch of a failed run of the same file."""
     options.check()
     started = time.perf_counter()
     result = ImportResult(import_id)
@@ -1350,10 +1353,11 @@ def run(
     with _live_lock:
         _live[import_id] = result
     _set_job(engine, tenant_id, import_id, state="running", started_at=clock.now(), error=None)
+    opened: list[Iterator[Batch]] = []
     try:
         _run(
             engine, keyring, clock, tenant_id, source, options, result, progress, started, skip,
-            pipeline,
+            pipeline, opened,
         )  # fmt: skip
     except HongyanError as exc:
         result.state = "failed"
@@ -1376,6 +1380,8 @@ def run(
         )  # fmt: skip
         raise
     finally:
+        for readers in opened:  # (a failed run's traceback would keep them waiting)
+            readers.close()  # type: ignore[attr-defined]  # a generator
         with _live_lock:
             _live.pop(import_id, None)
     return result
@@ -1395,6 +1401,23 @@ def _errors(
         )
 
 
+def _hold(options: ImportOptions, rows: int, seconds: float, probe: _Probe) -> bool:
+    """SQLite: whether the open transaction takes the next batch too. Each transaction stores
+    whole batches and how far the import got (the line and the counters), so a failure rolls
+    back to the last commit and a resumed run starts there. A commit costs much on SQLite:
+    random blind indexes dirty pages all over their indexes in every batch, and each commit
+    writes those pages to the WAL again; holding four batches made a million-row import 13 %
+    faster at the same memory. But the transaction holds the single write lock, which the
+    dispatcher and the console wait for (busy_timeout: ten seconds): so it goes on only while
+    it is young, under :data:`SQLITE_TRANSACTION_ROWS`, and the next batch is already waiting
+    in a reader's queue (never while one is being read: an XLSX batch read in-process, or a
+    reader behind the writer, had kept the lock for seconds). ``transaction_rows`` fixes the
+    size instead (tests)."""
+    if options.transaction_rows:
+        return rows < options.transaction_rows
+    return rows < SQLITE_TRANSACTION_ROWS and seconds < SQLITE_TRANSACTION_SECONDS and probe.ready()
+
+
 def _run(
     engine: Engine,
     keyring: KeyRing,
@@ -1407,6 +1430,7 @@ def _run(
     started: float,
     skip: int,
     pipeline: Pipeline | None,
+    opened: list[Iterator[Batch]],
 ) -> None:
     scope = TenantScope(tenant_id)
     now = clock.now()
@@ -1416,6 +1440,7 @@ def _run(
     plan = plan_mapping(source.header, options.mapping, definitions)
     result.columns = describe_mapping(source.header, plan)
     packed = engine.dialect.name == "postgresql"
+    probe = _Probe()
     if pipeline is None:
         batches = in_file_order(
             produce(
@@ -1424,7 +1449,9 @@ def _run(
             )
         )  # fmt: skip
     else:
-        batches = in_file_order(_from_readers(pipeline, tenant_id, plan, options, skip, packed))
+        readers = _from_readers(pipeline, tenant_id, plan, options, skip, packed, probe)
+        opened.append(readers)  # closed by run(), which stops the readers, however it ends
+        batches = in_file_order(readers)
     # The first batch comes once the whole file was read through (pipelined, by _from_readers
     # while its readers start), so a broken file stores nothing, not even the attribute
     # definitions of its mapping.
@@ -1448,21 +1475,15 @@ def _run(
             and conn.execute(scope.select(contacts, contacts.c.id).limit(1)).first() is None
         )
     sqlite = engine.dialect.name == "sqlite"
-    # Each transaction stores whole batches and how far the import got (the line and the
-    # counters), so a failure rolls back to the last commit and a resumed run starts there. On
-    # SQLite a commit costs much: random blind indexes dirty pages all over their indexes in
-    # every batch, and each commit writes those pages to the WAL again. Holding four batches
-    # (about two seconds of the single write lock, which the dispatcher and the console wait
-    # for, busy_timeout being ten) made a million-row import 13 % faster at the same memory.
-    per_transaction = options.transaction_rows or (SQLITE_TRANSACTION_ROWS if sqlite else 1)
     with engine.connect() as conn:
         conn.execution_options(**{BEGIN_IMMEDIATE: True})  # SQLite: as engine.begin() does
-        held = 0
+        held, began = 0, 0.0
         for batch in itertools.chain([first] if first else [], batches):
             if batch.rows == 0 and not batch.items:  # (the last batch, when a full one ended)
                 continue
             if not conn.in_transaction():
                 conn.begin()
+                began = time.monotonic()
                 if sqlite:
                     # A 32 MB page cache (128 MB was no faster: the operating system's cache
                     # serves the rest), and a WAL that holds several transactions before a
@@ -1481,7 +1502,7 @@ def _run(
                 .values(result={**result.counters(), "line": line})
             )
             held += max(1, batch.rows)
-            if held >= per_transaction:
+            if not (sqlite and _hold(options, held, time.monotonic() - began, probe)):
                 conn.commit()
                 held = 0
                 if progress:
@@ -1575,6 +1596,14 @@ def _reader_main(
         queue.put(("crash", f"{type(exc).__name__}: {exc}"))
 
 
+class _Probe:
+    """Whether the next batch is already waiting in its reader's queue (set by
+    :func:`_from_readers`; without readers, never: the next batch is yet to be made)."""
+
+    def __init__(self) -> None:
+        self.ready: Callable[[], bool] = lambda: False
+
+
 def _from_readers(
     pipeline: Pipeline,
     tenant_id: int,
@@ -1582,6 +1611,7 @@ def _from_readers(
     options: ImportOptions,
     skip: int,
     packed: bool,
+    probe: _Probe | None = None,
 ) -> Iterator[Batch]:
     """The batches of ``reader_count`` reader processes, taken in turn (reader j builds batches
     j, j + n …), so in file order. The first batch is taken once this process has read the
@@ -1609,10 +1639,12 @@ def _from_readers(
     ]
     for reader in readers:
         reader.start()
+    turn = 0
+    if probe is not None:
+        probe.ready = lambda: not channels[turn % n].empty()
     try:
         with open(pipeline.path, "rb") as stream:
             check_whole(stream, open_table(stream, pipeline.size))
-        turn = 0
         while True:
             j = turn % n
             try:

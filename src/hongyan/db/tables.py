@@ -698,6 +698,7 @@ contacts = sa.Table(
     # The keyed digest of the file row an import last applied (migration 0021): the same row
     # again changes nothing, so it is not written again. Any update that leaves it as it is
     # clears it (trigger contacts_import_digest_reset), so no other change is ever skipped.
+    # (A SQLite table rebuild drops that trigger: see migration 0021.)
     sa.Column("import_digest", sa.LargeBinary(16), nullable=True),
     sa.UniqueConstraint("tenant_id", "phone_index", name="uq_contacts_number"),
     sa.Index("ix_contacts_tenant_created", "tenant_id", "created_at", "id"),

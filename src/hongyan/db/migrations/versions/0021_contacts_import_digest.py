@@ -19,10 +19,12 @@ branch_labels = None
 depends_on = None
 
 # An update that does not set import_digest to something new (the console setting a time zone,
-# key rotation, forget, a future writer) clears it: the digest then no longer describes the
-# contact, and the next import of that row writes it again. Done by the database, so no writer
-# has to remember it. The import's own updates change the digest, and the WHEN clause spares
-# them the call.
+# key rotation, the zone backfill, a future writer) clears it: the digest then no longer
+# describes the contact, and the next import of that row writes it again. Done by the database,
+# so no writer has to remember it. The import's own updates change the digest, and the WHEN
+# clause spares them the call. (Forget deletes the contact.) On SQLite a table rebuild (a
+# batch_alter_table of contacts) drops the trigger: a later migration doing one must create it
+# again (tests/db/test_migration_import_digest.py checks it at head).
 PG_FUNCTION = """
 CREATE FUNCTION hongyan_contacts_import_digest_reset() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -65,7 +67,9 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         _run("DROP TRIGGER contacts_import_digest_reset ON contacts")
         _run("DROP FUNCTION hongyan_contacts_import_digest_reset()")
+        op.drop_column("contacts", "import_digest")
     else:
         _run("DROP TRIGGER contacts_import_digest_reset")
-    with op.batch_alter_table("contacts", schema=None) as batch_op:
-        batch_op.drop_column("import_digest")
+        # Natively (SQLite 3.35+), not by rebuilding the table: its DROP TABLE would cascade
+        # to contact_tags with foreign keys on (a reviewer found the tags gone).
+        _run("ALTER TABLE contacts DROP COLUMN import_digest")

@@ -52,7 +52,7 @@ import struct
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any
@@ -409,19 +409,9 @@ def row_parser(
             else None
         )
         return Parsed(
-            e164,
-            index_of(e164),
-            name,
-            gender,
-            born,
-            province,
-            city,
-            zone,
-            tags,
-            attrs,
-            True,
-            digest,
-        )
+            e164, index_of(e164), name, gender, born, province, city, zone, tags, attrs,
+            digest=digest,
+        )  # fmt: skip
 
     return parse
 
@@ -1353,7 +1343,7 @@ def run(
     with _live_lock:
         _live[import_id] = result
     _set_job(engine, tenant_id, import_id, state="running", started_at=clock.now(), error=None)
-    opened: list[Iterator[Batch]] = []
+    opened: list[Generator[Batch, None, None]] = []
     try:
         _run(
             engine, keyring, clock, tenant_id, source, options, result, progress, started, skip,
@@ -1381,7 +1371,7 @@ def run(
         raise
     finally:
         for readers in opened:  # (a failed run's traceback would keep them waiting)
-            readers.close()  # type: ignore[attr-defined]  # a generator
+            readers.close()
         with _live_lock:
             _live.pop(import_id, None)
     return result
@@ -1430,7 +1420,7 @@ def _run(
     started: float,
     skip: int,
     pipeline: Pipeline | None,
-    opened: list[Iterator[Batch]],
+    opened: list[Generator[Batch, None, None]],
 ) -> None:
     scope = TenantScope(tenant_id)
     now = clock.now()
@@ -1612,7 +1602,7 @@ def _from_readers(
     skip: int,
     packed: bool,
     probe: _Probe | None = None,
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """The batches of ``reader_count`` reader processes, taken in turn (reader j builds batches
     j, j + n …), so in file order. The first batch is taken once this process has read the
     whole file through (:func:`check_whole`), so nothing is written until the file is known to

@@ -132,6 +132,32 @@ def test_xlsx(runtime: Runtime, tenant_id: int, tmp_path: Path) -> None:
     assert "+86 139 0000 1111" in csv
 
 
+def test_xlsx_as_excel_writes_it(runtime: Runtime, tenant_id: int, tmp_path: Path) -> None:
+    """Shared strings, a number typed as a number, and a birthday in Chinese Excel's date format
+    (yyyy"年"m"月"d"日"), which is stored as a date, not as its serial number."""
+    from datetime import date
+
+    import xlsxwriter
+
+    path = tmp_path / "会员.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    sheet = book.add_worksheet("会员")
+    born = book.add_format({"num_format": 'yyyy"年"m"月"d"日"'})
+    sheet.write_row(0, 0, ["手机号", "姓名", "生日", "城市"])
+    sheet.write_number(1, 0, 13812345678)
+    sheet.write_rich_string(1, 1, "李", book.add_format({"bold": True}), "小龙")
+    sheet.write_datetime(1, 2, date(1990, 5, 6), born)
+    sheet.write_string(1, 3, "上海")
+    sheet.write_string(2, 0, "139 0000 1111")
+    sheet.write_string(2, 2, "不详")
+    book.close()
+    result = service.import_path(runtime, tenant_id, path, importer.ImportOptions())
+    assert (result.imported, result.invalid) == (1, 1)
+    assert [(e["line"], e["reason"]) for e in result.errors] == [(3, "bad_birthday")]
+    [c] = _contacts(runtime, tenant_id)
+    assert (c["name_masked"], c["city"], c["birth_month"], c["birth_day"]) == ("李**", "上海", 5, 6)
+
+
 def test_suppressed_numbers_stay_suppressed(runtime: Runtime, tenant_id: int) -> None:
     with runtime.engine.begin() as conn:
         suppression.add(

@@ -15,9 +15,8 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from typing import IO, Any
 
 from hongyan.errors import ValidationFailed
@@ -66,16 +65,15 @@ class Table:
     header: list[str]
     rows: Iterator[tuple[int, list[str]]]
     total_bytes: int = 0
-    total_rows: int | None = None  # known up front for XLSX
     _counter: _Counting | None = field(default=None, repr=False)
-    _rows_seen: list[int] = field(default_factory=lambda: [0], repr=False)
+    _fraction: Callable[[], float] | None = field(default=None, repr=False)  # an XLSX's
 
     def fraction(self) -> float:
         """How far through the file the reader is, 0 … 1."""
         if self._counter is not None and self.total_bytes:
             return min(1.0, self._counter.consumed / self.total_bytes)
-        if self.total_rows:
-            return min(1.0, self._rows_seen[0] / self.total_rows)
+        if self._fraction is not None:
+            return self._fraction()
         return 0.0
 
 
@@ -197,72 +195,22 @@ def _open_csv(stream: IO[bytes], encoding: str, head: bytes, total_bytes: int) -
     return Table("csv", encoding, header, it, total_bytes=total_bytes, _counter=counter)
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        return str(int(value))  # 13812345678 typed as a number shows as 1.38E+10 in Excel
-    if isinstance(value, datetime):
-        return value.date().isoformat() if value.time() == datetime.min.time() else str(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
-
-
 def _open_xlsx(stream: IO[bytes]) -> Table:
-    import zipfile
+    from hongyan.contacts.xlsx import first_sheet
 
-    from openpyxl import load_workbook
-
-    try:
-        book = load_workbook(stream, read_only=True, data_only=False)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise _fail(
-            "import_file_type",
-            f"This is not a readable XLSX workbook ({type(exc).__name__})",
-            "这不是可读取的 XLSX 工作簿",
-        ) from None
-    sheet = book.worksheets[0] if book.worksheets else None
-    if sheet is None:
-        raise _fail("import_empty", "The workbook has no sheet", "工作簿没有工作表")
-    total = sheet.max_row
-    seen = [0]
+    sheet = first_sheet(stream)
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        try:
-            for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-                seen[0] = number
-                cells = [_cell(v) for v in values]
-                while cells and cells[-1] == "":
-                    cells.pop()
-                if not cells or not any(c.strip() for c in cells):
-                    continue
-                if len(cells) > MAX_COLUMNS or any(len(c) > MAX_LINE for c in cells):
-                    raise _fail(
-                        "import_line_too_long",
-                        f"Row {number} is too long; nothing was imported",
-                        f"第 {number} 行过长，整个文件未导入",
-                        line=number,
-                    )
+        for number, cells in sheet.rows:  # (no trailing empty cell)
+            if "".join(cells).strip():  # not only blank cells
                 yield number, cells
-        finally:
-            book.close()
 
     it = rows()
     try:
         _line, header = next(it)
     except StopIteration:
         raise _fail("import_empty", "The sheet has no rows", "工作表没有数据行") from None
-    return Table(
-        "xlsx",
-        None,
-        [h.strip() for h in header],
-        it,
-        total_rows=total,
-        _rows_seen=seen,
-    )
+    return Table("xlsx", None, [h.strip() for h in header], it, _fraction=sheet.fraction)
 
 
 # -- writing a CSV people open in Excel ------------------------------------------------------------

@@ -162,3 +162,24 @@ def test_patch_a_contacts_time_zone(client: TestClient, runtime: Runtime) -> Non
     assert client.patch(url, headers=auth(other), json={"time_zone": None}).status_code == 404
     r = client.patch(url, headers=auth(key), json={"time_zone": None})
     assert r.json()["time_zone"] is None
+
+
+def test_resume_answers_only_for_a_failed_import_of_ones_own(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """Resuming (tests/contacts/test_import.py runs one through) is refused for an import that
+    finished, and another tenant's import is not found."""
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    _, other = _tenant_with_key(runtime, "bakery", Role.OPERATOR)
+    r = client.post(
+        "/api/v1/contacts/imports",
+        headers=auth(key),
+        files={"file": ("people.csv", CSV.encode(), "text/csv")},
+    )
+    job = _wait(client, key, r.json()["id"])
+    assert job["state"] == "done"
+    url = f"/api/v1/contacts/imports/{job['id']}/resume"
+    refused = client.post(url, headers=auth(key))
+    assert refused.status_code == 422 and "resumed" in refused.json()["message"]["en"]
+    assert client.post(url, headers=auth(other)).status_code == 404
+    assert client.post("/api/v1/contacts/imports/999/resume", headers=auth(key)).status_code == 404

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from hongyan.contacts import events, service
+from hongyan.contacts import events, importer, service
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import contact_events
 from hongyan.runtime import Runtime
@@ -112,6 +112,51 @@ def test_import_file_is_resumable(runtime: Runtime, tenant_id: int) -> None:
     assert out["errors"] == [{"line": 32, "field": "occurred_at"}]
     again = events.import_file(runtime, tenant_id, io.BytesIO(data), "e.csv", batch_size=7)
     assert (again["accepted"], again["duplicates"]) == (0, 30)
+
+
+def test_a_file_broken_half_way_stores_no_event(runtime: Runtime, tenant_id: int) -> None:
+    """A 70 KiB line at line 22 once left the 20 events before it stored under a message saying
+    nothing was; the whole file is now read first."""
+    from hongyan.contacts.sources import ImportFileError
+
+    lines = ["event_id,kind,phone,occurred_at"]
+    lines += [f"e{i},browse,1390000{i:04d},2026-11-01T10:00:00+08:00" for i in range(20)]
+    lines.append("e99,browse,13900009999," + "x" * (70 * 1024))
+    data = ("\n".join(lines) + "\n").encode()
+    with pytest.raises(ImportFileError) as caught:
+        events.import_file(runtime, tenant_id, io.BytesIO(data), "e.csv", batch_size=5)
+    assert caught.value.code == "import_line_too_long"
+    with runtime.engine.connect() as conn:
+        stored = conn.execute(
+            TenantScope(tenant_id).select(contact_events, sa.func.count())
+        ).scalar_one()
+    assert stored == 0
+
+
+def test_a_failure_half_way_says_what_was_stored(
+    runtime: Runtime, tenant_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, calls = events.ingest, {"n": 0}
+
+    def failing(*args, **kw):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("connection lost")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(events, "ingest", failing)
+    lines = ["event_id,kind,phone,occurred_at"]
+    lines += [f"e{i},browse,1390000{i:04d},2026-11-01T10:00:00+08:00" for i in range(20)]
+    data = ("\n".join(lines) + "\n").encode()
+    with pytest.raises(RuntimeError):
+        events.import_file(runtime, tenant_id, io.BytesIO(data), "e.csv", batch_size=5)
+    with runtime.engine.connect() as conn:
+        [job] = importer.list_jobs(conn, tenant_id)
+        job = importer.get_job(conn, tenant_id, job["id"])
+    assert job["state"] == "failed" and "after storing 10 events" in job["error"]["message"]["en"]
+    monkeypatch.setattr(events, "ingest", real)
+    again = events.import_file(runtime, tenant_id, io.BytesIO(data), "e.csv", batch_size=5)
+    assert (again["accepted"], again["duplicates"]) == (10, 10)
 
 
 class _Blind:

@@ -129,7 +129,8 @@ def test_xlsx(runtime: Runtime, tenant_id: int, tmp_path: Path) -> None:
         csv = importer.error_rows_csv(conn, runtime.keyring, tenant_id, result.import_id).decode()
     assert csv.startswith("\ufeff手机,客户姓名,积分,生日,line,reason,message")
     assert "'=HYPERLINK" in csv  # the formula is escaped in the error file
-    assert "+86 139 0000 1111" in csv
+    assert "139****1111" in csv  # the number masked, as everywhere but a data export
+    assert "1111" in csv and "13900001111" not in csv and "139 0000" not in csv
 
 
 def test_xlsx_as_excel_writes_it(runtime: Runtime, tenant_id: int, tmp_path: Path) -> None:
@@ -504,6 +505,49 @@ def test_a_satellite_number_is_stored_without_a_country(runtime: Runtime, tenant
     assert country_of("+881612345678") == "ZZ" and country_of("+870301234567") == "ZZ"
 
 
+def test_an_import_never_revives_a_withdrawn_notification_consent(
+    runtime: Runtime, tenant_id: int, clock: object
+) -> None:
+    """A marketing revocation suppresses the number (test_suppressed_numbers_stay_suppressed);
+    a notification one is kept by not granting that purpose again, while the number's other
+    purposes and the other numbers are granted as asked."""
+    from datetime import timedelta
+
+    from hongyan.contacts.suppression import ConsentChange, current_consent, record_consent
+
+    with runtime.engine.begin() as conn:
+        record_consent(conn, runtime.clock, runtime.keyring, [
+            ConsentChange(tenant_id, "+8613800000001", "notification", "granted", "api", "p", "t"),
+        ])  # fmt: skip
+    runtime.clock.advance(timedelta(minutes=1))  # type: ignore[attr-defined]
+    with runtime.engine.begin() as conn:
+        record_consent(conn, runtime.clock, runtime.keyring, [
+            ConsentChange(tenant_id, "+8613800000001", "notification", "revoked", "reply", "TD",
+                          "t"),
+        ])  # fmt: skip
+    runtime.clock.advance(timedelta(minutes=1))  # type: ignore[attr-defined]
+    rows = "".join(f"138{i:08d},名{i},,,,,\n" for i in range(3))
+    opts = importer.ImportOptions(
+        consent_source="门店",
+        consent_proof="勾选",
+        consent_purposes=("marketing", "notification"),
+    )
+    service.import_stream(runtime, tenant_id, io.BytesIO((HEADER + rows).encode()), "f.csv", opts)
+    with runtime.engine.connect() as conn:
+
+        def now(phone: str, purpose: str) -> str | None:
+            record = current_consent(conn, runtime.keyring, tenant_id, phone, purpose)
+            return None if record is None else str(record["action"])
+
+        assert now("+8613800000001", "notification") == "revoked"
+        assert now("+8613800000001", "marketing") == "granted"
+        assert now("+8613800000002", "notification") == "granted"
+        total = conn.execute(
+            TenantScope(tenant_id).select(consent_records, sa.func.count())
+        ).scalar_one()
+    assert total == 2 + 5  # the two before, and 3 marketing + 2 notification grants
+
+
 def test_consent_for_two_purposes_is_one_grant_each(runtime: Runtime, tenant_id: int) -> None:
     from hongyan.contacts.suppression import phone_context
 
@@ -780,3 +824,111 @@ def test_a_sqlite_transaction_takes_the_next_batch_only_when_it_waits() -> None:
     assert not hold(default, 25_000, importer.SQLITE_TRANSACTION_SECONDS, waiting)
     fixed = importer.ImportOptions(transaction_rows=100)
     assert hold(fixed, 99, 60.0, absent) and not hold(fixed, 100, 0.0, waiting)
+
+
+def _finished(runtime: Runtime, tenant_id: int, import_id: int) -> dict[str, object]:
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with runtime.engine.connect() as conn:
+            job = importer.get_job(conn, tenant_id, import_id)
+        if job["state"] in ("done", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError("the import did not finish")
+
+
+def test_an_uploaded_import_that_failed_is_resumed_from_its_kept_file(
+    runtime: Runtime, tenant_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's and the console's path: the upload is kept after a failure half-way (and only
+    then), a resume takes it (a second resume at once finds nothing), goes on from the next
+    batch, and deletes it when done."""
+    calls = {"n": 0}
+    real = importer._Writer.insert
+
+    def failing(self, rows):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk full")
+        real(self, rows)
+
+    monkeypatch.setattr(importer._Writer, "insert", failing)
+    data = (HEADER + "".join(f"138{i:08d},名,,,,,\n" for i in range(200))).encode()
+    path = service.save_upload(runtime, tenant_id, io.BytesIO(data), 1 << 20)
+    opts = importer.ImportOptions(batch_size=50, consent_source="s", consent_proof="p")
+    with runtime.engine.begin() as conn:
+        import_id = service.create_import(conn, runtime.clock, tenant_id, path, "c.csv", opts)
+    service.run_in_background(runtime, tenant_id, import_id, path, "c.csv", opts)
+    job = _finished(runtime, tenant_id, import_id)
+    kept = service.kept_upload(runtime, tenant_id, import_id)
+    assert job["state"] == "failed" and job["result"]["line"] == 101  # type: ignore[index]
+    assert kept.is_file() and not path.exists()
+    assert "resumed" in job["error"]["message"]["en"]  # type: ignore[index]
+    monkeypatch.setattr(importer._Writer, "insert", real)
+    service.resume_in_background(runtime, tenant_id, import_id, "user:1")
+    with pytest.raises(ValidationFailed):  # the file is taken, or the job no longer failed
+        service.resume_in_background(runtime, tenant_id, import_id, "user:1")
+    job = _finished(runtime, tenant_id, import_id)
+    assert job["state"] == "done" and job["result"]["imported"] == 200  # type: ignore[index]
+    assert len(_contacts(runtime, tenant_id)) == 200 and not kept.exists()
+    with pytest.raises(ValidationFailed):  # done: nothing to resume
+        service.resume_in_background(runtime, tenant_id, import_id, "user:1")
+    assert not list(kept.parent.iterdir())  # no upload left behind
+
+
+def test_an_upload_that_fails_before_storing_anything_is_not_kept(
+    runtime: Runtime, tenant_id: int
+) -> None:
+    path = service.save_upload(runtime, tenant_id, io.BytesIO(b"\x00\x01binary" * 99), 1 << 20)
+    opts = importer.ImportOptions()
+    with runtime.engine.begin() as conn:
+        import_id = service.create_import(conn, runtime.clock, tenant_id, path, "x.csv", opts)
+    service.run_in_background(runtime, tenant_id, import_id, path, "x.csv", opts)
+    assert _finished(runtime, tenant_id, import_id)["state"] == "failed"
+    assert not list(path.parent.iterdir())
+    with pytest.raises(ValidationFailed):
+        service.resume_in_background(runtime, tenant_id, import_id, "user:1")
+
+
+def test_an_import_whose_process_died_says_how_far_it_got(
+    runtime: Runtime, tenant_id: int, tmp_path: Path
+) -> None:
+    """``retention run`` marks imports left running a day as failed, with the line they had
+    committed (and then they resume like any failed import); one that stored nothing says so."""
+    from datetime import timedelta
+
+    from hongyan.contacts import retention
+
+    lines = [f"138{i:08d},名,,,,,\n" for i in range(120)]
+    path = tmp_path / "c.csv"
+    path.write_bytes((HEADER + "".join(lines)).encode())
+    opts = importer.ImportOptions(batch_size=50)
+    first = service.import_path(runtime, tenant_id, path, opts)
+    with runtime.engine.begin() as conn:  # as if its process had died after two batches
+        conn.execute(
+            TenantScope(tenant_id)
+            .update(contact_imports)
+            .where(contact_imports.c.id == first.import_id)
+            .values(
+                state="running",
+                result={"rows": 100, "imported": 100, "line": 101, "errors": []},
+                error=None,
+            )
+        )
+        empty = importer.create_job(
+            conn, runtime.clock, tenant_id, kind="contacts", filename="e.csv", options={},
+            actor="t", sha256=None,
+        )  # fmt: skip
+    assert retention.run(runtime)["stuck_imports"] == 0  # not yet a day
+    runtime.clock.advance(timedelta(days=1, minutes=1))  # type: ignore[attr-defined]
+    assert retention.run(runtime)["stuck_imports"] == 2
+    with runtime.engine.connect() as conn:
+        died = importer.get_job(conn, tenant_id, first.import_id)
+        nothing = importer.get_job(conn, tenant_id, empty)
+    assert died["state"] == "failed" and "line 101" in died["error"]["message"]["en"]
+    assert f"--resume {first.import_id}" in died["error"]["message"]["en"]
+    assert "nothing was imported" in nothing["error"]["message"]["en"]
+    resumed = service.import_path(runtime, tenant_id, path, opts, resume=first.import_id)
+    assert resumed.rows == 120 and len(_contacts(runtime, tenant_id)) == 120

@@ -14,6 +14,7 @@ from hongyan.contacts import importer
 from hongyan.contacts.geo import table as segment_table
 from hongyan.contacts.importer import NEW_COLUMNS, Parsed
 from hongyan.security.keyring import KeyRing
+from tests.contacts.test_normalise import MOBILE_WAYS
 
 RING = KeyRing({"k1": bytes(range(32))}, "k1", b"i" * 32)
 BUILDER = importer._Builder(RING, 7, segment_table())
@@ -205,3 +206,31 @@ def test_merged_rows_digest_both_in_order() -> None:
     unknown = row(b"1" * 16)
     unknown.merge(row(None))
     assert unknown.digest is None
+
+
+_PLAN = importer.plan_mapping(["手机号", "姓名"], None)
+_PARSE = importer.row_parser(_PLAN, 0, RING.indexer("tenant:7:phone"))
+
+
+@pytest.mark.parametrize("text", MOBILE_WAYS)
+def test_a_row_takes_every_way_of_writing_a_mobile(text: str) -> None:
+    """A number cell that starts like a formula (a tab, "+86 (138) …", a no-break space after
+    +86) is still a number: the row is imported, not refused as a formula."""
+    assert _PARSE([text, "李"]).e164 == "+8613812345678"
+
+
+@pytest.mark.parametrize(
+    ("cells", "reason"),
+    [
+        (['=HYPERLINK("http://x")', "李"], "formula"),
+        (["+cmd|' /C calc'!A0", "李"], "formula"),
+        (["@SUM(1)", "李"], "formula"),
+        (["13812345678", "=1+1"], "formula"),
+        (["13812345678", "-2+3"], "formula"),
+        (["+86 1381234567", "李"], "wrong_length"),
+    ],
+)
+def test_a_formula_in_any_cell_refuses_the_row(cells: list[str], reason: str) -> None:
+    with pytest.raises(importer.RowProblem) as caught:
+        _PARSE(cells)
+    assert caught.value.code == reason

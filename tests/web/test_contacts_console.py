@@ -90,3 +90,59 @@ def test_bad_files_and_csrf(client: TestClient, runtime: Runtime) -> None:
     assert r.status_code == 422 and "不支持旧版 .xls" in r.text
     page = _upload(client, "姓名\n张三\n".encode())
     assert "没有找到手机号列" in page  # shown on the preview, before anything is stored
+
+
+def test_a_failed_import_is_resumed_from_its_page(
+    client: TestClient, runtime: Runtime, monkeypatch: object
+) -> None:
+    """An upload that fails after storing rows offers 继续导入 on its page (with the line
+    stored up to); the button goes on from there, and a finished import offers it no more."""
+    import pytest
+
+    from hongyan.contacts import importer
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    make_tenant(runtime)
+    login(client)
+    real, calls = importer._Writer.insert, {"n": 0}
+
+    def failing(self, rows):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        real(self, rows)
+
+    monkeypatch.setattr(importer._Writer, "insert", failing)
+
+    class Small(importer.ImportOptions):  # batches of 20 rows, as the console asks for none
+        def __init__(self, *args, **kw):  # type: ignore[no-untyped-def]
+            super().__init__(*args, **{"batch_size": 20, **kw})
+
+    monkeypatch.setattr(importer, "ImportOptions", Small)
+    data = ("手机,客户姓名\n" + "".join(f"138{i:08d},名\n" for i in range(50))).encode()
+    page = _upload(client, data)
+    token = re.search(r'name="token" value="([0-9a-f]{32})"', page)
+    assert token
+    start = client.post(
+        "/console/contacts/import/start",
+        data={"csrf_token": csrf_field(page), "token": token.group(1), "filename": "p.csv",
+              "col0": "phone", "col1": "name"},
+        follow_redirects=False,
+    )  # fmt: skip
+    job_url = start.headers["location"]
+    deadline = time.monotonic() + 30
+    while "导入失败" not in (job := client.get(job_url).text) and "已完成" not in job:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "第 21 行及之前的数据已保存" in job and 'id="resume-import"' in job
+    monkeypatch.setattr(importer._Writer, "insert", real)
+    resumed = client.post(
+        job_url + "/resume", data={"csrf_token": csrf_field(job)}, follow_redirects=False
+    )
+    assert resumed.status_code == 303 and resumed.headers["location"] == job_url
+    while "已完成" not in (job := client.get(job_url).text):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert 'data-counter="imported">50<' in job and 'id="resume-import"' not in job
+    again = client.post(job_url + "/resume", data={"csrf_token": csrf_field(job)})
+    assert again.status_code == 422

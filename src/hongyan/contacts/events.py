@@ -435,7 +435,7 @@ def import_file(
     so an import stopped half-way is resumed by running it again."""
     from zoneinfo import ZoneInfo
 
-    from hongyan.contacts.sources import open_table
+    from hongyan.contacts.sources import check_whole, open_table
     from hongyan.tenants import service as tenants
 
     size = stream.seek(0, 2)
@@ -456,6 +456,10 @@ def import_file(
                 "An events file needs the columns event_id, kind, phone, occurred_at",
                 "事件文件需要 event_id、kind、phone、occurred_at 列",
             )
+        # The whole file first (its encoding, a 10 MB line, a broken workbook), so that a file
+        # broken half-way stores nothing, as a contacts import.
+        check_whole(stream, table)
+        table = open_table(stream, size)
         batch: list[Event] = []
 
         def flush() -> None:
@@ -485,6 +489,20 @@ def import_file(
     except ValidationFailed as exc:
         importer._set_job(
             runtime.engine, tenant_id, job, state="failed", error=exc.body(),
+            finished_at=runtime.clock.now(),
+        )  # fmt: skip
+        raise
+    except BaseException:
+        stored = total.accepted
+        failure = ValidationFailed(
+            f"The import stopped on an internal error after storing {stored} events; events "
+            "are idempotent, so importing the same file again goes on where it stopped",
+            f"导入因内部错误中止，已保存 {stored} 条事件；事件按 ID 幂等，重新导入同一文件即可继续",
+        ).body()
+        failure["code"] = "import_failed"
+        out.update(total.as_json())
+        importer._set_job(
+            runtime.engine, tenant_id, job, state="failed", error=failure, result=out,
             finished_at=runtime.clock.now(),
         )  # fmt: skip
         raise

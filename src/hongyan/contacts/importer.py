@@ -359,15 +359,17 @@ def row_parser(
     def parse(cells: list[str]) -> Parsed:
         joined = "\x1f".join(cells)
         if lead(joined):
-            for c in cells:
-                if is_formula(c):
+            for i, c in enumerate(cells):
+                if i != phone_at and is_formula(c):
                     raise RowProblem("formula")
         count = len(cells)
         raw = cells[phone_at] if phone_at < count else ""
         try:
+            # A phone cell that is a number (a leading tab, "+86 (137) …", a no-break space
+            # after +86) is data whatever it starts with: only one that is not is a formula.
             e164 = normalise_number(raw)
         except NumberProblem as exc:
-            raise RowProblem(exc.code) from None
+            raise RowProblem("formula" if is_formula(raw) else exc.code) from None
         name = gender = province = city = zone = None
         born: date | None = None
         tags: set[str] | frozenset[str] = _NO_TAGS
@@ -577,9 +579,13 @@ def _set_job(engine: Engine, tenant_id: int, import_id: int, **values: Any) -> N
 
 def error_rows_csv(conn: Connection, keyring: KeyRing, tenant_id: int, import_id: int) -> bytes:
     """The refused rows as a CSV to fix and import again: the file's own columns, then the
-    line and the reason; formula-leading cells escaped."""
+    line and the reason; formula-leading cells escaped. The phone column's cells are masked
+    (``138****5678``; a cell without digits as it was): a full number is shown only by a data
+    export, and the line number finds the row in the file."""
     job = get_job(conn, tenant_id, import_id)
     header = list(job["options"].get("header") or [])
+    columns = job["options"].get("columns") or {}
+    phones = {i for i, h in enumerate(header) if columns.get(h) == "phone"}
     rows = conn.execute(
         TenantScope(tenant_id)
         .select(contact_import_errors)
@@ -591,6 +597,9 @@ def error_rows_csv(conn: Connection, keyring: KeyRing, tenant_id: int, import_id
     width = len(header)
     for r in rows:
         cells = json.loads(keyring.decrypt(bytes(r.raw_cipher), ctx))
+        for i in phones:
+            if i < len(cells) and any(ch.isdecimal() for ch in cells[i]):
+                cells[i] = mask_phone(cells[i])
         width = max(width, len(cells))
         en, zh = ROW_PROBLEMS.get(r.reason, (r.reason, r.reason))
         out.append([*cells, str(r.line), r.reason, f"{zh} / {en}"])
@@ -893,9 +902,28 @@ class _Writer(_Builder):
             )
 
     def consent(self, keys: list[bytes]) -> None:
+        """Grant the chosen purposes to these (unsuppressed) numbers. A marketing revocation
+        suppressed its number, so those are not here; a number whose latest notification
+        record is a revocation is left without a new notification grant: an import never
+        revives a consent someone withdrew."""
         o = self.options
         if not keys or not o.consent_source:
             return
+        pairs = [(k, purpose) for k in keys for purpose in o.consent_purposes]
+        others = [p for p in o.consent_purposes if p != "marketing"]
+        if others:
+            latest: dict[tuple[bytes, str], tuple[Any, int, str]] = {}
+            for k, purpose, at, rid, action in fetch_in(
+                self.conn, self.scope, consent_records,
+                ("phone_index", "purpose", "at", "id", "action"), "phone_index", keys,
+            ):  # fmt: skip
+                key = (bytes(k), purpose)
+                if key not in latest or (at, rid) > latest[key][:2]:
+                    latest[key] = (at, rid, action)
+            withdrawn = {key for key, (_at, _id, action) in latest.items() if action == "revoked"}
+            pairs = [(k, p) for k, p in pairs if p == "marketing" or (k, p) not in withdrawn]
+            if not pairs:
+                return
         constants = {
             "action": "granted",
             "source": o.consent_source[:32],
@@ -908,17 +936,12 @@ class _Writer(_Builder):
             packer = consent_packer()
             pack = packer.field("purpose")
             head = packer.count + _INDEX_LENGTH
-            purposes = [pack(purpose) for purpose in o.consent_purposes]
-            rows = [head + k + part for k in keys for part in purposes]
+            parts = {purpose: pack(purpose) for purpose in o.consent_purposes}
+            rows = [head + k + parts[purpose] for k, purpose in pairs]
             copy_packed(self.conn, self.scope, packer, rows, constants)
             return
         insert_rows(
-            self.conn,
-            self.scope,
-            consent_records,
-            ("phone_index", "purpose"),
-            [(k, purpose) for k in keys for purpose in o.consent_purposes],
-            constants,
+            self.conn, self.scope, consent_records, ("phone_index", "purpose"), pairs, constants
         )
 
 
@@ -1331,7 +1354,8 @@ def run(
         with engine.connect() as conn:
             job = get_job(conn, tenant_id, import_id)
         done = job["result"] or {}
-        if job["state"] != "failed" or not done.get("line"):
+        # (pending: a resume the API or console asked for, whose thread this is)
+        if job["state"] not in ("failed", "pending") or not done.get("line"):
             raise ValidationFailed(
                 "Only an import that failed after storing some rows can be resumed",
                 "只有中途失败、已保存部分数据的导入才能继续",

@@ -4,8 +4,8 @@
   three years (the suppression list keeps stopping the number; the ledger has served its time).
 * The refused rows of imports finished more than 30 days ago (they hold encrypted raw rows).
 * Uploaded import files left in ``var/imports`` for more than a day (a preview never started).
-* Imports still ``running`` after a day: their process died, and the import's single
-  transaction was rolled back with it; they are marked ``failed``.
+* Imports still ``running`` after a day: their process died. Their batches commit one by one,
+  so they are marked ``failed`` saying how far they got, which makes them resumable.
 * Audience memberships of contacts that no longer exist: ``forget`` deletes a contact's own,
   but a snapshot taken while the contact was being erased may have written one after that
   (``audience_members`` has no foreign key to cascade; see ``db/tables.py``).
@@ -40,6 +40,28 @@ def uploads_dir(runtime: Runtime) -> Path:
     return runtime.settings.var_dir / "imports"
 
 
+def abandoned(import_id: int, result: dict[str, Any] | None) -> dict[str, Any]:
+    """The error of an import whose process died: what it had stored (its batches commit one
+    by one), and how to go on."""
+    line = int((result or {}).get("line") or 0)
+    if not line:
+        zh, en = (
+            "导入进程已中止，未导入任何数据",
+            "The importing process stopped; nothing was imported",
+        )
+    else:
+        zh = (
+            f"导入进程已中止；第 {line} 行及之前的数据已保存。用同一文件继续："
+            f"hongyan contacts import 文件 --resume {import_id}，或在一天内于控制台/API 继续"
+        )
+        en = (
+            f"The importing process stopped; rows up to line {line} are stored. Resume it with "
+            f"the same file (hongyan contacts import FILE --resume {import_id}), or from the "
+            "console or API while the upload is kept (a day)"
+        )
+    return {"code": "import_abandoned", "message": {"zh": zh, "en": en}, "line": line}
+
+
 def run(runtime: Runtime) -> dict[str, Any]:
     now = runtime.clock.now()
     out = {
@@ -69,24 +91,21 @@ def run(runtime: Runtime) -> dict[str, Any]:
                     ~sa.exists().where(scope.owns(contacts), contacts.c.id == am.contact_id)
                 )
             ).rowcount
-            out["stuck_imports"] += conn.execute(
-                scope.update(contact_imports)
+            stuck = conn.execute(
+                scope.select(contact_imports, contact_imports.c.id, contact_imports.c.result)
                 .where(
                     contact_imports.c.state.in_(("pending", "running")),
                     contact_imports.c.created_at < now - STUCK_AFTER,
                 )
-                .values(
-                    state="failed",
-                    finished_at=now,
-                    error={
-                        "code": "import_abandoned",
-                        "message": {
-                            "zh": "导入进程已中止，未导入任何数据",
-                            "en": "The importing process stopped; nothing was imported",
-                        },
-                    },
+                .with_for_update()
+            ).all()
+            for job in stuck:
+                conn.execute(
+                    scope.update(contact_imports)
+                    .where(contact_imports.c.id == job.id)
+                    .values(state="failed", finished_at=now, error=abandoned(job.id, job.result))
                 )
-            ).rowcount
+            out["stuck_imports"] += len(stuck)
     folder = uploads_dir(runtime)
     if folder.is_dir():
         cutoff = time.time() - UPLOAD_KEEP_SECONDS

@@ -721,6 +721,12 @@ def create_import(
     )
 
 
+def kept_upload(runtime: Runtime, tenant_id: int, import_id: int) -> Path:
+    """Where an uploaded file lies while its import runs, and after it if it failed half-way
+    (so it can be resumed, until ``retention run`` removes uploads a day old)."""
+    return uploads_dir(runtime, tenant_id) / f"import-{import_id}"
+
+
 def run_in_background(
     runtime: Runtime,
     tenant_id: int,
@@ -728,19 +734,76 @@ def run_in_background(
     path: Path,
     filename: str,
     options: importer.ImportOptions,
+    *,
+    resume: bool = False,
 ) -> None:
-    """Run import ``import_id`` in a thread; the file is deleted when it ends, whatever the
-    outcome (the import's row says what happened)."""
+    """Run import ``import_id`` in a thread (``resume``: go on from its last committed batch).
+    The file is moved to :func:`kept_upload` first, and deleted when the import ends, unless it
+    failed after storing some rows: then it stays there for :func:`resume_in_background`, which
+    takes it away while the resumed run reads it (so a second resume finds nothing to take)."""
     import logging
     import threading
+
+    kept = kept_upload(runtime, tenant_id, import_id)
+    if not resume:  # (a resumed run reads the file its resume took, and puts it back)
+        path.replace(kept)
+        path = kept
 
     def work() -> None:
         try:
             with path.open("rb") as stream:
-                import_stream(runtime, tenant_id, stream, filename, options, import_id=import_id)
+                import_stream(
+                    runtime, tenant_id, stream, filename, options, import_id=import_id,
+                    resume=resume,
+                )  # fmt: skip
         except Exception:
             logging.getLogger("hongyan.contacts").info("import %s failed", import_id)
         finally:
-            path.unlink(missing_ok=True)
+            if _resumable(runtime, tenant_id, import_id):
+                path.replace(kept)
+            else:
+                path.unlink(missing_ok=True)
 
     threading.Thread(target=work, name=f"import-{import_id}", daemon=True).start()
+
+
+def _resumable(runtime: Runtime, tenant_id: int, import_id: int) -> bool:
+    with runtime.engine.connect() as conn:
+        job = importer.get_job(conn, tenant_id, import_id)
+    return job["state"] == "failed" and bool((job["result"] or {}).get("line"))
+
+
+def resume_in_background(runtime: Runtime, tenant_id: int, import_id: int, actor: str) -> None:
+    """Resume an uploaded import that failed after storing some rows, from its kept file (the
+    API's ``POST …/imports/{id}/resume`` and the console's button). Two requests at once: the
+    first takes the file (an atomic rename), the second finds it gone."""
+    with runtime.engine.connect() as conn:
+        job = importer.get_job(conn, tenant_id, import_id)
+    if job["kind"] != "contacts" or not _resumable(runtime, tenant_id, import_id):
+        raise ValidationFailed(
+            "Only an import that failed after storing some rows can be resumed",
+            "只有中途失败、已保存部分数据的导入才能继续",
+        )
+    kept = kept_upload(runtime, tenant_id, import_id)
+    taken = kept.with_name(f"{kept.name}.resuming")
+    try:
+        kept.rename(taken)
+    except FileNotFoundError:
+        raise ValidationFailed(
+            "The uploaded file is no longer kept (a day at most, or it is being resumed); "
+            "import it again: rows already stored are recognised",
+            "上传的文件已不再保留（最多一天，或正在继续导入）；请重新导入，已保存的行会被识别",
+        ) from None
+    taken.touch()  # kept a day from the last attempt
+    with runtime.engine.begin() as conn:  # pending until its thread runs it (a poll says so)
+        conn.execute(
+            TenantScope(tenant_id)
+            .update(importer.contact_imports)
+            .where(
+                importer.contact_imports.c.id == import_id,
+                importer.contact_imports.c.state == "failed",
+            )
+            .values(state="pending")
+        )
+    options = importer.ImportOptions(actor=actor)  # the rest is the job's own (import_stream)
+    run_in_background(runtime, tenant_id, import_id, taken, job["filename"], options, resume=True)

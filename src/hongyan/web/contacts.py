@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 
 from hongyan.contacts import fields, importer, service
 from hongyan.errors import NotFound, ValidationFailed
-from hongyan.security.roles import Permission
+from hongyan.security.roles import Permission, can
 from hongyan.web.console import _check_csrf, _redirect
 from hongyan.web.records import PAGE_SIZE, _Page, _url
 from hongyan.web.records import reports as _reports
@@ -158,17 +158,34 @@ def _job_id(value: str) -> int:
 
 def import_page(request: Request, import_id: str) -> Response:
     view = _Page(request, Permission.READ_CONTACTS)
+    tenant_id = view.principal.tenant_id
     with view.runtime.engine.begin() as conn:
-        job = importer.get_job(conn, view.principal.tenant_id, _job_id(import_id))
+        job = importer.get_job(conn, tenant_id, _job_id(import_id))
+        resumable = (
+            job["state"] == "failed"
+            and bool((job["result"] or {}).get("line"))
+            and service.kept_upload(view.runtime, tenant_id, job["id"]).is_file()
+            and can(view.principal.role, Permission.MANAGE_CONTACTS)
+        )
         return view.respond(
             conn,
             "contact_job",
             active="contacts",
             error=None,
             job=job,
+            resumable=resumable,
             percent=round(100 * float(job.get("progress") or 0)),
             reasons=importer.ROW_PROBLEMS,
         )
+
+
+async def import_resume(request: Request, import_id: str) -> Response:
+    view = _Page(request, Permission.MANAGE_CONTACTS)
+    await _check_csrf(request, view.principal)
+    number = _job_id(import_id)
+    actor = f"user:{view.principal.user_id}"
+    service.resume_in_background(view.runtime, view.principal.tenant_id, number, actor)
+    return _redirect(f"/console/contacts/imports/{number}")
 
 
 def import_errors(request: Request, import_id: str) -> Response:
@@ -203,6 +220,12 @@ def install(app: FastAPI) -> None:
         "/console/contacts/imports/{import_id}",
         import_page,
         methods=["GET"],
+        include_in_schema=False,
+    )
+    app.add_api_route(
+        "/console/contacts/imports/{import_id}/resume",
+        import_resume,
+        methods=["POST"],
         include_in_schema=False,
     )
     app.add_api_route(

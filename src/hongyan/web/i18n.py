@@ -349,6 +349,12 @@ MESSAGES.update(
         "imp.failed": {"zh-CN": "导入失败：", "en": "The import failed:"},
         "imp.to_contacts": {"zh-CN": "查看联系人", "en": "See the contacts"},
         "imp.again": {"zh-CN": "再导入一个文件", "en": "Import another file"},
+        "imp.resume": {"zh-CN": "继续导入", "en": "Resume the import"},
+        "imp.resume_hint": {
+            "zh-CN": "第 {line} 行及之前的数据已保存；上传的文件保留一天，可从下一批继续导入。",
+            "en": "Rows up to line {line} are stored; the uploaded file is kept a day, and the "
+            "import can go on from the next batch.",
+        },
         "imp.no_file": {"zh-CN": "请选择要上传的文件", "en": "Choose a file to upload"},
         "imp.recent": {"zh-CN": "最近的导入", "en": "Recent imports"},
         "ct.field.phone": {"zh-CN": "手机号", "en": "Phone"},

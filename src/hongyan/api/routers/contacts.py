@@ -153,6 +153,23 @@ def create_import(
     return {"id": import_id, "state": "pending", "url": f"/api/v1/contacts/imports/{import_id}"}
 
 
+@router.post(
+    "/contacts/imports/{import_id}/resume", status_code=202, summary="Resume a failed import"
+)
+def resume_import(
+    import_id: int,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
+    """Go on from the last committed batch of an uploaded import that failed after storing
+    some rows (its file is kept a day); follow it at ``GET /contacts/imports/{id}``."""
+    who.require(Permission.MANAGE_CONTACTS)
+    importer.get_job(conn, who.tenant_id, import_id)  # another tenant's id: 404
+    service.resume_in_background(runtime, who.tenant_id, import_id, who.actor)
+    return {"id": import_id, "state": "pending", "url": f"/api/v1/contacts/imports/{import_id}"}
+
+
 def _job_view(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": job["id"],

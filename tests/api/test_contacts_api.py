@@ -140,6 +140,7 @@ def test_events_consent_export_forget_and_roles(client: TestClient, runtime: Run
         "active": 0,
         "empty": 0,
         "unknown": 0,
+        "skipped": 0,
         "by_provider": {},
         "failures": [],
     }

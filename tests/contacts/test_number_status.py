@@ -388,6 +388,7 @@ def test_combined_mode_pays_only_for_what_receipts_leave_unknown(
         "active": 2,
         "empty": 2,
         "unknown": 2,
+        "skipped": 0,
         "by_provider": {
             "receipts": {"active": 1, "empty": 1, "unknown": 0},
             "http": {"active": 1, "empty": 1, "unknown": 2},
@@ -403,12 +404,13 @@ def test_combined_mode_pays_only_for_what_receipts_leave_unknown(
         ],
     }
     assert _suppressed(runtime, tenant_id) == {"138****0101": "receipts", "138****0102": "http"}
-    # Everything settled by receipts now: the service is not asked again for those.
+    # Again: the numbers now suppressed as 空号 are not asked about (nor paid for) again.
     vendor.requests.clear()
-    number_status.check_contacts(
+    again = number_status.check_contacts(
         runtime.engine, runtime.clock, runtime.keyring, tenant_id, provider
     )
-    assert sorted(vendor.asked) == sorted(numbers[2:])  # 空号 by http is not a receipt
+    assert sorted(vendor.asked) == sorted(numbers[3:])
+    assert (again.skipped, again.counts) == (2, {"active": 2, "empty": 0, "unknown": 2})
 
 
 def test_the_api_answers_with_the_paid_service(runtime: Runtime, vendor: FakeVendor) -> None:

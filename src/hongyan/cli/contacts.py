@@ -311,6 +311,7 @@ def contacts_check_numbers(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     lines = [
         f"{out['provider']}: {out['checked']} checked, "
         + ", ".join(f"{k} {out[k]}" for k in number_status.STATUSES)
+        + (f"; {out['skipped']} already suppressed as 空号, not asked" if out["skipped"] else "")
     ]
     for name, counts in out["by_provider"].items():
         lines.append(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

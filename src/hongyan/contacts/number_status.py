@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from hongyan.clock import Clock
 from hongyan.contacts import suppression
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import contacts, messages
+from hongyan.db.tables import contacts, messages, suppressions
 from hongyan.errors import ConfigurationError
 from hongyan.security.keyring import KeyRing
 
@@ -210,6 +210,8 @@ class CheckSummary:
     provider: str
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     by_provider: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Contacts not checked: their number is already suppressed as 空号.
+    skipped: int = 0
     #: (provider, reason) → [numbers, requests, details]
     _failures: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
 
@@ -243,6 +245,7 @@ class CheckSummary:
             "provider": self.provider,
             "checked": sum(self.counts.values()),
             **self.counts,
+            "skipped": self.skipped,
             "by_provider": self.by_provider,
             "failures": self.failures,
         }
@@ -257,23 +260,35 @@ def check_contacts(
     *,
     batch: int = 1000,
 ) -> CheckSummary:
-    """Check every contact's number; suppress the empty ones (see the module's docstring)."""
+    """Check every contact's number; suppress the empty ones (see the module's docstring).
+
+    Numbers already suppressed as 空号 (and not expired) are skipped, not asked about again.
+    """
     scope = TenantScope(tenant_id)
     ctx = suppression.phone_context(tenant_id)
     summary = CheckSummary(provider.name)
+    c = contacts.c
     last = 0
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
-                scope.select(contacts, contacts.c.id, contacts.c.phone_cipher)
-                .where(contacts.c.id > last)
-                .order_by(contacts.c.id)
+                scope.select(contacts, c.id, c.phone_index, c.phone_cipher)
+                .where(c.id > last)
+                .order_by(c.id)
                 .limit(batch)
             ).all()
+            known = _known_empty(conn, tenant_id, [bytes(r.phone_index) for r in rows], clock)
         if not rows:
             return summary
         last = int(rows[-1].id)
-        numbers = [keyring.decrypt(bytes(r.phone_cipher), ctx) for r in rows]
+        summary.skipped += sum(1 for r in rows if bytes(r.phone_index) in known)
+        numbers = [
+            keyring.decrypt(bytes(r.phone_cipher), ctx)
+            for r in rows
+            if bytes(r.phone_index) not in known
+        ]
+        if not numbers:
+            continue
         verdicts = provider.check(numbers)
         for failure in failures_of(verdicts):
             summary.fail(failure)
@@ -287,6 +302,26 @@ def check_contacts(
         if empty:
             with engine.begin() as conn:
                 suppression.add(conn, clock, keyring, empty)
+
+
+def _known_empty(
+    conn: Connection, tenant_id: int, indexes: list[bytes], clock: Clock
+) -> set[bytes]:
+    """Those of the numbers already suppressed as 空号 (not yet expired): asking about them
+    again would cost money and change nothing."""
+    if not indexes:
+        return set()
+    s = suppressions.c
+    rows = conn.execute(
+        TenantScope(tenant_id)
+        .select(suppressions, s.phone_index)
+        .where(
+            s.reason == "invalid",
+            s.phone_index.in_(indexes),
+            sa.or_(s.expires_at.is_(None), s.expires_at > clock.now()),
+        )
+    ).all()
+    return {bytes(r.phone_index) for r in rows}
 
 
 def count_contacts(conn: Connection, tenant_id: int) -> int:

@@ -337,6 +337,7 @@ class NumberCheckOut(BaseModel):
     active: int
     empty: int = Field(description="Numbers found 空号, now on the suppression list (invalid)")
     unknown: int = Field(description="Including the numbers left unknown by failures")
+    skipped: int = Field(description="Not checked: already suppressed as 空号 (not expired)")
     by_provider: dict[str, dict[str, int]] = Field(
         description="Which provider answered for how many numbers, by status"
     )

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +48,40 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     # A newer phone.dat (number prefix → province, city, card type) than the `phone` package's.
     phone_data: str = ""
+    # 空号检测 (number-status checks, `hongyan contacts check-numbers`), for every tenant:
+    # `receipts` reads the tenant's own delivery receipts (free); `http` asks a paid service;
+    # `receipts+http` asks the receipts first and the paid service only for the numbers they
+    # leave unknown. The rest configures the paid service (hongyan.contacts.number_status_http).
+    number_status_provider: Literal["receipts", "http", "receipts+http"] = "receipts"
+    # Where the batches are POSTed (https:// in production).
+    number_status_url: str = ""
+    # The service's API key, sent in the header below; never logged or shown.
+    number_status_key: SecretStr = SecretStr("")
+    number_status_key_header: str = "X-API-Key"
+    # How numbers are sent: `e164` (+8613812345678), `digits` (8613812345678) or `national`
+    # (13812345678; numbers outside mainland China are then not sent and stay unknown).
+    number_status_number_format: Literal["e164", "digits", "national"] = "e164"
+    # The service's codes → active / empty / unknown; a code not listed counts as unknown.
+    number_status_codes: str = "1=active,0=empty,2=unknown,3=unknown,4=unknown"
+    # Numbers in one request, and seconds one request may take.
+    number_status_batch: int = Field(default=100, ge=1, le=10_000)
+    number_status_timeout: float = Field(default=10.0, gt=0, le=600)
+    # The request is {<request_field>: [numbers]}; the answer holds, at <result_path> (dotted),
+    # a list of {<number_field>: …, <status_field>: code} or an object {number: code}.
+    number_status_request_field: str = "numbers"
+    number_status_result_path: str = "data"
+    number_status_number_field: str = "number"
+    number_status_status_field: str = "status"
+
+    @model_validator(mode="after")
+    def _paid_number_status(self) -> Settings:
+        """A paid number-status service configured wrongly stops the process at start-up, with a
+        ConfigurationError that says what to fix, rather than at the first check."""
+        if self.number_status_provider != "receipts":
+            from hongyan.contacts.number_status_http import HttpConfig
+
+            HttpConfig.from_settings(self)
+        return self
 
     def resolved_database_url(self) -> str:
         if self.database_url:

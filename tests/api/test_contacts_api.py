@@ -135,9 +135,14 @@ def test_events_consent_export_forget_and_roles(client: TestClient, runtime: Run
     r = client.post("/api/v1/contacts/forget", headers=auth(key), json={"phone": "12"})
     assert r.status_code == 422 and r.json()["code"] == "invalid_number"
     assert client.post("/api/v1/contacts/check-numbers", headers=auth(key)).json() == {
+        "provider": "receipts",
+        "checked": 0,
         "active": 0,
         "empty": 0,
         "unknown": 0,
+        "skipped": 0,
+        "by_provider": {},
+        "failures": [],
     }
 
 

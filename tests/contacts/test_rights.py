@@ -151,14 +151,15 @@ def test_receipt_history_finds_empty_numbers(runtime: Runtime, tenant_id: int) -
                 state="undelivered", reason="invalid_number", done_at=runtime.clock.now()
             )
         )
-        counts = number_status.check_contacts(
-            conn,
-            runtime.clock,
-            runtime.keyring,
-            tenant_id,
-            number_status.ReceiptHistory(conn, runtime.keyring, tenant_id),
-        )
-    assert counts == {"active": 0, "empty": 1, "unknown": 1}
+    summary = number_status.check_contacts(
+        runtime.engine,
+        runtime.clock,
+        runtime.keyring,
+        tenant_id,
+        number_status.ReceiptHistory(runtime.engine, runtime.keyring, tenant_id),
+    )
+    assert summary.counts == {"active": 0, "empty": 1, "unknown": 1}
+    assert summary.by_provider == {"receipts": summary.counts} and summary.failures == []
     with runtime.engine.connect() as conn:
         assert (
             suppression.is_suppressed(

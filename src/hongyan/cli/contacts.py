@@ -283,20 +283,44 @@ def contacts_fields(
 @contacts_app.command("check-numbers")
 @reports_errors
 def contacts_check_numbers(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
-    """空号检测 from our own receipts: empty numbers go on the suppression list."""
+    """空号检测 with the configured provider (HONGYAN_NUMBER_STATUS_PROVIDER: receipts, http or
+    receipts+http): empty numbers go on the suppression list; failures leave numbers unknown."""
+    from rich.markup import escape
+
     from hongyan.contacts import number_status
+    from hongyan.security import audit
 
     runtime = open_runtime()
     tenant_id = _tenant_id(runtime, tenant)
+    provider = number_status.provider_for(
+        runtime.settings, runtime.engine, runtime.keyring, tenant_id
+    )
+    summary = number_status.check_contacts(
+        runtime.engine, runtime.clock, runtime.keyring, tenant_id, provider
+    )
+    out = summary.as_dict()
     with runtime.engine.begin() as conn:
-        counts = number_status.check_contacts(
+        audit.record(
             conn,
             runtime.clock,
-            runtime.keyring,
-            tenant_id,
-            number_status.ReceiptHistory(conn, runtime.keyring, tenant_id),
+            tenant_id=tenant_id,
+            actor="cli",
+            action="contacts.check_numbers",
+            detail={k: out[k] for k in ("provider", "checked", *number_status.STATUSES)},
         )
-    emit(counts, as_json, ", ".join(f"{k} {v}" for k, v in counts.items()))
+    lines = [
+        f"{out['provider']}: {out['checked']} checked, "
+        + ", ".join(f"{k} {out[k]}" for k in number_status.STATUSES)
+        + (f"; {out['skipped']} already suppressed as 空号, not asked" if out["skipped"] else "")
+    ]
+    for name, counts in out["by_provider"].items():
+        lines.append(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for f in out["failures"]:
+        lines.append(
+            f"  [yellow]![/yellow] {f['provider']} {f['reason']}: {f['numbers']} unknown"
+            f" ({escape(f['detail'])})"
+        )
+    emit(out, as_json, "\n".join(lines))
 
 
 @contacts_app.command("zones")

@@ -337,20 +337,62 @@ def delete_field(
     fields.remove(conn, who.tenant_id, name)
 
 
-@router.post("/contacts/check-numbers", summary="空号检测 from the tenant's own receipts")
-def check_numbers(
-    who: Principal = Depends(get_principal),
-    conn: Connection = CONN,
-    runtime: Runtime = Depends(get_runtime),
-) -> dict[str, int]:
-    who.require(Permission.MANAGE_CONTACTS)
-    return number_status.check_contacts(
-        conn,
-        runtime.clock,
-        runtime.keyring,
-        who.tenant_id,
-        number_status.ReceiptHistory(conn, runtime.keyring, who.tenant_id),
+class CheckFailureOut(BaseModel):
+    provider: str = Field(description="The provider that failed, e.g. http")
+    reason: str = Field(
+        description="timeout, connection, http_status, malformed, missing, unmapped_code or "
+        "not_sent"
     )
+    numbers: int = Field(description="Numbers it left unknown")
+    requests: int = Field(description="Requests (or batches) that failed so")
+    detail: str = Field(description="What went wrong; never a number or a key")
+
+
+class NumberCheckOut(BaseModel):
+    provider: str = Field(description="The configured provider: receipts, http or receipts+http")
+    checked: int
+    active: int
+    empty: int = Field(description="Numbers found 空号, now on the suppression list (invalid)")
+    unknown: int = Field(description="Including the numbers left unknown by failures")
+    skipped: int = Field(description="Not checked: already suppressed as 空号 (not expired)")
+    by_provider: dict[str, dict[str, int]] = Field(
+        description="Which provider answered for how many numbers, by status"
+    )
+    failures: list[CheckFailureOut]
+
+
+@router.post(
+    "/contacts/check-numbers",
+    summary="空号检测 with the configured provider; empty numbers are suppressed",
+    response_model=NumberCheckOut,
+)
+def check_numbers(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """Checks every contact's number with ``HONGYAN_NUMBER_STATUS_PROVIDER`` (the tenant's own
+    receipts, a paid service, or the receipts and then the service for what they leave unknown).
+    A failure of the service never makes a number empty: its numbers are counted unknown and
+    the failure is listed. No transaction is held while the service answers."""
+    # Not the request's transaction (CONN): that would be held, with SQLite's write lock,
+    # for as long as a paid service takes to answer.
+    with runtime.engine.begin() as conn:
+        who = get_principal(request, conn, runtime)
+        who.require(Permission.MANAGE_CONTACTS)
+    provider = number_status.provider_for(
+        runtime.settings, runtime.engine, runtime.keyring, who.tenant_id
+    )
+    summary = number_status.check_contacts(
+        runtime.engine, runtime.clock, runtime.keyring, who.tenant_id, provider
+    )
+    out = summary.as_dict()
+    with runtime.engine.begin() as conn:
+        audit.record(
+            conn,
+            runtime.clock,
+            tenant_id=who.tenant_id,
+            actor=who.actor,
+            action="contacts.check_numbers",
+            detail={k: out[k] for k in ("provider", "checked", *number_status.STATUSES)},
+        )
+    return out
 
 
 # -- events ----------------------------------------------------------------------------------------

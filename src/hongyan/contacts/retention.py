@@ -9,6 +9,9 @@
 * Audience memberships of contacts that no longer exist: ``forget`` deletes a contact's own,
   but a snapshot taken while the contact was being erased may have written one after that
   (``audience_members`` has no foreign key to cascade; see ``db/tables.py``).
+* Clicks of contacts that no longer exist are unlinked as ``forget`` unlinks them: a redirector
+  keeps the links it looked up in memory, so a person who clicks their old link after being
+  erased gets a click that names the erased contact's id.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hongyan.contacts.service import purge_consent
+from hongyan.contacts.service import purge_consent, unlink_clicks
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import (
     audience_members,
+    clicks,
     contact_import_errors,
     contact_imports,
     contacts,
@@ -48,6 +52,7 @@ def run(runtime: Runtime) -> dict[str, Any]:
         "uploads": 0,
         "stuck_imports": 0,
         "orphan_members": 0,
+        "orphan_clicks": 0,
     }
     with runtime.engine.connect() as conn:
         tenant_ids = [int(t) for t in conn.execute(sa.select(tenants.c.id)).scalars()]
@@ -69,6 +74,14 @@ def run(runtime: Runtime) -> dict[str, Any]:
                     ~sa.exists().where(scope.owns(contacts), contacts.c.id == am.contact_id)
                 )
             ).rowcount
+            out["orphan_clicks"] += unlink_clicks(
+                conn,
+                scope,
+                sa.and_(
+                    clicks.c.contact_id.is_not(None),
+                    ~sa.exists().where(scope.owns(contacts), contacts.c.id == clicks.c.contact_id),
+                ),
+            )
             out["stuck_imports"] += conn.execute(
                 scope.update(contact_imports)
                 .where(

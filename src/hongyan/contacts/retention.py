@@ -3,12 +3,16 @@
 * The consent ledger of a number whose latest record for a purpose is a revocation older than
   three years (the suppression list keeps stopping the number; the ledger has served its time).
 * The refused rows of imports finished more than 30 days ago (they hold encrypted raw rows).
-* Uploaded import files left in ``var/imports`` for more than a day (a preview never started).
+* Uploaded import files left in ``var/imports`` for more than a day (a preview never started,
+  or an import that failed half-way was not resumed within the day).
 * Imports still ``running`` after a day: their process died. Their batches commit one by one,
   so they are marked ``failed`` saying how far they got, which makes them resumable.
 * Audience memberships of contacts that no longer exist: ``forget`` deletes a contact's own,
   but a snapshot taken while the contact was being erased may have written one after that
   (``audience_members`` has no foreign key to cascade; see ``db/tables.py``).
+* Clicks of contacts that no longer exist are unlinked as ``forget`` unlinks them: a redirector
+  keeps the links it looked up in memory, so a person who clicks their old link after being
+  erased gets a click that names the erased contact's id.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hongyan.contacts.service import purge_consent
+from hongyan.contacts.service import purge_consent, unlink_clicks
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import (
     audience_members,
+    clicks,
     contact_import_errors,
     contact_imports,
     contacts,
@@ -70,6 +75,7 @@ def run(runtime: Runtime) -> dict[str, Any]:
         "uploads": 0,
         "stuck_imports": 0,
         "orphan_members": 0,
+        "orphan_clicks": 0,
     }
     with runtime.engine.connect() as conn:
         tenant_ids = [int(t) for t in conn.execute(sa.select(tenants.c.id)).scalars()]
@@ -91,6 +97,14 @@ def run(runtime: Runtime) -> dict[str, Any]:
                     ~sa.exists().where(scope.owns(contacts), contacts.c.id == am.contact_id)
                 )
             ).rowcount
+            out["orphan_clicks"] += unlink_clicks(
+                conn,
+                scope,
+                sa.and_(
+                    clicks.c.contact_id.is_not(None),
+                    ~sa.exists().where(scope.owns(contacts), contacts.c.id == clicks.c.contact_id),
+                ),
+            )
             stuck = conn.execute(
                 scope.select(contact_imports, contact_imports.c.id, contact_imports.c.result)
                 .where(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,16 +24,29 @@ from hongyan.contacts.sources import check_whole, open_table
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import (
     audience_members,
+    audiences,
+    clicks,
     consent_records,
     contact_activity,
     contact_events,
     contact_interests,
+    contact_locations,
+    contact_preferences,
     contact_tags,
     contacts,
+    conversions,
+    coupon_pools,
+    coupon_rejections,
+    coupons,
     inbound_messages,
+    journey_enrolments,
+    journeys,
+    links,
     messages,
     suppressions,
+    webhook_deliveries,
 )
+from hongyan.dispatch.states import Reason, State
 from hongyan.errors import NotFound, ValidationFailed
 from hongyan.runtime import Runtime
 from hongyan.security import audit
@@ -436,18 +449,91 @@ def record_consent(
 
 # -- data rights -----------------------------------------------------------------------------------
 
+ERASED = "已删除"
+#: The webhook events whose stored payload copies a reply's text and masked number.
+REPLY_EVENTS = ("message.reply", "message.opt_out")
+
+
+def _hour(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _day(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _plain(row: Any, *drop: str) -> dict[str, Any]:
+    """A row as the export shows it: without the tenant and the columns named."""
+    return {k: v for k, v in dict(row).items() if k != "tenant_id" and k not in drop}
+
+
+def _order_keys(conn: Connection, scope: TenantScope, cid: int) -> set[str]:
+    """The keys of the contact's orders (as attribution writes them on conversions and
+    rejections): the order id, else ``event:<event id>``."""
+    from hongyan.tracking.attribution import order_key
+
+    ev = contact_events.c
+    found = conn.execute(
+        scope.select(contact_events, ev.order_id, ev.event_id).where(
+            ev.contact_id == cid, ev.kind == "order"
+        )
+    )
+    keys = {order_key(r.order_id, r.event_id) for r in found}
+    c = conversions.c
+    keys |= set(
+        conn.execute(scope.select(conversions, c.order_key).where(c.contact_id == cid)).scalars()
+    )
+    return keys
+
+
+def _replies_of(conn: Connection, scope: TenantScope, index: bytes) -> list[dict[str, Any]]:
+    i = inbound_messages.c
+    rows = conn.execute(
+        scope.select(
+            inbound_messages, i.id, i.text, i.kind, i.destination, i.channel, i.message_id,
+            i.received_at,
+        )
+        .where(i.phone_index == index)
+        .order_by(i.received_at, i.id)
+    ).mappings()  # fmt: skip
+    return [dict(r) for r in rows]
+
 
 def export(
     conn: Connection, clock: Clock, keyring: KeyRing, tenant_id: int, phone: str, actor: str
 ) -> dict[str, Any]:
-    """Everything stored about one number, in clear: the person's copy of their data."""
+    """Everything stored about one number, in clear: the person's copy of their data
+    (PIPL Art. 45), from every table :func:`forget` erases or unlinks:
+
+    * by the contact: the contact (name and birthday decrypted, tags, activity, interests,
+      current consent), ``events``, ``preferences``, ``location``, ``audiences`` (snapshots the
+      contact is in, and the verdict), ``journeys`` (enrolments), ``links`` (their short links),
+      ``clicks``, ``coupons``, ``conversions`` (orders attributed to a campaign or journey) and
+      ``coupon_rejections`` (their orders' refused coupons);
+    * by the number: ``consent_records``, ``suppressions``, ``messages`` (sent to it, with their
+      text) and ``replies`` (what the person sent back).
+
+    Sections by the contact are empty when the number has no contact. Audited."""
     from hongyan.contacts.importer import birthday_context, name_context
 
     e164 = e164_or_error(phone)
     scope = TenantScope(tenant_id)
     index = keyring.blind_index(e164, suppression.phone_context(tenant_id))
     cid = find_id(conn, keyring, tenant_id, e164)
-    out: dict[str, Any] = {"phone": e164, "contact": None}
+    out: dict[str, Any] = {
+        "phone": e164,
+        "contact": None,
+        "events": [],
+        "preferences": None,
+        "location": None,
+        "audiences": [],
+        "journeys": [],
+        "links": [],
+        "clicks": [],
+        "coupons": [],
+        "conversions": [],
+        "coupon_rejections": [],
+    }
     if cid is not None:
         contact = get_contact(conn, tenant_id, cid)
         secret = conn.execute(
@@ -468,47 +554,37 @@ def export(
         contact.pop("phone_masked", None)
         contact.pop("name_masked", None)
         out["contact"] = contact
-        events = conn.execute(
-            scope.select(contact_events)
-            .where(contact_events.c.contact_id == cid)
-            .order_by(contact_events.c.occurred_at)
-        ).mappings()
-        out["events"] = [
-            {k: v for k, v in e.items() if k not in ("tenant_id", "contact_id", "id")}
-            for e in events
-        ]
+        out.update(_contact_sections(conn, scope, cid))
     consent = conn.execute(
         scope.select(consent_records)
         .where(consent_records.c.phone_index == index)
         .order_by(consent_records.c.at, consent_records.c.id)
     ).mappings()
-    out["consent_records"] = [
-        {k: v for k, v in r.items() if k not in ("tenant_id", "phone_index", "id")} for r in consent
-    ]
+    out["consent_records"] = [_plain(r, "phone_index", "id") for r in consent]
     supp = conn.execute(
         scope.select(
             suppressions,
             suppressions.c.reason,
+            suppressions.c.scope,
             suppressions.c.source,
+            suppressions.c.detail,
             suppressions.c.created_at,
             suppressions.c.expires_at,
         ).where(suppressions.c.phone_index == index)
     ).mappings()
     out["suppressions"] = [dict(r) for r in supp]
+    m = messages.c
     sent = conn.execute(
         scope.select(
-            messages,
-            messages.c.id,
-            messages.c.category,
-            messages.c.body,
-            messages.c.state,
-            messages.c.created_at,
+            messages, m.id, m.category, m.source, m.campaign_id, m.variant, m.body, m.state,
+            m.created_at, m.submitted_at, m.done_at,
         )
-        .where(messages.c.dest_index == index)
-        .order_by(messages.c.id)
-    ).mappings()
+        .where(m.dest_index == index)
+        .order_by(m.id)
+    ).mappings()  # fmt: skip
     out["messages"] = [dict(r) for r in sent]
-    if cid is None and not out["consent_records"] and not out["messages"]:
+    out["replies"] = _replies_of(conn, scope, index)
+    if cid is None and not (out["consent_records"] or out["messages"] or out["replies"]):
         raise NotFound("Nothing is stored for this number", "没有该号码的任何数据")
     audit.record(
         conn,
@@ -521,6 +597,112 @@ def export(
     return out
 
 
+def _contact_sections(conn: Connection, scope: TenantScope, cid: int) -> dict[str, Any]:
+    """The export's sections kept by contact id (see :func:`export`)."""
+    out: dict[str, Any] = {}
+    ev = contact_events.c
+    out["events"] = [
+        _plain(e, "contact_id", "id")
+        for e in conn.execute(
+            scope.select(contact_events).where(ev.contact_id == cid).order_by(ev.occurred_at)
+        ).mappings()
+    ]
+    p = contact_preferences.c
+    pref = conn.execute(
+        scope.select(contact_preferences, p.frequency, p.source, p.updated_at).where(
+            p.contact_id == cid
+        )
+    ).mappings()
+    out["preferences"] = next((dict(r) for r in pref), None)
+    loc = contact_locations.c
+    where = conn.execute(
+        scope.select(
+            contact_locations, loc.lat, loc.lon, loc.source, loc.place, loc.updated_at
+        ).where(loc.contact_id == cid)
+    ).mappings()
+    out["location"] = next((dict(r) for r in where), None)
+    am, a = audience_members.c, audiences.c
+    out["audiences"] = [
+        dict(r)
+        for r in conn.execute(
+            scope.select(
+                audience_members, am.audience_id, a.name, a.purpose, a.campaign_ref, a.taken_at,
+                am.status,
+            )
+            .join_from(audience_members, audiences, a.id == am.audience_id)
+            .where(am.contact_id == cid)
+            .order_by(a.taken_at, am.audience_id)
+        ).mappings()
+    ]  # fmt: skip
+    e, j = journey_enrolments.c, journeys.c
+    out["journeys"] = [
+        dict(r)
+        for r in conn.execute(
+            scope.select(
+                journey_enrolments, e.journey_id, j.name.label("journey"), e.event_key, e.state,
+                e.step, e.outcome, e.entered_at, e.next_at, e.updated_at,
+            )
+            .join_from(journey_enrolments, journeys, j.id == e.journey_id)
+            .where(e.contact_id == cid)
+            .order_by(e.entered_at, e.id)
+        ).mappings()
+    ]  # fmt: skip
+    lk = links.c
+    out["links"] = [
+        _plain(r, "contact_id", "message_id")
+        for r in conn.execute(
+            scope.select(links).where(lk.contact_id == cid).order_by(lk.created_at, lk.id)
+        ).mappings()
+    ]
+    ck = clicks.c
+    out["clicks"] = [
+        {
+            **_plain(r, "contact_id", "ip_hash"),
+            # a keyed hash of the address, never the address (see db/tables.py)
+            "ip_hash": bytes(r["ip_hash"]).hex() if r["ip_hash"] is not None else None,
+        }
+        for r in conn.execute(
+            scope.select(clicks).where(ck.contact_id == cid).order_by(ck.at, ck.id)
+        ).mappings()
+    ]
+    cp, pool = coupons.c, coupon_pools.c
+    out["coupons"] = [
+        dict(r)
+        for r in conn.execute(
+            scope.select(
+                coupons, cp.id, cp.code, pool.name.label("pool"), cp.state, cp.campaign_id,
+                cp.journey_id, cp.variant, cp.issued_at, cp.expires_at, cp.redeemed_at,
+                cp.order_key,
+            )
+            .join_from(coupons, coupon_pools, pool.id == cp.pool_id)
+            .where(cp.contact_id == cid)
+            .order_by(cp.issued_at, cp.id)
+        ).mappings()
+    ]  # fmt: skip
+    cv = conversions.c
+    out["conversions"] = [
+        _plain(r, "contact_id", "number_province", "number_city", "carrier")
+        for r in conn.execute(
+            scope.select(conversions).where(cv.contact_id == cid).order_by(cv.ordered_at, cv.id)
+        ).mappings()
+    ]
+    keys = _order_keys(conn, scope, cid)
+    rj = coupon_rejections.c
+    out["coupon_rejections"] = (
+        [
+            _plain(r, "id")
+            for r in conn.execute(
+                scope.select(coupon_rejections)
+                .where(rj.order_key.in_(sorted(keys)))
+                .order_by(rj.at, rj.id)
+            ).mappings()
+        ]
+        if keys
+        else []
+    )
+    return out
+
+
 @dataclass
 class Forgotten:
     masked: str
@@ -528,43 +710,254 @@ class Forgotten:
     events: int
     messages: int
     replies: int
+    cancelled: int = 0  # messages not yet sent, cancelled
+    consent_records: int = 0  # earlier records deleted (the erasure's revocations stay)
+    links: int = 0
+    clicks: int = 0
+    coupons: int = 0
+    conversions: int = 0
+    enrolments: int = 0
 
 
-ERASED = "已删除"
+def unlink_clicks(conn: Connection, scope: TenantScope, where: sa.ColumnElement[bool]) -> int:
+    """Unlink the clicks ``where`` selects from their person: no contact, no address hash, no
+    user agent, the time to the hour. What a campaign's or journey's report reads stays:
+    the link (distinct links are unique clicks), campaign or journey, variant, bot class,
+    place and hour."""
+    c = clicks.c
+    found = conn.execute(scope.select(clicks, c.id, c.at).where(where)).all()
+    if found:
+        conn.execute(
+            scope.update(clicks)
+            .where(c.id == sa.bindparam("rid"))
+            .values(contact_id=None, ip_hash=None, user_agent="", at=sa.bindparam("hour")),
+            [{"rid": r.id, "hour": _hour(r.at)} for r in found],
+        )
+    return len(found)
+
+
+def _unlink_tracking(
+    conn: Connection, clock: Clock, scope: TenantScope, cid: int, place: Sequence[Any]
+) -> dict[str, int]:
+    """Unlink the contact's links, clicks, coupons, conversions and journey enrolments (see
+    :func:`forget`); ``place``: the contact's number province, city and carrier."""
+    now = clock.now()
+    done: dict[str, int] = {}
+    done["links"] = conn.execute(
+        scope.update(links)
+        .where(links.c.contact_id == cid)
+        .values(contact_id=None, message_id=None)
+    ).rowcount
+    done["clicks"] = unlink_clicks(conn, scope, clicks.c.contact_id == cid)
+    cp = coupons.c
+    found = conn.execute(
+        scope.select(coupons, cp.id, cp.redeemed_at).where(cp.contact_id == cid)
+    ).all()
+    if found:
+        conn.execute(
+            scope.update(coupons)
+            .where(cp.id == sa.bindparam("rid"))
+            .values(
+                contact_id=None,
+                code=sa.bindparam("erased"),
+                order_key=None,
+                redeemed_at=sa.bindparam("day"),
+            ),
+            [
+                {
+                    "rid": r.id,
+                    "erased": f"{ERASED}:{r.id}",
+                    "day": _day(r.redeemed_at) if r.redeemed_at else None,
+                }
+                for r in found
+            ],
+        )
+    done["coupons"] = len(found)
+    cv = conversions.c
+    found = conn.execute(
+        scope.select(conversions, cv.id, cv.ordered_at, cv.created_at).where(cv.contact_id == cid)
+    ).all()
+    if found:
+        province, city, carrier = place
+        conn.execute(
+            scope.update(conversions)
+            .where(cv.id == sa.bindparam("rid"))
+            .values(
+                contact_id=None,
+                order_key=sa.bindparam("erased"),
+                event_id=ERASED,
+                ordered_at=sa.bindparam("ordered"),
+                created_at=sa.bindparam("created"),
+                number_province=province,
+                number_city=city,
+                carrier=carrier,
+            ),
+            [
+                {
+                    "rid": r.id,
+                    "erased": f"{ERASED}:{r.id}",
+                    "ordered": _day(r.ordered_at),
+                    "created": _day(r.created_at),
+                }
+                for r in found
+            ],
+        )
+    done["conversions"] = len(found)
+    e = journey_enrolments.c
+    found = conn.execute(
+        scope.select(journey_enrolments, e.id, e.state, e.outcome, e.entered_at, e.next_at).where(
+            e.contact_id == cid
+        )
+    ).all()
+    if found:
+        conn.execute(
+            scope.update(journey_enrolments)
+            .where(e.id == sa.bindparam("rid"))
+            .values(
+                contact_id=None,
+                event_key=ERASED,
+                state=sa.bindparam("st"),
+                outcome=sa.bindparam("oc"),
+                entered_at=sa.bindparam("entered"),
+                next_at=sa.bindparam("nx"),
+                updated_at=now,
+            ),
+            [
+                {
+                    "rid": r.id,
+                    # an active one ends here: there is nobody to send its next step to
+                    "st": "exited" if r.state == "active" else r.state,
+                    "oc": "erased" if r.state == "active" else r.outcome,
+                    "entered": _day(r.entered_at),
+                    "nx": _day(r.next_at),
+                }
+                for r in found
+            ],
+        )
+    done["enrolments"] = len(found)
+    return done
+
+
+def _erase_reply_copies(conn: Connection, scope: TenantScope, reply_ids: Sequence[int]) -> int:
+    """The webhook deliveries of the deleted replies (``message.reply``, ``message.opt_out``)
+    keep the event, without the reply's text or masked number. Returns deliveries changed."""
+    d = webhook_deliveries.c
+    reply_id = d.payload[("reply", "id")].as_integer()
+    changed = 0
+    for start in range(0, len(reply_ids), 500):
+        chunk = list(reply_ids[start : start + 500])
+        found = conn.execute(
+            scope.select(webhook_deliveries, d.id, d.payload).where(
+                d.event.in_(REPLY_EVENTS), reply_id.in_(chunk)
+            )
+        ).all()
+        rows = []
+        for r in found:
+            payload = dict(r.payload)
+            reply = {**payload["reply"], "text": ERASED, "from_masked": ERASED, "from": None}
+            rows.append({"rid": r.id, "body": {**payload, "reply": reply}})
+        if rows:
+            conn.execute(
+                scope.update(webhook_deliveries)
+                .where(d.id == sa.bindparam("rid"))
+                .values(payload=sa.bindparam("body")),
+                rows,
+            )
+        changed += len(rows)
+    return changed
 
 
 def forget(
     conn: Connection, clock: Clock, keyring: KeyRing, tenant_id: int, phone: str, actor: str
 ) -> Forgotten:
-    """Erase a person's data (PIPL Art. 47): the contact, its tags, events, aggregates and
-    replies; the number in sent messages' records and in suppression entries. What stays is
-    what the law and the person's own choice require: the consent ledger (with a revocation
-    appended) and a suppression entry keyed by blind index only, so the number is never
-    messaged again by this tenant's marketing. An audit record says it was done."""
+    """Erase a person's data (PIPL Art. 47). What stays is only what the law, the person's own
+    choice and the tenant's aggregate figures need, and none of it leads back to the person:
+
+    * **deleted**: the contact, its tags, events, aggregates (activity, interests),
+      preferences, location and audience memberships; the number's replies (and, in the
+      webhook deliveries that carried them, their text and masked number); every earlier
+      consent record of the number (grants with their proof and IP, earlier revocations); the
+      refused coupons of the person's orders (``coupon_rejections``: an order id and a code).
+    * **kept, unlinked** (contact id null), for the campaign and journey reports:
+      send records (billing, delivery statistics: state, parts, channel, cost, the number's
+      province, city and carrier) with the number (an encrypted empty string, ``已删除``
+      shown), the text (``已删除``: a campaign's text holds the person's name, link and coupon),
+      the contact id, the API's idempotency key and the time zone removed; messages not yet
+      sent are cancelled. Links (the random code, not derived from the person, keeps
+      redirecting) lose their contact and message. Clicks lose the address hash and user
+      agent, and their time is cut to the hour (the hourly charts read no finer). Coupons
+      keep their pool, state and campaign (the pool's counts) but their code (the one the
+      person holds) becomes ``已删除:<id>`` and the order key goes. Conversions keep campaign,
+      variant, method and amount (conversions and revenue) and the buyer's number province,
+      city and carrier (the report's places); the order key (the tenant's order id) becomes
+      ``已删除:<id>``, the event id ``已删除``, the times are cut to the day. Journey
+      enrolments keep journey, step, state and outcome (the journey's counts; an active one
+      exits, outcome ``erased``); the event key (an event id, or the birthday) goes and the
+      times are cut to the day.
+    * **appended**: a ``revoked`` record for both purposes (source ``erasure``, no IP) and a
+      suppression entry (``opt_out``, source ``erasure``); every suppression entry of the
+      number keeps only its blind index (no ciphertext, no detail), so the number is never
+      messaged again by this tenant's marketing. An audit record says it was done.
+
+    Not reached: the refused rows of imports (``contact_import_errors``, sealed whole, not
+    searchable by number; the retention run deletes them 30 days after their import)."""
     e164 = e164_or_error(phone)
     scope = TenantScope(tenant_id)
     index = keyring.blind_index(e164, suppression.phone_context(tenant_id))
     cid = find_id(conn, keyring, tenant_id, e164)
+    now = clock.now()
     events = 0
+    unlinked: dict[str, int] = {}
     if cid is not None:
+        place = conn.execute(
+            scope.select(
+                contacts, contacts.c.number_province, contacts.c.number_city, contacts.c.carrier
+            ).where(contacts.c.id == cid)
+        ).one()
+        keys = _order_keys(conn, scope, cid)
+        if keys:
+            rj = coupon_rejections.c
+            conn.execute(scope.delete(coupon_rejections).where(rj.order_key.in_(sorted(keys))))
+        unlinked = _unlink_tracking(conn, clock, scope, cid, tuple(place))
         events = conn.execute(
             scope.delete(contact_events).where(contact_events.c.contact_id == cid)
         ).rowcount
-        # audience_members has no foreign key to cascade (see db/tables.py)
-        for table in (contact_tags, contact_interests, contact_activity, audience_members):
+        # audience_members has no foreign key to cascade (see db/tables.py); the others do,
+        # and are deleted here all the same, so nothing depends on the cascade.
+        for table in (
+            contact_tags, contact_interests, contact_activity, contact_preferences,
+            contact_locations, audience_members,
+        ):  # fmt: skip
             conn.execute(scope.delete(table).where(table.c.contact_id == cid))
         conn.execute(scope.delete(contacts).where(contacts.c.id == cid))
+    reply_ids = [r["id"] for r in _replies_of(conn, scope, index)]
     replies = conn.execute(
         scope.delete(inbound_messages).where(inbound_messages.c.phone_index == index)
     ).rowcount
-    # Send records stay (billing, delivery statistics) without a way back to the number.
+    _erase_reply_copies(conn, scope, reply_ids)
+    m = messages.c
+    # Not sent yet: cancelled (its text and number are about to go).
+    cancelled = conn.execute(
+        scope.update(messages)
+        .where(m.dest_index == index, m.state.in_((State.PLANNED.value, State.HELD.value)))
+        .values(state=State.CANCELLED.value, reason=Reason.SUPPRESSED.value, done_at=now)
+    ).rowcount
+    # Send records stay (billing, delivery statistics) without a way back to the person.
     sent = conn.execute(
         scope.update(messages)
-        .where(messages.c.dest_index == index)
+        .where(m.dest_index == index)
         .values(
             dest_cipher=keyring.encrypt("", suppression.phone_context(tenant_id)),
             dest_masked=ERASED,
+            body=ERASED,
+            contact_id=None,
+            idempotency_key=None,
+            time_zone=None,
         )
+    ).rowcount
+    # The ledger keeps only the erasure's own revocations (no IP, no proof of the person's).
+    earlier = conn.execute(
+        scope.delete(consent_records).where(consent_records.c.phone_index == index)
     ).rowcount
     record_consent_rows = [
         suppression.ConsentChange(
@@ -582,8 +975,12 @@ def forget(
     conn.execute(
         scope.update(suppressions)
         .where(suppressions.c.phone_index == index)
-        .values(phone_cipher=None, phone_masked=ERASED)
+        .values(phone_cipher=None, phone_masked=ERASED, detail=None)
     )
+    done = Forgotten(
+        ERASED, cid, events, sent, replies, cancelled=cancelled, consent_records=earlier,
+        **unlinked,
+    )  # fmt: skip
     audit.record(
         conn,
         clock,
@@ -591,9 +988,9 @@ def forget(
         actor=actor,
         action="contact.forget",
         target=f"contact:{cid}" if cid else "contact:none",
-        detail={"events": events, "messages": sent, "replies": replies},
+        detail={k: v for k, v in done.__dict__.items() if isinstance(v, int) and k != "contact_id"},
     )
-    return Forgotten(ERASED, cid, events, sent, replies)
+    return done
 
 
 def purge_consent(conn: Connection, clock: Clock, tenant_id: int) -> int:

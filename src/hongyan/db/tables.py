@@ -1116,7 +1116,8 @@ conversions = sa.Table(
     tenant_fk(index=False),
     sa.Column("order_key", sa.String(80), nullable=False),
     sa.Column("event_id", sa.String(64), nullable=False),  # the order event's event_id
-    sa.Column("contact_id", BigId, nullable=False),
+    # The buyer; None once they had their data erased (`contacts forget`, migration 0022).
+    sa.Column("contact_id", BigId, nullable=True),
     sa.Column("campaign_id", sa.Integer, nullable=True),
     sa.Column("variant", sa.String(16), nullable=True),
     sa.Column("method", sa.String(8), nullable=False),  # coupon, click
@@ -1127,6 +1128,12 @@ conversions = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     # migration 0018: an order attributed to a journey (by its step's coupon or link)
     sa.Column("journey_id", sa.Integer, nullable=True),
+    # migration 0022: the buyer's number province, city and carrier, written when the buyer is
+    # erased (until then a report reads them from the contact), so the report still places
+    # the order.
+    sa.Column("number_province", sa.String(16), nullable=True),
+    sa.Column("number_city", sa.String(32), nullable=True),
+    sa.Column("carrier", sa.String(8), nullable=True),
     sa.UniqueConstraint("tenant_id", "order_key", name="uq_conversions_order"),
     sa.Index("ix_conversions_campaign", "tenant_id", "campaign_id", "variant"),
     sa.Index(
@@ -1318,9 +1325,9 @@ journey_enrolments = sa.Table(
     sa.Column(
         "journey_id", sa.Integer, sa.ForeignKey("journeys.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column(
-        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
-    ),
+    # None once the contact had their data erased (migration 0022): the enrolment stays,
+    # ended, for the journey's counts.
+    sa.Column("contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=True),
     sa.Column("event_key", sa.String(64), nullable=False),  # the event id (or birthday:<date>)
     sa.Column("state", sa.String(10), nullable=False),  # active, completed, exited
     sa.Column("step", sa.Integer, nullable=False),  # the next step's position

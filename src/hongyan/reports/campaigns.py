@@ -318,8 +318,9 @@ def report(
 
 
 def _placed_source(conn: Connection, rows: Any, contact_id: Any, tenant_id: int) -> Any:
-    """``rows`` joined (outer) to the place of each row's contact, and the three place columns
-    (for conversions: they are few, and carry no place of their own).
+    """``rows`` joined (outer) to the place of each row's contact, and the contact's three
+    place columns, unlabelled (for conversions: they are few, and carry no place of their own
+    while their buyer is a contact).
 
     On PostgreSQL a LATERAL lookup (``LIMIT 1`` keeps it from being flattened into a join): one
     primary-key probe per row, bounded by the conversions, where a plain join may hash every
@@ -337,12 +338,17 @@ def _placed_source(conn: Connection, rows: Any, contact_id: Any, tenant_id: int)
     else:
         source = rows.outerjoin(contacts, _contact_of(contact_id, tenant_id))
         cols = (contacts.c.number_province, contacts.c.number_city, contacts.c.carrier)
-    return source, _place_columns(*cols)
+    return source, cols
 
 
 def _placed_conversions(conn: Connection, tenant_id: int, where: Any) -> list[Any]:
-    """Conversions by the contact's province, city and carrier."""
-    source, vplace = _placed_source(conn, conversions, conversions.c.contact_id, tenant_id)
+    """Conversions by the buyer's province, city and carrier: the contact's, or, for a buyer
+    who had their data erased (no contact any more), the place ``forget`` wrote on the
+    conversion (its own columns are null while the buyer is a contact)."""
+    c = conversions.c
+    source, cols = _placed_source(conn, conversions, c.contact_id, tenant_id)
+    own = (c.number_province, c.number_city, c.carrier)
+    vplace = _place_columns(*(sa.func.coalesce(a, b) for a, b in zip(cols, own, strict=True)))
     return list(
         conn.execute(
             sa.select(

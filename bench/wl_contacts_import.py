@@ -278,9 +278,12 @@ def _child(kind: str, url: str, path: str) -> None:
     print(json.dumps(out))
 
 
-def _spawn(kind: str, url: str, path: Path) -> dict[str, Any]:
+def _spawn(
+    kind: str, url: str, path: Path, module: str = "bench.wl_contacts_import"
+) -> dict[str, Any]:
+    """``module``'s ``--child kind url path`` in a process of its own; its last line's JSON."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.wl_contacts_import", "--child", kind, url, str(path)],
+        [sys.executable, "-m", module, "--child", kind, url, str(path)],
         capture_output=True,
         text=True,
         check=False,

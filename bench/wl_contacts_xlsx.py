@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.wl_contacts_import import _cpu_seconds, _MemoryWatch, generate
+from bench.wl_contacts_import import _spawn as _spawn_child
 
 ROWS = int(os.environ.get("HONGYAN_BENCH_XLSX_ROWS", "200000"))
 
@@ -122,16 +122,7 @@ def _child(kind: str, url: str, path: str) -> None:
 
 
 def _spawn(kind: str, url: str, path: Path) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.wl_contacts_xlsx", "--child", kind, url, str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return _spawn_child(kind, url, path, "bench.wl_contacts_xlsx")
 
 
 def run() -> dict[str, Any]:

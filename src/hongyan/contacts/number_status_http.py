@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from hongyan.channels.http.common import provider_number
 from hongyan.contacts.number_status import STATUSES, Failure, Verdicts
 from hongyan.errors import ConfigurationError
 from hongyan.logs import redact
@@ -198,13 +199,8 @@ def wire_form(number: str, number_format: str) -> str | None:
 
 
 def _canonical(text: str) -> str:
-    """One key for the three forms of a mainland number; others: their digits."""
-    digits = _digits(text)
-    if digits.startswith("00"):
-        digits = digits[2:]
-    if len(digits) == 13 and digits.startswith("861"):
-        digits = digits[2:]
-    return digits
+    """One key for the three forms of a mainland number (11 digits); others: their digits."""
+    return provider_number(text)
 
 
 def _matcher(wire: Mapping[str, str]) -> Callable[[Any], str | None]:

@@ -91,13 +91,57 @@ def detect_encoding(head: bytes) -> str:
     gb = codecs.getincrementaldecoder("gb18030")()
     try:
         gb.decode(head, final=len(head) < SNIFF_BYTES)
-        return "gb18030"
     except UnicodeDecodeError:
         raise _fail(
             "import_encoding",
             "The file is neither UTF-8 nor GBK/GB18030 text; save it as CSV UTF-8",
             "文件既不是 UTF-8 也不是 GBK/GB18030 编码，请另存为“CSV UTF-8”格式",
         ) from None
+    foreign = _foreign_encoding(head)
+    if foreign is not None:
+        en, zh = foreign
+        raise _fail(
+            "import_encoding",
+            f"The file looks like {en} text, not GBK; save it as CSV UTF-8",
+            f"文件看起来是{zh}编码，而不是 GBK，请另存为“CSV UTF-8”格式",
+            encoding=en,
+        )
+    return "gb18030"
+
+
+# Encodings GB18030 decodes without an error but into nonsense, by what charset-normalizer
+# names them: a Traditional Chinese export from Taiwan or Hong Kong, a Japanese or Korean one
+# (another is refused under charset-normalizer's own name).
+_FOREIGN = {
+    "big5": ("Big5", "繁体中文 Big5 "),
+    "big5hkscs": ("Big5-HKSCS", "繁体中文 Big5-HKSCS "),
+    "cp950": ("Big5", "繁体中文 Big5 "),
+    "cp932": ("Shift-JIS", "日文 Shift-JIS "),
+    "shift_jis": ("Shift-JIS", "日文 Shift-JIS "),
+    "shift_jis_2004": ("Shift-JIS", "日文 Shift-JIS "),
+    "shift_jisx0213": ("Shift-JIS", "日文 Shift-JIS "),
+    "euc_jp": ("EUC-JP", "日文 EUC-JP "),
+    "euc_jis_2004": ("EUC-JP", "日文 EUC-JP "),
+    "euc_jisx0213": ("EUC-JP", "日文 EUC-JP "),
+    "cp949": ("EUC-KR", "韩文 EUC-KR "),
+    "euc_kr": ("EUC-KR", "韩文 EUC-KR "),
+}
+
+
+def _foreign_encoding(head: bytes) -> tuple[str, str] | None:
+    """Whether bytes that are not UTF-8 are Big5 or Japanese rather than GBK, which GB18030
+    would read as other characters without an error (a Big5 name becomes a rare GBK one).
+    charset-normalizer weighs which decodings read as a language; a file is refused only when
+    none of its candidates is a GB encoding, so a short GBK file that reads as well in Korean
+    (two names) still imports. Korean EUC-KR shares GB2312's byte ranges and is among the
+    candidates GB18030 reads: it is not caught here."""
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(head[: 256 * 1024]))
+    names = [m.encoding for m in matches]
+    if not names or any(n in ("gb18030", "gbk", "gb2312", "hz") for n in names):
+        return None
+    return _FOREIGN.get(names[0], (names[0], f"{names[0]} "))
 
 
 def open_table(stream: IO[bytes], total_bytes: int = 0) -> Table:

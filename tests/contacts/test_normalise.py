@@ -137,3 +137,28 @@ def test_loading_another_data_file(tmp_path) -> None:  # type: ignore[no-untyped
     assert place is not None and (place.province, place.city) == ("测试省", "测试市")
     assert table.place("13800011234") is None
     assert not table.is_virtual("13800001234")  # type 7: 广电, not virtual
+
+
+def test_the_chinese_fast_path_never_calls_phonenumbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every way of writing a Chinese mobile is normalised, and its row built, with
+    phonenumbers unable to parse anything; a foreign number does need it."""
+    import phonenumbers
+
+    from hongyan.contacts import importer
+    from hongyan.security.keyring import KeyRing
+
+    def refuse(*_args: object, **_kw: object) -> None:
+        raise AssertionError("phonenumbers called on the fast path")
+
+    monkeypatch.setattr(phonenumbers, "parse", refuse)
+    monkeypatch.setattr(phonenumbers, "is_valid_number", refuse)
+    builder = importer._Builder(KeyRing({"k": bytes(32)}, "k", bytes(32)), 1, geo.table())
+    plan = importer.plan_mapping(["手机号"], None)
+    parse = importer.row_parser(plan, 0, lambda e164: e164.encode())
+    for text in MOBILE_WAYS:
+        parsed = parse([text])
+        assert parsed.e164 == E
+        builder.packed_row(parsed)
+        builder.new_row(parsed)
+    with pytest.raises(AssertionError, match="fast path"):
+        normalise("+44 7911 123456")

@@ -3,7 +3,7 @@ null, and a conversion keeps the place its buyer had so reports still place it
 
 Revision ID: 0022
 Revises: 0021
-Create Date: 2026-12-01 09:00:00
+Create Date: 2026-11-30 19:00:00
 """
 
 from __future__ import annotations

@@ -92,13 +92,42 @@ def test_unmigrated_database_is_reported(cli) -> None:  # type: ignore[no-untype
     assert err["code"] == "database_not_migrated"
 
 
-def test_demo_prepares_tenant_and_login(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_prepares_tenant_and_login(cli, tmp_path: Path, database_url: str) -> None:  # type: ignore[no-untyped-def]
     first = cli("demo", "--no-serve")
     assert first["email"] and first["password"] and first["api_key_note"].startswith("hy_")
     again = cli("demo", "--no-serve")
     assert again["password"] == first["password"]
     login = tmp_path / "var" / "demo-login.txt"
     assert stat.S_IMODE(login.stat().st_mode) == 0o600
+    _demo_data_is_as_promised(database_url)
+
+
+def _demo_data_is_as_promised(url: str) -> None:
+    """20,000 contacts with consent (less the opted-out), and a year of behaviour with the
+    customers the audiences are about: repeat buyers, one-time buyers gone quiet, browsers who
+    never buy."""
+    import sqlalchemy as sa
+
+    from hongyan.db.scope import unscoped
+    from hongyan.db.tables import consent_records, contact_activity, contacts
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+
+            def count(table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
+                stmt = sa.select(sa.func.count()).select_from(table).where(*where)
+                return int(conn.execute(unscoped(stmt, "test reads the demo")).scalar_one())
+
+            a = contact_activity.c
+            assert count(contacts) == 20_000
+            assert 19_000 <= count(consent_records, consent_records.c.action == "granted") < 20_000
+            repeat = count(contact_activity, a.orders_count >= 2)
+            once = count(contact_activity, a.orders_count == 1)
+            browsers = count(contact_activity, a.orders_count == 0, a.last_browse_at.is_not(None))
+            assert repeat > 1000 and once > 1000 and browsers > 1000, (repeat, once, browsers)
+    finally:
+        engine.dispose()
 
 
 def test_send_and_show(cli) -> None:  # type: ignore[no-untyped-def]

@@ -61,7 +61,7 @@ def test_upload_map_progress_result(live_server: str, runtime: Runtime, tmp_path
             saved = tmp_path / "errors.csv"
             info.value.save_as(str(saved))
             text = saved.read_text(encoding="utf-8-sig")
-            assert "12345,坏行" in text and "wrong_length" in text
+            assert "****45,坏行" in text and "wrong_length" in text  # the number masked
             page.click("text=查看联系人")
             table = page.locator("table.contacts-table")
             expect(table).to_contain_text("****")

@@ -1156,10 +1156,10 @@ def run_in_background(
         except Exception:
             logging.getLogger("hongyan.contacts").info("import %s failed", import_id)
         finally:
-            if _resumable(runtime, tenant_id, import_id):
-                path.replace(kept)
-            else:
+            if not _resumable(runtime, tenant_id, import_id):
                 path.unlink(missing_ok=True)
+            elif path != kept:  # (a resume may already have taken a first run's file)
+                path.replace(kept)
 
     threading.Thread(target=work, name=f"import-{import_id}", daemon=True).start()
 

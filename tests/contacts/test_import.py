@@ -878,6 +878,23 @@ def test_an_uploaded_import_that_failed_is_resumed_from_its_kept_file(
     assert kept.is_file() and not path.exists()
     assert "resumed" in job["error"]["message"]["en"]  # type: ignore[index]
     monkeypatch.setattr(importer._Writer, "insert", real)
+    with runtime.engine.begin() as conn:  # the console's claim, before its thread has run
+        conn.execute(
+            TenantScope(tenant_id)
+            .update(contact_imports)
+            .where(contact_imports.c.id == import_id)
+            .values(state="pending")
+        )
+    with pytest.raises(ValidationFailed, match="already running"):  # the CLI's --resume beside it
+        service.import_path(runtime, tenant_id, kept, opts, resume=import_id)
+    assert len(_contacts(runtime, tenant_id)) == 100
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            TenantScope(tenant_id)
+            .update(contact_imports)
+            .where(contact_imports.c.id == import_id)
+            .values(state="failed")
+        )
     service.resume_in_background(runtime, tenant_id, import_id, "user:1")
     with pytest.raises(ValidationFailed):  # the file is taken, or the job no longer failed
         service.resume_in_background(runtime, tenant_id, import_id, "user:1")

@@ -1341,21 +1341,42 @@ def run(
     import_id: int,
     progress: Callable[[ImportResult], None] | None = None,
     resume: bool = False,
+    claimed: bool = False,
     pipeline: Pipeline | None = None,
 ) -> ImportResult:
     """Import ``source`` as job ``import_id`` (made by :func:`create_job`), in transactions of
     whole batches (:func:`_hold`), each also recording how far the import got. ``resume``: go
-    on from the last committed batch of a failed run of the same file."""
+    on from the last committed batch of a failed run of the same file; the job is taken from
+    ``failed`` to ``running`` in one conditional update, so of two resumes at once (the CLI's
+    ``--resume`` beside the console's button) one runs and the other is refused. ``claimed``:
+    the API or console already moved it to ``pending`` for this run (the state it is taken from)."""
     options.check()
     started = time.perf_counter()
     result = ImportResult(import_id)
     skip = 0
     if resume:
-        with engine.connect() as conn:
+        with engine.begin() as conn:
             job = get_job(conn, tenant_id, import_id)
-        done = job["result"] or {}
-        # (pending: a resume the API or console asked for, whose thread this is)
-        if job["state"] not in ("failed", "pending") or not done.get("line"):
+            done = job["result"] or {}
+            taken = (
+                conn.execute(
+                    TenantScope(tenant_id)
+                    .update(contact_imports)
+                    .where(
+                        contact_imports.c.id == import_id,
+                        contact_imports.c.state == ("pending" if claimed else "failed"),
+                    )
+                    .values(state="running", started_at=clock.now(), error=None)
+                ).rowcount
+                if done.get("line")
+                else 0
+            )
+        if not taken:
+            if job["state"] in ("running", "pending"):
+                raise ValidationFailed(
+                    "This import is already running or being resumed",
+                    "该导入正在进行或已在继续导入",
+                )
             raise ValidationFailed(
                 "Only an import that failed after storing some rows can be resumed",
                 "只有中途失败、已保存部分数据的导入才能继续",
@@ -1366,7 +1387,8 @@ def run(
         result.errors = list(done.get("errors", []))
     with _live_lock:
         _live[import_id] = result
-    _set_job(engine, tenant_id, import_id, state="running", started_at=clock.now(), error=None)
+    if not resume:
+        _set_job(engine, tenant_id, import_id, state="running", started_at=clock.now(), error=None)
     opened: list[Generator[Batch, None, None]] = []
     try:
         _run(

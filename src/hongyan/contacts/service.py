@@ -89,8 +89,10 @@ def import_stream(
     import_id: int | None = None,
     progress: Callable[[importer.ImportResult], None] | None = None,
     resume: bool = False,
+    claimed: bool = False,
 ) -> importer.ImportResult:
     """Import a seekable binary stream (a file on disk, an upload); returns the result.
+    ``claimed``: a resume whose job :func:`resume_in_background` already made ``pending``.
 
     A job row is made first (unless ``import_id`` names one), so a file that cannot even be
     opened still leaves a ``failed`` import saying why.
@@ -163,6 +165,7 @@ def import_stream(
         import_id=import_id,
         progress=progress,
         resume=resume,
+        claimed=claimed,
         pipeline=importer.Pipeline(
             str(path),
             size,
@@ -1151,7 +1154,7 @@ def run_in_background(
             with path.open("rb") as stream:
                 import_stream(
                     runtime, tenant_id, stream, filename, options, import_id=import_id,
-                    resume=resume,
+                    resume=resume, claimed=resume,
                 )  # fmt: skip
         except Exception:
             logging.getLogger("hongyan.contacts").info("import %s failed", import_id)

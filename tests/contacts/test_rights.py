@@ -22,6 +22,7 @@ from hongyan.db.tables import (
     consent_records,
     contact_activity,
     contact_events,
+    contact_import_errors,
     contact_interests,
     contact_locations,
     contact_preferences,
@@ -132,6 +133,46 @@ def test_export_then_forget(runtime: Runtime, tenant_id: int) -> None:
         importer.ImportOptions(consent_source="shop", consent_proof="x"),
     )
     assert again.suppressed == 1
+
+
+def test_refused_import_rows_are_exported_and_forgotten_by_their_number(
+    runtime: Runtime, tenant_id: int
+) -> None:
+    """A row refused for another cell than the number (its birthday, a formula, a name too
+    long) holds the person's number and name: export shows it, forget deletes it. A row whose
+    number did not read as one cannot be found by a number and stays until retention."""
+    data = (
+        (
+            "手机号,姓名,生日\n"
+            "138 1234 5678,李小龙,1990-13-45\n"  # refused: the birthday
+            '13812345678,=HYPERLINK("x"),\n'  # refused: a formula
+            "13812345678," + "长" * 200 + ",\n"  # refused: the name
+            "13900001111,王芳,not a date\n"  # another person's refused row
+            "1381234567x,李小龙,\n"  # refused: the number itself
+        ).encode()
+    )
+    done = service.import_stream(
+        runtime, tenant_id, io.BytesIO(data), "c.csv", importer.ImportOptions()
+    )
+    assert done.invalid == 5 and done.imported == 0
+    with runtime.engine.begin() as conn:
+        copy = service.export(conn, runtime.clock, runtime.keyring, tenant_id, NUMBER, "u")
+    assert [(r["line"], r["reason"]) for r in copy["refused_import_rows"]] == [
+        (2, "bad_birthday"),
+        (3, "formula"),
+        (4, "bad_name"),
+    ]
+    assert copy["refused_import_rows"][0]["cells"] == ["138 1234 5678", "李小龙", "1990-13-45"]
+    with runtime.engine.begin() as conn:
+        gone = service.forget(conn, runtime.clock, runtime.keyring, tenant_id, NUMBER, "u")
+    assert gone.refused_rows == 3
+    with runtime.engine.connect() as conn:
+        left = conn.execute(
+            TenantScope(tenant_id)
+            .select(contact_import_errors, contact_import_errors.c.line)
+            .order_by(contact_import_errors.c.line)
+        ).scalars()
+        assert list(left) == [5, 6]
 
 
 def test_export_of_an_unknown_number(runtime: Runtime, tenant_id: int) -> None:

@@ -295,8 +295,12 @@ class Parsed:
 
 
 class RowProblem(Exception):
-    def __init__(self, code: str) -> None:
+    """Why a row is refused; ``index``: its number's blind index when the phone cell read as
+    a number (the refused row is then found and erased by ``contacts forget``)."""
+
+    def __init__(self, code: str, index: bytes | None = None) -> None:
         self.code = code
+        self.index = index
 
 
 # A cell that may be a formula starts with one of these (the exact test is ``is_formula``): one
@@ -358,12 +362,16 @@ def row_parser(
 
     def parse(cells: list[str]) -> Parsed:
         joined = "\x1f".join(cells)
+        count = len(cells)
+        raw = cells[phone_at] if phone_at < count else ""
         if lead(joined):
             for i, c in enumerate(cells):
                 if i != phone_at and is_formula(c):
-                    raise RowProblem("formula")
-        count = len(cells)
-        raw = cells[phone_at] if phone_at < count else ""
+                    try:
+                        index = index_of(normalise_number(raw))
+                    except NumberProblem:
+                        index = None
+                    raise RowProblem("formula", index)
         try:
             # A phone cell that is a number (a leading tab, "+86 (137) …", a no-break space
             # after +86) is data whatever it starts with: only one that is not is a formula.
@@ -404,7 +412,12 @@ def row_parser(
                 elif kind == "time_zone":
                     zone = check_zone(text)
             except ValueError:
-                raise RowProblem(_FIELD_PROBLEM.get(kind, "bad_attribute")) from None
+                raise RowProblem(
+                    _FIELD_PROBLEM.get(kind, "bad_attribute"), index_of(e164)
+                ) from None
+            except RowProblem as problem:  # (a name too long)
+                problem.index = index_of(e164)
+                raise
         digest = (
             digest_of(joined)
             if digest_of is not None and joined.count("\x1f") == count - 1
@@ -1073,7 +1086,8 @@ class Batch:
     invalid: int = 0
     duplicates: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)  # for the sample
-    bad: list[tuple[int, str, bytes]] = field(default_factory=list)  # refused rows
+    # Refused rows: line, reason, the sealed row, its number's blind index if it has one.
+    bad: list[tuple[int, str, bytes, bytes | None]] = field(default_factory=list)
     items: list[Prepared] = field(default_factory=list)
     # Numbers (first 8 bytes of the blind index) of lines a resumed import stored before.
     stored: list[int] = field(default_factory=list)
@@ -1163,7 +1177,7 @@ def produce(
                 parsed = parse(cells)
             except RowProblem as problem:
                 batch.invalid += 1
-                batch.bad.append((line, problem.code, seal_row(to_json(cells))))
+                batch.bad.append((line, problem.code, seal_row(to_json(cells)), problem.index))
                 if len(batch.errors) < SAMPLE_ERRORS:
                     en, zh = ROW_PROBLEMS[problem.code]
                     batch.errors.append(
@@ -1424,14 +1438,17 @@ def run(
 
 
 def _errors(
-    conn: Connection, scope: TenantScope, import_id: int, bad: list[tuple[int, str, bytes]]
+    conn: Connection,
+    scope: TenantScope,
+    import_id: int,
+    bad: list[tuple[int, str, bytes, bytes | None]],
 ) -> None:
     if bad:
         insert_rows(
             conn,
             scope,
             contact_import_errors,
-            ("line", "reason", "raw_cipher"),
+            ("line", "reason", "raw_cipher", "phone_index"),
             bad,
             {"import_id": import_id},
         )

@@ -8,6 +8,7 @@ their data (PIPL Art. 45) and is written to the audit log.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from hongyan.db.tables import (
     consent_records,
     contact_activity,
     contact_events,
+    contact_import_errors,
     contact_interests,
     contact_locations,
     contact_preferences,
@@ -514,10 +516,11 @@ def export(
       ``clicks``, ``coupons``, ``conversions`` (orders attributed to a campaign or journey) and
       ``coupon_rejections`` (their orders' refused coupons);
     * by the number: ``consent_records``, ``suppressions``, ``messages`` (sent to it, with their
-      text) and ``replies`` (what the person sent back).
+      text), ``replies`` (what the person sent back) and ``refused_import_rows`` (rows of the
+      tenant's imports refused for another cell than the number, with their cells).
 
     Sections by the contact are empty when the number has no contact. Audited."""
-    from hongyan.contacts.importer import birthday_context, name_context
+    from hongyan.contacts.importer import birthday_context, import_row_context, name_context
 
     e164 = e164_or_error(phone)
     scope = TenantScope(tenant_id)
@@ -587,7 +590,23 @@ def export(
     ).mappings()  # fmt: skip
     out["messages"] = [dict(r) for r in sent]
     out["replies"] = _replies_of(conn, scope, index)
-    if cid is None and not (out["consent_records"] or out["messages"] or out["replies"]):
+    e = contact_import_errors.c
+    refused = conn.execute(
+        scope.select(contact_import_errors, e.import_id, e.line, e.reason, e.raw_cipher)
+        .where(e.phone_index == index)
+        .order_by(e.import_id, e.line)
+    ).all()
+    row_ctx = import_row_context(tenant_id)
+    out["refused_import_rows"] = [
+        {
+            "import_id": r.import_id,
+            "line": r.line,
+            "reason": r.reason,
+            "cells": json.loads(keyring.decrypt(bytes(r.raw_cipher), row_ctx)),
+        }
+        for r in refused
+    ]
+    if cid is None and not (out["consent_records"] or out["messages"] or out["replies"] or refused):
         raise NotFound("Nothing is stored for this number", "没有该号码的任何数据")
     audit.record(
         conn,
@@ -720,6 +739,7 @@ class Forgotten:
     coupons: int = 0
     conversions: int = 0
     enrolments: int = 0
+    refused_rows: int = 0  # an import's refused rows that held the number (deleted)
 
 
 def unlink_clicks(conn: Connection, scope: TenantScope, where: sa.ColumnElement[bool]) -> int:
@@ -880,7 +900,9 @@ def forget(
       preferences, location and audience memberships; the number's replies (and, in the
       webhook deliveries that carried them, their text and masked number); every earlier
       consent record of the number (grants with their proof and IP, earlier revocations); the
-      refused coupons of the person's orders (``coupon_rejections``: an order id and a code).
+      refused coupons of the person's orders (``coupon_rejections``: an order id and a code);
+      the rows of imports refused for another cell than the number (a bad birthday, a formula),
+      found by the number's blind index (``contact_import_errors.phone_index``).
     * **kept, unlinked** (contact id null), for the campaign and journey reports:
       send records (billing, delivery statistics: state, parts, channel, cost, the number's
       province, city and carrier) with the number (an encrypted empty string, ``已删除``
@@ -902,8 +924,9 @@ def forget(
       number keeps only its blind index (no ciphertext, no detail), so the number is never
       messaged again by this tenant's marketing. An audit record says it was done.
 
-    Not reached: the refused rows of imports (``contact_import_errors``, sealed whole, not
-    searchable by number; the retention run deletes them 30 days after their import)."""
+    Not reached: an import's rows refused because their number did not read as one (sealed
+    whole, not searchable by the number they meant; the retention run deletes every refused row
+    30 days after its import), and rows refused before migration 0023."""
     e164 = e164_or_error(phone)
     scope = TenantScope(tenant_id)
     index = keyring.blind_index(e164, suppression.phone_context(tenant_id))
@@ -933,6 +956,9 @@ def forget(
         ):  # fmt: skip
             conn.execute(scope.delete(table).where(table.c.contact_id == cid))
         conn.execute(scope.delete(contacts).where(contacts.c.id == cid))
+    refused = conn.execute(
+        scope.delete(contact_import_errors).where(contact_import_errors.c.phone_index == index)
+    ).rowcount
     reply_ids = [r["id"] for r in _replies_of(conn, scope, index)]
     replies = conn.execute(
         scope.delete(inbound_messages).where(inbound_messages.c.phone_index == index)
@@ -982,7 +1008,7 @@ def forget(
     )
     done = Forgotten(
         ERASED, cid, events, sent, replies, cancelled=cancelled, consent_records=earlier,
-        **unlinked,
+        refused_rows=refused, **unlinked,
     )  # fmt: skip
     audit.record(
         conn,

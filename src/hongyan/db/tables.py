@@ -849,7 +849,9 @@ contact_imports = sa.Table(
 )
 
 # The rows an import refused, for the downloadable error file; the raw row (which may hold a
-# number) is ciphertext under tenant:<id>:import-row.
+# number) is ciphertext under tenant:<id>:import-row. phone_index: the number's blind index when
+# the phone cell read as a number (a row refused for another cell), so forget finds the row
+# (migration 0023).
 contact_import_errors = sa.Table(
     "contact_import_errors",
     metadata,
@@ -864,7 +866,9 @@ contact_import_errors = sa.Table(
     sa.Column("line", sa.Integer, nullable=False),
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("raw_cipher", sa.LargeBinary, nullable=False),
+    sa.Column("phone_index", sa.LargeBinary(32), nullable=True),
     sa.Index("ix_contact_import_errors_import", "import_id", "line"),
+    sa.Index("ix_contact_import_errors_number", "tenant_id", "phone_index"),
     info=SCOPED,
 )
 

@@ -113,8 +113,10 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
 # -- children (each measured in its own process) ---------------------------------------------------
 
 
-def _child_hongyan(url: str, path: str) -> dict[str, Any]:
-    from hongyan.contacts import importer, service
+def bench_tenant(url: str, var_dir: Path) -> tuple[Any, int, Any]:
+    """A runtime on ``url`` (migrated, fresh keys), a new tenant's id and the import options
+    the contact benches use."""
+    from hongyan.contacts import importer
     from hongyan.db import migrate
     from hongyan.runtime import Runtime
     from hongyan.security.keyring import KeyRing
@@ -123,7 +125,7 @@ def _child_hongyan(url: str, path: str) -> dict[str, Any]:
 
     settings = Settings(
         env="test",
-        var_dir=Path(path).parent / "var",
+        var_dir=var_dir,
         database_url=url,
         data_keys=f"k1:{KeyRing.generate_key()}",
         active_key="k1",
@@ -135,21 +137,28 @@ def _child_hongyan(url: str, path: str) -> dict[str, Any]:
     with runtime.engine.begin() as conn:
         tenant = tenants.create_tenant(conn, runtime.clock, slug="bench", name="bench")
     options = importer.ImportOptions(consent_source="bench", consent_proof="generated")
+    return runtime, tenant.id, options
+
+
+def _child_hongyan(url: str, path: str) -> dict[str, Any]:
+    from hongyan.contacts import service
+
+    runtime, tenant_id, options = bench_tenant(url, Path(path).parent / "var")
     t0 = time.perf_counter()
-    result = service.import_path(runtime, tenant.id, Path(path), options)
+    result = service.import_path(runtime, tenant_id, Path(path), options)
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds()
     # The same file again at once (every number now exists, before any statistics are
     # gathered): each row is the one its contact last had (its import digest), so none is
     # written again.
     t1 = time.perf_counter()
-    again = service.import_path(runtime, tenant.id, Path(path), options)
+    again = service.import_path(runtime, tenant_id, Path(path), options)
     again_seconds = time.perf_counter() - t1
     cpu_again = _cpu_seconds()
     # Then every row changed (its member level): every contact updated.
     changed_path = _changed_copy(Path(path))
     t2 = time.perf_counter()
-    changed = service.import_path(runtime, tenant.id, changed_path, options)
+    changed = service.import_path(runtime, tenant_id, changed_path, options)
     changed_seconds = time.perf_counter() - t2
     runtime.close()
     return {

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.wl_contacts_import import _cpu_seconds, _MemoryWatch, generate
+from bench.wl_contacts_import import _cpu_seconds, _MemoryWatch, bench_tenant, generate
 from bench.wl_contacts_import import _spawn as _spawn_child
 
 ROWS = int(os.environ.get("HONGYAN_BENCH_XLSX_ROWS", "200000"))
@@ -84,28 +84,12 @@ def _read(kind: str, path: str) -> dict[str, Any]:
 
 
 def _import(url: str, path: str) -> dict[str, Any]:
-    from hongyan.contacts import importer, service
-    from hongyan.db import migrate
-    from hongyan.runtime import Runtime
-    from hongyan.security.keyring import KeyRing
-    from hongyan.settings import Settings
-    from hongyan.tenants import service as tenants
+    from hongyan.contacts import service
 
-    settings = Settings(
-        env="test",
-        var_dir=Path(path).parent / f"var-{uuid.uuid4().hex[:6]}",
-        database_url=url,
-        data_keys=f"k1:{KeyRing.generate_key()}",
-        active_key="k1",
-        index_key=KeyRing.generate_key(),
-        session_secret="bench-" + uuid.uuid4().hex,
+    runtime, tenant_id, options = bench_tenant(
+        url, Path(path).parent / f"var-{uuid.uuid4().hex[:6]}"
     )
-    runtime = Runtime.create(settings)
-    migrate.upgrade(runtime.engine)
-    with runtime.engine.begin() as conn:
-        tenant = tenants.create_tenant(conn, runtime.clock, slug="bench", name="bench")
-    options = importer.ImportOptions(consent_source="bench", consent_proof="generated")
-    result = service.import_path(runtime, tenant.id, Path(path), options)
+    result = service.import_path(runtime, tenant_id, Path(path), options)
     runtime.close()
     return {k: v for k, v in result.counters().items() if k != "errors"}
 

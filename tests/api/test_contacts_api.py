@@ -15,16 +15,17 @@ from tests.api.test_api import _tenant_with_key, auth
 CSV = "手机号,姓名,会员等级,标签\n13812345678,李小龙,金卡,VIP\n+86 139 0000 1111,王芳,,\nbad,x,,\n"
 
 
-def _wait(client: TestClient, key: str, import_id: int) -> dict[str, Any]:
+def _wait(client: TestClient, key: str, job_id: int, kind: str = "imports") -> dict[str, Any]:
+    """Poll ``/api/v1/contacts/<kind>/<id>`` (an import, or a number check) until it ends."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         job: dict[str, Any] = client.get(
-            f"/api/v1/contacts/imports/{import_id}", headers=auth(key)
+            f"/api/v1/contacts/{kind}/{job_id}", headers=auth(key)
         ).json()
         if job["state"] in ("done", "failed"):
             return job
         time.sleep(0.05)
-    raise AssertionError("the import did not finish")
+    raise AssertionError(f"the job {kind}/{job_id} did not finish")
 
 
 def test_upload_progress_result_and_errors(client: TestClient, runtime: Runtime) -> None:
@@ -134,7 +135,11 @@ def test_events_consent_export_forget_and_roles(client: TestClient, runtime: Run
     assert client.get("/api/v1/contacts", headers=auth(key)).json()["total"] == 0
     r = client.post("/api/v1/contacts/forget", headers=auth(key), json={"phone": "12"})
     assert r.status_code == 422 and r.json()["code"] == "invalid_number"
-    assert client.post("/api/v1/contacts/check-numbers", headers=auth(key)).json() == {
+    started = client.post("/api/v1/contacts/check-numbers", headers=auth(key))
+    assert started.status_code == 202 and started.json()["state"] == "pending"
+    check = _wait(client, key, started.json()["id"], "check-numbers")
+    assert (check["state"], check["progress"], check["total"]) == ("done", 1.0, 0)
+    assert check["result"] == {
         "provider": "receipts",
         "checked": 0,
         "active": 0,

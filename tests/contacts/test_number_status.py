@@ -1,5 +1,7 @@
 """空号检测 providers: the generic paid HTTP service against a real local vendor, the combined
-mode, the settings-driven factory, and the API and CLI with the paid service configured.
+mode, the settings-driven factory, and the CLI with the paid service configured (the API's
+background job: tests/api/test_number_checks_api.py; the job itself:
+tests/contacts/test_number_status_jobs.py).
 
 The vendor is an ``http.server`` on 127.0.0.1 in a thread, written from the usual vendor
 contract (POST a JSON batch with a key header, answer ``{"code": 0, "data": [{number,
@@ -21,21 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
-from hongyan.api.app import create_app
+from hongyan.cli.main import app
 from hongyan.contacts import importer, number_status, service
 from hongyan.contacts.number_status_http import HttpConfig, HttpNumberStatus, parse_codes
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import audit_log, messages, suppressions
+from hongyan.db.tables import messages, suppressions
 from hongyan.dispatch import outbox
 from hongyan.dispatch.states import Lane
 from hongyan.errors import ConfigurationError
 from hongyan.runtime import Runtime
-from hongyan.security.roles import Role
 from hongyan.settings import Settings, get_settings
-from tests.api.test_api import _tenant_with_key, auth
 from tests.cli.test_cli import cli  # noqa: F401  (the fixture)
 
 KEY = "vk-7f3a9c2e51d8b4a6"
@@ -51,7 +51,8 @@ class FakeVendor:
     """A paid number-status service: checks the key, answers each number's code, and misbehaves
     on request. ``script`` holds what each successive request gets (``ok`` once it runs out):
     ``ok``, ``slow`` (answers after ``slow_seconds``), ``500``, ``garbage`` (not JSON),
-    ``omit`` (leaves the batch's first number out), ``shape`` (no ``data``)."""
+    ``omit`` (leaves the batch's first number out), ``shape`` (no ``data``), ``hold`` (answers
+    once ``release`` is set, at most 20 s later)."""
 
     key: str = KEY
     #: national number → the code answered; others answer ``default``.
@@ -63,6 +64,7 @@ class FakeVendor:
     #: ``list``: data is [{number, status}]; ``object``: data.list is {number: code}.
     shape: str = "list"
     slow_seconds: float = 3.0
+    release: threading.Event = field(default_factory=threading.Event)
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
@@ -76,6 +78,8 @@ class FakeVendor:
         if headers.get("x-api-key") != self.key:  # as vendors do: the wrong key echoed back
             sent = headers.get("x-api-key", "")
             return 401, _json({"code": 40101, "msg": f"invalid key {sent}"}), 0
+        if behaviour == "hold":
+            self.release.wait(20)
         if behaviour == "500":
             return 500, _json({"code": 500, "msg": "internal error"}), 0
         if behaviour == "garbage":
@@ -413,41 +417,6 @@ def test_combined_mode_pays_only_for_what_receipts_leave_unknown(
     assert (again.skipped, again.counts) == (2, {"active": 2, "empty": 0, "unknown": 2})
 
 
-def test_the_api_answers_with_the_paid_service(runtime: Runtime, vendor: FakeVendor) -> None:
-    tenant_id, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
-    numbers = _numbers(5, start=200)
-    _import(runtime, tenant_id, numbers)
-    vendor.codes = {_national(numbers[0]): 0}
-    vendor.omit = {_national(numbers[4])}
-    paid = _settings(vendor.url)
-    runtime.settings = runtime.settings.model_copy(
-        update={k: getattr(paid, k) for k in type(paid).model_fields if k.startswith("number_")}
-    )
-    _, analyst = _tenant_with_key(runtime, "deli", Role.ANALYST)
-    with TestClient(create_app(runtime)) as client:
-        assert client.post("/api/v1/contacts/check-numbers").status_code == 401
-        denied = client.post("/api/v1/contacts/check-numbers", headers=auth(analyst))
-        assert denied.status_code == 403 and not vendor.requests
-        r = client.post("/api/v1/contacts/check-numbers", headers=auth(key))
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert (body["provider"], body["checked"], body["active"], body["empty"]) == ("http", 5, 3, 1)
-    assert body["unknown"] == 1 and body["by_provider"] == {
-        "http": {"active": 3, "empty": 1, "unknown": 1}
-    }
-    assert [(f["reason"], f["numbers"]) for f in body["failures"]] == [("missing", 1)]
-    assert vendor.sizes == [3, 2]
-    _no_secrets(r.text, numbers)
-    assert _suppressed(runtime, tenant_id) == {"138****0200": "http"}
-    with runtime.engine.connect() as conn:
-        detail = conn.execute(
-            TenantScope(tenant_id)
-            .select(audit_log, audit_log.c.detail)
-            .where(audit_log.c.action == "contacts.check_numbers")
-        ).scalar_one()
-    assert detail == {"provider": "http", "checked": 5, "active": 3, "empty": 1, "unknown": 1}
-
-
 def test_the_cli_answers_with_the_paid_service(
     cli,  # type: ignore[no-untyped-def]  # noqa: F811
     vendor: FakeVendor,
@@ -487,6 +456,13 @@ def test_the_cli_answers_with_the_paid_service(
         ("138****0302", "invalid", "http")
     ]
     _no_secrets(json.dumps(out), ["+8613800000301", "+8613800000302", "+8613800000303"])
+    # The same job the API runs, in the foreground; without --json the counts are printed
+    # after a progress bar.
+    assert isinstance(out["job_id"], int)
+    shown = CliRunner().invoke(app, ["contacts", "check-numbers", "--tenant", "tea"])
+    assert shown.exit_code == 0, shown.output
+    assert "http: 2 checked, active 1, empty 0, unknown 1" in shown.output
+    assert "1 already suppressed as 空号" in shown.output
     monkeypatch.setenv("HONGYAN_NUMBER_STATUS_CODES", "1=active,0=gone")
     get_settings.cache_clear()
     bad = cli("contacts", "check-numbers", "--tenant", "tea", ok=False)

@@ -284,30 +284,40 @@ def contacts_fields(
 @reports_errors
 def contacts_check_numbers(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     """空号检测 with the configured provider (HONGYAN_NUMBER_STATUS_PROVIDER: receipts, http or
-    receipts+http): empty numbers go on the suppression list; failures leave numbers unknown."""
+    receipts+http): empty numbers go on the suppression list; failures leave numbers unknown.
+    Runs in the foreground as the same job the API starts (one check at a time per tenant)."""
     from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from hongyan.contacts import number_status
-    from hongyan.security import audit
+    from hongyan.contacts import number_status, number_status_jobs
 
     runtime = open_runtime()
     tenant_id = _tenant_id(runtime, tenant)
     provider = number_status.provider_for(
         runtime.settings, runtime.engine, runtime.keyring, tenant_id
     )
-    summary = number_status.check_contacts(
-        runtime.engine, runtime.clock, runtime.keyring, tenant_id, provider
-    )
-    out = summary.as_dict()
     with runtime.engine.begin() as conn:
-        audit.record(
-            conn,
-            runtime.clock,
-            tenant_id=tenant_id,
-            actor="cli",
-            action="contacts.check_numbers",
-            detail={k: out[k] for k in ("provider", "checked", *number_status.STATUSES)},
-        )
+        job_id = number_status_jobs.start(conn, runtime.clock, runtime.settings, tenant_id, "cli")
+
+    def check(progress: Any = None) -> number_status.CheckSummary:
+        return number_status_jobs.run(
+            runtime.engine, runtime.clock, runtime.keyring, tenant_id, job_id, provider,
+            actor="cli", progress=progress,
+        )  # fmt: skip
+
+    if as_json:
+        summary = check()
+    else:
+        with Progress(
+            TextColumn("空号检测 checking"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("contacts"),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("check", total=None)
+            summary = check(lambda done, total: bar.update(task, completed=done, total=total))
+    out = {"job_id": job_id, **summary.as_dict()}
     lines = [
         f"{out['provider']}: {out['checked']} checked, "
         + ", ".join(f"{k} {out[k]}" for k in number_status.STATUSES)
@@ -395,7 +405,8 @@ def events_import(file: Path, tenant: TenantOpt, as_json: JsonOpt = False) -> No
 @retention_app.command("run")
 @reports_errors
 def retention_run(as_json: JsonOpt = False) -> None:
-    """Purge consent records 3 years after revocation, old import leftovers, stale uploads."""
+    """Purge consent records 3 years after revocation, old import leftovers, stale uploads;
+    mark imports and number checks whose process died as failed."""
     from hongyan.contacts import retention
 
     runtime = open_runtime()

@@ -549,10 +549,17 @@ def create_job(
     return int(result.scalar_one())
 
 
+#: The job kinds that are imports. The same table holds the number checks (kind ``numbers``,
+#: :mod:`hongyan.contacts.number_status_jobs`), which the import views never show.
+IMPORT_KINDS = ("contacts", "events")
+
+
 def get_job(conn: Connection, tenant_id: int, import_id: int) -> dict[str, Any]:
     row = (
         conn.execute(
-            TenantScope(tenant_id).select(contact_imports).where(contact_imports.c.id == import_id)
+            TenantScope(tenant_id)
+            .select(contact_imports)
+            .where(contact_imports.c.id == import_id, contact_imports.c.kind.in_(IMPORT_KINDS))
         )
         .mappings()
         .first()
@@ -574,6 +581,7 @@ def list_jobs(conn: Connection, tenant_id: int, limit: int = 20) -> list[dict[st
     rows = conn.execute(
         TenantScope(tenant_id)
         .select(contact_imports)
+        .where(contact_imports.c.kind.in_(IMPORT_KINDS))
         .order_by(contact_imports.c.id.desc())
         .limit(limit)
     ).mappings()

@@ -12,7 +12,8 @@ number's latest final message says ``invalid_number`` (空号) or ``delivered``.
 the suppression list (reason ``invalid``, 180 days, as a 空号 receipt does). It holds no
 transaction while a provider answers: each batch of contacts is read in a short read, checked,
 and its empty numbers are suppressed in a short write, so a slow paid service never keeps the
-database's write lock, and an interrupted run keeps what it had found.
+database's write lock, and an interrupted run keeps what it had found. It reports its progress
+after each batch; the API runs it as a background job (:mod:`hongyan.contacts.number_status_jobs`).
 
 The failure policy: only a provider's explicit answer makes a number ``empty``. A request that
 fails (timeout, HTTP error, an answer that is not what was asked for, a number left out, a code
@@ -23,7 +24,7 @@ masked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 STATUSES = ("active", "empty", "unknown")
 #: What ``HONGYAN_NUMBER_STATUS_PROVIDER`` may name.
 PROVIDERS = ("receipts", "http", "receipts+http")
+#: Contacts read, checked and written at a time by :func:`check_contacts`.
+BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,11 @@ class CheckSummary:
             entry[2].append(failure.detail)
 
     @property
+    def processed(self) -> int:
+        """Contacts gone through so far: checked, or skipped as already suppressed."""
+        return sum(self.counts.values()) + self.skipped
+
+    @property
     def failures(self) -> list[dict[str, Any]]:
         return [
             {
@@ -258,11 +266,16 @@ def check_contacts(
     tenant_id: int,
     provider: NumberStatusProvider,
     *,
-    batch: int = 1000,
+    batch: int = BATCH,
+    progress: Callable[[CheckSummary], None] | None = None,
 ) -> CheckSummary:
     """Check every contact's number; suppress the empty ones (see the module's docstring).
 
     Numbers already suppressed as 空号 (and not expired) are skipped, not asked about again.
+    ``progress`` is called with the summary so far after each batch, once that batch's empty
+    numbers are stored, with no transaction open (it may write one of its own: a background
+    job records how far it got, :mod:`hongyan.contacts.number_status_jobs`); an exception it
+    raises stops the check there.
     """
     scope = TenantScope(tenant_id)
     ctx = suppression.phone_context(tenant_id)
@@ -288,6 +301,8 @@ def check_contacts(
             if bytes(r.phone_index) not in known
         ]
         if not numbers:
+            if progress:
+                progress(summary)
             continue
         verdicts = provider.check(numbers)
         for failure in failures_of(verdicts):
@@ -302,6 +317,8 @@ def check_contacts(
         if empty:
             with engine.begin() as conn:
                 suppression.add(conn, clock, keyring, empty)
+        if progress:
+            progress(summary)
 
 
 def _known_empty(

@@ -7,6 +7,10 @@
   or an import that failed half-way was not resumed within the day).
 * Imports still ``running`` after a day: their process died. Their batches commit one by one,
   so they are marked ``failed`` saying how far they got, which makes them resumable.
+* Number checks (空号检测) pending or running without a sign of life for
+  :func:`~hongyan.contacts.number_status_jobs.stuck_after` (an hour at least): their process
+  died. They are marked ``failed`` saying how far they got, so the tenant may start another
+  (a new request does the same for its own tenant).
 * Audience memberships of contacts that no longer exist: ``forget`` deletes a contact's own,
   but a snapshot taken while the contact was being erased may have written one after that
   (``audience_members`` has no foreign key to cascade; see ``db/tables.py``).
@@ -24,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hongyan.contacts import number_status_jobs
 from hongyan.contacts.service import purge_consent, unlink_clicks
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import (
@@ -74,6 +79,7 @@ def run(runtime: Runtime) -> dict[str, Any]:
         "import_error_rows": 0,
         "uploads": 0,
         "stuck_imports": 0,
+        "stuck_number_checks": 0,
         "orphan_members": 0,
         "orphan_clicks": 0,
     }
@@ -108,6 +114,7 @@ def run(runtime: Runtime) -> dict[str, Any]:
             stuck = conn.execute(
                 scope.select(contact_imports, contact_imports.c.id, contact_imports.c.result)
                 .where(
+                    contact_imports.c.kind != number_status_jobs.KIND,
                     contact_imports.c.state.in_(("pending", "running")),
                     contact_imports.c.created_at < now - STUCK_AFTER,
                 )
@@ -120,6 +127,9 @@ def run(runtime: Runtime) -> dict[str, Any]:
                     .values(state="failed", finished_at=now, error=abandoned(job.id, job.result))
                 )
             out["stuck_imports"] += len(stuck)
+            out["stuck_number_checks"] += number_status_jobs.abandon_stuck(
+                conn, runtime.clock, runtime.settings, tenant_id
+            )
     folder = uploads_dir(runtime)
     if folder.is_dir():
         cutoff = time.time() - UPLOAD_KEEP_SECONDS

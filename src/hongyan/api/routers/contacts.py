@@ -1,5 +1,6 @@
 """Contacts and behaviour events through the API: imports (upload, progress, result, refused
-rows), the contact list (numbers masked), consent, custom attributes, data rights, events."""
+rows), the contact list (numbers masked), consent, custom attributes, data rights, number
+checks (a background job, polled), events."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.contacts import events, fields, importer, number_status, service
+from hongyan.contacts import (
+    events,
+    fields,
+    importer,
+    number_status,
+    number_status_jobs,
+    service,
+)
 from hongyan.errors import ValidationFailed
 from hongyan.runtime import Runtime
 from hongyan.security import audit
@@ -361,38 +369,83 @@ class NumberCheckOut(BaseModel):
     failures: list[CheckFailureOut]
 
 
+class ErrorOut(BaseModel):
+    code: str = Field(description="e.g. number_check_abandoned, number_check_failed")
+    message: dict[str, str] = Field(description="{zh, en}: what happened")
+    details: dict[str, Any] | None = None
+
+
+class NumberCheckJobOut(BaseModel):
+    id: int
+    state: str = Field(description="pending, running, done or failed")
+    progress: float = Field(description="0–1: processed / total (1 once done)")
+    processed: int = Field(
+        description="Contacts gone through so far: checked, or skipped as already 空号"
+    )
+    total: int | None = Field(
+        description="The tenant's contacts when the check started (null while pending)"
+    )
+    result: NumberCheckOut | None = Field(
+        description="The summary so far (null before the first batch); final once done, what "
+        "was found before the failure if failed"
+    )
+    error: ErrorOut | None = Field(description="Why a failed check stopped")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    url: str = Field(description="Where to follow it")
+
+
 @router.post(
     "/contacts/check-numbers",
-    summary="空号检测 with the configured provider; empty numbers are suppressed",
-    response_model=NumberCheckOut,
+    status_code=202,
+    summary="Start a 空号检测 with the configured provider; empty numbers are suppressed",
+    response_model=NumberCheckJobOut,
+    responses={
+        409: {
+            "description": "A check of this tenant is already pending or running (code "
+            "number_check_running; details.id and details.url name it)"
+        }
+    },
 )
-def check_numbers(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+def check_numbers(
+    tasks: BackgroundTasks,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
     """Checks every contact's number with ``HONGYAN_NUMBER_STATUS_PROVIDER`` (the tenant's own
-    receipts, a paid service, or the receipts and then the service for what they leave unknown).
-    A failure of the service never makes a number empty: its numbers are counted unknown and
-    the failure is listed. No transaction is held while the service answers."""
-    # Not the request's transaction (CONN): that would be held, with SQLite's write lock,
-    # for as long as a paid service takes to answer.
-    with runtime.engine.begin() as conn:
-        who = get_principal(request, conn, runtime)
-        who.require(Permission.MANAGE_CONTACTS)
+    receipts, a paid service, or the receipts and then the service for what they leave unknown)
+    in the background: the answer is the job, followed at ``GET
+    /contacts/check-numbers/{id}`` until it is ``done`` (its ``result`` is then the summary) or
+    ``failed`` (its ``error`` says why). One check at a time per tenant. A failure of the
+    service never makes a number empty: its numbers are counted unknown and the failure is
+    listed."""
+    who.require(Permission.MANAGE_CONTACTS)
+    # Built (and the settings checked) before the job exists: a wrong setting is this answer.
     provider = number_status.provider_for(
         runtime.settings, runtime.engine, runtime.keyring, who.tenant_id
     )
-    summary = number_status.check_contacts(
-        runtime.engine, runtime.clock, runtime.keyring, who.tenant_id, provider
+    job_id = number_status_jobs.start(
+        conn, runtime.clock, runtime.settings, who.tenant_id, who.actor
     )
-    out = summary.as_dict()
-    with runtime.engine.begin() as conn:
-        audit.record(
-            conn,
-            runtime.clock,
-            tenant_id=who.tenant_id,
-            actor=who.actor,
-            action="contacts.check_numbers",
-            detail={k: out[k] for k in ("provider", "checked", *number_status.STATUSES)},
-        )
-    return out
+    # After the request's transaction has committed (the job's row is then visible).
+    tasks.add_task(
+        number_status_jobs.run_in_background, runtime, who.tenant_id, job_id, provider, who.actor
+    )
+    return number_status_jobs.get(conn, who.tenant_id, job_id)
+
+
+@router.get(
+    "/contacts/check-numbers/{job_id}",
+    summary="A number check's progress and result",
+    response_model=NumberCheckJobOut,
+)
+def get_number_check(
+    job_id: int, who: Principal = Depends(get_principal), conn: Connection = CONN
+) -> dict[str, Any]:
+    who.require(Permission.READ_CONTACTS)
+    return number_status_jobs.get(conn, who.tenant_id, job_id)
 
 
 # -- events ----------------------------------------------------------------------------------------

@@ -1,0 +1,394 @@
+"""空号检测 as a job: the API's check runs in a thread and its caller follows it by polling.
+
+A check of a tenant with hundreds of thousands of contacts against a paid service takes
+minutes, longer than a request behind a proxy may wait. So ``POST /contacts/check-numbers``
+makes a job and answers 202, a thread runs :func:`run`, and ``GET
+/contacts/check-numbers/{id}`` reads how far it got. ``hongyan contacts check-numbers`` makes
+the same job and runs it in the foreground.
+
+The job is a row of ``contact_imports``, the contacts' job table (imports of kind ``contacts``
+and ``events``), of kind :data:`KIND`: state ``pending`` → ``running`` → ``done`` or
+``failed``; ``result`` holds ``total`` (the tenant's contacts when the check started),
+``processed`` (contacts gone through so far: checked, or skipped as already 空号),
+``summary`` (:meth:`~hongyan.contacts.number_status.CheckSummary.as_dict` so far, final once
+done) and ``alive_at`` (when the running check last wrote); ``error`` is the typed error of a
+failed check. The import views (:func:`hongyan.contacts.importer.get_job`, ``list_jobs``)
+never show these rows, and :func:`get` shows nothing else.
+
+One check at a time per tenant: :func:`start` refuses a second while one is ``pending`` or
+``running`` (:class:`CheckUnderWay`, 409). Its read and insert are serialised per tenant (a
+transaction-level advisory lock on PostgreSQL; on SQLite a writing transaction begins
+IMMEDIATE and holds the one write lock), so two requests at once make one job, not two.
+
+A process that dies (killed, restarted by a deploy) leaves its check ``running``. A live check
+writes its progress after every batch of contacts
+(:data:`~hongyan.contacts.number_status.BATCH`), so one silent for :func:`stuck_after` (an
+hour, more if the paid service's settings let a batch take longer) is taken as abandoned and
+marked ``failed`` saying how far it got: by :func:`start` when the tenant asks for a new check
+(so a dead check never blocks the tenant for long) and by ``hongyan retention run``, as it does
+for imports left running. Every write of a running check is conditional on the row still being
+``running``, so a check wrongly taken for dead stops at its next batch instead of running
+beside its successor.
+
+The audit record ``contacts.check_numbers`` is written when the job ends, done or failed, in
+the transaction that ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from hongyan.clock import Clock
+from hongyan.contacts import importer, number_status
+from hongyan.contacts.number_status import CheckSummary, NumberStatusProvider
+from hongyan.db.scope import TenantScope
+from hongyan.db.tables import contact_imports
+from hongyan.errors import Conflict, HongyanError, NotFound
+from hongyan.security import audit
+from hongyan.security.keyring import KeyRing
+
+if TYPE_CHECKING:
+    from hongyan.runtime import Runtime
+    from hongyan.settings import Settings
+
+log = logging.getLogger("hongyan.contacts.number_status")
+
+KIND = "numbers"
+#: pg_advisory_xact_lock(class, tenant): starting a number check (see hongyan.campaigns.caps).
+LOCK_CLASS = 7008
+#: The least a check may go without writing before it is taken for abandoned.
+STUCK_AFTER = timedelta(hours=1)
+ACTIVE = ("pending", "running")
+
+
+class CheckUnderWay(Conflict):
+    code = "number_check_running"
+    message_en = (
+        "A number check is already under way for this tenant; follow it, or start another "
+        "once it has ended"
+    )
+    message_zh = "本租户已有一项空号检测正在进行；请查看其进度，或待其结束后再发起"
+
+
+class CheckAbandoned(Conflict):
+    """The job is no longer this run's to write: it was taken for abandoned (or never started)."""
+
+    code = "number_check_abandoned"
+    message_en = "This number check was marked abandoned; start a new one"
+    message_zh = "该空号检测已被判定为中止，请重新发起"
+
+
+def url_of(job_id: int) -> str:
+    return f"/api/v1/contacts/check-numbers/{job_id}"
+
+
+def stuck_after(settings: Settings) -> timedelta:
+    """How long a running check may go without writing before it is taken for abandoned.
+
+    A live check writes after every batch of contacts. With the paid service, a batch is up to
+    ``ceil(BATCH / number_status_batch)`` requests one after the other, each bounded by the
+    timeout while connecting and again while the answer arrives; three times that, and never
+    less than :data:`STUCK_AFTER`."""
+    worst = 0.0
+    if settings.number_status_provider != "receipts":
+        requests = math.ceil(number_status.BATCH / max(1, settings.number_status_batch))
+        worst = requests * 2 * float(settings.number_status_timeout)
+    return max(STUCK_AFTER, timedelta(seconds=3 * worst))
+
+
+# -- starting --------------------------------------------------------------------------------------
+
+
+def _lock_tenant(conn: Connection, tenant_id: int) -> None:
+    """Serialise :func:`start` per tenant until the transaction ends. SQLite: ``engine.begin()``
+    and the API's request transaction begin IMMEDIATE, so a writing transaction already holds
+    the database's one write lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(LOCK_CLASS, tenant_id)))
+
+
+def start(conn: Connection, clock: Clock, settings: Settings, tenant_id: int, actor: str) -> int:
+    """The new check's job (``pending``), made in the caller's transaction: run it with
+    :func:`run_in_background` once that has committed, or :func:`run` in the foreground.
+
+    Refuses with :class:`CheckUnderWay` while another check of the tenant is pending or
+    running; one silent for :func:`stuck_after` is first marked abandoned."""
+    _lock_tenant(conn, tenant_id)
+    abandon_stuck(conn, clock, settings, tenant_id)
+    c = contact_imports.c
+    under_way = conn.execute(
+        TenantScope(tenant_id)
+        .select(contact_imports, c.id)
+        .where(c.kind == KIND, c.state.in_(ACTIVE))
+        .order_by(c.id)
+        .limit(1)
+    ).scalar()
+    if under_way is not None:
+        raise CheckUnderWay(details={"id": int(under_way), "url": url_of(int(under_way))})
+    return importer.create_job(
+        conn,
+        clock,
+        tenant_id,
+        kind=KIND,
+        filename="",
+        options={"provider": settings.number_status_provider},
+        actor=actor,
+    )
+
+
+# -- the stuck ones --------------------------------------------------------------------------------
+
+
+def _last_sign_of_life(job: Any) -> datetime:
+    alive = (job.result or {}).get("alive_at")
+    if alive:
+        return datetime.fromisoformat(alive)
+    at: datetime = job.started_at or job.created_at
+    return at
+
+
+def abandoned(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The error of a check whose process stopped: how far it got (what it found is kept)."""
+    result = result or {}
+    processed, total = int(result.get("processed") or 0), result.get("total")
+    if not processed:
+        zh = "空号检测进程已中止，尚未检测任何号码；请重新发起"
+        en = "The checking process stopped before it checked any number; start a new check"
+    else:
+        of_zh = f"（共 {total} 个）" if total is not None else ""
+        of_en = f" of {total}" if total is not None else ""
+        zh = (
+            f"空号检测进程已中止；已处理 {processed} 个联系人{of_zh}，其中检出的空号已加入"
+            "屏蔽名单，重新发起检测时不再询问"
+        )
+        en = (
+            f"The checking process stopped after {processed}{of_en} contacts; the empty "
+            "numbers it found are suppressed, and a new check does not ask about them again"
+        )
+    return {"code": "number_check_abandoned", "message": {"zh": zh, "en": en}}
+
+
+def abandon_stuck(conn: Connection, clock: Clock, settings: Settings, tenant_id: int) -> int:
+    """Mark the tenant's checks that are pending or running but silent for
+    :func:`stuck_after` ``failed`` (their process died); how many. In the caller's
+    transaction."""
+    scope = TenantScope(tenant_id)
+    c = contact_imports.c
+    now = clock.now()
+    cutoff = now - stuck_after(settings)
+    rows = conn.execute(
+        scope.select(contact_imports, c.id, c.result, c.created_at, c.started_at)
+        .where(c.kind == KIND, c.state.in_(ACTIVE))
+        .with_for_update()
+    ).all()
+    stuck = [r for r in rows if _last_sign_of_life(r) < cutoff]
+    for job in stuck:
+        conn.execute(
+            scope.update(contact_imports)
+            .where(c.id == job.id, c.state.in_(ACTIVE))
+            .values(state="failed", finished_at=now, error=abandoned(job.result))
+        )
+    return len(stuck)
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+
+def _result(total: int, summary: CheckSummary | None, clock: Clock) -> dict[str, Any]:
+    return {
+        "total": total,
+        "processed": summary.processed if summary else 0,
+        "summary": summary.as_dict() if summary else None,
+        "alive_at": clock.now().isoformat(),
+    }
+
+
+def _write(
+    engine: Engine,
+    clock: Clock,
+    tenant_id: int,
+    job_id: int,
+    values: dict[str, Any],
+    audit_row: dict[str, Any] | None = None,
+) -> None:
+    """Update the running job (and, as it ends, audit it) in one transaction; raises
+    :class:`CheckAbandoned` if it is no longer running."""
+    c = contact_imports.c
+    with engine.begin() as conn:
+        moved = conn.execute(
+            TenantScope(tenant_id)
+            .update(contact_imports)
+            .where(c.id == job_id, c.kind == KIND, c.state == "running")
+            .values(**values)
+        ).rowcount
+        if not moved:
+            raise CheckAbandoned()
+        if audit_row is not None:
+            audit.record(
+                conn,
+                clock,
+                tenant_id=tenant_id,
+                action="contacts.check_numbers",
+                target=f"number_check:{job_id}",
+                **audit_row,
+            )
+
+
+def _counts(summary: CheckSummary) -> dict[str, Any]:
+    out = summary.as_dict()
+    return {k: out[k] for k in ("provider", "checked", *number_status.STATUSES)}
+
+
+def run(
+    engine: Engine,
+    clock: Clock,
+    keyring: KeyRing,
+    tenant_id: int,
+    job_id: int,
+    provider: NumberStatusProvider,
+    *,
+    actor: str,
+    progress: Callable[[int, int], None] | None = None,
+    batch: int = number_status.BATCH,
+) -> CheckSummary:
+    """Run the check of job ``job_id`` (made by :func:`start`): ``pending`` → ``running``, the
+    progress written after each batch, then ``done`` with the summary or ``failed`` with the
+    error (raised again), the audit record written in the same transaction. ``progress`` is
+    called with (processed, total) after each batch."""
+    c = contact_imports.c
+    with engine.connect() as conn:
+        total = number_status.count_contacts(conn, tenant_id)
+    with engine.begin() as conn:
+        taken = conn.execute(
+            TenantScope(tenant_id)
+            .update(contact_imports)
+            .where(c.id == job_id, c.kind == KIND, c.state == "pending")
+            .values(state="running", started_at=clock.now(), result=_result(total, None, clock))
+        ).rowcount
+    if not taken:
+        raise CheckAbandoned()
+    summary = CheckSummary(provider.name)
+
+    def went_on(so_far: CheckSummary) -> None:
+        nonlocal summary  # what a failure later on records as found so far
+        summary = so_far
+        _write(engine, clock, tenant_id, job_id, {"result": _result(total, so_far, clock)})
+        if progress:
+            progress(so_far.processed, max(total, so_far.processed))
+
+    try:
+        summary = number_status.check_contacts(
+            engine, clock, keyring, tenant_id, provider, batch=batch, progress=went_on
+        )
+        done = {
+            "state": "done",
+            "finished_at": clock.now(),
+            "result": _result(total, summary, clock),
+        }
+        _write(engine, clock, tenant_id, job_id, done, {"actor": actor, "detail": _counts(summary)})
+    except CheckAbandoned:
+        log.warning("number check %s was marked abandoned; stopped", job_id)
+        raise
+    except BaseException as exc:
+        if isinstance(exc, HongyanError):
+            error = exc.body()
+        elif not isinstance(exc, Exception):  # interrupted (Ctrl-C in the CLI, a shutdown)
+            error = {
+                "code": "number_check_interrupted",
+                "message": {
+                    "zh": "空号检测被中断；已检出的空号已加入屏蔽名单，重新检测时不再询问",
+                    "en": "The number check was interrupted; the empty numbers found so far "
+                    "are suppressed, and a new check does not ask about them again",
+                },
+            }
+        else:
+            log.exception("number check %s stopped on an internal error", job_id)
+            error = {
+                "code": "number_check_failed",
+                "message": {
+                    "zh": "空号检测因内部错误中止；已检出的空号已加入屏蔽名单，重新检测时不再询问",
+                    "en": "The number check stopped on an internal error; the empty numbers "
+                    "found so far are suppressed, and a new check does not ask about them again",
+                },
+            }
+        failed = {
+            "state": "failed",
+            "finished_at": clock.now(),
+            "error": error,
+            "result": _result(total, summary, clock),
+        }
+        row = {"actor": actor, "detail": {**_counts(summary), "error": error["code"]}}
+        try:
+            _write(engine, clock, tenant_id, job_id, failed, row)
+        except Exception:  # the database itself is gone: retention run will say so later
+            log.exception("number check %s: its failure could not be recorded", job_id)
+        raise
+    return summary
+
+
+def run_in_background(
+    runtime: Runtime, tenant_id: int, job_id: int, provider: NumberStatusProvider, actor: str
+) -> None:
+    """Run job ``job_id`` in a thread (after the transaction that made it has committed)."""
+
+    def work() -> None:
+        try:
+            run(
+                runtime.engine, runtime.clock, runtime.keyring, tenant_id, job_id, provider,
+                actor=actor,
+            )  # fmt: skip
+        except Exception:  # recorded on the job (an internal error was logged with its trace)
+            log.info("number check %s failed", job_id)
+
+    threading.Thread(target=work, name=f"number-check-{job_id}", daemon=True).start()
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def get(conn: Connection, tenant_id: int, job_id: int) -> dict[str, Any]:
+    """The check as the API shows it; another tenant's id, or an import's, is not found."""
+    c = contact_imports.c
+    row = (
+        conn.execute(
+            TenantScope(tenant_id).select(contact_imports).where(c.id == job_id, c.kind == KIND)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound("No such number check", "找不到该空号检测任务")
+    return view(dict(row))
+
+
+def view(job: dict[str, Any]) -> dict[str, Any]:
+    result = job["result"] or {}
+    total = result.get("total")
+    processed = int(result.get("processed") or 0)
+    if job["state"] == "done":
+        fraction = 1.0
+    elif total:
+        fraction = min(0.99, processed / total)
+    else:
+        fraction = 0.0
+    return {
+        "id": job["id"],
+        "state": job["state"],
+        "progress": round(fraction, 4),
+        "processed": processed,
+        "total": None if total is None else max(int(total), processed),
+        "result": result.get("summary"),
+        "error": job["error"],
+        "created_at": job["created_at"],
+        "started_at": job["started_at"],
+        "finished_at": job["finished_at"],
+        "url": url_of(int(job["id"])),
+    }

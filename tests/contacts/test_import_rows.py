@@ -112,7 +112,7 @@ def _batches(text: str, n: int, size: int, skip: int = 0) -> list[importer.Batch
 def _summary(batches: list[importer.Batch]) -> list[tuple[object, ...]]:
     return [
         (b.line, b.rows, b.invalid, b.duplicates, [(k, first) for k, first, *_ in b.items],
-         [line for line, _, _ in b.bad])
+         [line for line, *_ in b.bad])
         for b in batches
     ]  # fmt: skip
 

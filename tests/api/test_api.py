@@ -96,6 +96,24 @@ def test_malformed_json_is_typed_and_changes_nothing(client: TestClient, runtime
     assert client.get("/api/v1/api-keys", headers=auth(key)).json() == before
 
 
+def test_unreadable_body_is_typed_and_changes_nothing(client: TestClient, runtime: Runtime) -> None:
+    """Bytes that are not UTF-8 under application/json were a 400 whose "zh" message was the
+    framework's English; now the same typed 422 as a body that is not JSON (found by the fuzz)."""
+    _, key = _tenant_with_key(runtime, "tea")
+    before = client.get("/api/v1/api-keys", headers=auth(key)).json()
+    r = client.post(
+        "/api/v1/api-keys",
+        content=b'{"name": "\xff"}',
+        headers={**auth(key), "content-type": "application/json"},
+    )
+    assert r.status_code == 422
+    body = r.json()
+    assert body["code"] == "validation_failed"
+    assert body["message"]["zh"] == "无法读取请求内容"
+    assert body["details"]["problems"][0]["location"] == ["body"]
+    assert client.get("/api/v1/api-keys", headers=auth(key)).json() == before
+
+
 def test_key_lifecycle_and_audit(client: TestClient, runtime: Runtime) -> None:
     _, key = _tenant_with_key(runtime, "tea")
     r = client.post("/api/v1/api-keys", json={"name": "shop backend"}, headers=auth(key))

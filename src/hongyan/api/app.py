@@ -133,6 +133,16 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
             return _error(404, "not_found", "Not found", "找不到该资源")
         if exc.status_code == 405:
             return _error(405, "method_not_allowed", "Method not allowed", "不支持该请求方法")
+        if exc.status_code == 400:
+            # FastAPI and Starlette answer 400 when they cannot read the body at all (bytes that
+            # are not UTF-8 under application/json, a broken multipart body): the same typed 422
+            # as a body that is not JSON, rather than an untranslated 400.
+            err = ValidationFailed(
+                "The request body could not be read",
+                "无法读取请求内容",
+                details={"problems": [{"location": ["body"], "problem": str(exc.detail)}]},
+            )
+            return JSONResponse(err.body(), status_code=422)
         return _error(exc.status_code, "http_error", str(exc.detail), str(exc.detail))
 
     app.include_router(health.router, prefix="/api/v1")

@@ -5,18 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.responses import api_router
 from hongyan.errors import NotFound
 from hongyan.runtime import Runtime
 from hongyan.security import apikeys, audit
 from hongyan.security.roles import Permission, Role
 from hongyan.tenants import service
 
-router = APIRouter(tags=["account"])
+router = api_router("account")
 
 
 class TenantOut(BaseModel):

@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.responses import api_router
 from hongyan.campaigns.calendar import upcoming
 from hongyan.campaigns.calendar_data import marketing_calendar
 from hongyan.runtime import Runtime
 from hongyan.tenants import service as tenants
 
-router = APIRouter(tags=["calendar"])
+router = api_router("calendar")
 
 
 @router.get(

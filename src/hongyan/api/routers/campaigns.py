@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Response
+from fastapi import BackgroundTasks, Depends, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.responses import api_router
 from hongyan.campaigns import caps, journeys, launching
 from hongyan.campaigns import service as campaigns
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
 
-router = APIRouter(tags=["campaigns"])
+router = api_router("campaigns")
 
 
 class VariantIn(BaseModel):

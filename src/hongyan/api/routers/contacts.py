@@ -9,12 +9,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Request, UploadFile
+from fastapi import BackgroundTasks, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.responses import api_router
 from hongyan.contacts import (
     events,
     fields,
@@ -29,7 +30,7 @@ from hongyan.security import audit
 from hongyan.security.roles import Permission
 from hongyan.tenants import service as tenants
 
-router = APIRouter(tags=["contacts"])
+router = api_router("contacts")
 MAX_UPLOAD = 512 * 2**20
 
 

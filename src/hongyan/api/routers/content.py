@@ -5,17 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.responses import api_router
 from hongyan.content import service, signatures, templates
 from hongyan.content.lint import MAX_TEXT
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
 
-router = APIRouter(tags=["content"])
+router = api_router("content")
 
 CATEGORY = Field(pattern="^(verification|notification|marketing)$")
 

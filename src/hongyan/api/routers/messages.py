@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import Depends, Header, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.responses import api_router
 from hongyan.content import sending
 from hongyan.content.placeholders import render
 from hongyan.dispatch import outbox
@@ -22,7 +23,7 @@ from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
 from hongyan.tenants import service
 
-router = APIRouter(tags=["messages"])
+router = api_router("messages")
 
 
 class MessageIn(BaseModel):

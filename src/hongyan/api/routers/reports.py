@@ -6,17 +6,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from fastapi.responses import Response
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal
+from hongyan.api.responses import api_router
 from hongyan.errors import NotFound
 from hongyan.reports import campaigns, export, journeys, segments
 from hongyan.security.roles import Permission
 from hongyan.tenants import service as tenants
 
-router = APIRouter(tags=["reports"])
+router = api_router("reports")
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # What a report is of: its name in paths and files, and the function that makes it.
 KINDS: dict[str, Callable[..., dict[str, Any]]] = {

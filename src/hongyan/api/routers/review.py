@@ -11,11 +11,12 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, bearer_key, get_runtime
+from hongyan.api.responses import api_router
 from hongyan.content import review
 from hongyan.errors import AuthenticationFailed, PermissionDenied
 from hongyan.runtime import Runtime
@@ -23,7 +24,7 @@ from hongyan.staff import service as staff
 from hongyan.staff.service import StaffPrincipal
 
 STAFF_COOKIE = "hongyan_staff_session"
-router = APIRouter(tags=["review"])
+router = api_router("review")
 
 
 def get_staff(

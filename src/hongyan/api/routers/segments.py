@@ -10,18 +10,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.responses import api_router
 from hongyan.audience import recompute, scoring, segments, service
 from hongyan.audience.scoring import Splits, Thresholds
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
 
-router = APIRouter(tags=["audiences"])
+router = api_router("audiences")
 
 RULE_DOC = (
     'A rule tree: {"all": [...]}, {"any": [...]}, {"not": {...}} or a condition '

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.responses import api_router
 from hongyan.contacts import suppression
 from hongyan.dispatch.outbox import E164, InvalidNumber
 from hongyan.errors import NotFound
@@ -16,7 +17,7 @@ from hongyan.runtime import Runtime
 from hongyan.security.keyring import mask_phone
 from hongyan.security.roles import Permission
 
-router = APIRouter(tags=["suppressions"])
+router = api_router("suppressions")
 
 
 class SuppressionIn(BaseModel):

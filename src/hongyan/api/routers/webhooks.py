@@ -6,17 +6,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.responses import api_router
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
 from hongyan.webhooks import service
 from hongyan.webhooks.policy import EVENTS_ALLOWED
 
-router = APIRouter(tags=["webhooks"])
+router = api_router("webhooks")
 
 EVENTS_DOC = "Event types: " + ", ".join(EVENTS_ALLOWED) + " (* = every type)"
 

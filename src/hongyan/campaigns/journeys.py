@@ -244,8 +244,8 @@ def get(conn: Connection, tenant_id: int, ref: int | str) -> dict[str, Any]:
 def _load(conn: Connection, tenant_id: int, ref: int | str) -> dict[str, Any]:
     """The journey with its steps (no counts: they read every enrolment)."""
     scope = TenantScope(tenant_id)
-    col = journeys.c.id if isinstance(ref, int) or str(ref).isdigit() else journeys.c.name
-    value = int(ref) if col is journeys.c.id else ref
+    value = campaigns.id_or_name(ref)
+    col = journeys.c.id if isinstance(value, int) else journeys.c.name
     row = conn.execute(scope.select(journeys).where(col == value)).mappings().first()
     if row is None:
         raise JourneyNotFound()

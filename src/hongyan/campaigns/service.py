@@ -213,15 +213,30 @@ def _variants(conn: Connection, tenant_id: int, campaign_id: int) -> list[dict[s
     return [{k: val for k, val in r.items() if k != "tenant_id"} for r in rows]
 
 
+#: The largest id a BIGINT (and SQLite's INTEGER) holds.
+MAX_ID = 2**63 - 1
+
+
+def id_or_name(ref: int | str) -> int | str:
+    """A campaign's or journey's reference as an id when it is one (ASCII digits, or an int,
+    within a BIGINT), else as a name. Other Unicode digits ("²") and numbers past a BIGINT are
+    names, which no campaign has, rather than a ValueError or an OverflowError in the driver."""
+    text = str(ref)
+    if text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_ID:
+        return int(text)
+    return text
+
+
 def get(conn: Connection, tenant_id: int, ref: int | str) -> dict[str, Any]:
-    if isinstance(ref, str) and not ref.isdigit():
+    ref = id_or_name(ref)
+    if isinstance(ref, str):
         found = conn.execute(
             TenantScope(tenant_id).select(campaigns, campaigns.c.id).where(campaigns.c.name == ref)
         ).scalar_one_or_none()
         if found is None:
             raise CampaignNotFound()
         ref = int(found)
-    camp = _row(conn, tenant_id, int(ref))
+    camp = _row(conn, tenant_id, ref)
     camp["variants"] = _variants(conn, tenant_id, camp["id"])
     return camp
 

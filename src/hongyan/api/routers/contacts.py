@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.params import DbInt
 from hongyan.api.responses import api_router
 from hongyan.contacts import (
     events,
@@ -166,7 +167,7 @@ def create_import(
     "/contacts/imports/{import_id}/resume", status_code=202, summary="Resume a failed import"
 )
 def resume_import(
-    import_id: int,
+    import_id: DbInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -207,7 +208,7 @@ def list_imports(
 
 @router.get("/contacts/imports/{import_id}", summary="An import's progress and result")
 def get_import(
-    import_id: int, who: Principal = Depends(get_principal), conn: Connection = CONN
+    import_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> dict[str, Any]:
     who.require(Permission.READ_CONTACTS)
     return _job_view(importer.get_job(conn, who.tenant_id, import_id))
@@ -219,7 +220,7 @@ def get_import(
     response_class=Response,
 )
 def import_errors(
-    import_id: int,
+    import_id: DbInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -481,7 +482,7 @@ def post_events(
 # Last: its path would otherwise take /contacts/imports and /contacts/fields.
 @router.get("/contacts/{contact_id}", response_model=ContactDetail, summary="One contact")
 def get_contact(
-    contact_id: int, who: Principal = Depends(get_principal), conn: Connection = CONN
+    contact_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> ContactDetail:
     who.require(Permission.READ_CONTACTS)
     result: ContactDetail = _out(
@@ -499,7 +500,7 @@ class ContactPatch(BaseModel):
 
 @router.patch("/contacts/{contact_id}", response_model=ContactDetail, summary="Set a time zone")
 def patch_contact(
-    contact_id: int,
+    contact_id: DbInt,
     body: ContactPatch,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.params import DbInt
 from hongyan.api.responses import api_router
 from hongyan.content import service, signatures, templates
 from hongyan.content.lint import MAX_TEXT
@@ -170,7 +171,7 @@ def create_template(
 
 @router.get("/templates/{template_id}", response_model=TemplateOut, summary="A template")
 def show_template(
-    template_id: int, who: Principal = Depends(get_principal), conn: Connection = CONN
+    template_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> Any:
     who.require(Permission.READ_TEMPLATES)
     return templates.get(conn, who.tenant_id, template_id)
@@ -182,7 +183,7 @@ def show_template(
     summary="Rename or edit: a draft in place, else a new draft version",
 )
 def edit_template(
-    template_id: int,
+    template_id: DbInt,
     body: TemplatePatch,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
@@ -207,7 +208,7 @@ def edit_template(
     summary="Submit the draft for review (refused while the lint finds errors)",
 )
 def submit_template(
-    template_id: int,
+    template_id: DbInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -220,7 +221,7 @@ def submit_template(
 
 @router.post("/templates/{template_id}/withdraw", response_model=TemplateOut, summary="Withdraw")
 def withdraw_template(
-    template_id: int,
+    template_id: DbInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -231,7 +232,7 @@ def withdraw_template(
 
 @router.post("/templates/{template_id}/archive", response_model=TemplateOut, summary="Archive")
 def archive_template(
-    template_id: int,
+    template_id: DbInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -284,7 +285,7 @@ def submit_signature(
     "/signatures/{signature_id}/default", response_model=SignatureOut, summary="Make default"
 )
 def default_signature(
-    signature_id: int,
+    signature_id: DbInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -295,7 +296,7 @@ def default_signature(
 
 @router.delete("/signatures/{signature_id}", status_code=204, summary="Withdraw (not approved)")
 def withdraw_signature(
-    signature_id: int,
+    signature_id: DbInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -347,7 +348,7 @@ def add_word(
 
 @router.delete("/words/{word_id}", status_code=204, summary="Remove a word")
 def remove_word(
-    word_id: int,
+    word_id: DbInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),

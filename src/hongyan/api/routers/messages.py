@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.params import DbInt
 from hongyan.api.responses import api_router
 from hongyan.content import sending
 from hongyan.content.placeholders import render
@@ -36,7 +37,7 @@ class MessageIn(BaseModel):
         description="Instead of text: a text with {name} placeholders, filled from params "
         "(verification and notification only)",
     )
-    template_id: int | None = Field(
+    template_id: DbInt | None = Field(
         default=None,
         description="Instead of text: a stored template, sent with its approved version and "
         "filled from params. Marketing is sent this way only.",
@@ -133,7 +134,7 @@ def send(
 
 @router.get("/messages/{message_id}", response_model=MessageOut, summary="One message")
 def show(
-    message_id: int,
+    message_id: DbInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
 ) -> MessageOut:
@@ -264,7 +265,7 @@ def list_messages(
     summary="A message's life: submits, receipts, final state, replies",
 )
 def timeline(
-    message_id: int,
+    message_id: DbInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
 ) -> TimelineOut:

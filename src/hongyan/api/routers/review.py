@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, bearer_key, get_runtime
+from hongyan.api.params import DbInt
 from hongyan.api.responses import api_router
 from hongyan.content import review
 from hongyan.errors import AuthenticationFailed, PermissionDenied
@@ -113,7 +114,7 @@ def recent(who: StaffPrincipal = Depends(get_staff), conn: Connection = CONN) ->
 
 @router.post("/review/{kind}/{item_id}/approve", response_model=DecisionOut, summary="Approve")
 def approve(
-    item_id: int,
+    item_id: DbInt,
     kind: str = KIND,
     who: StaffPrincipal = Depends(get_staff),
     conn: Connection = CONN,
@@ -126,7 +127,7 @@ def approve(
     "/review/{kind}/{item_id}/reject", response_model=DecisionOut, summary="Reject with a reason"
 )
 def reject(
-    item_id: int,
+    item_id: DbInt,
     body: DecisionIn,
     kind: str = KIND,
     who: StaffPrincipal = Depends(get_staff),

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
+from hongyan.api.params import DbInt
 from hongyan.api.responses import api_router
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
@@ -122,7 +123,7 @@ def listing(who: Principal = Depends(get_principal), conn: Connection = CONN) ->
 
 @router.get("/webhooks/{endpoint_id}", response_model=WebhookOut, summary="One endpoint")
 def show(
-    endpoint_id: int, who: Principal = Depends(get_principal), conn: Connection = CONN
+    endpoint_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> WebhookOut:
     who.require(Permission.MANAGE_WEBHOOKS)
     return WebhookOut(**service.get(conn, who.tenant_id, endpoint_id))
@@ -130,7 +131,7 @@ def show(
 
 @router.patch("/webhooks/{endpoint_id}", response_model=WebhookOut, summary="Change an endpoint")
 def change(
-    endpoint_id: int,
+    endpoint_id: DbInt,
     body: WebhookPatch,
     request: Request,
     who: Principal = Depends(get_principal),
@@ -156,7 +157,7 @@ def change(
 
 @router.delete("/webhooks/{endpoint_id}", status_code=204, summary="Remove an endpoint")
 def remove(
-    endpoint_id: int,
+    endpoint_id: DbInt,
     request: Request,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
@@ -174,7 +175,7 @@ def remove(
     summary="Replace the signing secret",
 )
 def rotate_secret(
-    endpoint_id: int,
+    endpoint_id: DbInt,
     request: Request,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
@@ -200,7 +201,7 @@ def rotate_secret(
     summary="Queue a webhook.test event for this endpoint",
 )
 def send_test(
-    endpoint_id: int,
+    endpoint_id: DbInt,
     request: Request,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
@@ -219,7 +220,7 @@ def send_test(
     summary="An endpoint's deliveries with their attempts, newest first",
 )
 def deliveries(
-    endpoint_id: int,
+    endpoint_id: DbInt,
     limit: int = Query(default=20, ge=1, le=100),
     before: int | None = Query(default=None, ge=1, description="Only deliveries older than id"),
     state: str | None = Query(default=None, pattern="^(pending|sending|delivered|dead)$"),
@@ -240,7 +241,7 @@ def deliveries(
     summary="Send a dead delivery again",
 )
 def redeliver(
-    delivery_id: int,
+    delivery_id: DbInt,
     request: Request,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,

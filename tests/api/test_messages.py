@@ -125,3 +125,26 @@ def test_an_id_past_bigint_is_a_422_and_queues_nothing(
     )
     assert r.status_code == 422 and r.json()["code"] == "validation_failed"
     assert client.get("/api/v1/messages", headers=auth(key)).json()["total"] == 0
+
+
+def test_send_at_outside_the_years_a_timestamp_holds_is_a_422(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """Year 1 at +14:00 is before the first instant in UTC, and 9999-12-31 plus the validity is
+    past the last: both were an OverflowError, a 500 (found by the fuzz)."""
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    for when in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59+00:00", "1969-12-31T23:59Z"):
+        r = client.post(
+            "/api/v1/messages",
+            headers=auth(key),
+            json={"to": "+8613812345678", "text": "hi", "send_at": when},
+        )
+        assert r.status_code == 422 and r.json()["code"] == "validation_failed", when
+        assert r.json()["message"]["zh"] == "send_at 须在 1970–9998 年之间"
+    assert client.get("/api/v1/messages", headers=auth(key)).json()["total"] == 0
+    r = client.post(
+        "/api/v1/messages",
+        headers=auth(key),
+        json={"to": "+8613812345678", "text": "hi", "send_at": "9998-12-30T10:00:00+08:00"},
+    )
+    assert r.status_code == 202 and r.json()["state"] == "planned"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,6 +25,9 @@ from hongyan.security.roles import Permission
 from hongyan.tenants import service
 
 router = api_router("messages")
+
+#: When a message may be scheduled: a past time sends it now.
+SEND_AT_RANGE = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9998, 12, 31, tzinfo=UTC))
 
 
 class MessageIn(BaseModel):
@@ -91,6 +94,12 @@ def send(
     who.require(Permission.SEND)
     if body.send_at is not None and body.send_at.tzinfo is None:
         raise ValidationFailed("send_at needs a time zone offset", "send_at 需要带时区")
+    if body.send_at is not None and not SEND_AT_RANGE[0] <= body.send_at <= SEND_AT_RANGE[1]:
+        # Year 1 at +14:00 is before the first instant in UTC, and a validity past year 9999
+        # cannot be stored: both were an OverflowError, a 500.
+        raise ValidationFailed(
+            "send_at must lie between the years 1970 and 9998", "send_at 须在 1970–9998 年之间"
+        )
     given = [x for x in (body.text, body.template, body.template_id) if x is not None]
     if len(given) != 1:
         raise ValidationFailed(

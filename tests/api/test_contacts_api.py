@@ -115,6 +115,12 @@ def test_events_consent_export_forget_and_roles(client: TestClient, runtime: Run
         {"index": 0, "field": "amount"}
     ]
     assert client.post("/api/v1/events", headers=auth(analyst), json=batch).status_code == 403
+    # a time before year 1 in UTC was an OverflowError, a 500 (found by the fuzz)
+    early = {"events": [{**batch["events"][0], "event_id": "o3", "occurred_at": "0001-01-01"}]}
+    r = client.post("/api/v1/events", headers=auth(key), json=early)
+    assert r.status_code == 422 and r.json()["details"]["problems"] == [
+        {"index": 0, "field": "occurred_at"}
+    ]
     c = client.post(
         "/api/v1/contacts/consent",
         headers=auth(key),

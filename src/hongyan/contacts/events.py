@@ -121,7 +121,7 @@ def parse_event(raw: Mapping[str, Any], tz: tzinfo) -> Event:
         raise ValueError("occurred_at")
     try:
         occurred = parse_time(when, tz)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: past year 1 or 9999 in UTC
         raise ValueError("occurred_at") from None
     amount: int | None = None
     if raw.get("amount_fen") not in (None, ""):

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import coupon_pools
+from hongyan.db.types import MAX_ID
 from hongyan.errors import HongyanError, ValidationFailed
 
 KEYS = ("link", "coupon")
@@ -198,11 +199,13 @@ def check_pool(conn: Connection, tenant_id: int, raw: Any, needed: bool, bad: Ba
         )
     if not isinstance(raw, int) or isinstance(raw, bool):
         raise bad("coupon_pool_id is a pool's id", "优惠券池须为其编号", "coupon_pool_id")
-    found = conn.execute(
-        TenantScope(tenant_id)
-        .select(coupon_pools, coupon_pools.c.id)
-        .where(coupon_pools.c.id == raw)
-    ).first()
+    found = None
+    if abs(raw) <= MAX_ID:  # a larger int is no pool's id (and overflows SQLite's driver)
+        found = conn.execute(
+            TenantScope(tenant_id)
+            .select(coupon_pools, coupon_pools.c.id)
+            .where(coupon_pools.c.id == raw)
+        ).first()
     if found is None:
         raise bad(f"no coupon pool {raw}", f"找不到优惠券池 {raw}", "coupon_pool_id")
     return raw

@@ -73,6 +73,7 @@ from hongyan.db.tables import (
     journey_steps,
     journeys,
 )
+from hongyan.db.types import MAX_ID
 from hongyan.dispatch.outbox import DEFAULT_VALIDITY
 from hongyan.dispatch.states import Lane
 from hongyan.errors import Conflict, HongyanError, NotFound, ValidationFailed
@@ -157,7 +158,7 @@ def _steps(
             row["rule"] = step["rule"]
         elif kind == "send":
             template_id = step.get("template_id")
-            if not isinstance(template_id, int):
+            if not isinstance(template_id, int) or not -MAX_ID <= template_id <= MAX_ID:
                 raise _bad(f"step {i + 1}: name a template", f"第 {i + 1} 步：请指定模板")
             version = sendable(conn, tenant_id, template_id).version_id
             gate.check_outbox(conn, tenant_id, Lane.MARKETING, version)

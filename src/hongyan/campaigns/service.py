@@ -67,6 +67,7 @@ from hongyan.db.tables import (
     messages,
     template_versions,
 )
+from hongyan.db.types import MAX_ID
 from hongyan.dispatch.outbox import DEFAULT_VALIDITY, E164
 from hongyan.dispatch.states import Lane, State
 from hongyan.errors import Conflict, NotFound, ValidationFailed
@@ -211,10 +212,6 @@ def _variants(conn: Connection, tenant_id: int, campaign_id: int) -> list[dict[s
         TenantScope(tenant_id).select(v).where(v.c.campaign_id == campaign_id).order_by(v.c.name)
     ).mappings()
     return [{k: val for k, val in r.items() if k != "tenant_id"} for r in rows]
-
-
-#: The largest id a BIGINT (and SQLite's INTEGER) holds.
-MAX_ID = 2**63 - 1
 
 
 def id_or_name(ref: int | str) -> int | str:

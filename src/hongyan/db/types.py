@@ -8,6 +8,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+#: The largest value an id (a BIGINT column; SQLite's INTEGER holds the same 64 bits) can have.
+#: A larger Python int bound to a statement is an OverflowError in SQLite's driver: code that
+#: takes an id from outside checks it against this first.
+MAX_ID = 2**63 - 1
+
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """A timestamp stored in UTC and always returned timezone-aware, on SQLite as on PostgreSQL."""

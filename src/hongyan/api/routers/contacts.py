@@ -83,7 +83,7 @@ def list_contacts(
     number: str = "",
     tag: str = "",
     limit: int = 50,
-    offset: int = 0,
+    offset: DbInt = 0,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),

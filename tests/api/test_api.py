@@ -78,6 +78,12 @@ def test_openapi_documents_the_error_body(client: TestClient) -> None:
                 assert response, (method, path, status)
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
+    # what only some operations answer: a name taken, a state that forbids it, an id in the body
+    paths = doc["paths"]
+    assert {"404", "409"} <= set(paths["/api/v1/campaigns"]["post"]["responses"])
+    assert {"404", "409"} <= set(paths["/api/v1/messages"]["post"]["responses"])
+    assert "409" in paths["/api/v1/campaigns/{ref}/launch"]["post"]["responses"]
+    assert "409" in paths["/api/v1/templates"]["post"]["responses"]
 
 
 def test_no_credentials_and_bad_key(client: TestClient, runtime: Runtime) -> None:

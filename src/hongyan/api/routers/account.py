@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import DbInt
-from hongyan.api.responses import api_router
+from hongyan.api.responses import api_router, errors
 from hongyan.errors import NotFound
 from hongyan.runtime import Runtime
 from hongyan.security import apikeys, audit
@@ -159,7 +159,9 @@ def list_users(who: Principal = Depends(get_principal), conn: Connection = CONN)
     return [UserOut(**u.__dict__) for u in service.list_users(conn, who.tenant_id)]
 
 
-@router.post("/users", response_model=UserOut, status_code=201, summary="Add a user")
+@router.post(
+    "/users", response_model=UserOut, status_code=201, summary="Add a user", responses=errors(409)
+)
 def create_user(
     body: UserIn,
     request: Request,

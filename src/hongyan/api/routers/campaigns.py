@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import DbInt
-from hongyan.api.responses import api_router
+from hongyan.api.responses import api_router, errors
 from hongyan.campaigns import caps, journeys, launching
 from hongyan.campaigns import service as campaigns
 from hongyan.runtime import Runtime
@@ -98,7 +98,9 @@ def list_campaigns(
     return {"campaigns": campaigns.list_campaigns(conn, who.tenant_id)}
 
 
-@router.post("/campaigns", status_code=201, summary="Create a draft campaign")
+@router.post(
+    "/campaigns", status_code=201, summary="Create a draft campaign", responses=errors(404, 409)
+)
 def create_campaign(
     body: CampaignIn,
     who: Principal = Depends(get_principal),
@@ -138,7 +140,9 @@ def estimate(
     return campaigns.estimate(conn, runtime.clock, who.tenant_id, _ref(ref))
 
 
-@router.post("/campaigns/{ref}/launch", summary="Launch now, or schedule for its time")
+@router.post(
+    "/campaigns/{ref}/launch", summary="Launch now, or schedule for its time", responses=errors(409)
+)
 def launch(
     ref: str,
     who: Principal = Depends(get_principal),
@@ -151,7 +155,7 @@ def launch(
     )
 
 
-@router.post("/campaigns/{ref}/pause", summary="Hold every planned message")
+@router.post("/campaigns/{ref}/pause", summary="Hold every planned message", responses=errors(409))
 def pause(
     ref: str,
     who: Principal = Depends(get_principal),
@@ -162,7 +166,9 @@ def pause(
     return campaigns.pause(conn, runtime.clock, who.tenant_id, _ref(ref), actor=who.actor)
 
 
-@router.post("/campaigns/{ref}/resume", summary="Plan the held messages again")
+@router.post(
+    "/campaigns/{ref}/resume", summary="Plan the held messages again", responses=errors(409)
+)
 def resume(
     ref: str,
     who: Principal = Depends(get_principal),
@@ -173,7 +179,9 @@ def resume(
     return campaigns.resume(conn, runtime.clock, who.tenant_id, _ref(ref), actor=who.actor)
 
 
-@router.post("/campaigns/{ref}/cancel", summary="Cancel every message not yet sent")
+@router.post(
+    "/campaigns/{ref}/cancel", summary="Cancel every message not yet sent", responses=errors(409)
+)
 def cancel(
     ref: str,
     who: Principal = Depends(get_principal),
@@ -188,7 +196,10 @@ def cancel(
     "/campaigns/{ref}/decide",
     status_code=202,
     summary="Decide an A/B test; the rest is sent the winner in the background",
-    responses={200: {"description": "The test found no winner: the decision is recorded"}},
+    responses={
+        200: {"description": "The test found no winner: the decision is recorded"},
+        **errors(409),
+    },
 )
 def decide(
     ref: str,
@@ -262,7 +273,9 @@ def list_journeys(
     return {"journeys": journeys.list_journeys(conn, who.tenant_id)}
 
 
-@router.post("/journeys", status_code=201, summary="Create an active journey")
+@router.post(
+    "/journeys", status_code=201, summary="Create an active journey", responses=errors(404, 409)
+)
 def create_journey(
     body: JourneyIn,
     who: Principal = Depends(get_principal),

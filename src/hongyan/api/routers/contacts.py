@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import DbInt
-from hongyan.api.responses import api_router
+from hongyan.api.responses import api_router, errors
 from hongyan.contacts import (
     events,
     fields,
@@ -274,7 +274,11 @@ def record_consent(
     )
 
 
-@router.post("/contacts/export", summary="Everything stored about a number (data access)")
+@router.post(
+    "/contacts/export",
+    summary="Everything stored about a number (data access)",
+    responses=errors(404),
+)
 def export_contact(
     body: NumberIn,
     who: Principal = Depends(get_principal),
@@ -317,7 +321,9 @@ def list_fields(who: Principal = Depends(get_principal), conn: Connection = CONN
     }
 
 
-@router.put("/contacts/fields/{name}", summary="Define or relabel a custom attribute")
+@router.put(
+    "/contacts/fields/{name}", summary="Define or relabel a custom attribute", responses=errors(409)
+)
 def put_field(
     name: str,
     body: FieldIn,

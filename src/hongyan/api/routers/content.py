@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import DbInt
-from hongyan.api.responses import api_router
+from hongyan.api.responses import api_router, errors
 from hongyan.content import service, signatures, templates
 from hongyan.content.lint import MAX_TEXT
 from hongyan.runtime import Runtime
@@ -149,7 +149,13 @@ def list_templates(
     return templates.listing(conn, who.tenant_id, category=category, archived=archived)
 
 
-@router.post("/templates", response_model=TemplateOut, status_code=201, summary="A new template")
+@router.post(
+    "/templates",
+    response_model=TemplateOut,
+    status_code=201,
+    summary="A new template",
+    responses=errors(409),
+)
 def create_template(
     body: TemplateIn,
     who: Principal = Depends(get_principal),
@@ -181,6 +187,7 @@ def show_template(
     "/templates/{template_id}",
     response_model=TemplateOut,
     summary="Rename or edit: a draft in place, else a new draft version",
+    responses=errors(409),
 )
 def edit_template(
     template_id: DbInt,
@@ -206,6 +213,7 @@ def edit_template(
     "/templates/{template_id}/submit",
     response_model=TemplateOut,
     summary="Submit the draft for review (refused while the lint finds errors)",
+    responses=errors(409),
 )
 def submit_template(
     template_id: DbInt,
@@ -219,7 +227,12 @@ def submit_template(
     return templates.submit(conn, runtime.clock, who.tenant_id, template_id, ctx, actor=who.actor)
 
 
-@router.post("/templates/{template_id}/withdraw", response_model=TemplateOut, summary="Withdraw")
+@router.post(
+    "/templates/{template_id}/withdraw",
+    response_model=TemplateOut,
+    summary="Withdraw",
+    responses=errors(409),
+)
 def withdraw_template(
     template_id: DbInt,
     who: Principal = Depends(get_principal),
@@ -267,7 +280,11 @@ def list_signatures(who: Principal = Depends(get_principal), conn: Connection = 
 
 
 @router.post(
-    "/signatures", response_model=SignatureOut, status_code=201, summary="Submit for review"
+    "/signatures",
+    response_model=SignatureOut,
+    status_code=201,
+    summary="Submit for review",
+    responses=errors(409),
 )
 def submit_signature(
     body: SignatureIn,
@@ -282,7 +299,10 @@ def submit_signature(
 
 
 @router.post(
-    "/signatures/{signature_id}/default", response_model=SignatureOut, summary="Make default"
+    "/signatures/{signature_id}/default",
+    response_model=SignatureOut,
+    summary="Make default",
+    responses=errors(409),
 )
 def default_signature(
     signature_id: DbInt,
@@ -294,7 +314,12 @@ def default_signature(
     return signatures.set_default(conn, runtime.clock, who.tenant_id, signature_id, actor=who.actor)
 
 
-@router.delete("/signatures/{signature_id}", status_code=204, summary="Withdraw (not approved)")
+@router.delete(
+    "/signatures/{signature_id}",
+    status_code=204,
+    summary="Withdraw (not approved)",
+    responses=errors(409),
+)
 def withdraw_signature(
     signature_id: DbInt,
     who: Principal = Depends(get_principal),
@@ -327,7 +352,13 @@ def list_words(who: Principal = Depends(get_principal), conn: Connection = CONN)
     return service.words(conn, who.tenant_id)
 
 
-@router.post("/words", response_model=WordOut, status_code=201, summary="Add a word or exception")
+@router.post(
+    "/words",
+    response_model=WordOut,
+    status_code=201,
+    summary="Add a word or exception",
+    responses=errors(409),
+)
 def add_word(
     body: WordIn,
     who: Principal = Depends(get_principal),

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import DbInt
-from hongyan.api.responses import api_router
+from hongyan.api.responses import api_router, errors
 from hongyan.content import sending
 from hongyan.content.placeholders import render
 from hongyan.dispatch import outbox
@@ -82,7 +82,11 @@ class MessageOut(BaseModel):
 
 
 @router.post(
-    "/messages", response_model=MessageAccepted, status_code=202, summary="Queue one message"
+    "/messages",
+    response_model=MessageAccepted,
+    status_code=202,
+    summary="Queue one message",
+    responses=errors(404, 409),
 )
 def send(
     body: MessageIn,

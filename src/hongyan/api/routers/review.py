@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, bearer_key, get_runtime
 from hongyan.api.params import DbInt
-from hongyan.api.responses import api_router
+from hongyan.api.responses import api_router, errors
 from hongyan.content import review
 from hongyan.errors import AuthenticationFailed, PermissionDenied
 from hongyan.runtime import Runtime
@@ -112,7 +112,12 @@ def recent(who: StaffPrincipal = Depends(get_staff), conn: Connection = CONN) ->
     return review.recent(conn)
 
 
-@router.post("/review/{kind}/{item_id}/approve", response_model=DecisionOut, summary="Approve")
+@router.post(
+    "/review/{kind}/{item_id}/approve",
+    response_model=DecisionOut,
+    summary="Approve",
+    responses=errors(409),
+)
 def approve(
     item_id: DbInt,
     kind: str = KIND,
@@ -124,7 +129,10 @@ def approve(
 
 
 @router.post(
-    "/review/{kind}/{item_id}/reject", response_model=DecisionOut, summary="Reject with a reason"
+    "/review/{kind}/{item_id}/reject",
+    response_model=DecisionOut,
+    summary="Reject with a reason",
+    responses=errors(409),
 )
 def reject(
     item_id: DbInt,

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import DbInt
-from hongyan.api.responses import api_router
+from hongyan.api.responses import api_router, errors
 from hongyan.audience import recompute, scoring, segments, service
 from hongyan.audience.scoring import Splits, Thresholds
 from hongyan.runtime import Runtime
@@ -115,7 +115,13 @@ def list_segments(
     return [_seg(r) for r in segments.list_segments(conn, who.tenant_id)]
 
 
-@router.post("/segments", response_model=SegmentOut, status_code=201, summary="Save a segment")
+@router.post(
+    "/segments",
+    response_model=SegmentOut,
+    status_code=201,
+    summary="Save a segment",
+    responses=errors(409),
+)
 def create_segment(
     body: SegmentIn,
     who: Principal = Depends(get_principal),
@@ -152,7 +158,12 @@ def get_segment(
     return _seg(segments.get(conn, who.tenant_id, segment_id))
 
 
-@router.put("/segments/{segment_id}", response_model=SegmentOut, summary="Change a segment")
+@router.put(
+    "/segments/{segment_id}",
+    response_model=SegmentOut,
+    summary="Change a segment",
+    responses=errors(409),
+)
 def update_segment(
     segment_id: DbInt,
     body: SegmentPatch,
@@ -169,7 +180,7 @@ def update_segment(
     )  # fmt: skip
 
 
-@router.delete("/segments/{segment_id}", status_code=204)
+@router.delete("/segments/{segment_id}", status_code=204, responses=errors(409))
 def delete_segment(
     segment_id: DbInt,
     who: Principal = Depends(get_principal),
@@ -336,7 +347,12 @@ def list_stores(
     return service.list_stores(conn, who.tenant_id)
 
 
-@router.post("/stores", status_code=201, summary="Add a store (coordinates or an address)")
+@router.post(
+    "/stores",
+    status_code=201,
+    summary="Add a store (coordinates or an address)",
+    responses=errors(409),
+)
 def add_store(
     body: StoreIn,
     who: Principal = Depends(get_principal),

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import DbInt
-from hongyan.api.responses import api_router
+from hongyan.api.responses import api_router, errors
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
 from hongyan.webhooks import service
@@ -91,7 +91,13 @@ def _policy(runtime: Runtime) -> service.UrlPolicy:
     return service.UrlPolicy.from_settings(runtime.settings)
 
 
-@router.post("/webhooks", response_model=WebhookCreated, status_code=201, summary="Add an endpoint")
+@router.post(
+    "/webhooks",
+    response_model=WebhookCreated,
+    status_code=201,
+    summary="Add an endpoint",
+    responses=errors(409),
+)
 def create(
     body: WebhookIn,
     request: Request,
@@ -199,6 +205,7 @@ def rotate_secret(
     response_model=DeliveryOut,
     status_code=202,
     summary="Queue a webhook.test event for this endpoint",
+    responses=errors(409),
 )
 def send_test(
     endpoint_id: DbInt,
@@ -239,6 +246,7 @@ def deliveries(
     response_model=DeliveryOut,
     status_code=202,
     summary="Send a dead delivery again",
+    responses=errors(409),
 )
 def redeliver(
     delivery_id: DbInt,

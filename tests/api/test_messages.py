@@ -118,10 +118,12 @@ def test_an_id_past_bigint_is_a_422_and_queues_nothing(
         r = client.get(path, headers=auth(key))
         assert r.status_code == 422 and r.json()["code"] == "validation_failed", path
     assert client.get(f"/api/v1/messages/{largest}", headers=auth(key)).status_code == 404
+    # messages are keyed by BIGINT: past an INTEGER is still only not found
+    assert client.get(f"/api/v1/messages/{2**31}", headers=auth(key)).status_code == 404
     r = client.post(
         "/api/v1/messages",
         headers=auth(key),
-        json={"to": "+8613812345678", "template_id": too_big},
+        json={"to": "+8613812345678", "template_id": 2**31},  # templates: INTEGER
     )
     assert r.status_code == 422 and r.json()["code"] == "validation_failed"
     assert client.get("/api/v1/messages", headers=auth(key)).json()["total"] == 0

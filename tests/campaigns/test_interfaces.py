@@ -249,19 +249,20 @@ def test_two_concurrent_api_decisions_send_the_rest_once(
 
 
 def test_a_ref_that_is_no_id_is_a_name(client: TestClient, runtime: Runtime) -> None:
-    """A ref of digits past a BIGINT was handed to SQL as an id (an OverflowError on SQLite), and
-    one of other Unicode digits ("²", which str.isdigit accepts) to int(): both 500s, found by
-    the fuzz. Both are names now, which no campaign or journey has: 404."""
+    """A ref of digits past an id's range was handed to SQL as an id ("integer out of range"
+    on PostgreSQL, an OverflowError on SQLite), and one of other Unicode digits ("²", which
+    str.isdigit accepts) to int(): both 500s, found by the fuzz. Both are names now, which no
+    campaign or journey has: 404."""
     shop = make_shop(runtime)
     key = _key(runtime, shop.tenant_id, Role.OPERATOR)
-    for ref in (str(2**63), "²", "١٢"):
+    for ref in (str(2**31), str(2**63), "²", "١٢"):
         for path in (f"/api/v1/campaigns/{ref}", f"/api/v1/journeys/{ref}"):
             r = client.get(path, headers=auth(key))
             assert r.status_code == 404, (path, r.text)
             assert r.json()["message"]["zh"]
         r = client.post(f"/api/v1/campaigns/{ref}/launch", headers=auth(key))
         assert r.status_code == 404, r.text
-    body = {"name": "会员日", "segment": 2**63, "variants": [{"template_id": 1}]}
+    body = {"name": "会员日", "segment": 2**31, "variants": [{"template_id": 1}]}
     r = client.post("/api/v1/campaigns", headers=auth(key), json=body)
     assert r.status_code == 422 and r.json()["code"] == "validation_failed"
     assert client.get("/api/v1/campaigns", headers=auth(key)).json()["campaigns"] == []

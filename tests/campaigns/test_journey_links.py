@@ -263,8 +263,10 @@ def test_bad_link_and_coupon_steps_are_refused_before_anything_is_stored(
         ({"template_id": both, "link_url": TARGET, "coupon_pool_id": 99999}, "no coupon pool"),
         ({"template_id": both, "link_url": TARGET, "coupon_pool_id": theirs}, "no coupon pool"),
         ({"template_id": both, "link_url": TARGET, "coupon_pool_id": "1"}, "pool's id"),
-        # past a BIGINT: an OverflowError in SQLite's driver, a 500, before (found by the fuzz)
-        ({"template_id": both, "link_url": TARGET, "coupon_pool_id": 2**63}, "no coupon pool"),
+        # past an INTEGER id: "integer out of range" on PostgreSQL (past 2**63 an OverflowError
+        # on SQLite), a 500 before (found by the fuzz)
+        ({"template_id": both, "link_url": TARGET, "coupon_pool_id": 2**31}, "no coupon pool"),
+        ({"template_id": 2**31}, "name a template"),
         ({"template_id": 2**63}, "name a template"),
         ({"template_id": plain, "link_url": TARGET}, "does not place"),
         ({"template_id": plain, "coupon_pool_id": mine}, "does not place"),

@@ -6,9 +6,12 @@ from typing import Annotated
 
 from pydantic import Field
 
-from hongyan.db.types import MAX_ID
+from hongyan.db.types import MAX_BIG_ID, MAX_ID
 
-#: An integer the API hands to SQL (an id, a row count): within a BIGINT, which SQLite's INTEGER
-#: also is. A larger number is a 422 at the door instead of an OverflowError in the driver (a
-#: 500); the schema shows the bounds.
-DbInt = Annotated[int, Field(ge=-MAX_ID - 1, le=MAX_ID)]
+# Integers the API hands to SQL, bounded by their column: a larger number is a 422 at the door
+# instead of an error from the driver (a 500); the schema shows the bounds.
+
+#: An id of a table keyed by INTEGER (most: templates, segments, campaigns, webhooks …).
+Id = Annotated[int, Field(ge=-MAX_ID - 1, le=MAX_ID)]
+#: An id of a table keyed by BIGINT (messages, contacts, webhook deliveries), or a row offset.
+BigInt = Annotated[int, Field(ge=-MAX_BIG_ID - 1, le=MAX_BIG_ID)]

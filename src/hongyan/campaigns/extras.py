@@ -200,7 +200,7 @@ def check_pool(conn: Connection, tenant_id: int, raw: Any, needed: bool, bad: Ba
     if not isinstance(raw, int) or isinstance(raw, bool):
         raise bad("coupon_pool_id is a pool's id", "优惠券池须为其编号", "coupon_pool_id")
     found = None
-    if abs(raw) <= MAX_ID:  # a larger int is no pool's id (and overflows SQLite's driver)
+    if abs(raw) <= MAX_ID:  # a larger int is no pool's id (and the driver refuses it)
         found = conn.execute(
             TenantScope(tenant_id)
             .select(coupon_pools, coupon_pools.c.id)

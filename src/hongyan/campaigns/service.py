@@ -216,10 +216,11 @@ def _variants(conn: Connection, tenant_id: int, campaign_id: int) -> list[dict[s
 
 def id_or_name(ref: int | str) -> int | str:
     """A campaign's or journey's reference as an id when it is one (ASCII digits, or an int,
-    within a BIGINT), else as a name. Other Unicode digits ("²") and numbers past a BIGINT are
-    names, which no campaign has, rather than a ValueError or an OverflowError in the driver."""
+    within an id's range), else as a name. Other Unicode digits ("²") and numbers past the
+    largest id are names, which no campaign has, rather than a ValueError or an error from the
+    driver."""
     text = str(ref)
-    if text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_ID:
+    if text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= MAX_ID:
         return int(text)
     return text
 

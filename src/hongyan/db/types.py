@@ -8,10 +8,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-#: The largest value an id (a BIGINT column; SQLite's INTEGER holds the same 64 bits) can have.
-#: A larger Python int bound to a statement is an OverflowError in SQLite's driver: code that
-#: takes an id from outside checks it against this first.
-MAX_ID = 2**63 - 1
+#: The largest id of a table keyed by INTEGER (``sa.Integer``, most tables: 32 bits on
+#: PostgreSQL), and of one keyed by :data:`hongyan.db.tables.BigId` (messages, contacts, events,
+#: webhook deliveries …: BIGINT). A larger Python int bound to a statement is "integer out of
+#: range" on PostgreSQL, and past 2**63 - 1 an OverflowError in SQLite's driver: code that takes
+#: an id from outside checks it against these first.
+MAX_ID = 2**31 - 1
+MAX_BIG_ID = 2**63 - 1
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.api.params import DbInt
+from hongyan.api.params import Id
 from hongyan.api.responses import api_router, errors
 from hongyan.errors import NotFound
 from hongyan.runtime import Runtime
@@ -133,7 +133,7 @@ def create_key(
 
 @router.delete("/api-keys/{key_id}", status_code=204, summary="Revoke a key")
 def revoke_key(
-    key_id: DbInt,
+    key_id: Id,
     request: Request,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,

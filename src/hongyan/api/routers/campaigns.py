@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.api.params import DbInt
+from hongyan.api.params import Id
 from hongyan.api.responses import api_router, errors
 from hongyan.campaigns import caps, journeys, launching
 from hongyan.campaigns import service as campaigns
@@ -24,15 +24,15 @@ router = api_router("campaigns")
 
 
 class VariantIn(BaseModel):
-    template_id: DbInt | None = Field(default=None, description="The template's live version")
-    template_version_id: DbInt | None = Field(default=None, description="Or a version")
+    template_id: Id | None = Field(default=None, description="The template's live version")
+    template_version_id: Id | None = Field(default=None, description="Or a version")
     weight: int = Field(default=1, ge=1, le=1000)
     link_url: str | None = Field(
         default=None,
         description="Where {link} leads (http(s), at most 500 characters): needed when the "
         "template places {link}, refused when it does not",
     )
-    coupon_pool_id: DbInt | None = Field(
+    coupon_pool_id: Id | None = Field(
         default=None,
         description="The tenant's pool {coupon} is drawn from: needed when the template places "
         "{coupon}, refused when it does not",
@@ -50,7 +50,7 @@ class AbIn(BaseModel):
 
 class CampaignIn(BaseModel):
     name: str = Field(max_length=100)
-    segment: DbInt | str | None = Field(default=None, description="Segment id or name")
+    segment: Id | str | None = Field(default=None, description="Segment id or name")
     phones: list[str] | None = Field(default=None, description="Or an uploaded list (E.164)")
     variants: list[VariantIn] = Field(min_length=1, max_length=5)
     category: str = Field(default="marketing", pattern="^(marketing|notification)$")
@@ -70,7 +70,7 @@ class CampaignIn(BaseModel):
         description="Where {link} leads, for every variant whose template places {link} and "
         "that names no link_url of its own",
     )
-    coupon_pool_id: DbInt | None = Field(
+    coupon_pool_id: Id | None = Field(
         default=None,
         description="The pool {coupon} is drawn from, for every variant whose template places "
         "{coupon} and that names no pool of its own",

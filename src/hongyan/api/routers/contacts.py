@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.api.params import DbInt
+from hongyan.api.params import BigInt, Id
 from hongyan.api.responses import api_router, errors
 from hongyan.contacts import (
     events,
@@ -83,7 +83,7 @@ def list_contacts(
     number: str = "",
     tag: str = "",
     limit: int = 50,
-    offset: DbInt = 0,
+    offset: BigInt = 0,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -167,7 +167,7 @@ def create_import(
     "/contacts/imports/{import_id}/resume", status_code=202, summary="Resume a failed import"
 )
 def resume_import(
-    import_id: DbInt,
+    import_id: Id,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -208,7 +208,7 @@ def list_imports(
 
 @router.get("/contacts/imports/{import_id}", summary="An import's progress and result")
 def get_import(
-    import_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
+    import_id: Id, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> dict[str, Any]:
     who.require(Permission.READ_CONTACTS)
     return _job_view(importer.get_job(conn, who.tenant_id, import_id))
@@ -220,7 +220,7 @@ def get_import(
     response_class=Response,
 )
 def import_errors(
-    import_id: DbInt,
+    import_id: Id,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -488,7 +488,7 @@ def post_events(
 # Last: its path would otherwise take /contacts/imports and /contacts/fields.
 @router.get("/contacts/{contact_id}", response_model=ContactDetail, summary="One contact")
 def get_contact(
-    contact_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
+    contact_id: BigInt, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> ContactDetail:
     who.require(Permission.READ_CONTACTS)
     result: ContactDetail = _out(
@@ -506,7 +506,7 @@ class ContactPatch(BaseModel):
 
 @router.patch("/contacts/{contact_id}", response_model=ContactDetail, summary="Set a time zone")
 def patch_contact(
-    contact_id: DbInt,
+    contact_id: BigInt,
     body: ContactPatch,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.api.params import DbInt
+from hongyan.api.params import Id
 from hongyan.api.responses import api_router, errors
 from hongyan.content import service, signatures, templates
 from hongyan.content.lint import MAX_TEXT
@@ -177,7 +177,7 @@ def create_template(
 
 @router.get("/templates/{template_id}", response_model=TemplateOut, summary="A template")
 def show_template(
-    template_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
+    template_id: Id, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> Any:
     who.require(Permission.READ_TEMPLATES)
     return templates.get(conn, who.tenant_id, template_id)
@@ -190,7 +190,7 @@ def show_template(
     responses=errors(409),
 )
 def edit_template(
-    template_id: DbInt,
+    template_id: Id,
     body: TemplatePatch,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
@@ -216,7 +216,7 @@ def edit_template(
     responses=errors(409),
 )
 def submit_template(
-    template_id: DbInt,
+    template_id: Id,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -234,7 +234,7 @@ def submit_template(
     responses=errors(409),
 )
 def withdraw_template(
-    template_id: DbInt,
+    template_id: Id,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -245,7 +245,7 @@ def withdraw_template(
 
 @router.post("/templates/{template_id}/archive", response_model=TemplateOut, summary="Archive")
 def archive_template(
-    template_id: DbInt,
+    template_id: Id,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -305,7 +305,7 @@ def submit_signature(
     responses=errors(409),
 )
 def default_signature(
-    signature_id: DbInt,
+    signature_id: Id,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -321,7 +321,7 @@ def default_signature(
     responses=errors(409),
 )
 def withdraw_signature(
-    signature_id: DbInt,
+    signature_id: Id,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -379,7 +379,7 @@ def add_word(
 
 @router.delete("/words/{word_id}", status_code=204, summary="Remove a word")
 def remove_word(
-    word_id: DbInt,
+    word_id: Id,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),

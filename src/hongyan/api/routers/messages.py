@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.api.params import DbInt
+from hongyan.api.params import BigInt, Id
 from hongyan.api.responses import api_router, errors
 from hongyan.content import sending
 from hongyan.content.placeholders import render
@@ -40,7 +40,7 @@ class MessageIn(BaseModel):
         description="Instead of text: a text with {name} placeholders, filled from params "
         "(verification and notification only)",
     )
-    template_id: DbInt | None = Field(
+    template_id: Id | None = Field(
         default=None,
         description="Instead of text: a stored template, sent with its approved version and "
         "filled from params. Marketing is sent this way only.",
@@ -147,7 +147,7 @@ def send(
 
 @router.get("/messages/{message_id}", response_model=MessageOut, summary="One message")
 def show(
-    message_id: DbInt,
+    message_id: BigInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
 ) -> MessageOut:
@@ -278,7 +278,7 @@ def list_messages(
     summary="A message's life: submits, receipts, final state, replies",
 )
 def timeline(
-    message_id: DbInt,
+    message_id: BigInt,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
 ) -> TimelineOut:

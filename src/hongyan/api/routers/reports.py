@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal
-from hongyan.api.params import DbInt
+from hongyan.api.params import Id
 from hongyan.api.responses import api_router
 from hongyan.errors import NotFound
 from hongyan.reports import campaigns, export, journeys, segments
@@ -50,7 +50,7 @@ def _file(rep: dict[str, Any], kind: str, ref: int, ext: str) -> Response:
 
 @router.get("/reports/campaigns/{campaign_id}")
 def campaign_report(
-    campaign_id: DbInt,
+    campaign_id: Id,
     places: bool = True,
     conn: Connection = CONN,
     who: Principal = Depends(get_principal),
@@ -63,21 +63,21 @@ def campaign_report(
 
 @router.get("/reports/campaigns/{campaign_id}/export.csv")
 def campaign_report_csv(
-    campaign_id: DbInt, conn: Connection = CONN, who: Principal = Depends(get_principal)
+    campaign_id: Id, conn: Connection = CONN, who: Principal = Depends(get_principal)
 ) -> Response:
     return _file(_report(conn, who, "campaign", campaign_id), "campaign", campaign_id, "csv")
 
 
 @router.get("/reports/campaigns/{campaign_id}/export.xlsx")
 def campaign_report_xlsx(
-    campaign_id: DbInt, conn: Connection = CONN, who: Principal = Depends(get_principal)
+    campaign_id: Id, conn: Connection = CONN, who: Principal = Depends(get_principal)
 ) -> Response:
     return _file(_report(conn, who, "campaign", campaign_id), "campaign", campaign_id, "xlsx")
 
 
 @router.get("/reports/journeys/{journey_id}")
 def journey_report(
-    journey_id: DbInt,
+    journey_id: Id,
     places: bool = True,
     conn: Connection = CONN,
     who: Principal = Depends(get_principal),
@@ -91,7 +91,7 @@ def journey_report(
 
 @router.get("/reports/journeys/{journey_id}/export.{ext}")
 def journey_report_file(
-    journey_id: DbInt, ext: str, conn: Connection = CONN, who: Principal = Depends(get_principal)
+    journey_id: Id, ext: str, conn: Connection = CONN, who: Principal = Depends(get_principal)
 ) -> Response:
     _check_ext(ext)
     return _file(_report(conn, who, "journey", journey_id), "journey", journey_id, ext)
@@ -99,7 +99,7 @@ def journey_report_file(
 
 @router.get("/reports/segments/{segment_id}")
 def segment_report(
-    segment_id: DbInt,
+    segment_id: Id,
     places: bool = True,
     conn: Connection = CONN,
     who: Principal = Depends(get_principal),
@@ -111,7 +111,7 @@ def segment_report(
 
 @router.get("/reports/segments/{segment_id}/export.{ext}")
 def segment_report_file(
-    segment_id: DbInt, ext: str, conn: Connection = CONN, who: Principal = Depends(get_principal)
+    segment_id: Id, ext: str, conn: Connection = CONN, who: Principal = Depends(get_principal)
 ) -> Response:
     _check_ext(ext)
     return _file(_report(conn, who, "segment", segment_id), "segment", segment_id, ext)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, bearer_key, get_runtime
-from hongyan.api.params import DbInt
+from hongyan.api.params import Id
 from hongyan.api.responses import api_router, errors
 from hongyan.content import review
 from hongyan.errors import AuthenticationFailed, PermissionDenied
@@ -119,7 +119,7 @@ def recent(who: StaffPrincipal = Depends(get_staff), conn: Connection = CONN) ->
     responses=errors(409),
 )
 def approve(
-    item_id: DbInt,
+    item_id: Id,
     kind: str = KIND,
     who: StaffPrincipal = Depends(get_staff),
     conn: Connection = CONN,
@@ -135,7 +135,7 @@ def approve(
     responses=errors(409),
 )
 def reject(
-    item_id: DbInt,
+    item_id: Id,
     body: DecisionIn,
     kind: str = KIND,
     who: StaffPrincipal = Depends(get_staff),

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.api.params import DbInt
+from hongyan.api.params import Id
 from hongyan.api.responses import api_router, errors
 from hongyan.audience import recompute, scoring, segments, service
 from hongyan.audience.scoring import Splits, Thresholds
@@ -152,7 +152,7 @@ def preview_rule(
 
 @router.get("/segments/{segment_id}", response_model=SegmentOut)
 def get_segment(
-    segment_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
+    segment_id: Id, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> SegmentOut:
     who.require(Permission.READ_CONTACTS)
     return _seg(segments.get(conn, who.tenant_id, segment_id))
@@ -165,7 +165,7 @@ def get_segment(
     responses=errors(409),
 )
 def update_segment(
-    segment_id: DbInt,
+    segment_id: Id,
     body: SegmentPatch,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
@@ -182,7 +182,7 @@ def update_segment(
 
 @router.delete("/segments/{segment_id}", status_code=204, responses=errors(409))
 def delete_segment(
-    segment_id: DbInt,
+    segment_id: Id,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -193,7 +193,7 @@ def delete_segment(
 
 @router.get("/segments/{segment_id}/preview", summary="Count and a masked sample, now")
 def preview_segment(
-    segment_id: DbInt,
+    segment_id: Id,
     sample: int = 20,
     reach: str | None = None,
     who: Principal = Depends(get_principal),
@@ -211,7 +211,7 @@ def preview_segment(
 
 @router.get("/segments/{segment_id}/export.csv", summary="Every member as CSV (masked)")
 def export_segment(
-    segment_id: DbInt,
+    segment_id: Id,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
@@ -227,7 +227,7 @@ def export_segment(
 
 @router.post("/segments/{segment_id}/snapshot", status_code=201, summary="Freeze into an audience")
 def snapshot(
-    segment_id: DbInt,
+    segment_id: Id,
     body: SnapshotIn,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
@@ -252,7 +252,7 @@ def list_audiences(
 
 @router.get("/audiences/{audience_id}")
 def get_audience(
-    audience_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
+    audience_id: Id, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> dict[str, Any]:
     who.require(Permission.READ_CONTACTS)
     return segments.get_audience(conn, who.tenant_id, audience_id)
@@ -368,7 +368,7 @@ def add_store(
 
 @router.delete("/stores/{store_id}", status_code=204)
 def remove_store(
-    store_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
+    store_id: Id, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> None:
     who.require(Permission.MANAGE_CONTACTS)
     service.remove_store(conn, who.tenant_id, store_id)

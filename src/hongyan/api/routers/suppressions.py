@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.api.params import DbInt
+from hongyan.api.params import Id
 from hongyan.api.responses import api_router
 from hongyan.contacts import suppression
 from hongyan.dispatch.outbox import E164, InvalidNumber
@@ -94,7 +94,7 @@ def add_suppression(
 
 @router.delete("/suppressions/{suppression_id}", status_code=204, summary="Lift a manual block")
 def remove_suppression(
-    suppression_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
+    suppression_id: Id, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> None:
     """Only ``manual`` blocks can be lifted: an opt-out is the recipient's, not ours, to undo."""
     who.require(Permission.MANAGE_CONTACTS)

@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.api.params import DbInt
+from hongyan.api.params import BigInt, Id
 from hongyan.api.responses import api_router, errors
+from hongyan.db.types import MAX_BIG_ID
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission
 from hongyan.webhooks import service
@@ -129,7 +130,7 @@ def listing(who: Principal = Depends(get_principal), conn: Connection = CONN) ->
 
 @router.get("/webhooks/{endpoint_id}", response_model=WebhookOut, summary="One endpoint")
 def show(
-    endpoint_id: DbInt, who: Principal = Depends(get_principal), conn: Connection = CONN
+    endpoint_id: Id, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> WebhookOut:
     who.require(Permission.MANAGE_WEBHOOKS)
     return WebhookOut(**service.get(conn, who.tenant_id, endpoint_id))
@@ -137,7 +138,7 @@ def show(
 
 @router.patch("/webhooks/{endpoint_id}", response_model=WebhookOut, summary="Change an endpoint")
 def change(
-    endpoint_id: DbInt,
+    endpoint_id: Id,
     body: WebhookPatch,
     request: Request,
     who: Principal = Depends(get_principal),
@@ -163,7 +164,7 @@ def change(
 
 @router.delete("/webhooks/{endpoint_id}", status_code=204, summary="Remove an endpoint")
 def remove(
-    endpoint_id: DbInt,
+    endpoint_id: Id,
     request: Request,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
@@ -181,7 +182,7 @@ def remove(
     summary="Replace the signing secret",
 )
 def rotate_secret(
-    endpoint_id: DbInt,
+    endpoint_id: Id,
     request: Request,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
@@ -208,7 +209,7 @@ def rotate_secret(
     responses=errors(409),
 )
 def send_test(
-    endpoint_id: DbInt,
+    endpoint_id: Id,
     request: Request,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
@@ -227,9 +228,11 @@ def send_test(
     summary="An endpoint's deliveries with their attempts, newest first",
 )
 def deliveries(
-    endpoint_id: DbInt,
+    endpoint_id: Id,
     limit: int = Query(default=20, ge=1, le=100),
-    before: int | None = Query(default=None, ge=1, description="Only deliveries older than id"),
+    before: int | None = Query(
+        default=None, ge=1, le=MAX_BIG_ID, description="Only deliveries older than id"
+    ),
     state: str | None = Query(default=None, pattern="^(pending|sending|delivered|dead)$"),
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
@@ -249,7 +252,7 @@ def deliveries(
     responses=errors(409),
 )
 def redeliver(
-    delivery_id: DbInt,
+    delivery_id: BigInt,
     request: Request,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,

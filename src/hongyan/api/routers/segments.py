@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import Depends
+from fastapi import Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
@@ -194,8 +194,8 @@ def delete_segment(
 @router.get("/segments/{segment_id}/preview", summary="Count and a masked sample, now")
 def preview_segment(
     segment_id: Id,
-    sample: int = 20,
-    reach: str | None = None,
+    sample: int = Query(default=20, ge=0, le=100),
+    reach: str | None = Query(default=None, pattern="^(marketing|notification)$"),
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),

@@ -140,6 +140,33 @@ def test_unreadable_body_is_typed_and_changes_nothing(client: TestClient, runtim
     assert client.get("/api/v1/api-keys", headers=auth(key)).json() == before
 
 
+def test_nul_in_any_text_is_a_422_and_changes_nothing(client: TestClient, runtime: Runtime) -> None:
+    """PostgreSQL cannot store U+0000 in text: a name, a tag or a path holding it was a DataError
+    there, a 500, while SQLite stored it (found by the fuzz). Both refuse it now, saying where."""
+    _, key = _tenant_with_key(runtime, "tea")
+    before = client.get("/api/v1/api-keys", headers=auth(key)).json()
+    event = {"event_id": "e1", "kind": "browse", "phone": "13812345678", "properties": {"x": "\0"}}
+    cases = [
+        ("POST", "/api/v1/api-keys", {"json": {"name": "a\0b"}}, ["body", "name"]),
+        ("POST", "/api/v1/events", {"json": {"events": [event]}},
+         ["body", "events", "0", "properties", "x"]),
+        ("GET", "/api/v1/contacts?tag=%00", {}, ["query", "tag"]),
+        ("GET", "/api/v1/campaigns/a%00b", {}, ["path", "ref"]),
+        ("PUT", "/api/v1/contacts/fields/a%00b", {"json": {"type": "text"}}, ["path", "name"]),
+        ("POST", "/api/v1/contacts/imports",
+         {"files": {"file": ("c.csv", b"phone\n13812345678\n")}, "data": {"tags": "VIP\0"}},
+         ["body", "tags"]),
+    ]  # fmt: skip
+    for method, path, kwargs, where in cases:
+        r = client.request(method, path, headers=auth(key), **kwargs)
+        assert r.status_code == 422, (path, r.text)
+        body = r.json()
+        assert body["code"] == "validation_failed" and body["message"]["zh"], path
+        assert body["details"]["problems"][0]["location"] == where, path
+    assert client.get("/api/v1/api-keys", headers=auth(key)).json() == before
+    assert client.get("/api/v1/contacts/imports", headers=auth(key)).json() == []
+
+
 def test_key_lifecycle_and_audit(client: TestClient, runtime: Runtime) -> None:
     _, key = _tenant_with_key(runtime, "tea")
     r = client.post("/api/v1/api-keys", json={"name": "shop backend"}, headers=auth(key))

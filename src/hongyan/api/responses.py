@@ -2,20 +2,17 @@
 
 Every error under /api/v1 has one body, :meth:`hongyan.errors.HongyanError.body`: a stable
 ``code``, the message in Chinese and English, and sometimes ``details``. The routers document
-which statuses an operation answers with: every router of the tenant's API is made by
-:func:`api_router`, which documents :data:`TENANT` on each of its operations and 404 on those
-with a path parameter; a route adds with ``responses=errors(...)`` what only it can answer (a 409,
-a 404 for an id in the body). A client generated from the schema can then parse every error, and
-tests/api/test_openapi_fuzz.py holds the API to it.
+which statuses an operation answers with: every router of the API is made by
+:func:`hongyan.api.routing.api_router`, which documents :data:`TENANT` on each of its operations
+and 404 on those with a path parameter; a route adds with ``responses=errors(...)`` what only it
+can answer (a 409, a 404 for an id in the body). A client generated from the schema can then
+parse every error, and tests/api/test_openapi_fuzz.py holds the API to it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 
@@ -49,28 +46,6 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in statuses}
 
 
-#: What any operation of the tenant's API can answer: no or a bad key, a role that may not, and
+#: What any operation of the API can answer: no or a bad key, a role that may not, and
 #: input that is not valid (FastAPI's own 422 schema does not describe our body).
 TENANT = errors(401, 403, 422)
-
-
-class ApiRoute(APIRoute):
-    """A route of the tenant's API: with a path parameter, it documents 404 as well (an id that
-    does not exist, or is another tenant's, is answered with 404)."""
-
-    def __init__(
-        self,
-        path: str,
-        endpoint: Callable[..., Any],
-        *,
-        responses: dict[int | str, dict[str, Any]] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if "{" in path:
-            responses = {**errors(404), **(responses or {})}
-        super().__init__(path, endpoint, responses=responses, **kwargs)
-
-
-def api_router(tag: str) -> APIRouter:
-    """The router of one part of the tenant's API, with its errors documented."""
-    return APIRouter(tags=[tag], responses=TENANT, route_class=ApiRoute)

@@ -9,7 +9,7 @@ from fastapi import Depends, Query
 from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
-from hongyan.api.responses import api_router
+from hongyan.api.routing import api_router
 from hongyan.campaigns.calendar import upcoming
 from hongyan.campaigns.calendar_data import marketing_calendar
 from hongyan.runtime import Runtime

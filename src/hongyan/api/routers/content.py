@@ -11,7 +11,8 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import Id
-from hongyan.api.responses import api_router, errors
+from hongyan.api.responses import errors
+from hongyan.api.routing import api_router
 from hongyan.content import service, signatures, templates
 from hongyan.content.lint import MAX_TEXT
 from hongyan.runtime import Runtime

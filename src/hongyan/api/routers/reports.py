@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal
 from hongyan.api.params import Id
-from hongyan.api.responses import api_router
+from hongyan.api.routing import api_router
 from hongyan.errors import NotFound
 from hongyan.reports import campaigns, export, journeys, segments
 from hongyan.security.roles import Permission

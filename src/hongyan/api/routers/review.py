@@ -17,7 +17,8 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, bearer_key, get_runtime
 from hongyan.api.params import Id
-from hongyan.api.responses import api_router, errors
+from hongyan.api.responses import errors
+from hongyan.api.routing import api_router
 from hongyan.content import review
 from hongyan.errors import AuthenticationFailed, PermissionDenied
 from hongyan.runtime import Runtime

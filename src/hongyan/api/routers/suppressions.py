@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import Id
-from hongyan.api.responses import api_router
+from hongyan.api.routing import api_router
 from hongyan.contacts import suppression
 from hongyan.dispatch.outbox import E164, InvalidNumber
 from hongyan.errors import NotFound

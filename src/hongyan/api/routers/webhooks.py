@@ -12,7 +12,8 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import BigInt, Id
-from hongyan.api.responses import api_router, errors
+from hongyan.api.responses import errors
+from hongyan.api.routing import api_router
 from hongyan.db.types import MAX_BIG_ID
 from hongyan.runtime import Runtime
 from hongyan.security.roles import Permission

@@ -13,7 +13,8 @@ reviewer's); half the generated path ids are those of the seeded rows, so operat
 their lookups. Each operation gets ``HONGYAN_FUZZ_EXAMPLES`` examples (default 15: about 16 s on
 SQLite and 18 s on PostgreSQL on the 2-core machine; under CI=true the same examples every run, see
 the ``hongyan`` Hypothesis profile in tests/conftest.py). Search further locally with a few
-hundred: ``HONGYAN_FUZZ_EXAMPLES=300 pytest tests/api/test_openapi_fuzz.py``.
+hundred (past the suite's 300 s timeout): ``HONGYAN_FUZZ_EXAMPLES=300 pytest --timeout=0
+tests/api/test_openapi_fuzz.py``.
 
 No operation is excluded; one case is skipped: revoking the fuzz's own key, which the rest of the
 run needs. Webhook URLs are checked for their shape only (``webhook_allow_private``), since

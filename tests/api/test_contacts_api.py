@@ -168,6 +168,18 @@ def test_a_list_offset_past_bigint_is_a_422(client: TestClient, runtime: Runtime
     assert r.status_code == 200 and r.json()["total"] == 0
 
 
+def test_a_number_check_id_past_an_integer_is_a_422(client: TestClient, runtime: Runtime) -> None:
+    """Number checks are kept as import jobs, keyed by INTEGER: GET /contacts/check-numbers/{id}
+    past 2**31 - 1 was "integer out of range" on PostgreSQL, a 500 (found by the fuzz)."""
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    r = client.get(f"/api/v1/contacts/check-numbers/{2**31}", headers=auth(key))
+    assert r.status_code == 422 and r.json()["code"] == "validation_failed"
+    assert (
+        client.get(f"/api/v1/contacts/check-numbers/{2**31 - 1}", headers=auth(key)).status_code
+        == 404
+    )
+
+
 def test_patch_a_contacts_time_zone(client: TestClient, runtime: Runtime) -> None:
     _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
     _, other = _tenant_with_key(runtime, "deli", Role.OPERATOR)

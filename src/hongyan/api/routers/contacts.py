@@ -451,7 +451,7 @@ def check_numbers(
     response_model=NumberCheckJobOut,
 )
 def get_number_check(
-    job_id: int, who: Principal = Depends(get_principal), conn: Connection = CONN
+    job_id: Id, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> dict[str, Any]:
     who.require(Permission.READ_CONTACTS)
     return number_status_jobs.get(conn, who.tenant_id, job_id)

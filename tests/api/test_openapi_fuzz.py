@@ -68,8 +68,9 @@ CHECKS = [
     checks.response_schema_conformance,
 ]
 
-#: Threads the API starts for work after a response (an upload's import, an A/B decision).
-BACKGROUND = re.compile(r"(import|launch|decide)-\d+")
+#: Threads the API starts for work after a response (an upload's import, an A/B decision, a
+#: number check).
+BACKGROUND = re.compile(r"(import|launch|decide|number-check)-\d+")
 
 
 @pytest.fixture

@@ -24,3 +24,13 @@ def test_unknown_channel_kind_and_smpp_channel(client: TestClient, runtime: Runt
     # SMPP receipts come over the bind, not by HTTP.
     assert client.post("/api/v1/callbacks/cmcc/status", content=b"[]").status_code == 404
     assert client.post("/api/v1/callbacks/cmcc/tok/bogus", content=b"[]").status_code == 404
+
+
+def test_a_nul_in_a_callback_is_refused_not_a_500(client: TestClient, runtime: Runtime) -> None:
+    """U+0000 reaches no column: PostgreSQL refuses it (the app's DataError handler answers the
+    typed 422), SQLite finds no such channel."""
+    r = client.post("/api/v1/callbacks/no%00pe/status", content=b"[]")
+    assert r.status_code in (404, 422) and r.json()["code"] in (
+        "unknown_channel",
+        "validation_failed",
+    )

@@ -128,6 +128,25 @@ def test_login_without_form_token_is_refused(client: TestClient, runtime: Runtim
     assert session_count(runtime) == 0
 
 
+def test_a_nul_in_the_login_form_is_refused_not_a_500(client: TestClient, runtime: Runtime) -> None:
+    """PostgreSQL cannot look up text holding U+0000: the app's handler of the database's
+    DataError answers with the console's error page (422, in Chinese); SQLite finds no user."""
+    make_tenant(runtime)
+    page = client.get("/login")
+    response = client.post(
+        "/login",
+        data={"email": "owner\x00@tea.example", "password": PASSWORD,
+              "csrf_token": csrf_field(page.text)},
+        follow_redirects=False,
+    )  # fmt: skip
+    if runtime.engine.dialect.name == "postgresql":
+        assert response.status_code == 422
+        assert "请求中的某个值无法保存或查询" in response.text
+    else:
+        assert response.status_code == 401
+    assert session_count(runtime) == 0
+
+
 def test_login_shows_dashboard_with_real_tenant_data(client: TestClient, runtime: Runtime) -> None:
     make_tenant(runtime)
     response = login(client)

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hongyan import __version__
@@ -113,6 +114,23 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
             return await console.error_page(request, exc)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(sa_exc.DataError)
+    async def unstorable(request: Request, exc: sa_exc.DataError) -> Response:
+        # A value the database refuses (U+0000 in text on PostgreSQL, a number past its
+        # column) that no check before it caught: the API's routers refuse NUL themselves, the
+        # console's forms, the provider callbacks and anything added later meet this instead of
+        # a 500. The statement failed, so its transaction is rolled back with nothing written.
+        log.warning("%s %s -> database refused a value: %s", request.method, request.url.path,
+                    str(exc.orig).splitlines()[0] if exc.orig else exc)  # fmt: skip
+        return await typed_error(
+            request,
+            ValidationFailed(
+                "A value in the request cannot be stored or looked up (a NUL character, a "
+                "number out of range)",
+                "请求中的某个值无法保存或查询（例如 NUL 字符、超出范围的数字）",
+            ),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

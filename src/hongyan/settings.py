@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     # A newer phone.dat (number prefix → province, city, card type) than the `phone` package's.
     phone_data: str = ""
+    # The memory, in MB, one large contact import may take in all, its reader processes
+    # included: it caps how many readers run beside the writer (hongyan.contacts.importer,
+    # reader_count). At the default, one reader.
+    import_memory_mb: int = Field(default=500, ge=200)
     # 空号检测 (number-status checks, `hongyan contacts check-numbers`), for every tenant:
     # `receipts` reads the tenant's own delivery receipts (free); `http` asks a paid service;
     # `receipts+http` asks the receipts first and the paid service only for the numbers they

@@ -155,6 +155,29 @@ def test_reader_count_leaves_a_core_to_the_writer(
     assert importer.reader_count(options, cores=cores) == expected
 
 
+@pytest.mark.parametrize(
+    ("cores", "memory_mb", "backend", "expected"),
+    [
+        (8, 500, "sqlite", 1),  # the default budget: one reader, whatever the cores
+        (8, 500, "postgresql", 1),
+        (8, 1000, "sqlite", 4),  # (1000 - 350) // 140
+        (8, 700, "postgresql", 3),  # (700 - 250) // 140
+        (3, 2000, "postgresql", 2),  # the cores bound first
+        (8, 200, "sqlite", 1),  # never none
+    ],
+)
+def test_reader_count_keeps_to_the_memory_budget(
+    cores: int, memory_mb: int, backend: str, expected: int
+) -> None:
+    options = importer.ImportOptions()
+    got = importer.reader_count(options, cores=cores, memory_mb=memory_mb, backend=backend)
+    assert got == expected
+    if got > 1:  # the estimate of what they take stays inside the budget
+        assert importer.WRITER_MB[backend] + got * importer.READER_MB <= memory_mb
+    asked = importer.ImportOptions(readers=3)  # asked for: as asked
+    assert importer.reader_count(asked, cores=cores, memory_mb=memory_mb, backend=backend) == 3
+
+
 PLAN = importer.plan_mapping(["手机号", "姓名", "城市", "会员等级"], {}, {})
 # Cells a row accepts (no formula lead), with the separator among them.
 CELLS = st.lists(st.text(st.sampled_from("ab 1张三\x1f"), max_size=6), min_size=4, max_size=4)

@@ -3,7 +3,8 @@
 The file streams through in batches (:data:`BATCH` rows), so memory stays bounded whatever its
 size: what is kept for the whole file is one 8-byte key per distinct number (to tell duplicates
 within the file, :func:`in_file_order`), some 60 MB for a million numbers. Large files are read
-by reader processes, one per core but the writer's (:func:`reader_count`, :func:`_from_readers`),
+by reader processes, one per core but the writer's within the import's memory budget
+(:func:`reader_count`, :func:`_from_readers`),
 each building every n-th batch. Each batch is:
 
 1. parsed row by row (pure): the number normalised to E.164 (the fast path for Chinese mobiles,
@@ -1350,6 +1351,7 @@ class Pipeline:
     path: str
     size: int
     keys: tuple[str, str, str]  # data keys, active key, index key
+    memory_mb: int | None = None  # the import's memory budget (:func:`reader_count`)
 
 
 def run(
@@ -1610,17 +1612,37 @@ def _run(
 # -- the producer in a child process ---------------------------------------------------------------
 
 
-def reader_count(options: ImportOptions, cores: int | None = None) -> int:
+# What a million-row import took, measured (the bench's total_peak_mb, 2026-11-30): a reader
+# ~130 MB (its modules 55, the segment table 12, the batch it builds ~64), the writing process
+# ~345 MB on SQLite and ~240 MB on PostgreSQL. Rounded up, for the budget below.
+READER_MB = 140
+WRITER_MB = {"sqlite": 350, "postgresql": 250}
+
+
+def reader_count(
+    options: ImportOptions,
+    cores: int | None = None,
+    *,
+    memory_mb: int | None = None,
+    backend: str = "sqlite",
+) -> int:
     """Reader processes of a pipelined import: as asked, else one per core but the one the
     writing process keeps busy (on SQLite it is the slower half; on PostgreSQL it and the
-    server share it), at least one and at most four. Measured on two cores, a second reader
-    gave no more rows per second and cost 140 MB more."""
+    server share it), at least one and at most four, and no more than ``memory_mb`` (the
+    setting ``HONGYAN_IMPORT_MEMORY_MB``) holds beside the writer (:data:`READER_MB` each,
+    :data:`WRITER_MB`): at the default 500 MB one reader, so an import's memory does not grow
+    with the machine's cores. Measured on two cores, a second reader gave no more rows per
+    second and cost 140 MB more."""
     if options.readers is not None:
         return max(1, options.readers)
     if cores is None:
         usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         cores = len(usable) if usable is not None else os.cpu_count() or 1
-    return max(1, min(4, cores - 1))
+    by_cores = max(1, min(4, cores - 1))
+    if memory_mb is None:
+        return by_cores
+    room = memory_mb - WRITER_MB.get(backend, max(WRITER_MB.values()))
+    return max(1, min(by_cores, room // READER_MB))
 
 
 def _reader_main(
@@ -1686,7 +1708,9 @@ def _from_readers(
     from hongyan.contacts.sources import check_whole, open_table
 
     ctx = multiprocessing.get_context("spawn")
-    n = reader_count(options)
+    n = reader_count(
+        options, memory_mb=pipeline.memory_mb, backend="postgresql" if packed else "sqlite"
+    )
     # bounded: a reader waits while the writer is behind
     channels = [ctx.Queue(maxsize=1) for _ in range(n)]
     readers = [

@@ -172,6 +172,7 @@ def import_stream(
             str(path),
             size,
             (runtime.settings.data_keys, runtime.settings.active_key, runtime.settings.index_key),
+            runtime.settings.import_memory_mb,
         )
         if pipelined
         else None,

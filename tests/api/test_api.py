@@ -236,3 +236,20 @@ def test_unknown_route_and_method(client: TestClient) -> None:
     assert r.status_code == 404 and r.json()["code"] == "not_found"
     r = client.put("/api/v1/health")
     assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
+
+
+def test_the_file_exports_are_documented_as_files(client: TestClient) -> None:
+    """A CSV or XLSX export's 200 is documented with its own content type, not JSON (the fuzz
+    found the segment export answering text/csv where the schema said application/json)."""
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    files = {
+        "/api/v1/segments/{segment_id}/export.csv": {"text/csv"},
+        "/api/v1/contacts/imports/{import_id}/errors.csv": {"text/csv"},
+        "/api/v1/reports/campaigns/{campaign_id}/export.csv": {"text/csv"},
+        "/api/v1/reports/campaigns/{campaign_id}/export.xlsx": {xlsx},
+        "/api/v1/reports/journeys/{journey_id}/export.{ext}": {"text/csv", xlsx},
+        "/api/v1/reports/segments/{segment_id}/export.{ext}": {"text/csv", xlsx},
+    }
+    for path, types in files.items():
+        assert set(paths[path]["get"]["responses"]["200"]["content"]) == types, path

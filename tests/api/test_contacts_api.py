@@ -95,6 +95,39 @@ def test_bad_upload_fails_typed(client: TestClient, runtime: Runtime) -> None:
     assert r.status_code == 422
 
 
+def test_an_upload_in_odd_clothes_is_refused_or_taken_never_a_500(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """A body that is not a form, sent to the upload, is refused by validation (the NUL check
+    reads only forms there: it never buffers a body before the key is checked); a multipart
+    Content-Type in mixed case is a form like any; a NUL in the file's name is a 422."""
+    _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    r = client.post(
+        "/api/v1/contacts/imports",
+        headers={**auth(key), "content-type": "application/octet-stream"},
+        content=b"\x00" * 4096,
+    )
+    assert r.status_code == 422 and r.json()["code"] == "validation_failed"
+    boundary = "hyBoundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.csv"\r\n'
+        f"Content-Type: text/csv\r\n\r\n手机号\n13812345678\n\r\n--{boundary}--\r\n"
+    ).encode()
+    r = client.post(
+        "/api/v1/contacts/imports",
+        headers={**auth(key), "content-type": f"Multipart/Form-Data; boundary={boundary}"},
+        content=body,
+    )
+    assert r.status_code == 202, r.text
+    assert _wait(client, key, r.json()["id"])["state"] == "done"
+    r = client.post(
+        "/api/v1/contacts/imports",
+        headers={**auth(key), "content-type": f"multipart/form-data; boundary={boundary}"},
+        content=body.replace(b'filename="x.csv"', b'filename="x\x00.csv"'),
+    )
+    assert r.status_code == 422 and r.json()["code"] == "validation_failed", r.text
+
+
 def test_events_consent_export_forget_and_roles(client: TestClient, runtime: Runtime) -> None:
     _, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
     _, analyst = _tenant_with_key(runtime, "tea2", Role.ANALYST)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -850,22 +851,28 @@ def _emptied(folder: Path) -> list[Path]:
     return left
 
 
+def _fail_insert(monkeypatch: pytest.MonkeyPatch, at: int) -> Any:
+    """The writer's insert fails at its ``at``-th call ("disk full"); returns the real one."""
+    calls = {"n": 0}
+    real = importer._Writer.insert
+
+    def failing(self, rows):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise RuntimeError("disk full")
+        real(self, rows)
+
+    monkeypatch.setattr(importer._Writer, "insert", failing)
+    return real
+
+
 def test_an_uploaded_import_that_failed_is_resumed_from_its_kept_file(
     runtime: Runtime, tenant_id: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The API's and the console's path: the upload is kept after a failure half-way (and only
     then), a resume takes it (a second resume at once finds nothing), goes on from the next
     batch, and deletes it when done."""
-    calls = {"n": 0}
-    real = importer._Writer.insert
-
-    def failing(self, rows):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("disk full")
-        real(self, rows)
-
-    monkeypatch.setattr(importer._Writer, "insert", failing)
+    real = _fail_insert(monkeypatch, at=3)
     data = (HEADER + "".join(f"138{i:08d},名,,,,,\n" for i in range(200))).encode()
     path = service.save_upload(runtime, tenant_id, io.BytesIO(data), 1 << 20)
     opts = importer.ImportOptions(batch_size=50, consent_source="s", consent_proof="p")
@@ -904,6 +911,43 @@ def test_an_uploaded_import_that_failed_is_resumed_from_its_kept_file(
     with pytest.raises(ValidationFailed):  # done: nothing to resume
         service.resume_in_background(runtime, tenant_id, import_id, "user:1")
     assert not _emptied(kept.parent)  # no upload left behind
+
+
+def test_a_console_resume_that_cannot_start_goes_back_to_failed_with_its_file(
+    runtime: Runtime, tenant_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume refused before its run takes the job (here the kept file no longer being the
+    file the import began with) leaves the job failed and the file kept, not pending with the
+    file gone; and a resume of a job the CLI took meanwhile is refused, the file put back."""
+    real = _fail_insert(monkeypatch, at=2)
+    data = (HEADER + "".join(f"138{i:08d},名,,,,,\n" for i in range(120))).encode()
+    path = service.save_upload(runtime, tenant_id, io.BytesIO(data), 1 << 20)
+    opts = importer.ImportOptions(batch_size=50)
+    with runtime.engine.begin() as conn:
+        import_id = service.create_import(conn, runtime.clock, tenant_id, path, "c.csv", opts)
+    service.run_in_background(runtime, tenant_id, import_id, path, "c.csv", opts)
+    assert _finished(runtime, tenant_id, import_id)["state"] == "failed"
+    monkeypatch.setattr(importer._Writer, "insert", real)
+    kept = service.kept_upload(runtime, tenant_id, import_id)
+    original = kept.read_bytes()
+    kept.write_bytes(original + b"13900000000,x,,,,,\n")  # no longer the file it began with
+    service.resume_in_background(runtime, tenant_id, import_id, "user:1")
+    job = _finished(runtime, tenant_id, import_id)
+    assert job["state"] == "failed" and "not the file" in job["error"]["message"]["en"]  # type: ignore[index]
+    assert kept.is_file()
+    kept.write_bytes(original)
+    with runtime.engine.begin() as conn:  # the CLI's --resume took it meanwhile
+        conn.execute(
+            TenantScope(tenant_id)
+            .update(contact_imports)
+            .where(contact_imports.c.id == import_id)
+            .values(state="running")
+        )
+    # The interleaving: its check saw the job failed, then the CLI took it before the update.
+    monkeypatch.setattr(service, "_resumable", lambda *_: True)
+    with pytest.raises(ValidationFailed, match="already running"):
+        service.resume_in_background(runtime, tenant_id, import_id, "user:1")
+    assert kept.is_file()
 
 
 def test_an_upload_that_fails_before_storing_anything_is_not_kept(
@@ -951,7 +995,24 @@ def test_an_import_whose_process_died_says_how_far_it_got(
         )  # fmt: skip
     assert retention.run(runtime)["stuck_imports"] == 0  # not yet a day
     runtime.clock.advance(timedelta(days=1, minutes=1))  # type: ignore[attr-defined]
-    assert retention.run(runtime)["stuck_imports"] == 2
+    with runtime.engine.begin() as conn:  # a resume started now, of an import made a day ago
+        resuming = importer.create_job(
+            conn, runtime.clock, tenant_id, kind="contacts", filename="r.csv", options={},
+            actor="t", sha256=None,
+        )  # fmt: skip
+        conn.execute(
+            TenantScope(tenant_id)
+            .update(contact_imports)
+            .where(contact_imports.c.id == resuming)
+            .values(
+                state="running",
+                created_at=runtime.clock.now() - timedelta(days=3),
+                started_at=runtime.clock.now(),
+            )
+        )
+    assert retention.run(runtime)["stuck_imports"] == 2  # not the resumed one, still running
+    with runtime.engine.connect() as conn:
+        assert importer.get_job(conn, tenant_id, resuming)["state"] == "running"
     with runtime.engine.connect() as conn:
         died = importer.get_job(conn, tenant_id, first.import_id)
         nothing = importer.get_job(conn, tenant_id, empty)

@@ -20,6 +20,14 @@ from hongyan.errors import HongyanError, ValidationFailed
 from hongyan.runtime import Runtime
 
 log = logging.getLogger("hongyan.api")
+# SQLSTATEs of values a request can carry that the database refuses: a number out of its
+# column's range, text its encoding cannot hold, a NUL byte (psycopg refuses that one itself).
+_INPUT_STATES = frozenset({"22003", "22021", "22P05"})
+
+
+def _refused_input(exc: Any) -> bool:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in _INPUT_STATES or "NUL (0x00)" in str(orig)
 
 
 def _error(status: int, code: str, en: str, zh: str, **extra: object) -> JSONResponse:
@@ -117,6 +125,8 @@ def create_app(runtime: Runtime, background: Sequence[Background] = ()) -> FastA
 
     @app.exception_handler(sa_exc.DataError)
     async def unstorable(request: Request, exc: sa_exc.DataError) -> Response:
+        if not _refused_input(exc):
+            raise exc  # a bug (division by zero, an overflowing sum): the 500 it is
         # A value the database refuses (U+0000 in text on PostgreSQL, a number past its
         # column) that no check before it caught: the API's routers refuse NUL themselves, the
         # console's forms, the provider callbacks and anything added later meet this instead of

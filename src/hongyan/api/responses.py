@@ -49,3 +49,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 #: What any operation of the API can answer: no or a bad key, a role that may not, and
 #: input that is not valid (FastAPI's own 422 schema does not describe our body).
 TENANT = errors(401, 403, 422)
+#: The 200 of an export that answers a CSV file (not the JSON FastAPI would document).
+CSV_FILE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "CSV (UTF-8)", "content": {"text/csv": {"schema": {"type": "string"}}}}
+}

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, params
 from fastapi.routing import APIRoute
 
 from hongyan.api.responses import TENANT, errors
@@ -68,14 +68,24 @@ async def refuse_nul(request: Request) -> None:
         if NUL in name or NUL in value:
             found = found or ["query", name]
     route = request.scope.get("route")
-    if found is None and getattr(route, "body_field", None) is not None:
-        if request.headers.get("content-type", "").startswith(FORMS):
-            form = await request.form()  # parsed already for the handler: the same object
-            found = next(
-                (["body", k] for k, v in form.multi_items() if isinstance(v, str) and NUL in v),
-                None,
-            )
-        else:
+    body = getattr(route, "body_field", None)
+    if found is None and body is not None:
+        if isinstance(body.field_info, params.Form):  # (File is a Form)
+            # Only a form's own parse, which FastAPI made already for the handler (the same
+            # object): a body of another type is refused by the handler's validation unread,
+            # never buffered here before authentication.
+            if request.headers.get("content-type", "").lower().startswith(FORMS):
+                form = await request.form()
+                found = next(
+                    (
+                        ["body", k]
+                        for k, v in form.multi_items()
+                        if NUL in k or (isinstance(v, str) and NUL in v)
+                        or (not isinstance(v, str) and NUL in (v.filename or ""))
+                    ),
+                    None,
+                )  # fmt: skip
+        else:  # JSON, which FastAPI reads whole for the handler anyway
             with contextlib.suppress(ValueError):  # not JSON: the handler's validation refuses it
                 found = _nul_in(json.loads(await request.body() or b"null"), ["body"])
     if found is not None:

@@ -116,7 +116,9 @@ def run(runtime: Runtime) -> dict[str, Any]:
                 .where(
                     contact_imports.c.kind != number_status_jobs.KIND,
                     contact_imports.c.state.in_(("pending", "running")),
-                    contact_imports.c.created_at < now - STUCK_AFTER,
+                    # (a resumed import started again long after it was made)
+                    sa.func.coalesce(contact_imports.c.started_at, contact_imports.c.created_at)
+                    < now - STUCK_AFTER,
                 )
                 .with_for_update()
             ).all()

@@ -49,7 +49,7 @@ from hongyan.db.tables import (
     webhook_deliveries,
 )
 from hongyan.dispatch.states import Reason, State
-from hongyan.errors import NotFound, ValidationFailed
+from hongyan.errors import HongyanError, NotFound, ValidationFailed
 from hongyan.runtime import Runtime
 from hongyan.security import audit
 from hongyan.security.keyring import KeyRing, mask_phone
@@ -1183,8 +1183,30 @@ def run_in_background(
                     runtime, tenant_id, stream, filename, options, import_id=import_id,
                     resume=resume, claimed=resume,
                 )  # fmt: skip
-        except Exception:
+        except Exception as exc:
             logging.getLogger("hongyan.contacts").info("import %s failed", import_id)
+            if resume:  # failed before its run took the job: back to failed, file kept
+                error = (
+                    exc.body()
+                    if isinstance(exc, HongyanError)
+                    else {
+                        "code": "import_failed",
+                        "message": {
+                            "en": "The resumed import could not start; it can be resumed again",
+                            "zh": "继续导入未能开始，可再次继续导入",
+                        },
+                    }
+                )
+                with runtime.engine.begin() as conn:
+                    conn.execute(
+                        TenantScope(tenant_id)
+                        .update(importer.contact_imports)
+                        .where(
+                            importer.contact_imports.c.id == import_id,
+                            importer.contact_imports.c.state == "pending",
+                        )
+                        .values(state="failed", error=error)
+                    )
         finally:
             if not _resumable(runtime, tenant_id, import_id):
                 path.unlink(missing_ok=True)
@@ -1223,7 +1245,7 @@ def resume_in_background(runtime: Runtime, tenant_id: int, import_id: int, actor
         ) from None
     taken.touch()  # kept a day from the last attempt
     with runtime.engine.begin() as conn:  # pending until its thread runs it (a poll says so)
-        conn.execute(
+        claimed = conn.execute(
             TenantScope(tenant_id)
             .update(importer.contact_imports)
             .where(
@@ -1231,6 +1253,12 @@ def resume_in_background(runtime: Runtime, tenant_id: int, import_id: int, actor
                 importer.contact_imports.c.state == "failed",
             )
             .values(state="pending")
+        ).rowcount
+    if not claimed:  # the CLI's --resume took it meanwhile: the file goes back
+        taken.replace(kept)
+        raise ValidationFailed(
+            "This import is already running or being resumed",
+            "该导入正在进行或已在继续导入",
         )
     options = importer.ImportOptions(actor=actor)  # the rest is the job's own (import_stream)
     run_in_background(runtime, tenant_id, import_id, taken, job["filename"], options, resume=True)

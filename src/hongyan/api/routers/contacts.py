@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import BigInt, Id
-from hongyan.api.responses import errors
+from hongyan.api.responses import CSV_FILE, errors
 from hongyan.api.routing import api_router
 from hongyan.contacts import (
     events,
@@ -219,6 +219,7 @@ def get_import(
     "/contacts/imports/{import_id}/errors.csv",
     summary="The rows an import refused, as CSV",
     response_class=Response,
+    responses=CSV_FILE,
 )
 def import_errors(
     import_id: Id,

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal
 from hongyan.api.params import Id
+from hongyan.api.responses import CSV_FILE
 from hongyan.api.routing import api_router
 from hongyan.errors import NotFound
 from hongyan.reports import campaigns, export, journeys, segments
@@ -20,6 +21,18 @@ from hongyan.tenants import service as tenants
 
 router = api_router("reports")
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+_CSV_BODY = {"text/csv": {"schema": {"type": "string"}}}
+_XLSX_BODY = {XLSX: {"schema": {"type": "string", "format": "binary"}}}
+# The exports' 200, documented as the files they are (not the JSON FastAPI assumes).
+XLSX_FILE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "An Excel workbook", "content": _XLSX_BODY}
+}
+EITHER_FILE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "CSV or an Excel workbook, by the extension",
+        "content": {**_CSV_BODY, **_XLSX_BODY},
+    }
+}
 # What a report is of: its name in paths and files, and the function that makes it.
 KINDS: dict[str, Callable[..., dict[str, Any]]] = {
     "campaign": campaigns.campaign_report,
@@ -61,14 +74,22 @@ def campaign_report(
     return _report(conn, who, "campaign", campaign_id, places)
 
 
-@router.get("/reports/campaigns/{campaign_id}/export.csv")
+@router.get(
+    "/reports/campaigns/{campaign_id}/export.csv",
+    response_class=Response,
+    responses=CSV_FILE,
+)
 def campaign_report_csv(
     campaign_id: Id, conn: Connection = CONN, who: Principal = Depends(get_principal)
 ) -> Response:
     return _file(_report(conn, who, "campaign", campaign_id), "campaign", campaign_id, "csv")
 
 
-@router.get("/reports/campaigns/{campaign_id}/export.xlsx")
+@router.get(
+    "/reports/campaigns/{campaign_id}/export.xlsx",
+    response_class=Response,
+    responses=XLSX_FILE,
+)
 def campaign_report_xlsx(
     campaign_id: Id, conn: Connection = CONN, who: Principal = Depends(get_principal)
 ) -> Response:
@@ -89,7 +110,9 @@ def journey_report(
     return _report(conn, who, "journey", journey_id, places)
 
 
-@router.get("/reports/journeys/{journey_id}/export.{ext}")
+@router.get(
+    "/reports/journeys/{journey_id}/export.{ext}", response_class=Response, responses=EITHER_FILE
+)
 def journey_report_file(
     journey_id: Id, ext: str, conn: Connection = CONN, who: Principal = Depends(get_principal)
 ) -> Response:
@@ -109,7 +132,9 @@ def segment_report(
     return _report(conn, who, "segment", segment_id, places)
 
 
-@router.get("/reports/segments/{segment_id}/export.{ext}")
+@router.get(
+    "/reports/segments/{segment_id}/export.{ext}", response_class=Response, responses=EITHER_FILE
+)
 def segment_report_file(
     segment_id: Id, ext: str, conn: Connection = CONN, who: Principal = Depends(get_principal)
 ) -> Response:

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from hongyan.api.deps import CONN, Principal, get_principal, get_runtime
 from hongyan.api.params import Id
-from hongyan.api.responses import errors
+from hongyan.api.responses import CSV_FILE, errors
 from hongyan.api.routing import api_router
 from hongyan.audience import recompute, scoring, segments, service
 from hongyan.audience.scoring import Splits, Thresholds
@@ -210,7 +210,12 @@ def preview_segment(
     )
 
 
-@router.get("/segments/{segment_id}/export.csv", summary="Every member as CSV (masked)")
+@router.get(
+    "/segments/{segment_id}/export.csv",
+    summary="Every member as CSV (masked)",
+    response_class=StreamingResponse,
+    responses=CSV_FILE,
+)
 def export_segment(
     segment_id: Id,
     who: Principal = Depends(get_principal),

@@ -148,6 +148,9 @@ def test_nul_in_any_text_is_a_422_and_changes_nothing(client: TestClient, runtim
     event = {"event_id": "e1", "kind": "browse", "phone": "13812345678", "properties": {"x": "\0"}}
     cases = [
         ("POST", "/api/v1/api-keys", {"json": {"name": "a\0b"}}, ["body", "name"]),
+        ("POST", "/api/v1/api-keys",  # JSON in UTF-16 (json.loads reads it; no "\\u0000" bytes)
+         {"content": '{"name": "a\\u0000b"}'.encode("utf-16"),
+          "headers": {**auth(key), "content-type": "application/json"}}, ["body", "name"]),
         ("POST", "/api/v1/events", {"json": {"events": [event]}},
          ["body", "events", "0", "properties", "x"]),
         ("GET", "/api/v1/contacts?tag=%00", {}, ["query", "tag"]),
@@ -158,7 +161,7 @@ def test_nul_in_any_text_is_a_422_and_changes_nothing(client: TestClient, runtim
          ["body", "tags"]),
     ]  # fmt: skip
     for method, path, kwargs, where in cases:
-        r = client.request(method, path, headers=auth(key), **kwargs)
+        r = client.request(method, path, **{"headers": auth(key), **kwargs})
         assert r.status_code == 422, (path, r.text)
         body = r.json()
         assert body["code"] == "validation_failed" and body["message"]["zh"], path

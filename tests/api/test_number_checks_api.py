@@ -85,6 +85,13 @@ def test_a_check_answers_202_and_is_polled_to_its_summary(
         assert client.get(f"{URL}/{imported['id']}", headers=auth(key)).status_code == 404
         as_import = client.get(f"/api/v1/contacts/imports/{started['id']}", headers=auth(key))
         assert as_import.status_code == 404
+        # the tenant's checks, newest first; none of another tenant's, no import among them
+        listed = client.get(URL, headers=auth(key))
+        assert listed.status_code == 200 and listed.json() == [job]
+        assert client.get(URL, headers=auth(analyst)).json() == []
+        assert client.get(URL + "?limit=1", headers=auth(bakery)).json() == []
+        for bad in ("0", "101", "x"):
+            assert client.get(f"{URL}?limit={bad}", headers=auth(key)).status_code == 422
         doc = client.get("/api/v1/openapi.json").json()
     assert (job["state"], job["progress"], job["processed"], job["total"]) == ("done", 1, 5, 5)
     assert job["error"] is None and job["started_at"] and job["finished_at"]
@@ -207,3 +214,43 @@ def test_a_check_whose_process_died_does_not_block_the_tenant(runtime: Runtime) 
     assert "after 1 of 3 contacts" in dead["error"]["message"]["en"]
     assert (dead["processed"], dead["total"]) == (1, 3)
     assert (fresh["state"], fresh["result"]["checked"]) == ("done", 3)
+
+
+def test_a_running_check_is_stopped_through_the_api(
+    runtime: Runtime,
+    vendor: FakeVendor,  # noqa: F811
+) -> None:
+    tenant_id, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    _, analyst = _tenant_with_key(runtime, "deli", Role.ANALYST)
+    _, bakery = _tenant_with_key(runtime, "bakery", Role.OPERATOR)
+    numbers = _numbers(7, start=600)
+    _import(runtime, tenant_id, numbers)
+    vendor.codes = {_national(n): 0 for n in numbers}  # every number empty
+    vendor.script = ["hold"]  # the first request waits until released
+    _paid(runtime, vendor, number_status_timeout=20)
+    with TestClient(create_app(runtime)) as client:
+        job_id = client.post(URL, headers=auth(key)).json()["id"]
+        _until(client, key, job_id, "running")
+        assert client.post(f"{URL}/{job_id}/cancel", headers=auth(analyst)).status_code == 403
+        foreign = client.post(f"{URL}/{job_id}/cancel", headers=auth(bakery))
+        assert foreign.status_code == 404
+        r = client.post(f"{URL}/{job_id}/cancel", headers=auth(key))
+        assert r.status_code == 200, r.text
+        stopped = r.json()
+        assert (stopped["state"], stopped["error"]["code"]) == ("failed", "number_check_cancelled")
+        again = client.post(f"{URL}/{job_id}/cancel", headers=auth(key))
+        assert again.status_code == 409 and again.json()["code"] == "number_check_ended"
+        # the batch in hand (here every contact: a batch is 1,000) ends, is stored and counted
+        # on the stopped job (tests/contacts/test_number_status_jobs.py: nothing more asked)
+        vendor.release.set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            job = client.get(f"{URL}/{job_id}", headers=auth(key)).json()
+            if job["processed"]:
+                break
+            time.sleep(0.02)
+        assert (job["state"], job["processed"], job["result"]["empty"]) == ("failed", 7, 7)
+        assert job["error"]["code"] == "number_check_cancelled"
+        doc = client.get("/api/v1/openapi.json").json()
+    assert len(_suppressed(runtime, tenant_id)) == 7
+    assert "409" in doc["paths"][URL + "/{job_id}/cancel"]["post"]["responses"]

@@ -18,6 +18,7 @@ from hongyan.contacts import number_status, number_status_jobs, retention
 from hongyan.contacts.number_status_jobs import CheckAbandoned, CheckUnderWay
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import audit_log, contact_imports
+from hongyan.errors import NotFound
 from hongyan.runtime import Runtime
 from hongyan.settings import Settings
 from hongyan.tenants import service as tenants
@@ -269,3 +270,79 @@ def test_how_long_a_check_may_be_silent() -> None:
     # 100 requests a batch, each up to 2 × 60 s: 12,000 s, three times that
     assert number_status_jobs.stuck_after(slow) == timedelta(seconds=36_000)
     assert number_status.BATCH == 1000
+
+
+def test_a_check_is_stopped_by_hand_after_the_batch_in_hand(
+    runtime: Runtime, tenant_id: int
+) -> None:
+    """``cancel`` fails the job at once and audits who stopped it; the run stores and counts
+    the batch it was asking about, then asks nothing more. An ended check cannot be stopped,
+    another tenant's is not found, and a check stopped before its thread ran never starts."""
+    numbers = _numbers(6, start=800)
+    _import(runtime, tenant_id, numbers)
+    provider = Scripted(runtime, empty=numbers)
+    job_id = _start(runtime, tenant_id)
+
+    def stop() -> None:
+        with runtime.engine.begin() as conn:
+            stopped = number_status_jobs.cancel(conn, runtime.clock, tenant_id, job_id, "user:7")
+        assert (stopped["state"], stopped["error"]["code"]) == ("failed", "number_check_cancelled")
+
+    provider.on_call[1] = stop
+    with pytest.raises(CheckAbandoned):
+        number_status_jobs.run(
+            runtime.engine, runtime.clock, runtime.keyring, tenant_id, job_id, provider,
+            actor="user:1", batch=2,
+        )  # fmt: skip
+    assert len(provider.batches) == 1
+    job = _job(runtime, tenant_id, job_id)
+    assert (job["state"], job["processed"], job["total"]) == ("failed", 2, 6)
+    assert job["error"]["code"] == "number_check_cancelled" and job["finished_at"]
+    assert "stopped by hand" in job["error"]["message"]["en"]
+    [asked] = provider.batches
+    empty = asked  # every number is empty: the batch in hand is stored and counted
+    assert (job["result"]["checked"], job["result"]["empty"]) == (2, len(empty))
+    assert _suppressed(runtime, tenant_id) == {f"138****{n[-4:]}": "scripted" for n in empty}
+    [entry] = _audits(runtime, tenant_id)
+    assert (entry.actor, entry.target) == ("user:7", f"number_check:{job_id}")
+    assert entry.detail == {
+        "provider": "receipts", "checked": 0, "active": 0, "empty": 0, "unknown": 0,
+        "error": "number_check_cancelled",
+    }  # fmt: skip
+    with runtime.engine.begin() as conn, pytest.raises(number_status_jobs.CheckEnded):
+        number_status_jobs.cancel(conn, runtime.clock, tenant_id, job_id, "user:7")
+    # another tenant's check, or an import, is not found
+    with runtime.engine.begin() as conn:
+        deli = tenants.create_tenant(conn, runtime.clock, slug="deli", name="熟食").id
+    [imported] = [j["id"] for j in _imports(runtime, tenant_id)]
+    for tenant, number in ((deli, job_id), (tenant_id, imported), (tenant_id, 10**9)):
+        with runtime.engine.begin() as conn, pytest.raises(NotFound):
+            number_status_jobs.cancel(conn, runtime.clock, tenant, number, "user:7")
+    # stopped while pending: its thread finds it taken and asks nothing
+    waiting = _start(runtime, tenant_id)
+    with runtime.engine.begin() as conn:
+        number_status_jobs.cancel(conn, runtime.clock, tenant_id, waiting, "user:7")
+    later = Scripted(runtime)
+    with pytest.raises(CheckAbandoned):
+        number_status_jobs.run(
+            runtime.engine, runtime.clock, runtime.keyring, tenant_id, waiting, later,
+            actor="user:1",
+        )  # fmt: skip
+    assert not later.batches
+    assert _job(runtime, tenant_id, waiting)["error"]["code"] == "number_check_cancelled"
+    # a check that ended cannot be stopped
+    done = _start(runtime, tenant_id)
+    number_status_jobs.run(
+        runtime.engine, runtime.clock, runtime.keyring, tenant_id, done, Scripted(runtime),
+        actor="user:1",
+    )  # fmt: skip
+    with runtime.engine.begin() as conn, pytest.raises(number_status_jobs.CheckEnded):
+        number_status_jobs.cancel(conn, runtime.clock, tenant_id, done, "user:7")
+    assert _job(runtime, tenant_id, done)["state"] == "done"
+
+
+def _imports(runtime: Runtime, tenant_id: int) -> list[dict[str, Any]]:
+    from hongyan.contacts import importer
+
+    with runtime.engine.connect() as conn:
+        return importer.list_jobs(conn, tenant_id)

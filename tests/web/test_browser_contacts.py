@@ -8,10 +8,19 @@ from pathlib import Path
 import pytest
 
 from hongyan.runtime import Runtime
+from hongyan.tenants import service as tenants
+from tests.api.test_number_checks_api import _paid
+from tests.contacts.test_number_status import (
+    FakeVendor,
+    _import,
+    _national,
+    _numbers,
+    vendor,
+)
 from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_chromium, live_server
 from tests.web.test_console import PASSWORD, make_tenant
 
-__all__ = ["live_server"]  # the fixture, used by name
+__all__ = ["live_server", "vendor"]  # the fixtures, used by name
 pytestmark = [pytest.mark.browser, pytest.mark.sqlite_only]
 
 
@@ -69,5 +78,51 @@ def test_upload_map_progress_result(live_server: str, runtime: Runtime, tmp_path
             body = page.content()
             assert "13800000000" not in body and "客户299" not in body  # masked, 客**
             assert (tmp_path / "result.png").stat().st_size > 0
+        finally:
+            browser.close()
+
+
+def test_a_number_check_from_the_suppression_page(
+    live_server: str,
+    runtime: Runtime,
+    tmp_path: Path,
+    vendor: FakeVendor,
+) -> None:
+    """空号检测 in the browser: the button on the suppression page, the progress bar polled to
+    the summary, and the empty numbers then on the list."""
+    _require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    make_tenant(runtime)
+    with runtime.engine.begin() as conn:
+        tea = tenants.get_tenant(conn, "tea-house").id
+    numbers = _numbers(40, start=500)
+    _import(runtime, tea, numbers)
+    vendor.codes = {_national(n): 0 for n in numbers[:3]}
+    _paid(runtime, vendor, number_status_batch=10)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+            page.goto(f"{live_server}/login?next=/console/suppressions")
+            page.fill("#email", "owner@tea.example")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            expect(page.locator("#number-checks")).to_contain_text("尚未进行过空号检测")
+            page.click("#start-check")
+            expect(page.locator("#check-state")).to_have_text("已完成", timeout=20_000)
+            expect(page.locator("#check-progress")).to_have_attribute("value", "100")
+            expect(page.locator("[data-counter=empty]")).to_have_text("3")
+            expect(page.locator("[data-counter=active]")).to_have_text("37")
+            page.screenshot(path=str(tmp_path / "check.png"), full_page=True)
+            page.click("#see-invalid")
+            table = page.locator("#records table")
+            expect(table).to_contain_text("空号检测（第三方服务）")
+            expect(table.locator("tbody tr")).to_have_count(3)
+            expect(page.locator("#recent-checks")).to_contain_text("已完成")
+            page.screenshot(path=str(tmp_path / "list.png"), full_page=True)
+            assert (tmp_path / "check.png").stat().st_size > 0
         finally:
             browser.close()

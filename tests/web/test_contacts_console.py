@@ -7,8 +7,18 @@ import time
 
 from fastapi.testclient import TestClient
 
+from hongyan.contacts import importer, number_status_jobs
 from hongyan.runtime import Runtime
-from tests.web.test_console import csrf_field, login, make_tenant
+from hongyan.tenants import service as tenants
+from tests.api.test_number_checks_api import _paid
+from tests.contacts.test_number_status import (
+    FakeVendor,
+    _import,
+    _national,
+    _numbers,
+    vendor,  # noqa: F401  (the fixture)
+)
+from tests.web.test_console import PASSWORD, csrf_field, login, make_tenant
 
 CSV = "手机,客户姓名,会员等级,备注\n13812345678,李小龙,金卡,x\n13900001111,王芳,,y\nbad,坏,,\n"
 
@@ -146,3 +156,110 @@ def test_a_failed_import_is_resumed_from_its_page(
     assert 'data-counter="imported">50<' in job and 'id="resume-import"' not in job
     again = client.post(job_url + "/resume", data={"csrf_token": csrf_field(job)})
     assert again.status_code == 422
+
+
+def test_a_number_check_from_the_suppression_page(
+    client: TestClient,
+    runtime: Runtime,
+    vendor: FakeVendor,  # noqa: F811
+) -> None:
+    """空号检测 from the console: the suppression page says how numbers are checked and starts
+    a check; its page follows the job to the summary (the service's failure listed), the empty
+    number joins the list, a second start while one is under way shows that one, and a role
+    that may not manage contacts sees the checks without the button."""
+    make_tenant(runtime)
+    make_tenant(runtime, slug="bakery", name="面包房", email="owner@bakery.example")
+    with runtime.engine.begin() as conn:
+        tea = tenants.get_tenant(conn, "tea-house").id
+        tenants.create_user(
+            conn, runtime.clock, runtime.keyring, tenant_id=tea, email="analyst@tea.example",
+            name="分析员", role="analyst", password=PASSWORD,
+        )  # fmt: skip
+    numbers = _numbers(5, start=300)
+    _import(runtime, tea, numbers)
+    vendor.codes = {_national(numbers[0]): 0}
+    vendor.omit = {_national(numbers[4])}
+    _paid(runtime, vendor)
+    login(client)
+    page = client.get("/console/suppressions")
+    assert page.status_code == 200
+    assert "空号检测" in page.text and "第三方空号检测服务" in page.text
+    assert "尚未进行过空号检测" in page.text and 'id="start-check"' in page.text
+    refused = client.post("/console/contacts/checks", data={"csrf_token": "x"})
+    assert refused.status_code == 403 and not vendor.requests
+    start = client.post(
+        "/console/contacts/checks",
+        data={"csrf_token": csrf_field(page.text)},
+        follow_redirects=False,
+    )
+    assert start.status_code == 303
+    job_url = start.headers["location"]
+    check_id = int(job_url.rsplit("/", 1)[1])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        job = client.get(job_url).text
+        if "已完成" in job or "检测中断" in job:
+            break
+        time.sleep(0.05)
+    assert 'id="check-state">已完成<' in job and 'value="100"' in job
+    for key, count in (("checked", 5), ("active", 3), ("empty", 1), ("unknown", 1)):
+        assert f'data-counter="{key}">{count}<' in job, key
+    assert "应答缺少号码" in job and "已处理 5 / 5 个联系人" in job
+    for number in numbers:
+        assert number[3:] not in job
+    # htmx polls the panel alone
+    panel = client.get(job_url, headers={"HX-Request": "true", "HX-Target": "records"})
+    assert panel.status_code == 200 and "<html" not in panel.text and "已完成" in panel.text
+    listed = client.get("/console/suppressions").text
+    assert f'href="/console/contacts/checks/{check_id}"' in listed and "重新检测" in listed
+    invalid = client.get("/console/suppressions?reason=invalid").text
+    assert "138****0300" in invalid and "空号检测（第三方服务）" in invalid
+    # one under way: a second start shows it instead of making another
+    with runtime.engine.begin() as conn:
+        waiting = number_status_jobs.start(conn, runtime.clock, runtime.settings, tea, "test")
+    again = client.post(
+        "/console/contacts/checks",
+        data={"csrf_token": csrf_field(listed)},
+        follow_redirects=False,
+    )
+    assert again.headers["location"] == f"/console/contacts/checks/{waiting}"
+    waiting_page = client.get(again.headers["location"]).text
+    assert "等待中" in waiting_page and 'id="stop-check"' in waiting_page
+    stop = client.post(
+        f"/console/contacts/checks/{waiting}/cancel",
+        data={"csrf_token": csrf_field(waiting_page)},
+        follow_redirects=False,
+    )
+    assert stop.headers["location"] == f"/console/contacts/checks/{waiting}"
+    stopped = client.get(stop.headers["location"]).text
+    assert "检测中断" in stopped and "手动停止" in stopped and 'id="stop-check"' not in stopped
+    twice = client.post(  # already ended: the page again, no error
+        f"/console/contacts/checks/{waiting}/cancel",
+        data={"csrf_token": csrf_field(waiting_page)},
+        follow_redirects=False,
+    )
+    assert twice.status_code == 303
+    # not a check: another tenant's, an import's, a malformed id
+    with runtime.engine.begin() as conn:
+        [imported] = importer.list_jobs(conn, tea)
+    for bad in (imported["id"], 10**9, "1x", "-1"):
+        assert client.get(f"/console/contacts/checks/{bad}").status_code == 404, bad
+    client.cookies.clear()
+    login(client, email="owner@bakery.example")
+    assert client.get(job_url).status_code == 404
+    assert "尚未进行过空号检测" in client.get("/console/suppressions").text
+    client.cookies.clear()
+    login(client, email="analyst@tea.example")
+    seen = client.get("/console/suppressions").text
+    assert f"#{check_id}" in seen and 'id="start-check"' not in seen
+    assert client.get(job_url).status_code == 200
+    denied = client.post("/console/contacts/checks", data={"csrf_token": csrf_field(seen)})
+    assert denied.status_code == 403
+    with runtime.engine.begin() as conn:
+        pending = number_status_jobs.start(conn, runtime.clock, runtime.settings, tea, "test")
+    watched = client.get(f"/console/contacts/checks/{pending}").text
+    assert "等待中" in watched and 'id="stop-check"' not in watched
+    halt = client.post(
+        f"/console/contacts/checks/{pending}/cancel", data={"csrf_token": csrf_field(seen)}
+    )
+    assert halt.status_code == 403

@@ -15,6 +15,9 @@ done) and ``alive_at`` (when the running check last wrote); ``error`` is the typ
 failed check. The import views (:func:`hongyan.contacts.importer.get_job`, ``list_jobs``)
 never show these rows, and :func:`get` shows nothing else.
 
+:func:`recent` lists a tenant's latest checks. :func:`cancel` stops one by hand: the job is
+``failed`` with :data:`CANCELLED` at once, and its run stops at its next write (below).
+
 One check at a time per tenant: :func:`start` refuses a second while one is ``pending`` or
 ``running`` (:class:`CheckUnderWay`, 409). Its read and insert are serialised per tenant (a
 transaction-level advisory lock on PostgreSQL; on SQLite a writing transaction begins
@@ -84,6 +87,16 @@ class CheckAbandoned(Conflict):
     code = "number_check_abandoned"
     message_en = "This number check was marked abandoned; start a new one"
     message_zh = "该空号检测已被判定为中止，请重新发起"
+
+
+class CheckEnded(Conflict):
+    code = "number_check_ended"
+    message_en = "This number check has already ended; there is nothing to stop"
+    message_zh = "该空号检测已经结束，无需停止"
+
+
+#: The error of a check someone stopped (:func:`cancel`).
+CANCELLED = "number_check_cancelled"
 
 
 def url_of(job_id: int) -> str:
@@ -199,6 +212,78 @@ def abandon_stuck(conn: Connection, clock: Clock, settings: Settings, tenant_id:
     return len(stuck)
 
 
+def cancel(
+    conn: Connection, clock: Clock, tenant_id: int, job_id: int, actor: str
+) -> dict[str, Any]:
+    """Stop a pending or running check, in the caller's transaction: it is ``failed`` with
+    :data:`CANCELLED` at once and audited as ended by ``actor``. Its thread finds the job no
+    longer running at its next write (after the batch in hand, whose empty numbers are stored
+    and then counted, see :func:`run`) and asks the provider nothing more. A check that has
+    ended is :class:`CheckEnded` (409); another tenant's, or an import, is not found."""
+    scope = TenantScope(tenant_id)
+    c = contact_imports.c
+    row = conn.execute(
+        scope.select(contact_imports, c.state, c.result, c.options)
+        .where(c.id == job_id, c.kind == KIND)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise NotFound("No such number check", "找不到该空号检测任务")
+    if row.state not in ACTIVE:
+        raise CheckEnded(details={"id": job_id, "state": row.state})
+    error = {
+        "code": CANCELLED,
+        "message": {
+            "zh": "空号检测已被手动停止；已检出的空号已加入屏蔽名单，重新检测时不再询问",
+            "en": "The number check was stopped by hand; the empty numbers found so far are "
+            "suppressed, and a new check does not ask about them again",
+        },
+    }
+    conn.execute(
+        scope.update(contact_imports)
+        .where(c.id == job_id, c.state.in_(ACTIVE))
+        .values(state="failed", finished_at=clock.now(), error=error)
+    )
+    summary = (row.result or {}).get("summary") or {}
+    counts = {k: summary.get(k, 0) for k in ("checked", *number_status.STATUSES)}
+    audit.record(
+        conn,
+        clock,
+        tenant_id=tenant_id,
+        action="contacts.check_numbers",
+        target=f"number_check:{job_id}",
+        actor=actor,
+        detail={
+            "provider": summary.get("provider") or (row.options or {}).get("provider"),
+            **counts,
+            "error": CANCELLED,
+        },
+    )
+    return get(conn, tenant_id, job_id)
+
+
+def _count_after_cancel(
+    engine: Engine, clock: Clock, tenant_id: int, job_id: int, total: int, summary: CheckSummary
+) -> None:
+    """A cancelled check's last batch was stored after its job stopped: count it there."""
+    c = contact_imports.c
+    with engine.begin() as conn:
+        row = conn.execute(
+            TenantScope(tenant_id)
+            .select(contact_imports, c.state, c.error)
+            .where(c.id == job_id, c.kind == KIND)
+            .with_for_update()
+        ).first()
+        if row is None or row.state != "failed" or (row.error or {}).get("code") != CANCELLED:
+            return
+        conn.execute(
+            TenantScope(tenant_id)
+            .update(contact_imports)
+            .where(c.id == job_id)
+            .values(result=_result(total, summary, clock))
+        )
+
+
 # -- running ---------------------------------------------------------------------------------------
 
 
@@ -295,7 +380,8 @@ def run(
         }
         _write(engine, clock, tenant_id, job_id, done, {"actor": actor, "detail": _counts(summary)})
     except CheckAbandoned:
-        log.warning("number check %s was marked abandoned; stopped", job_id)
+        log.warning("number check %s is no longer running (stopped or abandoned)", job_id)
+        _count_after_cancel(engine, clock, tenant_id, job_id, total, summary)
         raise
     except BaseException as exc:
         if isinstance(exc, HongyanError):
@@ -367,6 +453,19 @@ def get(conn: Connection, tenant_id: int, job_id: int) -> dict[str, Any]:
     if row is None:
         raise NotFound("No such number check", "找不到该空号检测任务")
     return view(dict(row))
+
+
+def recent(conn: Connection, tenant_id: int, limit: int = 20) -> list[dict[str, Any]]:
+    """The tenant's latest checks, newest first, as :func:`get` shows each."""
+    c = contact_imports.c
+    rows = conn.execute(
+        TenantScope(tenant_id)
+        .select(contact_imports)
+        .where(c.kind == KIND)
+        .order_by(c.id.desc())
+        .limit(limit)
+    ).mappings()
+    return [view(dict(r)) for r in rows]
 
 
 def view(job: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from hongyan.contacts import fields, importer, service
+from hongyan.contacts import fields, importer, number_status, number_status_jobs, service
 from hongyan.errors import NotFound, ValidationFailed
 from hongyan.security.roles import Permission, can
 from hongyan.web.console import _check_csrf, _redirect
@@ -204,6 +204,67 @@ def import_errors(request: Request, import_id: str) -> Response:
     )
 
 
+async def check_start(request: Request) -> Response:
+    """Start a 空号检测 of every contact in the background and show its page; while one is under
+    way, show that one instead of refusing."""
+    view = _Page(request, Permission.MANAGE_CONTACTS)
+    await _check_csrf(request, view.principal)
+    runtime, tenant_id = view.runtime, view.principal.tenant_id
+    actor = f"user:{view.principal.user_id}"
+    # Built (and the settings checked) before the job exists: a wrong setting is an error page.
+    provider = number_status.provider_for(
+        runtime.settings, runtime.engine, runtime.keyring, tenant_id
+    )
+    try:
+        with runtime.engine.begin() as conn:
+            job_id = number_status_jobs.start(
+                conn, runtime.clock, runtime.settings, tenant_id, actor
+            )
+    except number_status_jobs.CheckUnderWay as exc:
+        return _redirect(f"/console/contacts/checks/{exc.details['id']}")
+    number_status_jobs.run_in_background(runtime, tenant_id, job_id, provider, actor)
+    return _redirect(f"/console/contacts/checks/{job_id}")
+
+
+def _check_id(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and len(value) <= 9):
+        raise NotFound("No such number check", "找不到该空号检测任务")
+    return int(value)
+
+
+async def check_cancel(request: Request, check_id: str) -> Response:
+    """Stop a check (a check that has just ended meanwhile is simply shown)."""
+    view = _Page(request, Permission.MANAGE_CONTACTS)
+    await _check_csrf(request, view.principal)
+    number = _check_id(check_id)
+    actor = f"user:{view.principal.user_id}"
+    runtime = view.runtime
+    try:
+        with runtime.engine.begin() as conn:
+            number_status_jobs.cancel(conn, runtime.clock, view.principal.tenant_id, number, actor)
+    except number_status_jobs.CheckEnded:
+        pass
+    return _redirect(f"/console/contacts/checks/{number}")
+
+
+def check_page(request: Request, check_id: str) -> Response:
+    view = _Page(request, Permission.READ_CONTACTS)
+    number = _check_id(check_id)
+    with view.runtime.engine.begin() as conn:
+        job = number_status_jobs.get(conn, view.principal.tenant_id, number)
+        return view.respond(
+            conn,
+            "number_check",
+            active="suppressions",
+            error=None,
+            job=job,
+            provider=(job.get("result") or {}).get("provider")
+            or view.runtime.settings.number_status_provider,
+            percent=round(100 * float(job["progress"])),
+            can_stop=can(view.principal.role, Permission.MANAGE_CONTACTS),
+        )
+
+
 def install(app: FastAPI) -> None:
     """Add the pages; call before the console's catch-all ``/console/{name}`` route."""
     app.add_api_route("/console/contacts", contacts_page, methods=["GET"], include_in_schema=False)
@@ -215,6 +276,18 @@ def install(app: FastAPI) -> None:
     )
     app.add_api_route(
         "/console/contacts/import/start", import_start, methods=["POST"], include_in_schema=False
+    )
+    app.add_api_route(
+        "/console/contacts/checks", check_start, methods=["POST"], include_in_schema=False
+    )
+    app.add_api_route(
+        "/console/contacts/checks/{check_id}", check_page, methods=["GET"], include_in_schema=False
+    )
+    app.add_api_route(
+        "/console/contacts/checks/{check_id}/cancel",
+        check_cancel,
+        methods=["POST"],
+        include_in_schema=False,
     )
     app.add_api_route(
         "/console/contacts/imports/{import_id}",

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.engine import Connection
 
+from hongyan.contacts import number_status_jobs
 from hongyan.errors import NotFound, PermissionDenied
 from hongyan.reports import messages as reports
 from hongyan.security.roles import Permission, can
@@ -274,6 +275,9 @@ def suppressions_page(request: Request) -> Response:
             form=form,
             reasons=reports.SUPPRESSION_REASONS,
             page_url=lambda n: _url("/console/suppressions", params, page=n),
+            checks=number_status_jobs.recent(conn, tid, limit=5),
+            can_check=can(view.principal.role, Permission.MANAGE_CONTACTS),
+            provider=view.runtime.settings.number_status_provider,
         )
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import BackgroundTasks, Depends, File, Form, Request, UploadFile
+from fastapi import BackgroundTasks, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
@@ -444,6 +444,39 @@ def check_numbers(
         number_status_jobs.run_in_background, runtime, who.tenant_id, job_id, provider, who.actor
     )
     return number_status_jobs.get(conn, who.tenant_id, job_id)
+
+
+@router.post(
+    "/contacts/check-numbers/{job_id}/cancel",
+    summary="Stop a pending or running number check",
+    response_model=NumberCheckJobOut,
+    responses={409: {"description": "The check has already ended (code number_check_ended)"}},
+)
+def cancel_number_check(
+    job_id: Id,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
+    """The check is ``failed`` at once with the error ``number_check_cancelled``; its run stops
+    after the batch in hand (whose empty numbers are suppressed and counted in ``result``) and
+    asks the provider nothing more. What it found stays on the suppression list."""
+    who.require(Permission.MANAGE_CONTACTS)
+    return number_status_jobs.cancel(conn, runtime.clock, who.tenant_id, job_id, who.actor)
+
+
+@router.get(
+    "/contacts/check-numbers",
+    summary="The tenant's latest number checks, newest first",
+    response_model=list[NumberCheckJobOut],
+)
+def list_number_checks(
+    limit: int = Query(20, ge=1, le=100, description="How many checks, at most"),
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+) -> list[dict[str, Any]]:
+    who.require(Permission.READ_CONTACTS)
+    return number_status_jobs.recent(conn, who.tenant_id, limit)
 
 
 @router.get(

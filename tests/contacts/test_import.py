@@ -258,7 +258,10 @@ def test_a_file_whose_csv_breaks_half_way_stores_nothing(
             assert fields.attribute_definitions(conn, tenant_id) == []
 
 
-@pytest.mark.parametrize(("readers", "fail_at"), [(None, 3), (2, 3), (None, 4), (2, 4)])
+@pytest.mark.parametrize(
+    ("readers", "fail_at", "in_memory"),
+    [(None, 3, None), (2, 3, None), (None, 4, None), (2, 4, 60)],
+)
 def test_failure_in_the_database_is_resumable(
     runtime: Runtime,
     tenant_id: int,
@@ -266,11 +269,15 @@ def test_failure_in_the_database_is_resumable(
     tmp_path: Path,
     readers: int | None,
     fail_at: int,
+    in_memory: int | None,
 ) -> None:
     """In process, and with two reader processes (the resumed run's numbers stored before
     come from reader 0). On SQLite a transaction holds two batches of 50 rows here: a failure
     in the third batch or in the fourth (the third then uncommitted) leaves the first two
-    stored; PostgreSQL commits every batch."""
+    stored; PostgreSQL commits every batch. ``in_memory``: the numbers met move to disk
+    after 60 (:class:`importer.SeenNumbers`), the repeat of a stored line found there."""
+    if in_memory is not None:
+        monkeypatch.setattr(importer, "SEEN_IN_MEMORY", in_memory)
     calls = {"n": 0}
     real = importer._Writer.insert
 

@@ -257,3 +257,34 @@ def test_a_formula_in_any_cell_refuses_the_row(cells: list[str], reason: str) ->
     with pytest.raises(importer.RowProblem) as caught:
         _PARSE(cells)
     assert caught.value.code == reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batches=st.lists(st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(0, 40), max_size=30),
+                     max_size=12),
+    in_memory=st.integers(0, 60),
+)  # fmt: skip
+def test_numbers_seen_are_the_same_in_memory_and_on_disk(
+    batches: list[list[int]], in_memory: int
+) -> None:
+    """:class:`importer.SeenNumbers` answers as a set would, before and after its keys move to
+    disk (at ``in_memory``), keys repeated within a batch included, the full 64-bit range."""
+    seen = importer.SeenNumbers(in_memory)
+    reference: set[int] = set()
+    try:
+        for keys in batches:
+            expected = []
+            for k in keys:
+                expected.append(k not in reference)
+                reference.add(k)
+            assert seen.first(keys) == expected
+            assert len(seen) == len(reference)
+    finally:
+        seen.close()
+
+
+def test_number_keys_are_signed_64_bit() -> None:
+    assert importer.number_key(b"\xff" * 32) == -1
+    assert importer.number_key(b"\x7f" + b"\xff" * 31) == 2**63 - 1
+    assert importer.number_key(bytes(32)) == 0

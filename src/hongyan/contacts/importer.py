@@ -2,7 +2,8 @@
 
 The file streams through in batches (:data:`BATCH` rows), so memory stays bounded whatever its
 size: what is kept for the whole file is one 8-byte key per distinct number (to tell duplicates
-within the file, :func:`in_file_order`), some 60 MB for a million numbers. Large files are read
+within the file, :func:`in_file_order`), in a set up to 100,000 numbers (some 6 MB), then in
+a temporary database on disk (:class:`SeenNumbers`). Large files are read
 by reader processes, one per core but the writer's within the import's memory budget
 (:func:`reader_count`, :func:`_from_readers`),
 each building every n-th batch. Each batch is:
@@ -49,6 +50,7 @@ import json
 import marshal
 import os
 import re
+import sqlite3
 import struct
 import threading
 import time
@@ -1175,7 +1177,7 @@ def produce(
         if line <= skip:  # stored by the run being resumed: only remember its numbers
             if j == 0:
                 with contextlib.suppress(RowProblem):
-                    stored.append(int.from_bytes(parse(cells).index[:8]))
+                    stored.append(number_key(parse(cells).index))
             continue
         if stored:
             yield Batch(0, 0.0, stored=stored)
@@ -1211,24 +1213,102 @@ def produce(
         yield close()
 
 
+#: Distinct numbers :class:`SeenNumbers` keeps in a set (some 6 MB) before it moves them to a
+#: temporary database on disk. Measured on a million-row file, all on disk from the start
+#: imported as fast as all in a set (PostgreSQL 41 against 48 s, SQLite 72 against 76 s, one
+#: run each) and took 58 MB less: only small imports stay in memory, where no file is needed.
+SEEN_IN_MEMORY = 100_000
+#: The page cache of that database: what it may take in memory, in KiB.
+SEEN_CACHE_KIB = 16 * 1024
+
+
+class SeenNumbers:
+    """The numbers an import has met, by the first 8 bytes of each blind index (a signed 64-bit
+    key, as SQLite's integers are). Up to :data:`SEEN_IN_MEMORY` keys live in a set; past it
+    they move to a private temporary SQLite database on disk (an integer B-tree with a page
+    cache of :data:`SEEN_CACHE_KIB`, deleted when closed), so what an import keeps for a whole
+    file stays bounded however many numbers it holds. Looked up a batch at a time."""
+
+    def __init__(self, in_memory: int | None = None) -> None:
+        self.in_memory = SEEN_IN_MEMORY if in_memory is None else in_memory
+        self._set: set[int] = set()
+        self._db: sqlite3.Connection | None = None
+
+    def __len__(self) -> int:
+        if self._db is None:
+            return len(self._set)
+        return int(self._db.execute("SELECT count(*) FROM seen").fetchone()[0])
+
+    def first(self, keys: Sequence[int]) -> list[bool]:
+        """For each key in order, whether it is met here for the first time (it is now seen)."""
+        if self._db is None:
+            seen, out = self._set, []
+            for key in keys:
+                if key in seen:
+                    out.append(False)
+                else:
+                    seen.add(key)
+                    out.append(True)
+            if len(seen) > self.in_memory:
+                self._spill()
+            return out
+        db = self._db
+        db.execute("DELETE FROM batch")
+        db.executemany("INSERT OR IGNORE INTO batch (k) VALUES (?)", ((k,) for k in keys))
+        met = {k for (k,) in db.execute("SELECT k FROM batch JOIN seen USING (k)")}
+        db.execute("INSERT OR IGNORE INTO seen (k) SELECT k FROM batch")
+        db.commit()
+        out = []
+        for key in keys:
+            out.append(key not in met)
+            met.add(key)
+        return out
+
+    def _spill(self) -> None:
+        # An empty file name: a private database on disk, removed when the connection closes.
+        db = sqlite3.connect("", isolation_level="DEFERRED")
+        db.execute(f"PRAGMA cache_size = -{int(SEEN_CACHE_KIB)}")
+        db.execute("PRAGMA journal_mode = OFF")
+        db.execute("PRAGMA synchronous = OFF")
+        db.execute("CREATE TABLE seen (k INTEGER PRIMARY KEY)")
+        db.execute("CREATE TABLE batch (k INTEGER PRIMARY KEY)")
+        db.executemany("INSERT INTO seen (k) VALUES (?)", ((k,) for k in sorted(self._set)))
+        db.commit()
+        self._set = set()
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._set = set()
+
+
+def number_key(index: bytes) -> int:
+    """The key :class:`SeenNumbers` keeps for a blind index."""
+    return int.from_bytes(index[:8], signed=True)
+
+
 def in_file_order(batches: Iterable[Batch]) -> Iterator[Batch]:
     """The batches of :func:`produce`, in file order, with each number met in an earlier batch
     (or stored by the run being resumed) marked as a repeat: not its first appearance, and one
-    more duplicate. Keeps 8 bytes of blind index per distinct number (some 60 MB a million)."""
-    seen: set[int] = set()
-    for batch in batches:
-        if batch.stored:
-            seen.update(batch.stored)
-            continue
-        items = batch.items
-        for i, item in enumerate(items):
-            key = int.from_bytes(item[0][:8])
-            if key in seen:
-                items[i] = (item[0], False, *item[2:])
-                batch.duplicates += 1
-            else:
-                seen.add(key)
-        yield batch
+    more duplicate. What it keeps of every distinct number is bounded (:class:`SeenNumbers`)."""
+    seen = SeenNumbers()
+    try:
+        for batch in batches:
+            if batch.stored:
+                seen.first(batch.stored)
+                continue
+            items = batch.items
+            firsts = seen.first([number_key(item[0]) for item in items])
+            for i, new in enumerate(firsts):
+                if not new:
+                    item = items[i]
+                    items[i] = (item[0], False, *item[2:])
+                    batch.duplicates += 1
+            yield batch
+    finally:
+        seen.close()
 
 
 def _first(row: tuple[Any, ...]) -> Any:

@@ -233,6 +233,7 @@ def test_a_number_check_from_the_suppression_page(
     assert stop.headers["location"] == f"/console/contacts/checks/{waiting}"
     stopped = client.get(stop.headers["location"]).text
     assert "检测中断" in stopped and "手动停止" in stopped and 'id="stop-check"' not in stopped
+    assert "仍会完成并计入" in stopped
     twice = client.post(  # already ended: the page again, no error
         f"/console/contacts/checks/{waiting}/cancel",
         data={"csrf_token": csrf_field(waiting_page)},
@@ -247,6 +248,15 @@ def test_a_number_check_from_the_suppression_page(
     client.cookies.clear()
     login(client, email="owner@bakery.example")
     assert client.get(job_url).status_code == 404
+    with runtime.engine.begin() as conn:
+        target = number_status_jobs.start(conn, runtime.clock, runtime.settings, tea, "test")
+    theirs = client.get("/console/suppressions").text
+    foreign_stop = client.post(
+        f"/console/contacts/checks/{target}/cancel", data={"csrf_token": csrf_field(theirs)}
+    )
+    assert foreign_stop.status_code == 404
+    no_token = client.post(f"/console/contacts/checks/{target}/cancel", data={})
+    assert no_token.status_code == 403
     assert "尚未进行过空号检测" in client.get("/console/suppressions").text
     client.cookies.clear()
     login(client, email="analyst@tea.example")
@@ -255,8 +265,7 @@ def test_a_number_check_from_the_suppression_page(
     assert client.get(job_url).status_code == 200
     denied = client.post("/console/contacts/checks", data={"csrf_token": csrf_field(seen)})
     assert denied.status_code == 403
-    with runtime.engine.begin() as conn:
-        pending = number_status_jobs.start(conn, runtime.clock, runtime.settings, tea, "test")
+    pending = target  # still pending: another tenant could not stop it
     watched = client.get(f"/console/contacts/checks/{pending}").text
     assert "等待中" in watched and 'id="stop-check"' not in watched
     halt = client.post(

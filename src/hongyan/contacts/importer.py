@@ -1178,6 +1178,9 @@ def produce(
             if j == 0:
                 with contextlib.suppress(RowProblem):
                     stored.append(number_key(parse(cells).index))
+                if len(stored) >= size:  # a batch's worth at a time: bounded memory
+                    yield Batch(0, 0.0, stored=stored)
+                    stored = []
             continue
         if stored:
             yield Batch(0, 0.0, stored=stored)
@@ -1289,7 +1292,7 @@ def number_key(index: bytes) -> int:
     return int.from_bytes(index[:8], signed=True)
 
 
-def in_file_order(batches: Iterable[Batch]) -> Iterator[Batch]:
+def in_file_order(batches: Iterable[Batch]) -> Generator[Batch, None, None]:
     """The batches of :func:`produce`, in file order, with each number met in an earlier batch
     (or stored by the run being resumed) marked as a repeat: not its first appearance, and one
     more duplicate. What it keeps of every distinct number is bounded (:class:`SeenNumbers`)."""
@@ -1520,8 +1523,8 @@ def run(
         )  # fmt: skip
         raise
     finally:
-        for readers in opened:  # (a failed run's traceback would keep them waiting)
-            readers.close()
+        for generator in opened:  # (a failed run's traceback would keep them waiting)
+            generator.close()
         with _live_lock:
             _live.pop(import_id, None)
     return result
@@ -1595,6 +1598,7 @@ def _run(
         readers = _from_readers(pipeline, tenant_id, plan, options, skip, packed, probe)
         opened.append(readers)  # closed by run(), which stops the readers, however it ends
         batches = in_file_order(readers)
+    opened.append(batches)  # and its temporary database of numbers met, on this thread
     # The first batch comes once the whole file was read through (pipelined, by _from_readers
     # while its readers start), so a broken file stores nothing, not even the attribute
     # definitions of its mapping.

@@ -89,6 +89,14 @@ class CheckAbandoned(Conflict):
     message_zh = "该空号检测已被判定为中止，请重新发起"
 
 
+class CheckCancelled(CheckAbandoned):
+    """The job was stopped by hand (:func:`cancel`)."""
+
+    code = "number_check_cancelled"
+    message_en = "This number check was stopped; the empty numbers found so far are suppressed"
+    message_zh = "该空号检测已被停止；已检出的空号已加入屏蔽名单"
+
+
 class CheckEnded(Conflict):
     code = "number_check_ended"
     message_en = "This number check has already ended; there is nothing to stop"
@@ -244,8 +252,8 @@ def cancel(
         .where(c.id == job_id, c.state.in_(ACTIVE))
         .values(state="failed", finished_at=clock.now(), error=error)
     )
+    # Who stopped it and when; not its counts, which the batch in hand may still add to.
     summary = (row.result or {}).get("summary") or {}
-    counts = {k: summary.get(k, 0) for k in ("checked", *number_status.STATUSES)}
     audit.record(
         conn,
         clock,
@@ -255,7 +263,6 @@ def cancel(
         actor=actor,
         detail={
             "provider": summary.get("provider") or (row.options or {}).get("provider"),
-            **counts,
             "error": CANCELLED,
         },
     )
@@ -264,8 +271,9 @@ def cancel(
 
 def _count_after_cancel(
     engine: Engine, clock: Clock, tenant_id: int, job_id: int, total: int, summary: CheckSummary
-) -> None:
-    """A cancelled check's last batch was stored after its job stopped: count it there."""
+) -> bool:
+    """A cancelled check's last batch was stored after its job stopped: count it there.
+    Whether the job was cancelled (rather than taken for abandoned)."""
     c = contact_imports.c
     with engine.begin() as conn:
         row = conn.execute(
@@ -275,13 +283,14 @@ def _count_after_cancel(
             .with_for_update()
         ).first()
         if row is None or row.state != "failed" or (row.error or {}).get("code") != CANCELLED:
-            return
+            return False
         conn.execute(
             TenantScope(tenant_id)
             .update(contact_imports)
             .where(c.id == job_id)
             .values(result=_result(total, summary, clock))
         )
+    return True
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -380,8 +389,10 @@ def run(
         }
         _write(engine, clock, tenant_id, job_id, done, {"actor": actor, "detail": _counts(summary)})
     except CheckAbandoned:
-        log.warning("number check %s is no longer running (stopped or abandoned)", job_id)
-        _count_after_cancel(engine, clock, tenant_id, job_id, total, summary)
+        if _count_after_cancel(engine, clock, tenant_id, job_id, total, summary):
+            log.info("number check %s was stopped by hand", job_id)
+            raise CheckCancelled() from None
+        log.warning("number check %s was marked abandoned; stopped", job_id)
         raise
     except BaseException as exc:
         if isinstance(exc, HongyanError):
@@ -414,6 +425,8 @@ def run(
         row = {"actor": actor, "detail": {**_counts(summary), "error": error["code"]}}
         try:
             _write(engine, clock, tenant_id, job_id, failed, row)
+        except CheckAbandoned:  # stopped or taken for abandoned meanwhile: that error stands
+            log.warning("number check %s failed after it was stopped or abandoned", job_id)
         except Exception:  # the database itself is gone: retention run will say so later
             log.exception("number check %s: its failure could not be recorded", job_id)
         raise

@@ -250,7 +250,7 @@ async def check_cancel(request: Request, check_id: str) -> Response:
 def check_page(request: Request, check_id: str) -> Response:
     view = _Page(request, Permission.READ_CONTACTS)
     number = _check_id(check_id)
-    with view.runtime.engine.begin() as conn:
+    with view.runtime.engine.connect() as conn:  # polled: no write lock taken on SQLite
         job = number_status_jobs.get(conn, view.principal.tenant_id, number)
         return view.respond(
             conn,

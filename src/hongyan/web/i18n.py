@@ -266,6 +266,13 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "The empty numbers found before it stopped are on the suppression list; "
         "a new check skips them.",
     },
+    "chk.cancelled_hint": {
+        "zh-CN": "已检出的空号已加入屏蔽名单。停止时正在检测的一批（最多 1,000 个号码）"
+        "仍会完成并计入上面的数字，请稍后刷新查看。",
+        "en": "The empty numbers found are on the suppression list. The batch being checked "
+        "when it stopped (up to 1,000 numbers) still finishes and is added to the counts "
+        "above: reload in a while.",
+    },
     "chk.to_list": {"zh-CN": "查看屏蔽名单中的空号", "en": "See the invalid numbers"},
     "chk.again": {"zh-CN": "重新检测", "en": "Check again"},
     "chk.stop": {"zh-CN": "停止检测", "en": "Stop the check"},

@@ -254,3 +254,41 @@ def test_a_running_check_is_stopped_through_the_api(
         doc = client.get("/api/v1/openapi.json").json()
     assert len(_suppressed(runtime, tenant_id)) == 7
     assert "409" in doc["paths"][URL + "/{job_id}/cancel"]["post"]["responses"]
+
+
+def test_a_stopped_check_is_resumed_without_asking_again(
+    runtime: Runtime,
+    vendor: FakeVendor,  # noqa: F811
+) -> None:
+    tenant_id, key = _tenant_with_key(runtime, "tea", Role.OPERATOR)
+    _, analyst = _tenant_with_key(runtime, "deli", Role.ANALYST)
+    _, bakery = _tenant_with_key(runtime, "bakery", Role.OPERATOR)
+    numbers = _numbers(5, start=700)
+    _import(runtime, tenant_id, numbers)
+    vendor.codes = {_national(numbers[2]): 0}
+    vendor.script = ["hold"]
+    _paid(runtime, vendor, number_status_timeout=20)
+    with TestClient(create_app(runtime)) as client:
+        job_id = client.post(URL, headers=auth(key)).json()["id"]
+        _until(client, key, job_id, "running")
+        assert client.post(f"{URL}/{job_id}/cancel", headers=auth(key)).status_code == 200
+        # its run is still asking about the batch in hand: not yet
+        early = client.post(f"{URL}/{job_id}/resume", headers=auth(key))
+        assert early.status_code == 409 and early.json()["code"] == "number_check_stopping"
+        vendor.release.set()
+        deadline = time.monotonic() + 20
+        while not client.get(f"{URL}/{job_id}", headers=auth(key)).json()["processed"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        asked = sorted(vendor.asked)
+        assert client.post(f"{URL}/{job_id}/resume", headers=auth(analyst)).status_code == 403
+        assert client.post(f"{URL}/{job_id}/resume", headers=auth(bakery)).status_code == 404
+        r = client.post(f"{URL}/{job_id}/resume", headers=auth(key))
+        assert r.status_code == 202, r.text
+        assert r.json()["state"] == "pending" and r.json()["error"] is None
+        done = _until(client, key, job_id, "done", "failed")
+        again = client.post(f"{URL}/{job_id}/resume", headers=auth(key))
+        assert again.status_code == 409 and again.json()["code"] == "number_check_not_resumable"
+    assert (done["state"], done["processed"], done["total"]) == ("done", 5, 5)
+    assert (done["result"]["checked"], done["result"]["empty"]) == (5, 1)
+    assert sorted(vendor.asked) == asked == sorted(numbers)  # nobody asked about twice

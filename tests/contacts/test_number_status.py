@@ -468,3 +468,9 @@ def test_the_cli_answers_with_the_paid_service(
     bad = cli("contacts", "check-numbers", "--tenant", "tea", ok=False)
     assert bad["error"]["code"] == "configuration_error"
     assert "NUMBER_STATUS_CODES" in bad["error"]["message"]["en"]
+    monkeypatch.setenv("HONGYAN_NUMBER_STATUS_CODES", "1=active,0=empty")
+    get_settings.cache_clear()
+    ended = cli(
+        "contacts", "check-numbers", "--tenant", "tea", "--resume", str(out["job_id"]), ok=False
+    )
+    assert ended["error"]["code"] == "number_check_not_resumable"

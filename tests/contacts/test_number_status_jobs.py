@@ -343,3 +343,76 @@ def _imports(runtime: Runtime, tenant_id: int) -> list[dict[str, Any]]:
 
     with runtime.engine.connect() as conn:
         return importer.list_jobs(conn, tenant_id)
+
+
+def test_a_failed_check_is_resumed_where_it_stopped(runtime: Runtime, tenant_id: int) -> None:
+    """``resume`` makes a failed check pending again; its run asks only about the contacts
+    after the last one the stopped run went through (the batch it failed in included) and
+    counts on from its summary. Refused for a check that did not fail, beside another check,
+    for a stopped check still finishing its batch, and for another tenant's check."""
+    clock = runtime.clock
+    assert isinstance(clock, FixedClock)
+    numbers = _numbers(6, start=900)
+    _import(runtime, tenant_id, numbers)
+    empty = set(numbers[::2])
+    first = Scripted(runtime, empty=empty)
+
+    def down() -> None:
+        raise RuntimeError("the vendor is down")
+
+    first.on_call[2] = down
+    job_id = _start(runtime, tenant_id)
+    with pytest.raises(RuntimeError):
+        number_status_jobs.run(
+            runtime.engine, clock, runtime.keyring, tenant_id, job_id, first,
+            actor="user:1", batch=2,
+        )  # fmt: skip
+    failed = _job(runtime, tenant_id, job_id)
+    assert (failed["state"], failed["processed"], failed["error"]["code"]) == (
+        "failed", 2, "number_check_failed",
+    )  # fmt: skip
+    done_before = first.batches[0]
+    with runtime.engine.begin() as conn:
+        assert number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, job_id)
+    pending = _job(runtime, tenant_id, job_id)
+    assert (pending["state"], pending["error"], pending["finished_at"]) == ("pending", None, None)
+    second = Scripted(runtime, empty=empty)
+    summary = number_status_jobs.run(
+        runtime.engine, clock, runtime.keyring, tenant_id, job_id, second,
+        actor="user:1", batch=2,
+    )  # fmt: skip
+    asked = [n for b in second.batches for n in b]
+    assert sorted(asked) == sorted(set(numbers) - set(done_before))  # the failed batch again
+    done = _job(runtime, tenant_id, job_id)
+    assert (done["state"], done["processed"], done["total"], done["progress"]) == (
+        "done", 6, 6, 1.0,
+    )  # fmt: skip
+    assert done["result"] == summary.as_dict()
+    assert (summary.counts["empty"], summary.counts["active"]) == (3, 3)
+    assert summary.by_provider == {"scripted": {"active": 3, "empty": 3, "unknown": 0}}
+    assert len(_suppressed(runtime, tenant_id)) == 3
+    assert [a.detail.get("error") for a in _audits(runtime, tenant_id)] == [
+        "number_check_failed", None,
+    ]  # fmt: skip
+    # a check that did not fail is not resumed
+    with runtime.engine.begin() as conn, pytest.raises(number_status_jobs.CheckNotResumable):
+        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, job_id)
+    # nor beside another check of the tenant
+    stopped = _left_running(runtime, tenant_id, processed=0, total=6)
+    with runtime.engine.begin() as conn:
+        number_status_jobs.cancel(conn, clock, tenant_id, stopped, "user:1")
+    with runtime.engine.begin() as conn, pytest.raises(number_status_jobs.CheckStopping):
+        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, stopped)
+    clock.advance(number_status_jobs.stuck_after(runtime.settings) + timedelta(minutes=1))
+    other = _start(runtime, tenant_id)
+    with runtime.engine.begin() as conn, pytest.raises(CheckUnderWay):
+        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, stopped)
+    with runtime.engine.begin() as conn:
+        number_status_jobs.cancel(conn, clock, tenant_id, other, "user:1")  # pending: settled
+    with runtime.engine.begin() as conn:
+        deli = tenants.create_tenant(conn, clock, slug="deli", name="熟食").id
+    with runtime.engine.begin() as conn, pytest.raises(NotFound):
+        number_status_jobs.resume(conn, clock, runtime.settings, deli, stopped)
+    with runtime.engine.begin() as conn:  # its run never settled, but that was long ago
+        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, stopped)
+    assert _job(runtime, tenant_id, stopped)["state"] == "pending"

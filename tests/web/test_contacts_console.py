@@ -240,6 +240,19 @@ def test_a_number_check_from_the_suppression_page(
         follow_redirects=False,
     )
     assert twice.status_code == 303
+    assert 'id="resume-check"' in stopped and "从停止处继续" in stopped
+    resumed = client.post(
+        f"/console/contacts/checks/{waiting}/resume",
+        data={"csrf_token": csrf_field(stopped)},
+        follow_redirects=False,
+    )
+    assert resumed.headers["location"] == f"/console/contacts/checks/{waiting}"
+    deadline = time.monotonic() + 20
+    while "已完成" not in (page_now := client.get(resumed.headers["location"]).text):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # stopped before it began: all of it checked now, but the 空号 found earlier not again
+    assert 'data-counter="checked">4<' in page_now and 'data-counter="skipped">1<' in page_now
     # not a check: another tenant's, an import's, a malformed id
     with runtime.engine.begin() as conn:
         [imported] = importer.list_jobs(conn, tea)

@@ -282,7 +282,18 @@ def contacts_fields(
 
 @contacts_app.command("check-numbers")
 @reports_errors
-def contacts_check_numbers(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+def contacts_check_numbers(
+    tenant: TenantOpt,
+    as_json: JsonOpt = False,
+    resume: Annotated[
+        int | None,
+        typer.Option(
+            "--resume",
+            help="Go on with the failed or stopped check of this id where it stopped "
+            "(numbers already asked about are not asked again)",
+        ),
+    ] = None,
+) -> None:
     """空号检测 with the configured provider (HONGYAN_NUMBER_STATUS_PROVIDER: receipts, http or
     receipts+http): empty numbers go on the suppression list; failures leave numbers unknown.
     Runs in the foreground as the same job the API starts (one check at a time per tenant)."""
@@ -297,7 +308,14 @@ def contacts_check_numbers(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
         runtime.settings, runtime.engine, runtime.keyring, tenant_id
     )
     with runtime.engine.begin() as conn:
-        job_id = number_status_jobs.start(conn, runtime.clock, runtime.settings, tenant_id, "cli")
+        if resume is None:
+            job_id = number_status_jobs.start(
+                conn, runtime.clock, runtime.settings, tenant_id, "cli"
+            )
+        else:
+            job_id = number_status_jobs.resume(
+                conn, runtime.clock, runtime.settings, tenant_id, resume
+            )
 
     def check(progress: Any = None) -> number_status.CheckSummary:
         return number_status_jobs.run(

@@ -217,6 +217,27 @@ class CheckSummary:
     skipped: int = 0
     #: (provider, reason) → [numbers, requests, details]
     _failures: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    #: The id of the last contact gone through: a check resumed goes on after it.
+    after: int = 0
+
+    @classmethod
+    def restored(cls, provider: str, stored: dict[str, Any] | None, after: int) -> CheckSummary:
+        """The summary a stopped check had stored (:meth:`as_dict`), to go on counting."""
+        summary = cls(provider, after=after)
+        if not stored:
+            return summary
+        summary.counts = {s: int(stored.get(s) or 0) for s in STATUSES}
+        summary.by_provider = {
+            str(name): {s: int(per.get(s) or 0) for s in STATUSES}
+            for name, per in (stored.get("by_provider") or {}).items()
+        }
+        summary.skipped = int(stored.get("skipped") or 0)
+        for f in stored.get("failures") or []:
+            details = [d for d in str(f.get("detail") or "").split("; ") if d]
+            summary._failures[(str(f["provider"]), str(f["reason"]))] = [
+                int(f.get("numbers") or 0), int(f.get("requests") or 0), details[:3],
+            ]  # fmt: skip
+        return summary
 
     def add(self, number_status: str, provider: str) -> None:
         self.counts[number_status] += 1
@@ -268,9 +289,12 @@ def check_contacts(
     *,
     batch: int = BATCH,
     progress: Callable[[CheckSummary], None] | None = None,
+    resume: CheckSummary | None = None,
 ) -> CheckSummary:
     """Check every contact's number; suppress the empty ones (see the module's docstring).
 
+    Contacts are gone through in id order; ``resume`` (a stopped check's summary) goes on
+    after its :attr:`CheckSummary.after`, counting on from it.
     Numbers already suppressed as 空号 (and not expired) are skipped, not asked about again.
     ``progress`` is called with the summary so far after each batch, once that batch's empty
     numbers are stored, with no transaction open (it may write one of its own: a background
@@ -279,9 +303,9 @@ def check_contacts(
     """
     scope = TenantScope(tenant_id)
     ctx = suppression.phone_context(tenant_id)
-    summary = CheckSummary(provider.name)
+    summary = resume if resume is not None else CheckSummary(provider.name)
     c = contacts.c
-    last = 0
+    last = summary.after
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
@@ -294,29 +318,34 @@ def check_contacts(
         if not rows:
             return summary
         last = int(rows[-1].id)
-        summary.skipped += sum(1 for r in rows if bytes(r.phone_index) in known)
+        skipped = sum(1 for r in rows if bytes(r.phone_index) in known)
         numbers = [
             keyring.decrypt(bytes(r.phone_cipher), ctx)
             for r in rows
             if bytes(r.phone_index) not in known
         ]
-        if not numbers:
-            if progress:
-                progress(summary)
-            continue
-        verdicts = provider.check(numbers)
-        for failure in failures_of(verdicts):
-            summary.fail(failure)
+        verdicts = provider.check(numbers) if numbers else None
+        found: list[tuple[str, str]] = []
         empty = []
         for n in numbers:
+            assert verdicts is not None
             status, source = status_of(verdicts, n), answered_by(verdicts, n, provider.name)
-            summary.add(status, source)
+            found.append((status, source))
             if status == "empty":
                 item = suppression.NewSuppression(tenant_id, n, "invalid", source, "空号检测")
                 empty.append(item)
         if empty:
             with engine.begin() as conn:
                 suppression.add(conn, clock, keyring, empty)
+        # The batch counts once its empty numbers are stored: a check that stops inside it
+        # (the provider or the database failing) goes on from its first contact when resumed.
+        if verdicts is not None:
+            for failure in failures_of(verdicts):
+                summary.fail(failure)
+        for status, source in found:
+            summary.add(status, source)
+        summary.skipped += skipped
+        summary.after = last
         if progress:
             progress(summary)
 
@@ -341,5 +370,9 @@ def _known_empty(
     return {bytes(r.phone_index) for r in rows}
 
 
-def count_contacts(conn: Connection, tenant_id: int) -> int:
-    return int(conn.execute(TenantScope(tenant_id).select(contacts, sa.func.count())).scalar_one())
+def count_contacts(conn: Connection, tenant_id: int, after: int = 0) -> int:
+    """The tenant's contacts (with an id past ``after``: what a resumed check has left)."""
+    query = TenantScope(tenant_id).select(contacts, sa.func.count())
+    if after:
+        query = query.where(contacts.c.id > after)
+    return int(conn.execute(query).scalar_one())

@@ -17,6 +17,8 @@ never show these rows, and :func:`get` shows nothing else.
 
 :func:`recent` lists a tenant's latest checks. :func:`cancel` stops one by hand: the job is
 ``failed`` with :data:`CANCELLED` at once, and its run stops at its next write (below).
+:func:`resume` makes a failed or stopped check ``pending`` again: its run goes on after the last
+contact whose batch was counted (``result.after``), counting on from the stored summary.
 
 One check at a time per tenant: :func:`start` refuses a second while one is ``pending`` or
 ``running`` (:class:`CheckUnderWay`, 409). Its read and insert are serialised per tenant (a
@@ -247,10 +249,12 @@ def cancel(
             "suppressed, and a new check does not ask about them again",
         },
     }
+    # A pending check has no run to finish a batch: it is settled at once.
+    result = {**(row.result or {}), "settled": row.state == "pending"}
     conn.execute(
         scope.update(contact_imports)
         .where(c.id == job_id, c.state.in_(ACTIVE))
-        .values(state="failed", finished_at=clock.now(), error=error)
+        .values(state="failed", finished_at=clock.now(), error=error, result=result)
     )
     # Who stopped it and when; not its counts, which the batch in hand may still add to.
     summary = (row.result or {}).get("summary") or {}
@@ -288,20 +292,82 @@ def _count_after_cancel(
             TenantScope(tenant_id)
             .update(contact_imports)
             .where(c.id == job_id)
-            .values(result=_result(total, summary, clock))
+            .values(result=_result(total, summary, clock, settled=True))
         )
     return True
+
+
+class CheckNotResumable(Conflict):
+    code = "number_check_not_resumable"
+    message_en = "Only a number check that failed or was stopped can be resumed"
+    message_zh = "只有失败或已停止的空号检测才能继续"
+
+
+class CheckStopping(Conflict):
+    code = "number_check_stopping"
+    message_en = (
+        "This number check is finishing the batch it was checking when it was stopped; "
+        "resume it in a moment"
+    )
+    message_zh = "该空号检测正在完成停止时的最后一批，请稍后再继续"
+
+
+def resume(conn: Connection, clock: Clock, settings: Settings, tenant_id: int, job_id: int) -> int:
+    """Make a failed or stopped check ``pending`` again, in the caller's transaction: run it
+    (:func:`run_in_background` or :func:`run`) once that has committed, and it goes on after the
+    last contact its stopped run went through, so numbers already asked about are not paid for
+    again. Refused while another check of the tenant is under way (:class:`CheckUnderWay`),
+    for a check that did not fail (:class:`CheckNotResumable`), and for one stopped by hand
+    whose run is still finishing its batch (:class:`CheckStopping`, for at most
+    :func:`stuck_after`)."""
+    _lock_tenant(conn, tenant_id)
+    abandon_stuck(conn, clock, settings, tenant_id)
+    scope = TenantScope(tenant_id)
+    c = contact_imports.c
+    row = conn.execute(
+        scope.select(contact_imports, c.state, c.result, c.error, c.finished_at)
+        .where(c.id == job_id, c.kind == KIND)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise NotFound("No such number check", "找不到该空号检测任务")
+    if row.state != "failed":
+        raise CheckNotResumable(details={"id": job_id, "state": row.state})
+    result = row.result or {}
+    stopped_at = row.finished_at
+    if (
+        (row.error or {}).get("code") == CANCELLED
+        and not result.get("settled")
+        and stopped_at is not None
+        and stopped_at > clock.now() - stuck_after(settings)
+    ):
+        raise CheckStopping(details={"id": job_id})
+    under_way = conn.execute(
+        scope.select(contact_imports, c.id)
+        .where(c.kind == KIND, c.state.in_(ACTIVE), c.id != job_id)
+        .limit(1)
+    ).scalar()
+    if under_way is not None:
+        raise CheckUnderWay(details={"id": int(under_way), "url": url_of(int(under_way))})
+    conn.execute(
+        scope.update(contact_imports)
+        .where(c.id == job_id, c.state == "failed")
+        .values(state="pending", error=None, finished_at=None)
+    )
+    return job_id
 
 
 # -- running ---------------------------------------------------------------------------------------
 
 
-def _result(total: int, summary: CheckSummary | None, clock: Clock) -> dict[str, Any]:
+def _result(total: int, summary: CheckSummary | None, clock: Clock, **extra: Any) -> dict[str, Any]:
     return {
         "total": total,
         "processed": summary.processed if summary else 0,
         "summary": summary.as_dict() if summary else None,
+        "after": summary.after if summary else 0,
         "alive_at": clock.now().isoformat(),
+        **extra,
     }
 
 
@@ -356,20 +422,36 @@ def run(
     """Run the check of job ``job_id`` (made by :func:`start`): ``pending`` → ``running``, the
     progress written after each batch, then ``done`` with the summary or ``failed`` with the
     error (raised again), the audit record written in the same transaction. ``progress`` is
-    called with (processed, total) after each batch."""
+    called with (processed, total) after each batch. A job :func:`resume` made pending again
+    goes on after the last contact its stopped run went through, counting on from its
+    summary."""
     c = contact_imports.c
     with engine.connect() as conn:
-        total = number_status.count_contacts(conn, tenant_id)
+        stored = (
+            conn.execute(
+                TenantScope(tenant_id)
+                .select(contact_imports, c.result)
+                .where(c.id == job_id, c.kind == KIND)
+            ).scalar()
+            or {}
+        )
+        after = int(stored.get("after") or 0)
+        resumed = (
+            CheckSummary.restored(provider.name, stored.get("summary"), after) if after else None
+        )
+        total = (resumed.processed if resumed else 0) + number_status.count_contacts(
+            conn, tenant_id, after
+        )
     with engine.begin() as conn:
         taken = conn.execute(
             TenantScope(tenant_id)
             .update(contact_imports)
             .where(c.id == job_id, c.kind == KIND, c.state == "pending")
-            .values(state="running", started_at=clock.now(), result=_result(total, None, clock))
+            .values(state="running", started_at=clock.now(), result=_result(total, resumed, clock))
         ).rowcount
     if not taken:
         raise CheckAbandoned()
-    summary = CheckSummary(provider.name)
+    summary = resumed or CheckSummary(provider.name)
 
     def went_on(so_far: CheckSummary) -> None:
         nonlocal summary  # what a failure later on records as found so far
@@ -380,8 +462,9 @@ def run(
 
     try:
         summary = number_status.check_contacts(
-            engine, clock, keyring, tenant_id, provider, batch=batch, progress=went_on
-        )
+            engine, clock, keyring, tenant_id, provider, batch=batch, progress=went_on,
+            resume=resumed,
+        )  # fmt: skip
         done = {
             "state": "done",
             "finished_at": clock.now(),

@@ -247,6 +247,25 @@ async def check_cancel(request: Request, check_id: str) -> Response:
     return _redirect(f"/console/contacts/checks/{number}")
 
 
+async def check_resume(request: Request, check_id: str) -> Response:
+    """Go on with a failed or stopped check where it stopped."""
+    view = _Page(request, Permission.MANAGE_CONTACTS)
+    await _check_csrf(request, view.principal)
+    number = _check_id(check_id)
+    runtime, tenant_id = view.runtime, view.principal.tenant_id
+    actor = f"user:{view.principal.user_id}"
+    provider = number_status.provider_for(
+        runtime.settings, runtime.engine, runtime.keyring, tenant_id
+    )
+    try:
+        with runtime.engine.begin() as conn:
+            number_status_jobs.resume(conn, runtime.clock, runtime.settings, tenant_id, number)
+    except number_status_jobs.CheckUnderWay as exc:
+        return _redirect(f"/console/contacts/checks/{exc.details['id']}")
+    number_status_jobs.run_in_background(runtime, tenant_id, number, provider, actor)
+    return _redirect(f"/console/contacts/checks/{number}")
+
+
 def check_page(request: Request, check_id: str) -> Response:
     view = _Page(request, Permission.READ_CONTACTS)
     number = _check_id(check_id)
@@ -282,6 +301,12 @@ def install(app: FastAPI) -> None:
     )
     app.add_api_route(
         "/console/contacts/checks/{check_id}", check_page, methods=["GET"], include_in_schema=False
+    )
+    app.add_api_route(
+        "/console/contacts/checks/{check_id}/resume",
+        check_resume,
+        methods=["POST"],
+        include_in_schema=False,
     )
     app.add_api_route(
         "/console/contacts/checks/{check_id}/cancel",

@@ -273,6 +273,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "when it stopped (up to 1,000 numbers) still finishes and is added to the counts "
         "above: reload in a while.",
     },
+    "chk.resume": {"zh-CN": "继续检测", "en": "Resume the check"},
+    "chk.resume_hint": {
+        "zh-CN": "从停止处继续：已处理的 {processed} 个联系人不再检测，也不再计费。",
+        "en": "Goes on where it stopped: the {processed} contacts gone through are not "
+        "checked, nor paid for, again.",
+    },
     "chk.to_list": {"zh-CN": "查看屏蔽名单中的空号", "en": "See the invalid numbers"},
     "chk.again": {"zh-CN": "重新检测", "en": "Check again"},
     "chk.stop": {"zh-CN": "停止检测", "en": "Stop the check"},

@@ -447,6 +447,40 @@ def check_numbers(
 
 
 @router.post(
+    "/contacts/check-numbers/{job_id}/resume",
+    status_code=202,
+    summary="Resume a failed or stopped number check where it stopped",
+    response_model=NumberCheckJobOut,
+    responses={
+        409: {
+            "description": "The check did not fail (number_check_not_resumable), another check "
+            "of the tenant is under way (number_check_running), or a stopped check is still "
+            "finishing its last batch (number_check_stopping)"
+        }
+    },
+)
+def resume_number_check(
+    job_id: Id,
+    tasks: BackgroundTasks,
+    who: Principal = Depends(get_principal),
+    conn: Connection = CONN,
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
+    """The same job goes on after the last contact its stopped run went through (numbers
+    already asked about are not asked, nor paid for, again), its counts going on from where
+    they were; contacts added since are checked too. Answers 202 with the job, ``pending``."""
+    who.require(Permission.MANAGE_CONTACTS)
+    provider = number_status.provider_for(
+        runtime.settings, runtime.engine, runtime.keyring, who.tenant_id
+    )
+    number_status_jobs.resume(conn, runtime.clock, runtime.settings, who.tenant_id, job_id)
+    tasks.add_task(
+        number_status_jobs.run_in_background, runtime, who.tenant_id, job_id, provider, who.actor
+    )
+    return number_status_jobs.get(conn, who.tenant_id, job_id)
+
+
+@router.post(
     "/contacts/check-numbers/{job_id}/cancel",
     summary="Stop a pending or running number check",
     response_model=NumberCheckJobOut,

@@ -373,7 +373,7 @@ def test_a_failed_check_is_resumed_where_it_stopped(runtime: Runtime, tenant_id:
     )  # fmt: skip
     done_before = first.batches[0]
     with runtime.engine.begin() as conn:
-        assert number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, job_id)
+        assert number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, job_id, "user:2")
     pending = _job(runtime, tenant_id, job_id)
     assert (pending["state"], pending["error"], pending["finished_at"]) == ("pending", None, None)
     second = Scripted(runtime, empty=empty)
@@ -396,23 +396,111 @@ def test_a_failed_check_is_resumed_where_it_stopped(runtime: Runtime, tenant_id:
     ]  # fmt: skip
     # a check that did not fail is not resumed
     with runtime.engine.begin() as conn, pytest.raises(number_status_jobs.CheckNotResumable):
-        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, job_id)
+        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, job_id, "user:2")
     # nor beside another check of the tenant
     stopped = _left_running(runtime, tenant_id, processed=0, total=6)
     with runtime.engine.begin() as conn:
         number_status_jobs.cancel(conn, clock, tenant_id, stopped, "user:1")
     with runtime.engine.begin() as conn, pytest.raises(number_status_jobs.CheckStopping):
-        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, stopped)
+        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, stopped, "user:2")
     clock.advance(number_status_jobs.stuck_after(runtime.settings) + timedelta(minutes=1))
     other = _start(runtime, tenant_id)
     with runtime.engine.begin() as conn, pytest.raises(CheckUnderWay):
-        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, stopped)
+        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, stopped, "user:2")
     with runtime.engine.begin() as conn:
         number_status_jobs.cancel(conn, clock, tenant_id, other, "user:1")  # pending: settled
     with runtime.engine.begin() as conn:
         deli = tenants.create_tenant(conn, clock, slug="deli", name="熟食").id
     with runtime.engine.begin() as conn, pytest.raises(NotFound):
-        number_status_jobs.resume(conn, clock, runtime.settings, deli, stopped)
+        number_status_jobs.resume(conn, clock, runtime.settings, deli, stopped, "user:2")
     with runtime.engine.begin() as conn:  # its run never settled, but that was long ago
-        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, stopped)
+        number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, stopped, "user:2")
     assert _job(runtime, tenant_id, stopped)["state"] == "pending"
+
+
+def test_a_run_taken_for_dead_and_resumed_stops_beside_its_successor(
+    runtime: Runtime, tenant_id: int
+) -> None:
+    """A slow run whose check was taken for dead, resumed and taken by another run finds at
+    its next write that the job, running again, is no longer its own (the run id), and stops
+    without asking about another batch."""
+    clock = runtime.clock
+    assert isinstance(clock, FixedClock)
+    _import(runtime, tenant_id, _numbers(4, start=950))
+    provider = Scripted(runtime)
+    job_id = _start(runtime, tenant_id)
+
+    def taken_over() -> None:
+        clock.advance(number_status_jobs.stuck_after(runtime.settings) + timedelta(minutes=1))
+        assert retention.run(runtime)["stuck_number_checks"] == 1
+        with runtime.engine.begin() as conn:
+            number_status_jobs.resume(conn, clock, runtime.settings, tenant_id, job_id, "user:2")
+            row = TenantScope(tenant_id).select(contact_imports, contact_imports.c.result)
+            result = conn.execute(row.where(contact_imports.c.id == job_id)).scalar_one()
+            conn.execute(  # what the successor's run does as it takes the job
+                TenantScope(tenant_id)
+                .update(contact_imports)
+                .where(contact_imports.c.id == job_id)
+                .values(state="running", result={**result, "run": "successor"})
+            )
+
+    provider.on_call[1] = taken_over
+    with pytest.raises(CheckAbandoned):
+        number_status_jobs.run(
+            runtime.engine, clock, runtime.keyring, tenant_id, job_id, provider,
+            actor="user:1", batch=2,
+        )  # fmt: skip
+    assert len(provider.batches) == 1
+    job = _job(runtime, tenant_id, job_id)
+    assert job["state"] == "running" and job["processed"] == 0  # the successor's, untouched
+
+
+def test_a_check_whose_storing_failed_resumes_with_that_batch(
+    runtime: Runtime, tenant_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database failing as a batch's empty numbers are stored: the batch is not counted,
+    the resumed run asks about it again, and every number is counted once."""
+    from hongyan.contacts import suppression
+
+    numbers = _numbers(6, start=960)
+    _import(runtime, tenant_id, numbers)
+    real, calls = suppression.add, {"n": 0}
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(suppression, "add", failing)
+    first = Scripted(runtime, empty=numbers)
+    job_id = _start(runtime, tenant_id)
+    with pytest.raises(RuntimeError):
+        number_status_jobs.run(
+            runtime.engine, runtime.clock, runtime.keyring, tenant_id, job_id, first,
+            actor="user:1", batch=2,
+        )  # fmt: skip
+    failed = _job(runtime, tenant_id, job_id)
+    assert (failed["processed"], failed["result"]["empty"]) == (2, 2)
+    monkeypatch.setattr(suppression, "add", real)
+    with runtime.engine.begin() as conn:
+        number_status_jobs.resume(
+            conn, runtime.clock, runtime.settings, tenant_id, job_id, "user:2"
+        )
+    second = Scripted(runtime, empty=numbers)
+    summary = number_status_jobs.run(
+        runtime.engine, runtime.clock, runtime.keyring, tenant_id, job_id, second,
+        actor="user:1", batch=2,
+    )  # fmt: skip
+    assert sorted(n for b in second.batches for n in b) == sorted(
+        set(numbers) - set(first.batches[0])
+    )
+    assert (summary.counts["empty"], summary.skipped, summary.processed) == (6, 0, 6)
+    assert len(_suppressed(runtime, tenant_id)) == 6
+    with runtime.engine.connect() as conn:
+        [resumed] = conn.execute(
+            TenantScope(tenant_id)
+            .select(audit_log, audit_log.c.actor, audit_log.c.detail)
+            .where(audit_log.c.action == "contacts.check_numbers_resumed")
+        ).all()
+    assert (resumed.actor, resumed.detail) == ("user:2", {"after_contacts": 2})

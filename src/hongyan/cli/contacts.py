@@ -314,7 +314,7 @@ def contacts_check_numbers(
             )
         else:
             job_id = number_status_jobs.resume(
-                conn, runtime.clock, runtime.settings, tenant_id, resume
+                conn, runtime.clock, runtime.settings, tenant_id, resume, "cli"
             )
 
     def check(progress: Any = None) -> number_status.CheckSummary:

@@ -8,12 +8,16 @@ the same job and runs it in the foreground.
 
 The job is a row of ``contact_imports``, the contacts' job table (imports of kind ``contacts``
 and ``events``), of kind :data:`KIND`: state ``pending`` → ``running`` → ``done`` or
-``failed``; ``result`` holds ``total`` (the tenant's contacts when the check started),
+``failed`` (and, resumed, ``pending`` again); ``result`` holds ``total`` (the tenant's
+contacts when the check started; resumed, what it had gone through plus what was left),
 ``processed`` (contacts gone through so far: checked, or skipped as already 空号),
 ``summary`` (:meth:`~hongyan.contacts.number_status.CheckSummary.as_dict` so far, final once
-done) and ``alive_at`` (when the running check last wrote); ``error`` is the typed error of a
-failed check. The import views (:func:`hongyan.contacts.importer.get_job`, ``list_jobs``)
-never show these rows, and :func:`get` shows nothing else.
+done), ``after`` (the id of the last contact counted: where a resumed check goes on),
+``run`` (the id of the run writing it, which every write checks), ``alive_at`` (when the
+running check last wrote) and, once stopped by hand, ``settled`` (its run has counted its last
+batch); ``error`` is the typed error of a failed check. The import views
+(:func:`hongyan.contacts.importer.get_job`, ``list_jobs``) never show these rows, and
+:func:`get` shows nothing else.
 
 :func:`recent` lists a tenant's latest checks. :func:`cancel` stops one by hand: the job is
 ``failed`` with :data:`CANCELLED` at once, and its run stops at its next write (below).
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -274,25 +279,31 @@ def cancel(
 
 
 def _count_after_cancel(
-    engine: Engine, clock: Clock, tenant_id: int, job_id: int, total: int, summary: CheckSummary
+    engine: Engine, clock: Clock, tenant_id: int, job_id: int, run_id: str, result: dict[str, Any]
 ) -> bool:
-    """A cancelled check's last batch was stored after its job stopped: count it there.
-    Whether the job was cancelled (rather than taken for abandoned)."""
+    """A cancelled check's last batch was stored after its job stopped: count it there (as
+    ``result``, now settled), if the job is still the one this run (``run_id``) was stopped in.
+    Whether it was cancelled (rather than taken for abandoned)."""
     c = contact_imports.c
     with engine.begin() as conn:
         row = conn.execute(
             TenantScope(tenant_id)
-            .select(contact_imports, c.state, c.error)
+            .select(contact_imports, c.state, c.error, c.result)
             .where(c.id == job_id, c.kind == KIND)
             .with_for_update()
         ).first()
-        if row is None or row.state != "failed" or (row.error or {}).get("code") != CANCELLED:
+        if (
+            row is None
+            or row.state != "failed"
+            or (row.error or {}).get("code") != CANCELLED
+            or (row.result or {}).get("run") != run_id
+        ):
             return False
         conn.execute(
             TenantScope(tenant_id)
             .update(contact_imports)
             .where(c.id == job_id)
-            .values(result=_result(total, summary, clock, settled=True))
+            .values(result={**result, "settled": True})
         )
     return True
 
@@ -312,14 +323,17 @@ class CheckStopping(Conflict):
     message_zh = "该空号检测正在完成停止时的最后一批，请稍后再继续"
 
 
-def resume(conn: Connection, clock: Clock, settings: Settings, tenant_id: int, job_id: int) -> int:
+def resume(
+    conn: Connection, clock: Clock, settings: Settings, tenant_id: int, job_id: int, actor: str
+) -> int:
     """Make a failed or stopped check ``pending`` again, in the caller's transaction: run it
     (:func:`run_in_background` or :func:`run`) once that has committed, and it goes on after the
     last contact its stopped run went through, so numbers already asked about are not paid for
     again. Refused while another check of the tenant is under way (:class:`CheckUnderWay`),
     for a check that did not fail (:class:`CheckNotResumable`), and for one stopped by hand
     whose run is still finishing its batch (:class:`CheckStopping`, for at most
-    :func:`stuck_after`)."""
+    :func:`stuck_after`); a check from before checks kept their place, which went through
+    contacts but has no ``after``, is not resumable either. Audited when asked."""
     _lock_tenant(conn, tenant_id)
     abandon_stuck(conn, clock, settings, tenant_id)
     scope = TenantScope(tenant_id)
@@ -334,6 +348,8 @@ def resume(conn: Connection, clock: Clock, settings: Settings, tenant_id: int, j
     if row.state != "failed":
         raise CheckNotResumable(details={"id": job_id, "state": row.state})
     result = row.result or {}
+    if result.get("processed") and "after" not in result:
+        raise CheckNotResumable(details={"id": job_id, "state": row.state, "after": None})
     stopped_at = row.finished_at
     if (
         (row.error or {}).get("code") == CANCELLED
@@ -349,10 +365,21 @@ def resume(conn: Connection, clock: Clock, settings: Settings, tenant_id: int, j
     ).scalar()
     if under_way is not None:
         raise CheckUnderWay(details={"id": int(under_way), "url": url_of(int(under_way))})
+    # A fresh sign of life: pending again, it is not taken for dead before its thread runs.
+    alive = {**result, "alive_at": clock.now().isoformat()}
     conn.execute(
         scope.update(contact_imports)
         .where(c.id == job_id, c.state == "failed")
-        .values(state="pending", error=None, finished_at=None)
+        .values(state="pending", error=None, finished_at=None, result=alive)
+    )
+    audit.record(
+        conn,
+        clock,
+        tenant_id=tenant_id,
+        action="contacts.check_numbers_resumed",
+        target=f"number_check:{job_id}",
+        actor=actor,
+        detail={"after_contacts": int(result.get("processed") or 0)},
     )
     return job_id
 
@@ -376,21 +403,25 @@ def _write(
     clock: Clock,
     tenant_id: int,
     job_id: int,
+    run_id: str,
     values: dict[str, Any],
     audit_row: dict[str, Any] | None = None,
 ) -> None:
     """Update the running job (and, as it ends, audit it) in one transaction; raises
-    :class:`CheckAbandoned` if it is no longer running."""
+    :class:`CheckAbandoned` if it is no longer running, or no longer this run's (``run_id``:
+    a check taken for dead and resumed runs again under another run's id, and the slow old run
+    must stop rather than run beside it)."""
     c = contact_imports.c
+    scope = TenantScope(tenant_id)
     with engine.begin() as conn:
-        moved = conn.execute(
-            TenantScope(tenant_id)
-            .update(contact_imports)
-            .where(c.id == job_id, c.kind == KIND, c.state == "running")
-            .values(**values)
-        ).rowcount
-        if not moved:
+        row = conn.execute(
+            scope.select(contact_imports, c.state, c.result)
+            .where(c.id == job_id, c.kind == KIND)
+            .with_for_update()
+        ).first()
+        if row is None or row.state != "running" or (row.result or {}).get("run") != run_id:
             raise CheckAbandoned()
+        conn.execute(scope.update(contact_imports).where(c.id == job_id).values(**values))
         if audit_row is not None:
             audit.record(
                 conn,
@@ -442,12 +473,17 @@ def run(
         total = (resumed.processed if resumed else 0) + number_status.count_contacts(
             conn, tenant_id, after
         )
+    run_id = secrets.token_hex(8)  # this run's: every write checks the job is still its own
+
+    def result_of(so_far: CheckSummary | None) -> dict[str, Any]:
+        return _result(total, so_far, clock, run=run_id)
+
     with engine.begin() as conn:
         taken = conn.execute(
             TenantScope(tenant_id)
             .update(contact_imports)
             .where(c.id == job_id, c.kind == KIND, c.state == "pending")
-            .values(state="running", started_at=clock.now(), result=_result(total, resumed, clock))
+            .values(state="running", started_at=clock.now(), result=result_of(resumed))
         ).rowcount
     if not taken:
         raise CheckAbandoned()
@@ -456,7 +492,7 @@ def run(
     def went_on(so_far: CheckSummary) -> None:
         nonlocal summary  # what a failure later on records as found so far
         summary = so_far
-        _write(engine, clock, tenant_id, job_id, {"result": _result(total, so_far, clock)})
+        _write(engine, clock, tenant_id, job_id, run_id, {"result": result_of(so_far)})
         if progress:
             progress(so_far.processed, max(total, so_far.processed))
 
@@ -465,14 +501,11 @@ def run(
             engine, clock, keyring, tenant_id, provider, batch=batch, progress=went_on,
             resume=resumed,
         )  # fmt: skip
-        done = {
-            "state": "done",
-            "finished_at": clock.now(),
-            "result": _result(total, summary, clock),
-        }
-        _write(engine, clock, tenant_id, job_id, done, {"actor": actor, "detail": _counts(summary)})
+        done = {"state": "done", "finished_at": clock.now(), "result": result_of(summary)}
+        audit_row = {"actor": actor, "detail": _counts(summary)}
+        _write(engine, clock, tenant_id, job_id, run_id, done, audit_row)
     except CheckAbandoned:
-        if _count_after_cancel(engine, clock, tenant_id, job_id, total, summary):
+        if _count_after_cancel(engine, clock, tenant_id, job_id, run_id, result_of(summary)):
             log.info("number check %s was stopped by hand", job_id)
             raise CheckCancelled() from None
         log.warning("number check %s was marked abandoned; stopped", job_id)
@@ -503,12 +536,14 @@ def run(
             "state": "failed",
             "finished_at": clock.now(),
             "error": error,
-            "result": _result(total, summary, clock),
+            "result": result_of(summary),
         }
         row = {"actor": actor, "detail": {**_counts(summary), "error": error["code"]}}
         try:
-            _write(engine, clock, tenant_id, job_id, failed, row)
+            _write(engine, clock, tenant_id, job_id, run_id, failed, row)
         except CheckAbandoned:  # stopped or taken for abandoned meanwhile: that error stands
+            # (what was counted before the failure settles a stop, so it can be resumed)
+            _count_after_cancel(engine, clock, tenant_id, job_id, run_id, result_of(summary))
             log.warning("number check %s failed after it was stopped or abandoned", job_id)
         except Exception:  # the database itself is gone: retention run will say so later
             log.exception("number check %s: its failure could not be recorded", job_id)

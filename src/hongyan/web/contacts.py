@@ -259,9 +259,13 @@ async def check_resume(request: Request, check_id: str) -> Response:
     )
     try:
         with runtime.engine.begin() as conn:
-            number_status_jobs.resume(conn, runtime.clock, runtime.settings, tenant_id, number)
+            number_status_jobs.resume(
+                conn, runtime.clock, runtime.settings, tenant_id, number, actor
+            )
     except number_status_jobs.CheckUnderWay as exc:
         return _redirect(f"/console/contacts/checks/{exc.details['id']}")
+    except (number_status_jobs.CheckNotResumable, number_status_jobs.CheckStopping):
+        return _redirect(f"/console/contacts/checks/{number}")  # (a second click): as it is
     number_status_jobs.run_in_background(runtime, tenant_id, number, provider, actor)
     return _redirect(f"/console/contacts/checks/{number}")
 

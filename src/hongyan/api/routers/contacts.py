@@ -473,7 +473,9 @@ def resume_number_check(
     provider = number_status.provider_for(
         runtime.settings, runtime.engine, runtime.keyring, who.tenant_id
     )
-    number_status_jobs.resume(conn, runtime.clock, runtime.settings, who.tenant_id, job_id)
+    number_status_jobs.resume(
+        conn, runtime.clock, runtime.settings, who.tenant_id, job_id, who.actor
+    )
     tasks.add_task(
         number_status_jobs.run_in_background, runtime, who.tenant_id, job_id, provider, who.actor
     )

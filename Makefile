@@ -22,8 +22,9 @@ demo: $(STAMP)
 browser:
 	@bash scripts/ensure-browser
 
+# One worker per core (pytest-xdist): every test names its own databases and directories.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

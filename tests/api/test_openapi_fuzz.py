@@ -23,7 +23,7 @@ a webhook endpoint, as no dispatcher or delivery worker runs in tests (a launch 
 only queues rows). Schemathesis drives the multipart upload of POST /contacts/imports itself. Not
 covered: a row a failed request updates (the check counts rows), roles other than owner and
 reviewer, bodies valid enough to pass the services' own checks (most generated ones fail them),
-and the console.
+and the console (tests/web/test_console_fuzz.py fuzzes its pages and forms).
 """
 
 from __future__ import annotations

@@ -44,6 +44,13 @@ def test_report_page_tables_panel_exports(client: TestClient, runtime: Runtime) 
     assert client.get("/console/reports/campaigns/77").status_code == 404
     csv = client.get("/console/reports/campaigns/9/export.csv")
     assert csv.status_code == 200 and "invalid_number" in csv.text
+    # found by the console fuzz: an id past BIGINT was a 500 on SQLite, and any extension was
+    # written into the download's header (a 500 for one outside Latin-1)
+    for kind in ("campaigns", "journeys", "segments"):
+        assert client.get(f"/console/reports/{kind}/{2**64}").status_code == 404
+        assert client.get(f"/console/reports/{kind}/{2**64}/export.csv").status_code == 404
+    for ext in ("txt", "%C4%80", 'csv"; x=y', "CSV"):
+        assert client.get(f"/console/reports/campaigns/9/export.{ext}").status_code == 404, ext
 
 
 @pytest.mark.browser

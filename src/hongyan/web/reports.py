@@ -21,7 +21,9 @@ from hongyan.db.tables import journeys as journey_table
 from hongyan.db.tables import links
 from hongyan.db.tables import messages as m
 from hongyan.db.tables import segments as segment_table
+from hongyan.errors import NotFound
 from hongyan.reports import campaigns, journeys, segments
+from hongyan.reports.messages import MAX_ID
 from hongyan.security.roles import Permission
 from hongyan.web import console
 from hongyan.web.console import _render
@@ -80,7 +82,7 @@ def report_page(request: Request) -> Response:
     view = _Page(request, Permission.READ_REPORTS)
     kind = request.url.path.split("/")[3]
     _name, make, title, groups_title = KINDS[kind]
-    ref = int(request.path_params["ref"])
+    ref = _ref(request)
     partial = (
         request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == PANEL
     )
@@ -109,6 +111,14 @@ def report_page(request: Request) -> Response:
             label=label,
             chart=json.dumps(_chart_data(rep, label), ensure_ascii=False),
         )
+
+
+def _ref(request: Request) -> int:
+    """The report's id from the path; one past any id (the route takes any digits) is none."""
+    ref = int(request.path_params["ref"])
+    if ref > MAX_ID:
+        raise NotFound("No such report", "找不到该报表")
+    return ref
 
 
 def reports_page(request: Request) -> Response:
@@ -176,8 +186,10 @@ async def export(request: Request) -> Response:
 
     view = _Page(request, Permission.READ_REPORTS)
     name, make, _title, _groups_title = KINDS[request.url.path.split("/")[3]]
-    ref = int(request.path_params["ref"])
+    ref = _ref(request)
     kind = request.path_params["ext"]
+    if kind not in ("csv", "xlsx"):  # (and never into the header unchecked)
+        raise NotFound("No such export: CSV or XLSX", "没有该格式的导出：仅支持 CSV 或 XLSX")
     with view.runtime.engine.connect() as conn:
         tz = view.tenant(conn).timezone
         rep = make(conn, view.principal.tenant_id, ref, timezone=tz)

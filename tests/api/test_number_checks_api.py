@@ -271,7 +271,8 @@ def test_a_stopped_check_is_resumed_without_asking_again(
     with TestClient(create_app(runtime)) as client:
         job_id = client.post(URL, headers=auth(key)).json()["id"]
         _until(client, key, job_id, "running")
-        assert client.post(f"{URL}/{job_id}/cancel", headers=auth(key)).status_code == 200
+        stop = client.post(f"{URL}/{job_id}/cancel", headers=auth(key))
+        assert stop.status_code == 200 and stop.json()["stopping"] is True
         # its run is still asking about the batch in hand: not yet
         early = client.post(f"{URL}/{job_id}/resume", headers=auth(key))
         assert early.status_code == 409 and early.json()["code"] == "number_check_stopping"
@@ -281,6 +282,7 @@ def test_a_stopped_check_is_resumed_without_asking_again(
             assert time.monotonic() < deadline
             time.sleep(0.02)
         asked = sorted(vendor.asked)
+        assert client.get(f"{URL}/{job_id}", headers=auth(key)).json()["stopping"] is False
         assert client.post(f"{URL}/{job_id}/resume", headers=auth(analyst)).status_code == 403
         assert client.post(f"{URL}/{job_id}/resume", headers=auth(bakery)).status_code == 404
         r = client.post(f"{URL}/{job_id}/resume", headers=auth(key))

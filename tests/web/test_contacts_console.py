@@ -233,7 +233,7 @@ def test_a_number_check_from_the_suppression_page(
     assert stop.headers["location"] == f"/console/contacts/checks/{waiting}"
     stopped = client.get(stop.headers["location"]).text
     assert "检测中断" in stopped and "手动停止" in stopped and 'id="stop-check"' not in stopped
-    assert "仍会完成并计入" in stopped
+    assert "可从停止处继续检测" in stopped and "hx-trigger" not in stopped  # settled at once
     twice = client.post(  # already ended: the page again, no error
         f"/console/contacts/checks/{waiting}/cancel",
         data={"csrf_token": csrf_field(waiting_page)},
@@ -285,3 +285,24 @@ def test_a_number_check_from_the_suppression_page(
         f"/console/contacts/checks/{pending}/cancel", data={"csrf_token": csrf_field(seen)}
     )
     assert halt.status_code == 403
+    # stopped while running: the page follows the run's last batch until it is counted
+    from hongyan.db.scope import TenantScope
+    from hongyan.db.tables import contact_imports
+
+    def set_result(result: dict[str, object], **values: object) -> None:
+        with runtime.engine.begin() as conn:
+            conn.execute(
+                TenantScope(tea)
+                .update(contact_imports)
+                .where(contact_imports.c.id == pending)
+                .values(result=result, **values)
+            )
+
+    set_result({"total": 5, "processed": 0, "after": 0, "run": "r1"}, state="running")
+    with runtime.engine.begin() as conn:
+        number_status_jobs.cancel(conn, runtime.clock, tea, pending, "user:1")
+    finishing = client.get(f"/console/contacts/checks/{pending}").text
+    assert "hx-trigger" in finishing and "仍在完成" in finishing
+    set_result({"total": 5, "processed": 5, "after": 9, "run": "r1", "settled": True})
+    settled = client.get(f"/console/contacts/checks/{pending}").text
+    assert "hx-trigger" not in settled and "仍在完成" not in settled

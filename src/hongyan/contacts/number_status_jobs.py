@@ -621,4 +621,6 @@ def view(job: dict[str, Any]) -> dict[str, Any]:
         "started_at": job["started_at"],
         "finished_at": job["finished_at"],
         "url": url_of(int(job["id"])),
+        # Stopped by hand while its run still finishes (and counts) the batch in hand.
+        "stopping": (job["error"] or {}).get("code") == CANCELLED and not result.get("settled"),
     }

@@ -273,8 +273,13 @@ async def check_resume(request: Request, check_id: str) -> Response:
 def check_page(request: Request, check_id: str) -> Response:
     view = _Page(request, Permission.READ_CONTACTS)
     number = _check_id(check_id)
-    with view.runtime.engine.connect() as conn:  # polled: no write lock taken on SQLite
+    runtime = view.runtime
+    with runtime.engine.connect() as conn:  # polled: no write lock taken on SQLite
         job = number_status_jobs.get(conn, view.principal.tenant_id, number)
+        # A stopped check's last batch is counted by its run a little later: follow it, but
+        # not a run that died (taken for dead after stuck_after).
+        recent = runtime.clock.now() - number_status_jobs.stuck_after(runtime.settings)
+        finishing = job["stopping"] and (job["finished_at"] or recent) > recent
         return view.respond(
             conn,
             "number_check",
@@ -285,6 +290,7 @@ def check_page(request: Request, check_id: str) -> Response:
             or view.runtime.settings.number_status_provider,
             percent=round(100 * float(job["progress"])),
             can_stop=can(view.principal.role, Permission.MANAGE_CONTACTS),
+            finishing=finishing,
         )
 
 

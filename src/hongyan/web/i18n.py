@@ -267,11 +267,15 @@ MESSAGES: dict[str, dict[str, str]] = {
         "a new check skips them.",
     },
     "chk.cancelled_hint": {
-        "zh-CN": "已检出的空号已加入屏蔽名单。停止时正在检测的一批（最多 1,000 个号码）"
-        "仍会完成并计入上面的数字，请稍后刷新查看。",
-        "en": "The empty numbers found are on the suppression list. The batch being checked "
-        "when it stopped (up to 1,000 numbers) still finishes and is added to the counts "
-        "above: reload in a while.",
+        "zh-CN": "已检出的空号已加入屏蔽名单；可从停止处继续检测。",
+        "en": "The empty numbers found are on the suppression list; the check can go on "
+        "where it stopped.",
+    },
+    "chk.finishing_hint": {
+        "zh-CN": "停止时正在检测的一批（最多 1,000 个号码）仍在完成，完成后计入上面的数字，"
+        "本页会自动更新。",
+        "en": "The batch being checked when it stopped (up to 1,000 numbers) is still "
+        "finishing; it is added to the counts above, and this page follows it.",
     },
     "chk.resume": {"zh-CN": "继续检测", "en": "Resume the check"},
     "chk.resume_hint": {

@@ -404,6 +404,10 @@ class NumberCheckJobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     url: str = Field(description="Where to follow it")
+    stopping: bool = Field(
+        description="Stopped by hand, its run still finishing the batch it was checking: "
+        "result grows once more, and the check cannot be resumed until then"
+    )
 
 
 @router.post(

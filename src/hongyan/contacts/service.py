@@ -7,6 +7,7 @@ their data (PIPL Art. 45) and is written to the audit log.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -1177,6 +1178,7 @@ def run_in_background(
         path = kept
 
     def work() -> None:
+        nonlocal path
         try:
             with path.open("rb") as stream:
                 import_stream(
@@ -1186,6 +1188,9 @@ def run_in_background(
         except Exception as exc:
             logging.getLogger("hongyan.contacts").info("import %s failed", import_id)
             if resume:  # failed before its run took the job: back to failed, file kept
+                with contextlib.suppress(OSError):  # first: a job that says so has its file
+                    path.replace(kept)
+                    path = kept
                 error = (
                     exc.body()
                     if isinstance(exc, HongyanError)

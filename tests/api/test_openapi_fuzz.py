@@ -4,8 +4,13 @@ fed requests that fit the schema and requests that do not, must answer
 - never a 5xx: bad input is a 4xx with the bilingual error body;
 - only with a status the schema documents for it, a body matching that status's schema (our
   ErrorBody for every error) and a documented content type;
-- and, when it answers 4xx, with no row added or removed in any table (a request that fails
-  rolls back).
+- when it answers 4xx, with no row added, removed or changed in any table (a request that fails
+  rolls back; a key's time of last use aside);
+- never with a contact's full number or name that the request did not give (masked everywhere
+  but the data export, which is asked with the number).
+
+Then every request that changed rows (up to three an operation) is sent again with an analyst's
+key, who may read but not write: each is refused (403) and changes no row.
 
 It runs against one tenant seeded with contacts, a segment, approved templates, a draft campaign,
 a journey and a webhook, authenticated as its owner's API key (the review queue as a platform
@@ -21,9 +26,9 @@ run needs. Webhook URLs are checked for their shape only (``webhook_allow_privat
 resolving random host names would send DNS queries off this machine; nothing reaches a carrier or
 a webhook endpoint, as no dispatcher or delivery worker runs in tests (a launch or a test delivery
 only queues rows). Schemathesis drives the multipart upload of POST /contacts/imports itself. Not
-covered: a row a failed request updates (the check counts rows), roles other than owner and
-reviewer, bodies valid enough to pass the services' own checks (most generated ones fail them),
-and the console (tests/web/test_console_fuzz.py fuzzes its pages and forms).
+covered: roles other than owner, analyst and reviewer, writes the fuzz never got past the
+services' own checks (most generated bodies fail them; the test asks for at least 15 operations
+that wrote), and the console (tests/web/test_console_fuzz.py fuzzes its pages and forms).
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from schemathesis import checks
@@ -47,8 +51,6 @@ from hongyan.api.app import create_app
 from hongyan.campaigns import journeys
 from hongyan.campaigns import service as campaigns
 from hongyan.clock import FixedClock
-from hongyan.db.scope import unscoped
-from hongyan.db.tables import metadata
 from hongyan.runtime import Runtime
 from hongyan.security import apikeys
 from hongyan.security.roles import Role
@@ -58,6 +60,7 @@ from tests import conftest
 from tests.api.test_api import auth
 from tests.campaigns.support import make_shop
 from tests.content.support import REVIEWER
+from tests.db.support import changed, snapshot
 
 EXAMPLES = int(os.environ.get("HONGYAN_FUZZ_EXAMPLES", "15"))
 
@@ -85,10 +88,13 @@ def bare_runtime(tmp_path: Path, database_url: str, clock: FixedClock) -> Iterat
 
 
 class Seeded:
-    """The fuzzed tenant: its owner's key (and that key's id) and a platform reviewer's key."""
+    """The fuzzed tenant: its owner's key (and that key's id), a platform reviewer's key, and
+    the contacts' numbers and names, which no answer but the data export may show."""
 
     def __init__(self, runtime: Runtime) -> None:
         shop = make_shop(runtime, 10)
+        self.tenant_id = shop.tenant_id
+        self.secrets = [p[3:] for p in shop.phones] + [f"李{i}" for i in range(0, 10, 2)]
         clock, keyring = runtime.clock, runtime.keyring
         with runtime.engine.begin() as conn:
             owner = apikeys.create(conn, clock, shop.tenant_id, "fuzz", Role.OWNER)
@@ -121,6 +127,28 @@ class Seeded:
             and case.path_parameters == {"key_id": self.key_id}
         )
 
+    def leaked(self, answer: bytes, asked: str) -> list[str]:
+        """The contacts' numbers and names an answer shows that its request did not give."""
+        return [s for s in self.secrets if s.encode() in answer and s not in asked]
+
+
+def asked(request: Any) -> str:
+    """A request's URL and body as text (percent-escapes undone), to tell an answer that shows
+    what it was given from one that shows what it holds."""
+    from urllib.parse import unquote
+
+    body = request.body or b""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    text = unquote(str(request.url)) + "\n" + str(body)
+    try:  # a JSON body's strings, unescaped (schemathesis writes non-ASCII as \uXXXX)
+        import json
+
+        text += "\n" + json.dumps(json.loads(body), ensure_ascii=False)
+    except ValueError:
+        pass
+    return text
+
 
 def _known_ids(
     _context: schemathesis.HookContext, path_parameters: dict[str, Any] | None
@@ -151,23 +179,20 @@ def _settle() -> None:
             thread.join(timeout=30)
 
 
-def _row_counts(runtime: Runtime) -> dict[str, int]:
-    """Every table's row count, in one statement."""
-    counts = [
-        sa.select(sa.func.count()).select_from(t).scalar_subquery().label(t.name)
-        for t in metadata.sorted_tables
-    ]
-    with runtime.engine.connect() as conn:
-        row = conn.execute(unscoped(sa.select(*counts), "the fuzz counts every table")).one()
-    return dict(row._mapping)
+#: Bookkeeping an authenticated request updates.
+VOLATILE = ("api_keys.last_used_at", "staff_api_keys.last_used_at")
 
 
 def test_every_operation_answers_as_documented(runtime: Runtime, subtests: pytest.Subtests) -> None:
+    """``EXAMPLES`` cases an operation as the owner (the review queue as a reviewer); then every
+    request that changed rows (up to three an operation) again as an analyst, who may read but
+    not write: refused, and no row changed."""
     seeded = Seeded(runtime)
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", create_app(runtime))
     schema.hook("flatmap_path_parameters")(_known_ids)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 100  # every router is in the schema
+    writes: dict[str, list[schemathesis.Case]] = {}
 
     for operation in operations:
         cases = st.one_of(
@@ -182,13 +207,35 @@ def test_every_operation_answers_as_documented(runtime: Runtime, subtests: pytes
             if seeded.revokes_itself(case):
                 reject()  # the rest of the run needs the key
             _settle()
-            before = _row_counts(runtime)
+            before = snapshot(runtime.engine, VOLATILE)
             response = case.call(headers=seeded.headers(case))
             case.validate_response(response, checks=CHECKS)
             # The key is always valid: a 401 would mean the fuzz lost it and tested nothing.
             assert response.status_code != 401, response.text
+            _settle()
+            diff = changed(before, snapshot(runtime.engine, VOLATILE))
             if 400 <= response.status_code < 500:
-                assert _row_counts(runtime) == before, f"a {response.status_code} wrote rows"
+                assert not diff, f"a {response.status_code} changed {diff}"
+            elif diff and not case.operation.path.startswith("/api/v1/review/"):
+                writes.setdefault(case.operation.label, [])
+                if len(writes[case.operation.label]) < 3:
+                    writes[case.operation.label].append(case)
+            leaked = seeded.leaked(response.content, asked(response.request))
+            assert not leaked, f"{case.operation.label} showed {leaked}"
 
         with subtests.test(msg=operation.label):
             fuzz()
+
+    assert len(writes) >= 15, sorted(writes)  # the fuzz got past the services' own checks
+    with runtime.engine.begin() as conn:  # (made now: the fuzz may have revoked earlier keys)
+        analyst = apikeys.create(conn, runtime.clock, seeded.tenant_id, "analyst", Role.ANALYST)
+    for label, done in writes.items():
+        with subtests.test(msg=f"{label} as an analyst"):
+            for case in done:
+                _settle()
+                before = snapshot(runtime.engine, VOLATILE)
+                response = case.call(headers=auth(analyst.key))
+                _settle()
+                assert response.status_code == 403, (label, response.text[:300])
+                diff = changed(before, snapshot(runtime.engine, VOLATILE))
+                assert not diff, f"{label} as an analyst changed {diff}"

@@ -1,7 +1,11 @@
 """The console fuzzed: every page and form under /console (and the login form), fed query strings
 and form fields it does not expect, must never answer a 5xx nor raise. A bad value is the page's
 own 4xx or its error page, as the API's are (tests/api/test_openapi_fuzz.py, which the console's
-forms are not part of).
+forms are not part of). Beside that, whatever the answer:
+
+- a 4xx leaves every row of every table as it was (a refused form rolls back);
+- no page shows a contact's full number or name that the request did not give (numbers and
+  names are masked everywhere outside a person's data export, which the console does not have).
 
 The fields are every ``name`` a console template writes, with values that break parsers: text with
 U+0000 and other controls, digits past every integer column, dates that are not, formulas,
@@ -9,8 +13,8 @@ markup; path ids are the seeded rows' (1–3), numbers past BIGINT, and text. Th
 seeded as the API fuzz's (contacts, a segment, approved templates, a draft campaign, a journey)
 is logged in, and every POST carries the session's CSRF token, so the forms get past it. Each
 route gets ``HONGYAN_FUZZ_EXAMPLES`` examples (default 15). Not covered: the multipart upload's
-file (its form fields are), and whether a 4xx left the database as it was (the API fuzz checks
-that; the console's writes go through the same services).
+file (its form fields are), a compressed download (an XLSX report) for the masking check, and
+other roles (tests/web/test_console_roles.py sends every form as each of them).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 from fastapi.routing import APIRoute
@@ -31,7 +35,8 @@ from hypothesis import strategies as st
 from hongyan.api.app import create_app
 from hongyan.runtime import Runtime
 from hongyan.tenants import service as tenants
-from tests.api.test_openapi_fuzz import Seeded, bare_runtime
+from tests.api.test_openapi_fuzz import VOLATILE, Seeded, bare_runtime
+from tests.db.support import changed, snapshot
 from tests.web.test_console import PASSWORD, csrf_field, login
 
 __all__ = ["bare_runtime"]  # the fixture: webhook URLs checked for their shape only
@@ -87,10 +92,20 @@ def _settle() -> None:
             thread.join(timeout=30)
 
 
+#: Where a failed attempt is itself recorded (a failed login).
+UNCHECKED = {"/login"}
+
+
 def _fuzzer(
-    client: TestClient, token: str, fields: list[str], method: str, path: str
+    client: TestClient,
+    runtime: Runtime,
+    seeded: Seeded,
+    token: str,
+    fields: list[str],
+    route: tuple[str, str],
 ) -> Callable[[], None]:
     """Hypothesis's test of one route: its path ids, its query string or form fields."""
+    method, path = route
     names = re.findall(r"{([^}]+)}", path)
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -103,6 +118,7 @@ def _fuzzer(
         url = path
         for name, value in params.items():
             url = url.replace("{" + name + "}", quote(value, safe=""))
+        before = snapshot(runtime.engine, VOLATILE)
         if method == "GET":
             response = client.get(url, params=form, follow_redirects=False)
         else:
@@ -112,6 +128,13 @@ def _fuzzer(
         # still logged in: a lost session would fuzz the login redirect only
         if response.status_code in (302, 303) and path != "/login":
             assert not response.headers["location"].startswith("/login"), (url, form)
+        if path not in UNCHECKED and 400 <= response.status_code < 500:
+            _settle()
+            diff = changed(before, snapshot(runtime.engine, VOLATILE))
+            assert not diff, f"{method} {url} {form}: a {response.status_code} changed {diff}"
+        given_text = unquote(url) + "\n" + "\n".join(form.values())
+        leaked = seeded.leaked(response.content, given_text)
+        assert not leaked, f"{method} {url} {form} showed {leaked}"
 
     return fuzz
 
@@ -134,8 +157,8 @@ def test_every_console_route_answers_bad_input_without_a_server_error(
     assert len(routes) > 50  # every console module's routes
     with TestClient(app) as client:
         assert login(client, email="fuzz@tea.example").status_code == 303
-        token = csrf_field(client.get("/console/contacts/import").text)
-        for method, path in routes:
-            with subtests.test(msg=f"{method} {path}"):
-                _fuzzer(client, token, fields, method, path)()
+        token = csrf_field(client.get("/console").text)
+        for route in routes:
+            with subtests.test(msg=" ".join(route)):
+                _fuzzer(client, runtime, seeded, token, fields, route)()
         _settle()

@@ -1,12 +1,15 @@
-"""Telling a file's encoding (pure; the import's own tests read files of each kind whole)."""
+"""Telling a file's encoding, and any bytes at all read or refused with the import's own error
+(pure; the import's own tests read files of each kind whole)."""
 
 from __future__ import annotations
+
+import io
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hongyan.contacts.sources import ImportFileError, detect_encoding
+from hongyan.contacts.sources import ImportFileError, check_whole, detect_encoding, open_table
 
 HEADER = "手机号,姓名,城市,备注\n"
 PEOPLE = [("王小明", "北京"), ("李娜", "上海"), ("张伟", "深圳"), ("陈美玲", "广州"),
@@ -76,3 +79,36 @@ def test_a_western_european_file_is_refused_too() -> None:
     with pytest.raises(ImportFileError) as caught:
         detect_encoding(data)
     assert caught.value.code == "import_encoding"
+
+
+_CSV_TEXT = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(list(",;\t|\"'\r\n \x00\ufeff=+-0123456789１３８王李北京\u202e")),
+        st.characters(codec="utf-8", exclude_categories=("Cs",)),
+    ),
+    max_size=300,
+)
+_CSV_BYTES = st.one_of(
+    st.builds(lambda t: ("手机号,姓名\n" + t).encode(), _CSV_TEXT),
+    st.builds(lambda t: ("手机号,姓名\n" + t).encode("gb18030"), _CSV_TEXT),
+    st.builds(lambda t: ("\ufeff手机号\t姓名\n" + t).encode("utf-16"), _CSV_TEXT),
+    st.builds(lambda t, b: ("手机号,姓名\n" + t).encode() + b, _CSV_TEXT, st.binary(max_size=40)),
+    st.binary(max_size=300),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=_CSV_BYTES)
+def test_any_bytes_are_read_through_or_refused_before_a_row_is_stored(data: bytes) -> None:
+    """Whatever a file holds, opening it and the whole-file check raise nothing but the import's
+    own error (bilingual); and a file the check lets through is read to its end by the import's
+    own reading without an error, so no import stops half-way on the file itself."""
+    stream = io.BytesIO(data)
+    try:
+        check_whole(stream, open_table(stream, len(data)))
+    except ImportFileError as exc:
+        body = exc.body()
+        assert body["code"].startswith("import_") and body["message"]["zh"], body
+        return
+    for line, cells in open_table(stream, len(data)).rows:
+        assert line >= 1 and all(isinstance(c, str) for c in cells)

@@ -372,3 +372,75 @@ def test_a_real_file_on_disk(tmp_path: Path) -> None:
         assert table.kind == "xlsx" and table.header == ["手机号", "生日"]
         assert list(table.rows) == [(2, ["13812345678", "1990-05-06"])]
         assert table.fraction() == 1.0
+
+
+# -- mangled workbooks: read, or refused with our own error ---------------------------------------
+
+_PARTS = [
+    "xl/worksheets/sheet1.xml", "xl/sharedStrings.xml", "xl/styles.xml", "xl/workbook.xml",
+    "xl/_rels/workbook.xml.rels", "[Content_Types].xml",
+]  # fmt: skip
+_SNIPPETS = st.sampled_from(
+    [b"<", b">", b"</c>", b"<row>", b'r="A0"', b'r="ZZZZ1"', b't="s"', b't="d"', b"<v>",
+     b"99999999999999999999", b"-1", b"&#0;", b"&amp", b"<!DOCTYPE x>", b"\x00", b"\xff\xfe",
+     b'<c r="A1" t="inlineStr"><is><t>', b"</sheetData>", b'<sheetPr/>', b'count="-5"']
+)  # fmt: skip
+_EDITS = st.lists(
+    st.tuples(st.floats(0, 1), st.integers(0, 40), st.one_of(_SNIPPETS, st.binary(max_size=12))),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _edit(data: bytes, edits: list[tuple[float, int, bytes]]) -> bytes:
+    out = bytearray(data)
+    for where, cut, put in edits:
+        at = int(where * len(out))
+        out[at : at + cut] = put
+    return bytes(out)
+
+
+def _rezip(data: bytes, part: str, edits: list[tuple[float, int, bytes]]) -> bytes:
+    """The workbook with one part's XML edited (and the container itself sound)."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as book:
+        for info in source.infolist():
+            member = source.read(info.filename)
+            book.writestr(info.filename, _edit(member, edits) if info.filename == part else member)
+    return out.getvalue()
+
+
+def _read_or_refused(data: bytes) -> None:
+    """Any outcome but an exception that is not the import's own error (which would be a
+    500 in the API and a crash in the CLI); a refusal says what is wrong in both languages."""
+    try:
+        ours(data)
+    except ImportFileError as exc:
+        body = exc.body()
+        assert body["code"].startswith("import_"), body
+        assert body["message"]["en"] and body["message"]["zh"], body
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    grid=st.lists(st.lists(_value, max_size=4), min_size=1, max_size=4),
+    part=st.sampled_from(_PARTS),
+    edits=_EDITS,
+    excel_like=st.booleans(),
+)
+def test_a_workbook_with_a_mangled_part_is_read_or_refused(
+    grid: list[list[Any]], part: str, edits: list[tuple[float, int, bytes]], excel_like: bool
+) -> None:
+    made = _xlsxwriter_book(_header_first(grid)) if excel_like else _openpyxl_book(grid)
+    _read_or_refused(_rezip(made, part, edits))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(grid=st.lists(st.lists(_value, max_size=4), min_size=1, max_size=4), edits=_EDITS)
+def test_a_workbook_with_damaged_bytes_is_read_or_refused(
+    grid: list[list[Any]], edits: list[tuple[float, int, bytes]]
+) -> None:
+    """Bytes of the container itself cut or replaced: its directory, a member's header, its
+    deflated data."""
+    _read_or_refused(_edit(_xlsxwriter_book(_header_first(grid)), edits))

@@ -89,6 +89,10 @@ def _local(name: str) -> str:
     return name.rpartition(" ")[2]
 
 
+#: What ``zipfile`` raises for a damaged container or member (RuntimeError: an encrypted one).
+_BROKEN = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
+
+
 def _open_part(book: zipfile.ZipFile, name: str, limit: int) -> IO[bytes]:
     try:
         info = book.getinfo(name)
@@ -96,7 +100,10 @@ def _open_part(book: zipfile.ZipFile, name: str, limit: int) -> IO[bytes]:
         raise _unreadable(f"{name} is missing") from None
     if info.file_size > limit:
         raise _unreadable(f"{name} is larger than {limit >> 20} MiB")
-    return book.open(info)
+    try:
+        return book.open(info)
+    except _BROKEN as exc:  # its local header damaged, encrypted, an unknown compression
+        raise _unreadable(f"{name}: {exc}") from None
 
 
 def _feed(parser: Any, part: IO[bytes], name: str) -> Iterator[int]:
@@ -114,7 +121,7 @@ def _feed(parser: Any, part: IO[bytes], name: str) -> Iterator[int]:
         raise _unreadable(f"{name} declares a document type") from None
     except expat.ExpatError as exc:
         raise _unreadable(f"{name} is not valid XML: {expat.errors.messages[exc.code]}") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
+    except _BROKEN as exc:
         raise _unreadable(f"{name}: {exc}") from None
 
 

@@ -205,6 +205,94 @@ def test_consent_is_purged_three_years_after_revocation(
         )
 
 
+def test_a_notification_revocation_outlives_the_purge(
+    runtime: Runtime, tenant_id: int, clock: FixedClock
+) -> None:
+    """No opt-out stands for a withdrawn notification consent: the purge deletes what came
+    before the revocation and keeps the revocation, so an old file imported again later does
+    not grant it anew. A marketing revocation whose opt-out was lifted stays too."""
+    with runtime.engine.begin() as conn:
+        for purpose, action in (
+            ("notification", "granted"), ("notification", "revoked"),
+            ("marketing", "granted"), ("marketing", "revoked"),
+        ):  # fmt: skip
+            service.record_consent(
+                conn, clock, runtime.keyring, tenant_id, phone=NUMBER, purpose=purpose,
+                action=action, source="api", proof="p", actor="t",
+            )  # fmt: skip
+        conn.execute(TenantScope(tenant_id).delete(suppressions))  # (as if lifted)
+    clock.advance(timedelta(days=3 * 365 + 5))
+    assert retention.run(runtime)["consent_records"] == 2  # the two grants
+    service.import_stream(
+        runtime, tenant_id, io.BytesIO("手机号\n13812345678\n".encode()), "c.csv",
+        importer.ImportOptions(
+            consent_source="old", consent_proof="x", consent_purposes=("notification",)
+        ),
+    )  # fmt: skip
+    with runtime.engine.connect() as conn:
+        left = conn.execute(
+            TenantScope(tenant_id)
+            .select(consent_records, consent_records.c.purpose, consent_records.c.action)
+            .order_by(consent_records.c.id)
+        ).all()
+        assert [tuple(r) for r in left] == [("notification", "revoked"), ("marketing", "revoked")]
+        index = runtime.keyring.blind_index(NUMBER, suppression.phone_context(tenant_id))
+        assert service.consent_of(conn, tenant_id, index)["notification"]["action"] == "revoked"
+
+
+def test_the_purge_judges_the_latest_record_as_consent_does(
+    runtime: Runtime, tenant_id: int, clock: FixedClock
+) -> None:
+    """A revocation and a grant at the same instant: the one written last is the current
+    consent (by id), so a grant written after the revocation keeps the whole ledger."""
+    with runtime.engine.begin() as conn:
+        for action in ("revoked", "granted"):
+            service.record_consent(
+                conn, clock, runtime.keyring, tenant_id, phone=NUMBER, purpose="notification",
+                action=action, source="api", proof="p", actor="t",
+            )  # fmt: skip
+    clock.advance(timedelta(days=4 * 365))
+    assert retention.run(runtime)["consent_records"] == 0
+
+
+def test_a_number_only_suppressed_is_exported(runtime: Runtime, tenant_id: int) -> None:
+    """A number that is no contact but was blocked, with a note about the person: the export
+    shows the entry (it said nothing was stored)."""
+    with runtime.engine.begin() as conn:
+        suppression.add(
+            conn, runtime.clock, runtime.keyring,
+            [suppression.NewSuppression(tenant_id, NUMBER, "complaint", "api", "张三电话投诉")],
+        )  # fmt: skip
+        copy = service.export(conn, runtime.clock, runtime.keyring, tenant_id, NUMBER, "u")
+    assert copy["contact"] is None
+    assert [(s["reason"], s["detail"]) for s in copy["suppressions"]] == [
+        ("complaint", "张三电话投诉")
+    ]
+
+
+def test_the_export_holds_every_interest(runtime: Runtime, tenant_id: int) -> None:
+    """The contact's view shows the 20 strongest interests; the person's copy has them all."""
+    from zoneinfo import ZoneInfo
+
+    raw = [
+        {"event_id": f"b{i}", "kind": "browse", "phone": NUMBER, "tags": [f"兴趣{i}"],
+         "occurred_at": "2026-10-01T10:00:00"}
+        for i in range(35)
+    ]  # fmt: skip
+    with runtime.engine.begin() as conn:
+        events.ingest(
+            conn, runtime.clock, runtime.keyring, tenant_id,
+            events.parse_batch(raw, ZoneInfo("Asia/Shanghai")),
+        )  # fmt: skip
+        cid = service.find_id(conn, runtime.keyring, tenant_id, NUMBER)
+        assert cid is not None
+        assert len(service.get_contact(conn, tenant_id, cid)["interests"]) == 20
+        copy = service.export(conn, runtime.clock, runtime.keyring, tenant_id, NUMBER, "u")
+    interests = copy["contact"]["interests"]
+    assert sorted(i["tag"] for i in interests) == sorted(f"兴趣{i}" for i in range(35))
+    assert all(i["first_at"] and i["events"] == 1 for i in interests)
+
+
 def test_receipt_history_finds_empty_numbers(runtime: Runtime, tenant_id: int) -> None:
     _seed(runtime, tenant_id)
     scope = TenantScope(tenant_id)

@@ -1,7 +1,8 @@
 """``hongyan retention run``: purge what no one may keep any longer.
 
 * The consent ledger of a number whose latest record for a purpose is a revocation older than
-  three years (the suppression list keeps stopping the number; the ledger has served its time).
+  three years: the records before it, and the revocation too where an opt-out keeps stopping
+  the number (marketing); a notification revocation has no such stand-in and stays.
 * The refused rows of imports finished more than 30 days ago (they hold encrypted raw rows).
 * Uploaded import files left in ``var/imports`` for more than a day (a preview never started,
   or an import that failed half-way was not resumed within the day).

@@ -561,6 +561,15 @@ def export(
         )
         contact.pop("phone_masked", None)
         contact.pop("name_masked", None)
+        ci = contact_interests.c
+        contact["interests"] = [  # every one (the contact's view shows the first 20)
+            _plain(r, "contact_id")
+            for r in conn.execute(
+                scope.select(contact_interests)
+                .where(ci.contact_id == cid)
+                .order_by(ci.weight.desc(), ci.tag)
+            ).mappings()
+        ]
         out["contact"] = contact
         out.update(_contact_sections(conn, scope, cid))
     consent = conn.execute(
@@ -608,7 +617,8 @@ def export(
         }
         for r in refused
     ]
-    if cid is None and not (out["consent_records"] or out["messages"] or out["replies"] or refused):
+    held = ("consent_records", "suppressions", "messages", "replies", "refused_import_rows")
+    if cid is None and not any(out[name] for name in held):
         raise NotFound("Nothing is stored for this number", "没有该号码的任何数据")
     audit.record(
         conn,
@@ -1025,32 +1035,50 @@ def forget(
 
 
 def purge_consent(conn: Connection, clock: Clock, tenant_id: int) -> int:
-    """Delete the ledger of numbers whose latest record, per purpose, is a revocation older
-    than three years (the suppression list keeps stopping them). Returns rows deleted."""
+    """Purge the ledger of each number and purpose whose latest record is a revocation older
+    than three years: the records before that revocation go; the revocation itself goes only
+    where a standing opt-out keeps stopping the number (marketing: every marketing revocation
+    writes one). A notification revocation stays, so no import grants it again. "Latest" is by
+    time, then by id, as the current consent is derived, and only records up to the one judged
+    are deleted (a record written meanwhile stays). Returns rows deleted."""
     scope = TenantScope(tenant_id)
-    cutoff = clock.now() - CONSENT_KEEP
+    now = clock.now()
+    c = consent_records.c
     later = consent_records.alias("later")
-    newest = scope.select(
-        consent_records, consent_records.c.phone_index, consent_records.c.purpose
-    ).where(
-        consent_records.c.action == "revoked",
-        consent_records.c.at < cutoff,
+    newest = scope.select(consent_records, c.phone_index, c.purpose, c.at, c.id).where(
+        c.action == "revoked",
+        c.at < now - CONSENT_KEEP,
         ~sa.exists().where(
             later.c.tenant_id == tenant_id,
-            later.c.phone_index == consent_records.c.phone_index,
-            later.c.purpose == consent_records.c.purpose,
-            later.c.at > consent_records.c.at,
+            later.c.phone_index == c.phone_index,
+            later.c.purpose == c.purpose,
+            sa.or_(later.c.at > c.at, sa.and_(later.c.at == c.at, later.c.id > c.id)),
         ),
     )
     doomed = conn.execute(newest).all()
+    s = suppressions.c
     deleted = 0
-    for r in doomed:
-        deleted += conn.execute(
-            scope.delete(consent_records).where(
-                consent_records.c.phone_index == r.phone_index,
-                consent_records.c.purpose == r.purpose,
-            )
-        ).rowcount
+    for at in range(0, len(doomed), 500):
+        chunk = doomed[at : at + 500]
+        opted_out = {
+            bytes(i)
+            for i in conn.execute(
+                scope.select(suppressions, s.phone_index).where(
+                    s.reason == "opt_out",
+                    sa.or_(s.expires_at.is_(None), s.expires_at > now),
+                    s.phone_index.in_({bytes(r.phone_index) for r in chunk}),
+                )
+            ).scalars()
+        }
+        for r in chunk:
+            before = sa.or_(c.at < r.at, sa.and_(c.at == r.at, c.id < r.id))
+            if r.purpose == "marketing" and bytes(r.phone_index) in opted_out:
+                before = sa.or_(before, c.id == r.id)
+            deleted += conn.execute(
+                scope.delete(consent_records).where(
+                    c.phone_index == r.phone_index, c.purpose == r.purpose, before
+                )
+            ).rowcount
     return deleted
 
 

@@ -70,5 +70,14 @@ def test_channels_routes_and_suppressions(cli) -> None:  # type: ignore[no-untyp
     ]
     sent = cli("send", "--tenant", "tea-shop", "--to", "+8613812345678", "--text", "hi", ok=False)
     assert sent["error"]["code"] == "number_suppressed"
+    # an opt-out reported here also withdraws marketing in the ledger, as the API's does
+    out = cli("suppressions", "add", "--tenant", "tea-shop", "--to", "+8613900001111",
+              "--reason", "opt_out", "--detail", "电话里说不要再发")  # fmt: skip
+    assert out["added"] is True
+    copy = cli("contacts", "export", "+8613900001111", "--tenant", "tea-shop")
+    assert [(r["purpose"], r["action"], r["source"], r["proof"], r["actor"])
+            for r in copy["consent_records"]] == [
+        ("marketing", "revoked", "cli", "电话里说不要再发", "cli")
+    ]  # fmt: skip
     cli("channels", "remove", "backup")
     assert [c["name"] for c in cli("channels", "list")["channels"]] == ["cmcc-1"]

@@ -20,8 +20,8 @@ starts has ended), and so are the files kept under the imports folder:
   starts, kept a file instead): this proves the form is real, so the refusals above are
   refusals of something that would have happened. A form that only reads (the live segment
   count, the builder's redraw, the template lint and its fix) changes nothing for any role;
-  the lint and the fix check no permission (a logged-in user's token only), so every role,
-  an auditor too, gets them.
+  the lint and the fix read the tenant's word lists, so they need a role that reads templates
+  (an auditor is refused them).
 
 Not checked here: GET pages (read permissions; the fuzz in tests/web/test_console_fuzz.py sends
 every page as the owner), what a successful form wrote beyond "some row" (each module's own
@@ -391,11 +391,11 @@ FORMS: dict[str, Form] = {
     "/console/contacts/checks": Form(P.MANAGE_CONTACTS, ROWS, check_start),
     "/console/contacts/checks/{check_id}/cancel": Form(P.MANAGE_CONTACTS, ROWS, check_cancel),
     "/console/contacts/checks/{check_id}/resume": Form(P.MANAGE_CONTACTS, ROWS, check_resume),
-    # the editor's lint and fix check the session and its token only (they read the tenant's
-    # word lists, write nothing); a signature is the brand: MANAGE_TENANT
+    # the editor's lint and fix read the tenant's word lists and write nothing; a signature is
+    # the brand: MANAGE_TENANT
     "/console/content/new": Form(P.MANAGE_TEMPLATES, ROWS, template_create),
-    "/console/content/lint": Form(None, NOTHING, template_lint),
-    "/console/content/fix": Form(None, NOTHING, template_fix),
+    "/console/content/lint": Form(P.READ_TEMPLATES, NOTHING, template_lint),
+    "/console/content/fix": Form(P.READ_TEMPLATES, NOTHING, template_fix),
     "/console/content/templates/{template_id}": Form(P.MANAGE_TEMPLATES, ROWS, template_save),
     "/console/content/signatures": Form(P.MANAGE_TENANT, ROWS, signature_submit),
     "/console/content/words": Form(P.MANAGE_TEMPLATES, ROWS, word_add),

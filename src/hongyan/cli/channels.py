@@ -283,12 +283,8 @@ def suppressions_add(
     runtime = open_runtime()
     with runtime.engine.begin() as conn:
         t = service.get_tenant(conn, tenant)
-        new = suppression.add(
-            conn,
-            runtime.clock,
-            runtime.keyring,
-            [suppression.NewSuppression(t.id, to, reason, "cli", detail)],
-        )
+        item = suppression.NewSuppression(t.id, to, reason, "cli", detail)
+        new = suppression.block(conn, runtime.clock, runtime.keyring, item, "cli")
     emit(
         {"tenant": tenant, "to": mask_phone(to), "reason": reason, "added": bool(new)},
         as_json,

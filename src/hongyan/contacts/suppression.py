@@ -226,6 +226,33 @@ def current_consent(
     return dict(row) if row else None
 
 
+def block(
+    conn: Connection, clock: Clock, keyring: KeyRing, item: NewSuppression, actor: str
+) -> bool:
+    """Suppress one number as a person reports it (the API's ``POST /suppressions``, the CLI's
+    ``suppressions add``); an opt-out also revokes marketing in the consent ledger, as a reply
+    does, so the number's consent reads withdrawn. Returns whether the entry was new."""
+    added = add(conn, clock, keyring, [item])
+    if item.reason == "opt_out":
+        record_consent(
+            conn,
+            clock,
+            keyring,
+            [
+                ConsentChange(
+                    tenant_id=item.tenant_id,
+                    phone=item.phone,
+                    purpose="marketing",
+                    action="revoked",
+                    source=item.source,
+                    proof=item.detail or f"opt-out reported through the {item.source.upper()}",
+                    actor=actor,
+                )
+            ],
+        )
+    return bool(added)
+
+
 def remove_manual(conn: Connection, tenant_id: int, suppression_id: int) -> bool:
     """Lift a manual block (opt-outs and complaints are the recipient's to undo, not ours)."""
     result = conn.execute(

@@ -118,7 +118,10 @@ def _segments(result: LintResult | None) -> list[str]:
 
 
 async def lint_panel(request: Request) -> Response:
+    """The findings on a text (against the tenant's own word lists: a role that may read its
+    templates)."""
     principal = _require(request)
+    _allow(principal, Permission.READ_TEMPLATES)
     await _check_csrf(request, principal)
     form = await request.form()
     return _panel(request, principal, _field(form, "body"), _category(_field(form, "category")))
@@ -127,6 +130,7 @@ async def lint_panel(request: Request) -> Response:
 async def fix_text(request: Request) -> Response:
     """The text area with one finding's fix applied (it lints itself again as it loads)."""
     principal = _require(request)
+    _allow(principal, Permission.READ_TEMPLATES)
     await _check_csrf(request, principal)
     form = await request.form()
     body = _field(form, "body")

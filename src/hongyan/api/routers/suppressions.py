@@ -66,30 +66,9 @@ def add_suppression(
     to = body.to.strip()
     if not E164.match(to):
         raise InvalidNumber()
-    added = suppression.add(
-        conn,
-        runtime.clock,
-        runtime.keyring,
-        [suppression.NewSuppression(who.tenant_id, to, body.reason, "api", body.detail)],
-    )
-    if body.reason == "opt_out":
-        suppression.record_consent(
-            conn,
-            runtime.clock,
-            runtime.keyring,
-            [
-                suppression.ConsentChange(
-                    tenant_id=who.tenant_id,
-                    phone=to,
-                    purpose="marketing",
-                    action="revoked",
-                    source="api",
-                    proof=body.detail or "opt-out reported through the API",
-                    actor=who.actor,
-                )
-            ],
-        )
-    return {"to": mask_phone(to), "reason": body.reason, "added": bool(added)}
+    item = suppression.NewSuppression(who.tenant_id, to, body.reason, "api", body.detail)
+    added = suppression.block(conn, runtime.clock, runtime.keyring, item, who.actor)
+    return {"to": mask_phone(to), "reason": body.reason, "added": added}
 
 
 @router.delete("/suppressions/{suppression_id}", status_code=204, summary="Lift a manual block")

@@ -124,15 +124,49 @@ def test_export_then_forget(runtime: Runtime, tenant_id: int) -> None:
         ]
         actions = [r.action for r in conn.execute(scope.select(audit_log))]
     assert actions == ["contacts.import", "contact.export", "contact.forget"]
-    # Re-importing the number does not revive it: no consent is granted again.
+    # Re-importing the file from before does not bring the person back: no contact, no tag,
+    # no consent; the other number's row is imported as ever.
+    for _ in range(2):  # (the second: every number now looked up)
+        again = service.import_stream(
+            runtime,
+            tenant_id,
+            io.BytesIO(
+                "手机号,姓名,生日\n13812345678,李小龙,1990-05-06\n13700001111,赵六,\n".encode()
+            ),
+            "c.csv",
+            importer.ImportOptions(consent_source="shop", consent_proof="x", tags=("老客",)),
+        )
+        assert (again.rows, again.erased, again.suppressed) == (2, 1, 0)
+        assert again.imported + again.updated == 1
+    with runtime.engine.connect() as conn:
+        assert service.find_id(conn, runtime.keyring, tenant_id, NUMBER) is None
+        assert conn.execute(scope.select(contacts, sa.func.count())).scalar_one() == 2
+        ledger = conn.execute(
+            scope.select(consent_records).where(consent_records.c.phone_index == index)
+        ).mappings()
+        assert {(r["source"], r["action"]) for r in ledger} == {("erasure", "revoked")}
+
+
+def test_a_number_that_had_opted_out_is_known_as_erased_too(
+    runtime: Runtime, tenant_id: int
+) -> None:
+    """The person had replied TD before asking to be forgotten: their opt-out becomes the
+    erasure's (one entry a number and reason), so an import still leaves them out."""
+    _seed(runtime, tenant_id)
+    with runtime.engine.begin() as conn:
+        suppression.add(
+            conn, runtime.clock, runtime.keyring,
+            [suppression.NewSuppression(tenant_id, NUMBER, "opt_out", "reply", "TD")],
+        )  # fmt: skip
+        service.forget(conn, runtime.clock, runtime.keyring, tenant_id, NUMBER, "u")
     again = service.import_stream(
-        runtime,
-        tenant_id,
-        io.BytesIO("手机号\n13812345678\n".encode()),
-        "c.csv",
-        importer.ImportOptions(consent_source="shop", consent_proof="x"),
-    )
-    assert again.suppressed == 1
+        runtime, tenant_id, io.BytesIO("手机号\n13812345678\n".encode()), "c.csv",
+        importer.ImportOptions(),
+    )  # fmt: skip
+    assert (again.erased, again.imported) == (1, 0)
+    with runtime.engine.connect() as conn:
+        entry = conn.execute(TenantScope(tenant_id).select(suppressions)).mappings().one()
+    assert (entry["reason"], entry["source"], entry["detail"]) == ("opt_out", "erasure", None)
 
 
 def test_refused_import_rows_are_exported_and_forgotten_by_their_number(

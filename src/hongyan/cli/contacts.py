@@ -108,7 +108,8 @@ def contacts_import(
     lines = [
         f"[green]✓[/green] import {result.import_id}: {result.rows} rows in {result.seconds:.1f} s",
         f"  imported {result.imported}, updated {result.updated}, duplicates "
-        f"{result.duplicates}, invalid {result.invalid}, suppressed {result.suppressed}",
+        f"{result.duplicates}, invalid {result.invalid}, suppressed {result.suppressed}"
+        + (f", erased (not imported again) {result.erased}" if result.erased else ""),
     ]
     for e in result.errors[:10]:
         lines.append(f"  line {e['line']}: {e['message']['zh']} ({e['reason']})")

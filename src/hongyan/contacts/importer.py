@@ -35,10 +35,12 @@ silently. Transactions of two or three seconds at most keep SQLite's single writ
 the dispatcher and the console between them.
 
 Importing a suppressed number never revives it: the suppression stays and no consent is granted
-for it. Counters: every data row is exactly one of ``invalid``,
-``duplicates`` (its number came earlier in the file), ``imported`` (a new contact) or
-``updated`` (a contact that existed before); ``suppressed`` counts distinct numbers on the
-suppression list.
+for it. A number whose data was erased at the person's request (``forget``) and that has no
+contact again is not imported at all: a file from before the erasure would bring the person's
+data back. Counters: every data row is exactly one of ``invalid``, ``duplicates`` (its number
+came earlier in the file), ``erased`` (the first row of an erased number), ``imported`` (a new
+contact) or ``updated`` (a contact that existed before); ``suppressed`` counts distinct numbers
+on the suppression list (an erased number not among them).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ from hongyan.contacts.numbers import (
 )
 from hongyan.contacts.numbers import normalise as normalise_number
 from hongyan.contacts.sources import ImportFileError, Table, csv_bytes, is_formula
-from hongyan.contacts.suppression import phone_context
+from hongyan.contacts.suppression import ERASURE, phone_context
 from hongyan.db.bulk import (
     NULL_FIELD,
     PackedRows,
@@ -491,6 +493,7 @@ class ImportResult:
     duplicates: int = 0
     invalid: int = 0
     suppressed: int = 0
+    erased: int = 0  # numbers erased at the person's request, not imported again
     errors: list[dict[str, Any]] = field(default_factory=list)  # a sample
     columns: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -504,6 +507,7 @@ class ImportResult:
             "duplicates": self.duplicates,
             "invalid": self.invalid,
             "suppressed": self.suppressed,
+            "erased": self.erased,
             "errors": self.errors,
             "columns": self.columns,
             "seconds": round(self.seconds, 3),
@@ -789,6 +793,7 @@ class _Writer(_Builder):
         self.conn = conn
         # The tenant's suppressed numbers (blind indexes), read once per import.
         self.blocked = blocked if blocked is not None else live_suppressions(conn, tenant_id, now)
+        self._erased: set[bytes] | None = None
         self.scope = TenantScope(tenant_id)
         self.now = now
         self.options = options
@@ -807,6 +812,13 @@ class _Writer(_Builder):
 
     def suppressed(self, keys: list[bytes]) -> set[bytes]:
         return {k for k in keys if k in self.blocked}
+
+    @property
+    def erased(self) -> set[bytes]:
+        """The tenant's numbers erased at the person's request (read on first use)."""
+        if self._erased is None:
+            self._erased = erased_numbers(self.conn, self.tenant_id)
+        return self._erased
 
     def update_row(
         self, cid: int, attrs: dict[str, Any], row: tuple[Any, ...], new_attrs: dict[str, Any],
@@ -967,6 +979,18 @@ class _Writer(_Builder):
         insert_rows(
             self.conn, self.scope, consent_records, ("phone_index", "purpose"), pairs, constants
         )
+
+
+def erased_numbers(conn: Connection, tenant_id: int) -> set[bytes]:
+    """Blind indexes of the tenant's numbers whose data was erased at the person's request
+    (``forget`` leaves an opt-out from the source ``erasure``; an opt-out never expires)."""
+    s = suppressions.c
+    rows = conn.execute(
+        TenantScope(tenant_id)
+        .select(suppressions, s.phone_index)
+        .where(s.reason == "opt_out", s.source == ERASURE)
+    ).scalars()
+    return {bytes(r) for r in rows}
 
 
 def live_suppressions(conn: Connection, tenant_id: int, now: datetime) -> set[bytes]:
@@ -1349,12 +1373,18 @@ def consume(
         [item[0] for item in batch.items if not item[1]] if absent else keys, attrs=not packed
     )
     blocked = w.suppressed(keys)
+    erased = w.erased
     new_rows: list[tuple[bytes, tuple[Any, ...] | bytes]] = []
     updates, grant = [], []
     derived: list[bytes] = []
     given: list[bytes] = []
+    left_out: set[bytes] = set()
     for index, first, _tags, row, zone in batch.items:
         hit = found.get(index)
+        if hit is None and index in erased:  # not brought back (a contact made since is)
+            result.erased += first
+            left_out.add(index)
+            continue
         if first:
             if hit is None:
                 result.imported += 1
@@ -1382,7 +1412,9 @@ def consume(
     w.update(updates)
     w.update_packed(derived, given)
     tagged = [
-        (item[0], set(item[2]) | set(extra_tags)) for item in batch.items if item[2] or extra_tags
+        (item[0], set(item[2]) | set(extra_tags))
+        for item in batch.items
+        if (item[2] or extra_tags) and item[0] not in left_out
     ]
     if tagged:
         old = [(found[k][0], tag) for k, tags in tagged if k in found for tag in sorted(tags)]
@@ -1397,7 +1429,7 @@ def consume(
     w.consent(grant)
 
 
-_COUNTERS = ("rows", "imported", "updated", "duplicates", "invalid", "suppressed")
+_COUNTERS = ("rows", "imported", "updated", "duplicates", "invalid", "suppressed", "erased")
 
 
 def _write_batch(

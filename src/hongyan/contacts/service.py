@@ -1007,16 +1007,19 @@ def forget(
         for purpose in ("marketing", "notification")
     ]
     suppression.record_consent(conn, clock, keyring, record_consent_rows)
-    suppression.add(
-        conn,
-        clock,
-        keyring,
-        [suppression.NewSuppression(tenant_id, e164, "opt_out", "erasure", "data erased")],
-    )
+    erased = suppression.NewSuppression(tenant_id, e164, "opt_out", suppression.ERASURE, None)
+    suppression.add(conn, clock, keyring, [erased])
     conn.execute(
         scope.update(suppressions)
         .where(suppressions.c.phone_index == index)
         .values(phone_cipher=None, phone_masked=ERASED, detail=None)
+    )
+    # An earlier opt-out (a reply) becomes the erasure's: imports and events know the number
+    # as erased by it, and since when.
+    conn.execute(
+        scope.update(suppressions)
+        .where(suppressions.c.phone_index == index, suppressions.c.reason == "opt_out")
+        .values(source=suppression.ERASURE, created_at=clock.now())
     )
     done = Forgotten(
         ERASED, cid, events, sent, replies, cancelled=cancelled, consent_records=earlier,

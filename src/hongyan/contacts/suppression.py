@@ -35,6 +35,8 @@ from hongyan.errors import ValidationFailed
 from hongyan.security.keyring import KeyRing, mask_phone
 
 REASONS = ("opt_out", "invalid", "complaint", "manual")
+#: The source of the opt-out ``forget`` leaves: the number's data was erased at its request.
+ERASURE = "erasure"
 SCOPE_OF = {"opt_out": "marketing", "invalid": "all", "complaint": "marketing", "manual": "all"}
 INVALID_FOR = timedelta(days=180)
 

@@ -426,6 +426,10 @@ MESSAGES.update(
         "imp.duplicates": {"zh-CN": "文件内重复", "en": "Repeated in the file"},
         "imp.invalid": {"zh-CN": "无效", "en": "Invalid"},
         "imp.suppressed": {"zh-CN": "在屏蔽名单中", "en": "On the suppression list"},
+        "imp.erased": {
+            "zh-CN": "已应本人要求删除（未再导入）",
+            "en": "Erased at the person's request (not imported again)",
+        },
         "imp.errors": {"zh-CN": "有问题的行（示例）", "en": "Rows with problems (a sample)"},
         "imp.line": {"zh-CN": "行号", "en": "Line"},
         "imp.reason": {"zh-CN": "原因", "en": "Reason"},

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import decimal
 import io
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hongyan.contacts import events, importer, service
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import contact_events
 from hongyan.runtime import Runtime
+
+Decimal = decimal.Decimal
 
 SH = ZoneInfo("Asia/Shanghai")
 
@@ -81,6 +86,15 @@ def test_aggregates_and_idempotency(runtime: Runtime, tenant_id: int) -> None:
         (_ev("x", "order", "2026-01-01", amount="1.234"), "amount"),
         (_ev("x", "order", "2026-01-01", amount="-5"), "amount"),
         (_ev("x", "order", "2026-01-01", amount_fen="12.5"), "amount_fen"),
+        # decimal.InvalidOperation and decimal.Overflow escaped the check: a 500 from the API
+        (_ev("x", "order", "2026-01-01", amount="sNaN"), "amount"),
+        (_ev("x", "order", "2026-01-01", amount="NaN"), "amount"),
+        (_ev("x", "order", "2026-01-01", amount="-Infinity"), "amount"),
+        (_ev("x", "order", "2026-01-01", amount="1e999999999"), "amount"),
+        (_ev("x", "order", "2026-01-01", amount="1e-999999999"), "amount"),
+        # str.isdigit() takes "²", which int() does not: the field was int()'s message
+        (_ev("x", "order", "2026-01-01", amount_fen="²"), "amount_fen"),
+        (_ev("x", "order", "2026-01-01", amount_fen="9" * 5000), "amount_fen"),
     ],
 )
 def test_bad_events_store_nothing(bad: dict[str, object], field: str) -> None:
@@ -95,6 +109,27 @@ def test_amounts_in_fen() -> None:
     assert events.parse_amount_fen(0) == 0
     with pytest.raises(ValueError):
         events.parse_amount_fen("0.001")
+    # exact to the fen even past the 28 digits of decimal's default precision
+    with pytest.raises(ValueError):
+        events.parse_amount_fen("1.00000000000000000000000000001")
+    assert events.parse_amount_fen("100000000.00") == events.MAX_AMOUNT_FEN // 100
+
+
+_AMOUNTISH = st.text(alphabet="0123456789.,-+eE ¥￥sSnNaAiIfFtyY_²", max_size=40)
+
+
+@given(st.one_of(st.text(), _AMOUNTISH, st.decimals().map(str), st.integers(), st.floats()))
+def test_an_amount_is_fen_in_range_or_a_value_error(value: object) -> None:
+    """Any text (or number): a whole number of fen in range, or ValueError, nothing else."""
+    try:
+        fen = events.parse_amount_fen(value)
+    except ValueError:
+        return
+    assert type(fen) is int and 0 <= fen <= events.MAX_AMOUNT_FEN
+    text = str(value).strip().replace(",", "").replace("¥", "").replace("￥", "")
+    with decimal.localcontext() as exact:
+        exact.prec = 10_000
+        assert Decimal(text) * 100 == fen  # exact, not rounded
 
 
 def test_import_file_is_resumable(runtime: Runtime, tenant_id: int) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,17 +69,29 @@ class Event:
     properties: Mapping[str, Any] = field(default_factory=dict)
 
 
+_MAX_YUAN = Decimal(MAX_AMOUNT_FEN).scaleb(-2)
+_FEN = Decimal("0.01")
+
+
 def parse_amount_fen(value: Any) -> int:
-    """Fen from ``amount_fen`` (an integer) or from yuan text (``"199.90"``, ``"¥1,299"``)."""
+    """Fen from yuan text (``"199.90"``, ``"¥1,299"``): exact to the fen, 0 to
+    :data:`MAX_AMOUNT_FEN`; anything else (``NaN``, ``1e999999999``, ``0.001``) is a
+    :class:`ValueError`, never a :mod:`decimal` signal.
+
+    Only comparisons, which are exact, and a quantize of a number already known to be in range
+    touch the value: arithmetic on it (``yuan * 100``) rounds to the context's 28 digits,
+    overflows, underflows to 0 or signals on a NaN."""
     try:
         text = str(value).strip().replace(",", "").replace("¥", "").replace("￥", "")
         yuan = Decimal(text)
-    except (InvalidOperation, ValueError):
+        if not yuan.is_finite() or not 0 <= yuan <= _MAX_YUAN:
+            raise ValueError(value)
+        fen = yuan.quantize(_FEN)  # at most 13 digits: within any precision
+        if fen != yuan:
+            raise ValueError(value)
+        return int(fen.scaleb(2))
+    except ArithmeticError:  # decimal's signals (InvalidOperation, Overflow, …)
         raise ValueError(value) from None
-    fen = yuan * 100
-    if fen != fen.to_integral_value() or not 0 <= fen <= MAX_AMOUNT_FEN:
-        raise ValueError(value)
-    return int(fen)
 
 
 def parse_time(value: Any, tz: tzinfo) -> datetime:
@@ -125,10 +137,13 @@ def parse_event(raw: Mapping[str, Any], tz: tzinfo) -> Event:
         raise ValueError("occurred_at") from None
     amount: int | None = None
     if raw.get("amount_fen") not in (None, ""):
-        value = raw["amount_fen"]
-        if isinstance(value, bool) or not str(value).strip().isdigit():
+        given = raw["amount_fen"]
+        value = str(given).strip()
+        # isdecimal, not isdigit: int() refuses "²", which isdigit takes; and no int() of
+        # thousands of digits (past 4,300 its own ValueError named no field)
+        if isinstance(given, bool) or not value.isdecimal() or len(value.lstrip("0")) > 13:
             raise ValueError("amount_fen")
-        amount = int(str(value).strip())
+        amount = int(value)
         if amount > MAX_AMOUNT_FEN:
             raise ValueError("amount_fen")
     elif raw.get("amount") not in (None, ""):

@@ -238,3 +238,37 @@ def test_a_race_on_the_same_event_counts_it_once(runtime: Runtime, tenant_id: in
         assert cid is not None
         activity = service.get_contact(conn, tenant_id, cid)["activity"]
     assert activity["orders_count"] == 2 and activity["revenue_fen"] == 1500
+
+
+def test_events_do_not_read_the_suppression_list(runtime: Runtime, tenant_id: int) -> None:
+    """The contact writer read the tenant's whole suppression list into memory on every event
+    request, to use it never: events make contacts, they do not check suppressions."""
+    from hongyan.contacts import suppression
+
+    with runtime.engine.begin() as conn:
+        suppression.add(
+            conn,
+            runtime.clock,
+            runtime.keyring,
+            [suppression.NewSuppression(tenant_id, "+8613900000001", "opt_out", "test")],
+        )
+    touching: list[str] = []
+
+    def listen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        if "suppressions" in statement:
+            touching.append(statement)
+
+    batch = [
+        _ev("b1", "browse", "2026-02-01T10:00:00"),  # a new number
+        {**_ev("o1", "order", "2026-02-02", amount=5), "phone": "13900000001"},  # suppressed
+    ]
+    sa.event.listen(runtime.engine, "before_cursor_execute", listen)
+    try:
+        with runtime.engine.begin() as conn:
+            got = events.ingest(
+                conn, runtime.clock, runtime.keyring, tenant_id, events.parse_batch(batch, SH)
+            )
+    finally:
+        sa.event.remove(runtime.engine, "before_cursor_execute", listen)
+    assert (got.accepted, got.contacts_created) == (2, 2)
+    assert touching == []

@@ -212,6 +212,7 @@ def _contact_ids(
         clock.now(),
         importer.ImportOptions(source="event"),
         importer.segment_table(),
+        blocked=set(),  # an event makes a contact whether suppressed or not: no list to read
     )
     found = writer.ids(list(by_index))
     missing = [k for k in by_index if k not in found]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import decimal
 import io
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -14,7 +17,7 @@ from hypothesis import strategies as st
 
 from hongyan.contacts import events, importer, service
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import contact_events
+from hongyan.db.tables import contact_activity, contact_events
 from hongyan.runtime import Runtime
 
 Decimal = decimal.Decimal
@@ -272,3 +275,207 @@ def test_events_do_not_read_the_suppression_list(runtime: Runtime, tenant_id: in
         sa.event.remove(runtime.engine, "before_cursor_execute", listen)
     assert (got.accepted, got.contacts_created) == (2, 2)
     assert touching == []
+
+
+def _postgres_only(runtime: Runtime) -> None:
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: two requests never meet")
+
+
+def _until_waiting(runtime: Runtime, count: int) -> None:
+    """Until ``count`` sessions of the test database wait on a lock (a row, a unique key)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with runtime.engine.connect() as conn:
+            waiting = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        if waiting >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{count} session(s) never waited on a lock")
+
+
+def _in_thread(work: Callable[[], object]) -> tuple[threading.Thread, dict[str, object]]:
+    out: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = work()
+        except Exception as exc:  # the test reads it
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.parametrize("holder", ["events", "contacts import"])
+def test_a_new_number_in_two_requests_at_once_is_one_contact(
+    runtime: Runtime, tenant_id: int, holder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another transaction (an event request, a contacts import) has just made the contact of a
+    number, not committed yet, when an event request for the same number comes: its insert of
+    the contact waits on the unique index, and failed on it once the other committed (the API's
+    500, the batch lost). It now takes the other's contact and stores its events."""
+    _postgres_only(runtime)
+
+    def second() -> events.IngestResult:
+        with runtime.engine.begin() as conn:
+            return events.ingest(
+                conn, runtime.clock, runtime.keyring, tenant_id,
+                events.parse_batch(
+                    [_ev("o1", "order", "2026-02-02", amount=5),
+                     {**_ev("b2", "browse", "2026-02-03"), "phone": "13900000002"}],
+                    SH,
+                ),
+            )  # fmt: skip
+
+    if holder == "events":
+        with runtime.engine.begin() as conn:
+            first = events.ingest(
+                conn, runtime.clock, runtime.keyring, tenant_id,
+                events.parse_batch([_ev("b1", "browse", "2026-02-01")], SH),
+            )  # fmt: skip
+            assert first.contacts_created == 1
+            thread, out = _in_thread(second)
+            _until_waiting(runtime, 1)
+    else:
+        inserted, go = threading.Event(), threading.Event()
+        real = importer.consume
+
+        def holding(w, batch, result, extra_tags, *, absent=False):  # type: ignore[no-untyped-def]
+            real(w, batch, result, extra_tags, absent=absent)
+            inserted.set()
+            assert go.wait(30)
+
+        monkeypatch.setattr(importer, "consume", holding)
+        importing, imported = _in_thread(
+            lambda: service.import_stream(
+                runtime, tenant_id, io.BytesIO(b"phone\n13812345678\n"), "f.csv",
+                importer.ImportOptions(),
+            )
+        )  # fmt: skip
+        assert inserted.wait(30)
+        thread, out = _in_thread(second)
+        _until_waiting(runtime, 1)
+        go.set()
+        importing.join(30)
+        assert "error" not in imported, imported
+    thread.join(30)
+    assert "error" not in out, out
+    got = out["result"]
+    assert isinstance(got, events.IngestResult)
+    assert (got.accepted, got.contacts_created) == (2, 1)  # only 139… was new to it
+    with runtime.engine.connect() as conn:
+        listed = service.list_contacts(conn, runtime.keyring, tenant_id, limit=10).items
+        cid = service.find_id(conn, runtime.keyring, tenant_id, "+8613812345678")
+        assert cid is not None
+        activity = service.get_contact(conn, tenant_id, cid)["activity"]
+    assert len(listed) == 2 and activity["orders_count"] == 1
+
+
+def test_batches_with_the_same_contacts_in_other_orders_do_not_deadlock(
+    runtime: Runtime, tenant_id: int
+) -> None:
+    """Two batches move the aggregates of contacts X and Y, one listing X first, the other Y:
+    each upserted its rows in its own order, so one could hold Y and wait for X while the other
+    held X and waited for Y (PostgreSQL then kills one: a 500, the batch lost). The rows are
+    now upserted in contact id and tag order. Made to happen: a third transaction holds X while
+    the X-first batch queues for it, then the Y-first one."""
+    _postgres_only(runtime)
+    x, y = "13800000001", "13800000002"
+    with runtime.engine.begin() as conn:
+        events.ingest(
+            conn, runtime.clock, runtime.keyring, tenant_id,
+            events.parse_batch(
+                [{**_ev("x0", "browse", "2026-01-01", tags=["茶"]), "phone": x},
+                 {**_ev("y0", "browse", "2026-01-01", tags=["茶"]), "phone": y}],
+                SH,
+            ),
+        )  # fmt: skip
+        x_id = service.find_id(conn, runtime.keyring, tenant_id, "+86" + x)
+        y_id = service.find_id(conn, runtime.keyring, tenant_id, "+86" + y)
+    assert x_id is not None and y_id is not None
+    if x_id > y_id:
+        x, y, x_id, y_id = y, x, y_id, x_id
+
+    def batch(name: str, first: str, then: str) -> Callable[[], events.IngestResult]:
+        def run() -> events.IngestResult:
+            with runtime.engine.begin() as conn:
+                return events.ingest(
+                    conn, runtime.clock, runtime.keyring, tenant_id,
+                    events.parse_batch(
+                        [{**_ev(f"{name}1", "browse", "2026-02-01", tags=["茶"]), "phone": first},
+                         {**_ev(f"{name}2", "browse", "2026-02-01", tags=["茶"]), "phone": then}],
+                        SH,
+                    ),
+                )  # fmt: skip
+
+        return run
+
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            TenantScope(tenant_id)
+            .select(contact_activity, contact_activity.c.contact_id)
+            .where(contact_activity.c.contact_id == x_id)
+            .with_for_update()
+        )
+        x_first, x_out = _in_thread(batch("a", x, y))
+        _until_waiting(runtime, 1)
+        y_first, y_out = _in_thread(batch("b", y, x))
+        _until_waiting(runtime, 2)
+    for thread in (x_first, y_first):
+        thread.join(30)
+    assert "error" not in x_out and "error" not in y_out, (x_out, y_out)
+    with runtime.engine.connect() as conn:
+        activity = service.get_contact(conn, tenant_id, x_id)
+    assert [(i["tag"], i["events"]) for i in activity["interests"]] == [("茶", 3)]
+
+
+def test_contacts_made_after_a_lost_race_are_whole(
+    runtime: Runtime, tenant_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path a lost race takes, on both databases: the lookup misses a contact another
+    request made (simulated: it sees none), the bulk insert is refused, and the numbers are
+    inserted again with ON CONFLICT DO NOTHING: the other's contact is left as it is and the
+    new one is the contact the fast path makes (its zone, mask, country, source)."""
+    with runtime.engine.begin() as conn:
+        events.ingest(
+            conn, runtime.clock, runtime.keyring, tenant_id,
+            events.parse_batch([_ev("b1", "browse", "2026-02-01")], SH),
+        )  # fmt: skip
+    real, blind = importer._Writer.ids, [True]
+
+    def first_sees_none(self: importer._Writer, keys: list[bytes]) -> dict[bytes, int]:
+        if blind[0]:
+            blind[0] = False
+            return {}
+        return real(self, keys)
+
+    monkeypatch.setattr(importer._Writer, "ids", first_sees_none)
+    with runtime.engine.begin() as conn:
+        got = events.ingest(
+            conn, runtime.clock, runtime.keyring, tenant_id,
+            events.parse_batch(
+                [_ev("b2", "browse", "2026-02-02"),
+                 {**_ev("b3", "browse", "2026-02-03"), "phone": "+1 212 555 1234"}],
+                SH,
+            ),
+        )  # fmt: skip
+    assert not blind[0] and (got.accepted, got.contacts_created) == (2, 1)
+    with runtime.engine.connect() as conn:
+        listed = service.list_contacts(conn, runtime.keyring, tenant_id, limit=10).items
+        made = service.find_id(conn, runtime.keyring, tenant_id, "+12125551234")
+        assert made is not None
+        contact = service.get_contact(conn, tenant_id, made)
+    assert len(listed) == 2
+    assert (contact["phone_masked"], contact["country"], contact["source"]) == (
+        "+121****1234",
+        "US",
+        "event",
+    )
+    assert contact["time_zone"] == "America/New_York" and contact["attrs"] == {}

@@ -36,7 +36,7 @@ from hongyan.contacts.numbers import NumberProblem, normalise
 from hongyan.contacts.suppression import phone_context
 from hongyan.db.bulk import insert_rows
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import contact_activity, contact_events, contact_interests
+from hongyan.db.tables import contact_activity, contact_events, contact_interests, contacts
 from hongyan.errors import ValidationFailed
 from hongyan.security.keyring import KeyRing
 
@@ -215,11 +215,46 @@ def _contact_ids(
         blocked=set(),  # an event makes a contact whether suppressed or not: no list to read
     )
     found = writer.ids(list(by_index))
-    missing = [k for k in by_index if k not in found]
+    missing = sorted(k for k in by_index if k not in found)
+    made = 0
     if missing:
-        writer.insert([writer.new_row(importer.Parsed(by_index[k], k)) for k in missing])
+        made = _make_contacts(writer, [(k, by_index[k]) for k in missing])
         found.update(writer.ids(missing))
-    return {by_index[k]: cid for k, cid in found.items()}, len(missing)
+    return {by_index[k]: cid for k, cid in found.items()}, made
+
+
+def _make_contacts(writer: importer._Writer, numbers: list[tuple[bytes, str]]) -> int:
+    """Make contacts for these numbers (blind index, E.164; in blind-index order, the order in
+    which every batch takes their unique keys, so two batches never wait on each other in a
+    cycle); returns how many this call made.
+
+    The fast path bulk-inserts them (COPY on PostgreSQL) in a savepoint. Should another
+    transaction (an event request, a contacts import) have made one of them meanwhile, the
+    unique index refuses the batch, once that transaction commits; they are then inserted with
+    ``INSERT … ON CONFLICT DO NOTHING``, which leaves the other's contact as it is, and the
+    caller reads the ids again."""
+    conn = writer.conn
+    rows = [writer.new_row(importer.Parsed(e164, index)) for index, e164 in numbers]
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        with conn.begin_nested():
+            writer.insert(rows)
+        return len(rows)
+    except (sa.exc.IntegrityError, dbapi.IntegrityError):
+        stmt = (
+            writer.scope.dialect_insert(conn, contacts)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "phone_index"])
+            .returning(contacts.c.id)
+        )
+        fixed = {
+            "tenant_id": writer.tenant_id,
+            "attrs": {},  # an event's contact has none (new_row gives them as JSON text)
+            "source": writer.options.source,
+            "created_at": writer.now,
+            "updated_at": writer.now,
+        }
+        values = [{**dict(zip(importer.NEW_COLUMNS, row, strict=True)), **fixed} for row in rows]
+        return len(conn.execute(stmt, values).all())
 
 
 def ingest(
@@ -294,7 +329,8 @@ def _store(conn: Connection, scope: TenantScope, rows: list[dict[str, Any]]) -> 
             )
         ).scalars()
     }
-    new = [r for r in rows if r["event_id"] not in known]
+    # in event id order, so two batches of the same new events wait on each other in no cycle
+    new = sorted((r for r in rows if r["event_id"] not in known), key=lambda r: r["event_id"])
     if not new:
         return set()
     dbapi = conn.dialect.loaded_dbapi
@@ -395,7 +431,10 @@ def _aggregate(
         set_[name] = _latest(c[name], x[name])
     conn.execute(
         ins.on_conflict_do_update(index_elements=["contact_id"], set_=set_),
-        [{**a, "tenant_id": scope.tenant_id} for a in activity.values()],
+        # in contact id order (and interests in contact id and tag order): two batches with
+        # the same contacts in other orders lock their rows in the same order, so neither can
+        # hold one the other waits for while waiting for one the other holds (a deadlock)
+        [{**activity[cid], "tenant_id": scope.tenant_id} for cid in sorted(activity)],
     )
     if interests:
         ci = contact_interests.c
@@ -411,7 +450,7 @@ def _aggregate(
                     "last_at": _latest(ci.last_at, y.last_at),
                 },
             ),
-            [{**i, "tenant_id": scope.tenant_id} for i in interests.values()],
+            [{**interests[key], "tenant_id": scope.tenant_id} for key in sorted(interests)],
         )
 
 

@@ -161,6 +161,12 @@ def test_events_consent_export_forget_and_roles(client: TestClient, runtime: Run
     assert r.status_code == 422 and r.json()["details"]["problems"] == [
         {"index": 0, "field": "occurred_at"}
     ]
+    # more than a day after the runtime's clock (2026-11-11 10:00 in Shanghai)
+    late = {"events": [{**batch["events"][0], "event_id": "o4", "occurred_at": "2026-11-13"}]}
+    r = client.post("/api/v1/events", headers=auth(key), json=late)
+    assert r.status_code == 422 and r.json()["details"]["problems"] == [
+        {"index": 0, "field": "occurred_at"}
+    ]
     c = client.post(
         "/api/v1/contacts/consent",
         headers=auth(key),

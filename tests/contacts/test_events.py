@@ -23,6 +23,7 @@ from hongyan.runtime import Runtime
 Decimal = decimal.Decimal
 
 SH = ZoneInfo("Asia/Shanghai")
+NOW = datetime(2026, 11, 11, 2, 0, tzinfo=UTC)  # the tests' clock (tests/conftest.py)
 
 
 def _ev(i: str, kind: str, at: str, **kw: object) -> dict[str, object]:
@@ -38,7 +39,7 @@ def test_aggregates_and_idempotency(runtime: Runtime, tenant_id: int) -> None:
         _ev("o2", "order", "2026-03-01T12:00:00Z", amount_fen=1000, coupon_code="C18"),
         _ev("s1", "order_signed", "2026-03-02T12:00:00"),
     ]
-    parsed = events.parse_batch(batch, SH)
+    parsed = events.parse_batch(batch, SH, now=NOW)
     with runtime.engine.begin() as conn:
         first = events.ingest(conn, runtime.clock, runtime.keyring, tenant_id, parsed)
     assert (first.accepted, first.duplicates, first.contacts_created) == (6, 0, 1)
@@ -50,7 +51,9 @@ def test_aggregates_and_idempotency(runtime: Runtime, tenant_id: int) -> None:
             tenant_id,
             [
                 *parsed,
-                *events.parse_batch([_ev("o0", "order", "2025-12-31T23:00:00", amount=5)], SH),
+                *events.parse_batch(
+                    [_ev("o0", "order", "2025-12-31T23:00:00", amount=5)], SH, now=NOW
+                ),
             ],
         )
     assert (again.accepted, again.duplicates, again.contacts_created) == (1, 6, 0)
@@ -98,12 +101,23 @@ def test_aggregates_and_idempotency(runtime: Runtime, tenant_id: int) -> None:
         # str.isdigit() takes "²", which int() does not: the field was int()'s message
         (_ev("x", "order", "2026-01-01", amount_fen="²"), "amount_fen"),
         (_ev("x", "order", "2026-01-01", amount_fen="9" * 5000), "amount_fen"),
+        # more than a day ahead of the clock: it would stand as the latest order for good
+        (_ev("x", "order", "2026-11-12T02:00:01Z", amount=1), "occurred_at"),
+        (_ev("x", "browse", "2099-01-01"), "occurred_at"),
     ],
 )
 def test_bad_events_store_nothing(bad: dict[str, object], field: str) -> None:
     with pytest.raises(events.EventInvalid) as caught:
-        events.parse_batch([_ev("ok", "browse", "2026-01-01"), bad], SH)
+        events.parse_batch([_ev("ok", "browse", "2026-01-01"), bad], SH, now=NOW)
     assert caught.value.details["problems"] == [{"index": 1, "field": field}]
+
+
+def test_an_event_up_to_a_day_ahead_is_taken() -> None:
+    """A day of slack for the sender's clock and time zone mistakes; no more."""
+    ahead = _ev("x", "browse", "2026-11-12T10:00:00")  # Shanghai: NOW + 1 day exactly
+    assert events.parse_batch([ahead], SH, now=NOW)[0].occurred_at == NOW + timedelta(days=1)
+    with pytest.raises(ValueError, match="occurred_at"):
+        events.parse_event(ahead, SH, now=NOW - timedelta(microseconds=1))
 
 
 def test_amounts_in_fen() -> None:
@@ -142,15 +156,19 @@ def test_import_file_is_resumable(runtime: Runtime, tenant_id: int) -> None:
         at = (now - timedelta(days=i)).isoformat()
         lines.append(f"e{i},{'order' if i % 3 == 0 else 'browse'},1390000{i:04d},{at},9.9,茶")
     lines.append("bad,order,13900000001,not-a-time,1,")
+    lines.append("ahead,order,13900000001,2026-11-20T10:00:00,1,")  # the clock: 2026-11-11
     data = ("\n".join(lines) + "\n").encode()
     out = events.import_file(runtime, tenant_id, io.BytesIO(data), "e.csv", batch_size=7)
     assert (out["rows"], out["accepted"], out["invalid"], out["contacts_created"]) == (
-        31,
+        32,
         30,
-        1,
+        2,
         30,
     )
-    assert out["errors"] == [{"line": 32, "field": "occurred_at"}]
+    assert out["errors"] == [
+        {"line": 32, "field": "occurred_at"},
+        {"line": 33, "field": "occurred_at"},
+    ]
     again = events.import_file(runtime, tenant_id, io.BytesIO(data), "e.csv", batch_size=7)
     assert (again["accepted"], again["duplicates"]) == (0, 30)
 
@@ -230,6 +248,7 @@ def test_a_race_on_the_same_event_counts_it_once(runtime: Runtime, tenant_id: in
             _ev("o2", "order", "2026-02-04", amount=5),
         ],
         SH,
+        now=NOW,
     )
     with runtime.engine.begin() as conn:
         events.ingest(conn, runtime.clock, runtime.keyring, tenant_id, parsed[:1])
@@ -269,7 +288,11 @@ def test_events_do_not_read_the_suppression_list(runtime: Runtime, tenant_id: in
     try:
         with runtime.engine.begin() as conn:
             got = events.ingest(
-                conn, runtime.clock, runtime.keyring, tenant_id, events.parse_batch(batch, SH)
+                conn,
+                runtime.clock,
+                runtime.keyring,
+                tenant_id,
+                events.parse_batch(batch, SH, now=NOW),
             )
     finally:
         sa.event.remove(runtime.engine, "before_cursor_execute", listen)
@@ -331,6 +354,7 @@ def test_a_new_number_in_two_requests_at_once_is_one_contact(
                     [_ev("o1", "order", "2026-02-02", amount=5),
                      {**_ev("b2", "browse", "2026-02-03"), "phone": "13900000002"}],
                     SH,
+                    now=NOW,
                 ),
             )  # fmt: skip
 
@@ -338,7 +362,7 @@ def test_a_new_number_in_two_requests_at_once_is_one_contact(
         with runtime.engine.begin() as conn:
             first = events.ingest(
                 conn, runtime.clock, runtime.keyring, tenant_id,
-                events.parse_batch([_ev("b1", "browse", "2026-02-01")], SH),
+                events.parse_batch([_ev("b1", "browse", "2026-02-01")], SH, now=NOW),
             )  # fmt: skip
             assert first.contacts_created == 1
             thread, out = _in_thread(second)
@@ -395,6 +419,7 @@ def test_batches_with_the_same_contacts_in_other_orders_do_not_deadlock(
                 [{**_ev("x0", "browse", "2026-01-01", tags=["茶"]), "phone": x},
                  {**_ev("y0", "browse", "2026-01-01", tags=["茶"]), "phone": y}],
                 SH,
+                now=NOW,
             ),
         )  # fmt: skip
         x_id = service.find_id(conn, runtime.keyring, tenant_id, "+86" + x)
@@ -412,6 +437,7 @@ def test_batches_with_the_same_contacts_in_other_orders_do_not_deadlock(
                         [{**_ev(f"{name}1", "browse", "2026-02-01", tags=["茶"]), "phone": first},
                          {**_ev(f"{name}2", "browse", "2026-02-01", tags=["茶"]), "phone": then}],
                         SH,
+                        now=NOW,
                     ),
                 )  # fmt: skip
 
@@ -446,7 +472,7 @@ def test_contacts_made_after_a_lost_race_are_whole(
     with runtime.engine.begin() as conn:
         events.ingest(
             conn, runtime.clock, runtime.keyring, tenant_id,
-            events.parse_batch([_ev("b1", "browse", "2026-02-01")], SH),
+            events.parse_batch([_ev("b1", "browse", "2026-02-01")], SH, now=NOW),
         )  # fmt: skip
     real, blind = importer._Writer.ids, [True]
 
@@ -464,6 +490,7 @@ def test_contacts_made_after_a_lost_race_are_whole(
                 [_ev("b2", "browse", "2026-02-02"),
                  {**_ev("b3", "browse", "2026-02-03"), "phone": "+1 212 555 1234"}],
                 SH,
+                now=NOW,
             ),
         )  # fmt: skip
     assert not blind[0] and (got.accepted, got.contacts_created) == (2, 1)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -50,6 +50,10 @@ LAST_AT = {
 }
 MAX_BATCH = 1000  # per API request
 MAX_AMOUNT_FEN = 10**12
+#: How far after now an event may be (a sender's clock or time zone slightly off); later, it is
+#: refused: it would stand as the latest order or interaction for good, since those never move
+#: back.
+MAX_AHEAD = timedelta(days=1)
 
 
 class EventInvalid(ValidationFailed):
@@ -106,8 +110,10 @@ def parse_time(value: Any, tz: tzinfo) -> datetime:
     return at.astimezone(UTC)
 
 
-def parse_event(raw: Mapping[str, Any], tz: tzinfo) -> Event:
-    """An event from a JSON object or a CSV row; :class:`ValueError` with the field at fault."""
+def parse_event(raw: Mapping[str, Any], tz: tzinfo, *, now: datetime) -> Event:
+    """An event from a JSON object or a CSV row; :class:`ValueError` with the field at fault.
+    ``now``: the caller's clock; an event more than :data:`MAX_AHEAD` after it is refused
+    (``occurred_at``)."""
 
     def text(name: str, limit: int = 64) -> str | None:
         value = raw.get(name)
@@ -135,6 +141,8 @@ def parse_event(raw: Mapping[str, Any], tz: tzinfo) -> Event:
         occurred = parse_time(when, tz)
     except (TypeError, ValueError, OverflowError):  # OverflowError: past year 1 or 9999 in UTC
         raise ValueError("occurred_at") from None
+    if occurred > now + MAX_AHEAD:
+        raise ValueError("occurred_at")
     amount: int | None = None
     if raw.get("amount_fen") not in (None, ""):
         given = raw["amount_fen"]
@@ -454,8 +462,9 @@ def _aggregate(
         )
 
 
-def parse_batch(raw: Sequence[Mapping[str, Any]], tz: tzinfo) -> list[Event]:
-    """Every event of an API batch, or one error naming each bad event (nothing is stored)."""
+def parse_batch(raw: Sequence[Mapping[str, Any]], tz: tzinfo, *, now: datetime) -> list[Event]:
+    """Every event of an API batch, or one error naming each bad event (nothing is stored);
+    ``now`` as for :func:`parse_event`."""
     if len(raw) > MAX_BATCH:
         raise EventInvalid(
             f"At most {MAX_BATCH} events per request", f"每次请求最多 {MAX_BATCH} 个事件"
@@ -463,7 +472,7 @@ def parse_batch(raw: Sequence[Mapping[str, Any]], tz: tzinfo) -> list[Event]:
     out, problems = [], []
     for i, item in enumerate(raw):
         try:
-            out.append(parse_event(item, tz))
+            out.append(parse_event(item, tz, now=now))
         except ValueError as exc:
             problems.append({"index": i, "field": str(exc.args[0]) if exc.args else "?"})
     if problems:
@@ -487,7 +496,8 @@ def import_file(
 ) -> dict[str, Any]:
     """Import an events CSV / XLSX (columns event_id, kind, phone, occurred_at, order_id, amount
     or amount_fen, coupon_code, tags). Each batch is its own transaction: events are idempotent,
-    so an import stopped half-way is resumed by running it again."""
+    so an import stopped half-way is resumed by running it again. Rows are checked against
+    ``runtime``'s clock (read again for each batch): an event too far ahead is invalid."""
     from zoneinfo import ZoneInfo
 
     from hongyan.contacts.sources import check_whole, open_table
@@ -516,8 +526,10 @@ def import_file(
         check_whole(stream, table)
         table = open_table(stream, size)
         batch: list[Event] = []
+        now = runtime.clock.now()
 
         def flush() -> None:
+            nonlocal now
             with runtime.engine.begin() as conn:
                 got = ingest(conn, runtime.clock, runtime.keyring, tenant_id, batch)
             total.received += got.received
@@ -526,13 +538,14 @@ def import_file(
             total.contacts_created += got.contacts_created
             total.enrolled += got.enrolled
             batch.clear()
+            now = runtime.clock.now()
             if progress:
                 progress(out["rows"], table.fraction())
 
         for line, cells in table.rows:
             out["rows"] += 1
             try:
-                batch.append(parse_event(dict(zip(header, cells, strict=False)), tz))
+                batch.append(parse_event(dict(zip(header, cells, strict=False)), tz, now=now))
             except ValueError as exc:
                 out["invalid"] += 1
                 if len(out["errors"]) < importer.SAMPLE_ERRORS:

@@ -538,8 +538,8 @@ class EventsIn(BaseModel):
     events: list[dict[str, Any]] = Field(
         description="Up to 1000: {event_id, kind (order, browse, favourite, add_to_cart, "
         "registration, order_signed), phone, occurred_at (ISO 8601; without an offset: the "
-        "tenant's time zone), amount (yuan) or amount_fen, order_id, coupon_code, tags, "
-        "properties}",
+        "tenant's time zone; at most a day after now), amount (yuan) or amount_fen, order_id, "
+        "coupon_code, tags, properties}",
     )
 
 
@@ -550,11 +550,13 @@ def post_events(
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
 ) -> dict[str, int]:
-    """A batch is all or nothing: one bad event and none is stored (422 lists them). An event id
-    sent before is counted under ``duplicates`` and changes nothing."""
+    """A batch is all or nothing: one bad event and none is stored (422 lists them). An event
+    more than a day after now is bad (``occurred_at``): it would stand as the contact's latest
+    order or interaction for good. An event id sent before is counted under ``duplicates`` and
+    changes nothing."""
     who.require(Permission.MANAGE_CONTACTS)
     tenant = tenants.get_tenant_by_id(conn, who.tenant_id)
-    parsed = events.parse_batch(body.events, ZoneInfo(tenant.timezone))
+    parsed = events.parse_batch(body.events, ZoneInfo(tenant.timezone), now=runtime.clock.now())
     if not parsed:
         raise ValidationFailed("No events in the batch", "本批没有事件")
     return events.ingest(conn, runtime.clock, runtime.keyring, who.tenant_id, parsed).as_json()

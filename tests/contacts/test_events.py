@@ -231,7 +231,7 @@ class _Blind:
             self.first = False
 
             class _Empty:
-                def scalars(self) -> list[str]:
+                def all(self) -> list[object]:
                     return []
 
             return _Empty()
@@ -241,7 +241,12 @@ class _Blind:
         return getattr(self.conn, name)
 
 
-def test_a_race_on_the_same_event_counts_it_once(runtime: Runtime, tenant_id: int) -> None:
+@pytest.mark.parametrize("stored_amount", [10, 11])
+def test_a_race_on_the_same_event_counts_it_once(
+    runtime: Runtime, tenant_id: int, stored_amount: int
+) -> None:
+    """Another request stores o1 between the lookup and the insert: o1 is not stored twice nor
+    counted twice, and is a duplicate if the other stored the same, else a conflict."""
     parsed = events.parse_batch(
         [
             _ev("o1", "order", "2026-02-03T12:00:00", amount=10),
@@ -250,16 +255,108 @@ def test_a_race_on_the_same_event_counts_it_once(runtime: Runtime, tenant_id: in
         SH,
         now=NOW,
     )
+    stored = events.parse_batch(
+        [_ev("o1", "order", "2026-02-03T12:00:00", amount=stored_amount)], SH, now=NOW
+    )
     with runtime.engine.begin() as conn:
-        events.ingest(conn, runtime.clock, runtime.keyring, tenant_id, parsed[:1])
+        events.ingest(conn, runtime.clock, runtime.keyring, tenant_id, stored)
     with runtime.engine.begin() as conn:
         got = events.ingest(_Blind(conn), runtime.clock, runtime.keyring, tenant_id, parsed)  # type: ignore[arg-type]
-    assert (got.accepted, got.duplicates) == (1, 1)
+    same = stored_amount == 10
+    assert (got.accepted, got.duplicates, got.conflicts) == (1, int(same), int(not same))
+    assert got.conflict_ids == ([] if same else ["o1"])
     with runtime.engine.connect() as conn:
         cid = service.find_id(conn, runtime.keyring, tenant_id, "+8613812345678")
         assert cid is not None
         activity = service.get_contact(conn, tenant_id, cid)["activity"]
-    assert activity["orders_count"] == 2 and activity["revenue_fen"] == 1500
+    assert activity["orders_count"] == 2 and activity["revenue_fen"] == stored_amount * 100 + 500
+
+
+def test_an_id_reused_in_a_batch_with_other_content_refuses_the_batch() -> None:
+    """The first of a batch won, the other was counted as a duplicate: the sender never knew."""
+    first = _ev("o1", "order", "2026-02-03T12:00:00+08:00", amount=10, tags=["茶", "新品"])
+    same = {**first, "occurred_at": "2026-02-03T04:00:00Z", "phone": "+86 138 1234 5678",
+            "amount": "10.00", "tags": "新品,茶"}  # fmt: skip
+    other = {**first, "amount": 11}
+    with pytest.raises(events.EventInvalid) as caught:
+        events.parse_batch([first, same, _ev("b1", "browse", "2026-01-01"), other], SH, now=NOW)
+    assert caught.value.details["problems"] == [{"index": 3, "field": "event_id"}]
+    assert len(events.parse_batch([first, same], SH, now=NOW)) == 2
+
+
+def test_an_id_stored_with_other_content_is_a_conflict(runtime: Runtime, tenant_id: int) -> None:
+    """An event id sent again with other content was dropped as a duplicate, unseen. Each field
+    that differs makes it a conflict: not stored, no contact made for its number, counted apart
+    from the identical replays (still duplicates) and named."""
+    base = {"event_id": "", "kind": "order", "phone": "13812345678",
+            "occurred_at": "2026-02-03T12:00:00", "amount": "10", "order_id": "A1",
+            "coupon_code": "C1", "tags": ["茶", "新品"],
+            "properties": {"sku": "S1", "n": 2}}  # fmt: skip
+    changes: dict[str, dict[str, object]] = {
+        "kind": {"kind": "browse"},
+        "phone": {"phone": "13900000009"},  # a number with no contact yet
+        "time": {"occurred_at": "2026-02-03T12:00:01"},
+        "order": {"order_id": "A2"},
+        "no-order": {"order_id": ""},
+        "amount": {"amount": "10.01"},
+        "coupon": {"coupon_code": "C2"},
+        "tags": {"tags": ["茶"]},
+        "properties": {"properties": {"sku": "S2", "n": 2}},
+    }
+    stored = [{**base, "event_id": name} for name in [*changes, "same"]]
+    with runtime.engine.begin() as conn:
+        first = events.ingest(
+            conn, runtime.clock, runtime.keyring, tenant_id,
+            events.parse_batch(stored, SH, now=NOW),
+        )  # fmt: skip
+    assert (first.accepted, first.contacts_created) == (10, 1)
+    again = [{**base, "event_id": name, **change} for name, change in changes.items()]
+    # identical: the same instant, number, amount and tags written otherwise
+    again.append({**base, "event_id": "same", "occurred_at": "2026-02-03T04:00:00Z",
+                  "phone": "+8613812345678", "amount": "10.00",
+                  "tags": ["新品", "茶"]})  # fmt: skip
+    again.append({**base, "event_id": "new", "amount": "1"})
+    # held against the stored event, not the batch's first of its id (a conflict); as a file's
+    # batch (parse_batch refuses an id twice with other contents: see the test above)
+    again.append({**base, "event_id": "kind"})
+    with runtime.engine.begin() as conn:
+        got = events.ingest(
+            conn, runtime.clock, runtime.keyring, tenant_id,
+            [events.parse_event(raw, SH, now=NOW) for raw in again],
+        )  # fmt: skip
+    assert (got.received, got.accepted, got.duplicates, got.conflicts) == (12, 1, 2, 9)
+    assert sorted(got.conflict_ids) == sorted(changes)
+    assert got.contacts_created == 0
+    assert got.as_json()["conflict_ids"] == got.conflict_ids
+    with runtime.engine.connect() as conn:
+        assert service.find_id(conn, runtime.keyring, tenant_id, "+8613900000009") is None
+        cid = service.find_id(conn, runtime.keyring, tenant_id, "+8613812345678")
+        assert cid is not None
+        activity = service.get_contact(conn, tenant_id, cid)["activity"]
+        count = conn.execute(
+            TenantScope(tenant_id).select(contact_events, sa.func.count())
+        ).scalar_one()
+    assert count == 11 and activity["orders_count"] == 11 and activity["revenue_fen"] == 10100
+
+
+def test_conflicts_in_a_file_and_at_most_50_ids(runtime: Runtime, tenant_id: int) -> None:
+    """A file (no all-or-nothing batch) counts an id reused in it with other content as a
+    conflict too, against the first; the ids listed stop at 50, the count does not."""
+    lines = ["event_id,kind,phone,occurred_at,amount"]
+    lines += [f"e{i},order,13900000001,2026-10-01T10:00:00,1" for i in range(60)]
+    lines += [f"e{i},order,13900000001,2026-10-01T10:00:00,2" for i in range(60)]  # amount
+    lines += ["e0,order,13900000001,2026-10-01T10:00:00,1"]  # the same again
+    lines += ["x1,browse,13900000002,2026-10-01T10:00:00,", "x1,browse,13900000003,2026-10-01,"]
+    data = ("\n".join(lines) + "\n").encode()
+    out = events.import_file(runtime, tenant_id, io.BytesIO(data), "e.csv", batch_size=50)
+    assert (out["rows"], out["accepted"], out["duplicates"], out["conflicts"]) == (123, 61, 1, 61)
+    assert len(out["conflict_ids"]) == 50 and set(out["conflict_ids"]) <= {
+        *(f"e{i}" for i in range(60)),
+        "x1",
+    }
+    assert out["contacts_created"] == 2  # not 13900000003: its event conflicted
+    again = events.import_file(runtime, tenant_id, io.BytesIO(data), "e.csv", batch_size=50)
+    assert (again["accepted"], again["duplicates"], again["conflicts"]) == (0, 62, 61)
 
 
 def test_events_do_not_read_the_suppression_list(runtime: Runtime, tenant_id: int) -> None:

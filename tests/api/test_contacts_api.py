@@ -142,15 +142,43 @@ def test_events_consent_export_forget_and_roles(client: TestClient, runtime: Run
     r = client.post("/api/v1/events", headers=auth(key), json=batch)
     assert r.status_code == 200 and r.json()["accepted"] == 2
     assert client.post("/api/v1/events", headers=auth(key), json=batch).json()["duplicates"] == 2
+    # an id stored before with other content: a conflict, named, and nothing changes
+    other = {"events": [{**batch["events"][0], "amount": "99.60"}, batch["events"][1]]}
+    r = client.post("/api/v1/events", headers=auth(key), json=other)
+    assert r.status_code == 200 and r.json() == {
+        "received": 2, "accepted": 0, "duplicates": 1, "conflicts": 1, "conflict_ids": ["o1"],
+        "contacts_created": 0, "enrolled": 0,
+    }  # fmt: skip
+    # an id twice in one batch with other content: the batch is refused, nothing stored (the
+    # count of events forgotten below says so)
+    twice = {"events": [{**batch["events"][1], "event_id": "b2"},
+                        {**batch["events"][1], "event_id": "b2", "tags": ["果茶"]}]}  # fmt: skip
+    r = client.post("/api/v1/events", headers=auth(key), json=twice)
+    assert r.status_code == 422 and r.json()["details"]["problems"] == [
+        {"index": 1, "field": "event_id"}
+    ]
     bad = {"events": [{**batch["events"][0], "event_id": "o2", "amount": "x"}]}
     r = client.post("/api/v1/events", headers=auth(key), json=bad)
     assert r.status_code == 422 and r.json()["details"]["problems"] == [
         {"index": 0, "field": "amount"}
     ]
+    # decimal's signals escaped the amount's check: a 500
+    for amount in ("sNaN", "1e999999999"):
+        bad = {"events": [{**batch["events"][0], "event_id": "o2", "amount": amount}]}
+        r = client.post("/api/v1/events", headers=auth(key), json=bad)
+        assert r.status_code == 422 and r.json()["details"]["problems"] == [
+            {"index": 0, "field": "amount"}
+        ]
     assert client.post("/api/v1/events", headers=auth(analyst), json=batch).status_code == 403
     # a time before year 1 in UTC was an OverflowError, a 500 (found by the fuzz)
     early = {"events": [{**batch["events"][0], "event_id": "o3", "occurred_at": "0001-01-01"}]}
     r = client.post("/api/v1/events", headers=auth(key), json=early)
+    assert r.status_code == 422 and r.json()["details"]["problems"] == [
+        {"index": 0, "field": "occurred_at"}
+    ]
+    # more than a day after the runtime's clock (2026-11-11 10:00 in Shanghai)
+    late = {"events": [{**batch["events"][0], "event_id": "o4", "occurred_at": "2026-11-13"}]}
+    r = client.post("/api/v1/events", headers=auth(key), json=late)
     assert r.status_code == 422 and r.json()["details"]["problems"] == [
         {"index": 0, "field": "occurred_at"}
     ]
@@ -188,6 +216,16 @@ def test_events_consent_export_forget_and_roles(client: TestClient, runtime: Run
         "by_provider": {},
         "failures": [],
     }
+
+
+def test_the_events_answer_is_documented(client: TestClient) -> None:
+    doc = client.get("/api/v1/openapi.json").json()
+    ok = doc["paths"]["/api/v1/events"]["post"]["responses"]["200"]["content"]
+    name = ok["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    schema = doc["components"]["schemas"][name]
+    assert {"accepted", "duplicates", "conflicts", "conflict_ids"} <= set(schema["properties"])
+    assert "other content" in schema["properties"]["conflicts"]["description"]
+    assert schema["properties"]["conflict_ids"]["items"]["type"] == "string"
 
 
 def test_a_list_offset_past_bigint_is_a_422(client: TestClient, runtime: Runtime) -> None:

@@ -89,6 +89,7 @@ def test_a_journey_waits_for_the_contacts_morning(runtime: Runtime) -> None:
             [{"event_id": f"r{i}", "kind": "registration", "phone": p,
               "occurred_at": clock.now().isoformat()} for i, p in enumerate(shop.phones[:2])],
             SH,
+            now=clock.now(),
         )  # fmt: skip
         events.ingest(conn, clock, runtime.keyring, shop.tenant_id, batch)
     journeys.tick(runtime.engine, clock, runtime.keyring)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from hongyan.cli.main import app
 from tests.cli.test_cli import cli  # noqa: F401  (the fixture)
 
 
@@ -41,6 +44,21 @@ def test_contacts_flow(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-
     ev = cli("events", "import", str(events_file), "--tenant", "tea")
     assert (ev["accepted"], ev["contacts_created"]) == (2, 1)
     assert cli("events", "import", str(events_file), "--tenant", "tea")["duplicates"] == 2
+    changed = tmp_path / "changed.csv"
+    changed.write_text(
+        "event_id,kind,phone,occurred_at,amount,tags\n"
+        "o1,order,13812345678,2026-10-01T10:00:00,88.6,茶\n"  # another amount
+        "b1,browse,13900001111,2026-10-02T10:00:00,,茶\n",
+        encoding="utf-8",
+    )
+    ev = cli("events", "import", str(changed), "--tenant", "tea")
+    assert (ev["accepted"], ev["duplicates"], ev["conflicts"], ev["conflict_ids"]) == (
+        0, 1, 1, ["o1"],
+    )  # fmt: skip
+    shown = CliRunner().invoke(app, ["events", "import", str(changed), "--tenant", "tea"])
+    assert shown.exit_code == 0, shown.output
+    assert "1 already stored, 1 conflicting" in shown.output
+    assert "with other content and were not stored: o1" in shown.output
     exported = cli("contacts", "export", "13812345678", "--tenant", "tea")
     assert exported["contact"]["name"] == "李小龙" and exported["events"][0]["amount_fen"] == 8850
     gone = cli("contacts", "forget", "13812345678", "--tenant", "tea")

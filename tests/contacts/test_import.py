@@ -469,6 +469,7 @@ def test_a_contact_made_during_a_first_import_is_updated_not_doubled(
                         [{"event_id": "e1", "kind": "browse", "phone": "13800000060",
                           "occurred_at": datetime(2026, 1, 1, tzinfo=UTC).isoformat()}],
                         UTC,
+                        now=runtime.clock.now(),
                     ),
                 )  # fmt: skip
             assert made.contacts_created == 1

@@ -77,6 +77,7 @@ def _seed(runtime: Runtime, tenant_id: int) -> None:
                     }
                 ],
                 ZoneInfo("Asia/Shanghai"),
+                now=runtime.clock.now(),
             ),
         )
         outbox.enqueue(

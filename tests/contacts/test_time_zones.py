@@ -105,6 +105,7 @@ def test_set_through_the_service_and_events(runtime: Runtime, tenant_id: int) ->
             [{"event_id": "e1", "kind": "registration", "phone": "+12125551234",
               "occurred_at": runtime.clock.now().isoformat()}],
             tz,
+            now=runtime.clock.now(),
         )  # fmt: skip
         events.ingest(conn, runtime.clock, runtime.keyring, tenant_id, batch)
         made = conn.execute(

@@ -402,7 +402,10 @@ def contacts_segments(as_json: JsonOpt = False) -> None:
 @reports_errors
 def events_import(file: Path, tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     """Import events (event_id, kind, phone, occurred_at, amount, order_id, coupon_code, tags);
-    idempotent, so an interrupted import is resumed by running it again."""
+    idempotent, so an interrupted import is resumed by running it again. An event id stored
+    before with other content is not stored: counted as conflicting, its id named."""
+    from rich.markup import escape
+
     from hongyan.contacts import events
     from hongyan.errors import NotFound
 
@@ -412,13 +415,20 @@ def events_import(file: Path, tenant: TenantOpt, as_json: JsonOpt = False) -> No
         raise NotFound(f"No file {file.name!r}", f"找不到文件“{file.name}”")
     with file.open("rb") as stream:
         out = events.import_file(runtime, tenant_id, stream, file.name)
-    emit(
-        out,
-        as_json,
+    text = (
         f"[green]✓[/green] {out['rows']} rows: {out['accepted']} new events, "
-        f"{out['duplicates']} already stored, {out['invalid']} invalid, "
-        f"{out['contacts_created']} new contacts, {out['enrolled']} journey enrolments",
+        f"{out['duplicates']} already stored, {out['conflicts']} conflicting, "
+        f"{out['invalid']} invalid, {out['contacts_created']} new contacts, "
+        f"{out['enrolled']} journey enrolments"
     )
+    if out["conflicts"]:
+        shown = ", ".join(escape(i) for i in out["conflict_ids"])
+        more = " …" if out["conflicts"] > len(out["conflict_ids"]) else ""
+        text += (
+            f"\n[yellow]•[/yellow] {out['conflicts']} events reuse a stored event id with other "
+            f"content and were not stored: {shown}{more}"
+        )
+    emit(out, as_json, text)
 
 
 @retention_app.command("run")

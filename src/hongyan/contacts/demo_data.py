@@ -174,11 +174,12 @@ def seed(runtime: Runtime, tenant_id: int) -> dict[str, int]:
             source="demo",
         ),
     )
-    raw = behaviour(rng, numbers, runtime.clock.now())
+    now = runtime.clock.now()
+    raw = behaviour(rng, numbers, now)
     tz = ZoneInfo("Asia/Shanghai")
     accepted = 0
     for start in range(0, len(raw), 5000):
-        parsed = [events.parse_event(e, tz) for e in raw[start : start + 5000]]
+        parsed = [events.parse_event(e, tz, now=now) for e in raw[start : start + 5000]]
         with runtime.engine.begin() as conn:
             accepted += events.ingest(
                 conn, runtime.clock, runtime.keyring, tenant_id, parsed

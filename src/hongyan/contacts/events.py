@@ -3,8 +3,11 @@ the per-contact aggregates kept up to date as they arrive.
 
 An event is idempotent by ``(tenant, event_id)``: sent twice, it is stored and counted once
 (``INSERT … ON CONFLICT DO NOTHING RETURNING``, so only the events that were really new move
-the aggregates, even when two requests race). An event for a number with no contact yet makes
-one (source ``event``): behaviour data defines customers too.
+the aggregates, even when two requests race). An id sent again with other content (kind,
+number, time, order, amount, coupon, tags, properties) is a conflict: the first stays, the other
+is not stored and is counted and named apart from the duplicates, so the sender can see it. An
+event to be stored whose number has no contact yet makes one (source ``event``): behaviour data
+defines customers too.
 
 Aggregates, set-based per batch (one upsert per table, whatever the batch size):
 
@@ -23,8 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,7 +39,7 @@ from hongyan.contacts.numbers import NumberProblem, normalise
 from hongyan.contacts.suppression import phone_context
 from hongyan.db.bulk import insert_rows
 from hongyan.db.scope import TenantScope
-from hongyan.db.tables import contact_activity, contact_events, contact_interests
+from hongyan.db.tables import contact_activity, contact_events, contact_interests, contacts
 from hongyan.errors import ValidationFailed
 from hongyan.security.keyring import KeyRing
 
@@ -50,6 +53,11 @@ LAST_AT = {
 }
 MAX_BATCH = 1000  # per API request
 MAX_AMOUNT_FEN = 10**12
+#: How far after now an event may be (a sender's clock or time zone slightly off); later, it is
+#: refused: it would stand as the latest order or interaction for good, since those never move
+#: back.
+MAX_AHEAD = timedelta(days=1)
+MAX_CONFLICT_IDS = 50  # listed in a result (all are counted)
 
 
 class EventInvalid(ValidationFailed):
@@ -69,17 +77,29 @@ class Event:
     properties: Mapping[str, Any] = field(default_factory=dict)
 
 
+_MAX_YUAN = Decimal(MAX_AMOUNT_FEN).scaleb(-2)
+_FEN = Decimal("0.01")
+
+
 def parse_amount_fen(value: Any) -> int:
-    """Fen from ``amount_fen`` (an integer) or from yuan text (``"199.90"``, ``"¥1,299"``)."""
+    """Fen from yuan text (``"199.90"``, ``"¥1,299"``): exact to the fen, 0 to
+    :data:`MAX_AMOUNT_FEN`; anything else (``NaN``, ``1e999999999``, ``0.001``) is a
+    :class:`ValueError`, never a :mod:`decimal` signal.
+
+    Only comparisons, which are exact, and a quantize of a number already known to be in range
+    touch the value: arithmetic on it (``yuan * 100``) rounds to the context's 28 digits,
+    overflows, underflows to 0 or signals on a NaN."""
     try:
         text = str(value).strip().replace(",", "").replace("¥", "").replace("￥", "")
         yuan = Decimal(text)
-    except (InvalidOperation, ValueError):
+        if not yuan.is_finite() or not 0 <= yuan <= _MAX_YUAN:
+            raise ValueError(value)
+        fen = yuan.quantize(_FEN)  # at most 13 digits: within any precision
+        if fen != yuan:
+            raise ValueError(value)
+        return int(fen.scaleb(2))
+    except ArithmeticError:  # decimal's signals (InvalidOperation, Overflow, …)
         raise ValueError(value) from None
-    fen = yuan * 100
-    if fen != fen.to_integral_value() or not 0 <= fen <= MAX_AMOUNT_FEN:
-        raise ValueError(value)
-    return int(fen)
 
 
 def parse_time(value: Any, tz: tzinfo) -> datetime:
@@ -94,8 +114,10 @@ def parse_time(value: Any, tz: tzinfo) -> datetime:
     return at.astimezone(UTC)
 
 
-def parse_event(raw: Mapping[str, Any], tz: tzinfo) -> Event:
-    """An event from a JSON object or a CSV row; :class:`ValueError` with the field at fault."""
+def parse_event(raw: Mapping[str, Any], tz: tzinfo, *, now: datetime) -> Event:
+    """An event from a JSON object or a CSV row; :class:`ValueError` with the field at fault.
+    ``now``: the caller's clock; an event more than :data:`MAX_AHEAD` after it is refused
+    (``occurred_at``)."""
 
     def text(name: str, limit: int = 64) -> str | None:
         value = raw.get(name)
@@ -123,12 +145,17 @@ def parse_event(raw: Mapping[str, Any], tz: tzinfo) -> Event:
         occurred = parse_time(when, tz)
     except (TypeError, ValueError, OverflowError):  # OverflowError: past year 1 or 9999 in UTC
         raise ValueError("occurred_at") from None
+    if occurred > now + MAX_AHEAD:
+        raise ValueError("occurred_at")
     amount: int | None = None
     if raw.get("amount_fen") not in (None, ""):
-        value = raw["amount_fen"]
-        if isinstance(value, bool) or not str(value).strip().isdigit():
+        given = raw["amount_fen"]
+        value = str(given).strip()
+        # isdecimal, not isdigit: int() refuses "²", which isdigit takes; and no int() of
+        # thousands of digits (past 4,300 its own ValueError named no field)
+        if isinstance(given, bool) or not value.isdecimal() or len(value.lstrip("0")) > 13:
             raise ValueError("amount_fen")
-        amount = int(str(value).strip())
+        amount = int(value)
         if amount > MAX_AMOUNT_FEN:
             raise ValueError("amount_fen")
     elif raw.get("amount") not in (None, ""):
@@ -168,12 +195,58 @@ def parse_event(raw: Mapping[str, Any], tz: tzinfo) -> Event:
 class IngestResult:
     received: int = 0
     accepted: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # an id stored before, or earlier in the batch, with the same content
+    conflicts: int = 0  # an id stored before, or earlier in the batch, with other content
     contacts_created: int = 0
     enrolled: int = 0  # journey enrolments the new events started
+    conflict_ids: list[str] = field(default_factory=list)  # at most MAX_CONFLICT_IDS, distinct
 
-    def as_json(self) -> dict[str, int]:
-        return dict(self.__dict__)
+    def conflict(self, event_id: str) -> None:
+        self.conflicts += 1
+        if len(self.conflict_ids) < MAX_CONFLICT_IDS and event_id not in self.conflict_ids:
+            self.conflict_ids.append(event_id)
+
+    def add(self, other: IngestResult) -> None:
+        """Count ``other`` (a later batch of the same import) in."""
+        for name in ("received", "accepted", "duplicates", "contacts_created", "enrolled"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.conflicts += other.conflicts
+        for event_id in other.conflict_ids:
+            if len(self.conflict_ids) < MAX_CONFLICT_IDS and event_id not in self.conflict_ids:
+                self.conflict_ids.append(event_id)
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "conflict_ids": list(self.conflict_ids)}
+
+
+def same_content(a: Event, b: Event) -> bool:
+    """Whether two events of one id say the same: kind, number, instant, order, amount, coupon,
+    tags (as a set) and properties."""
+    return (
+        a.kind == b.kind
+        and a.phone == b.phone
+        and a.occurred_at == b.occurred_at
+        and a.order_id == b.order_id
+        and a.amount_fen == b.amount_fen
+        and a.coupon_code == b.coupon_code
+        and set(a.tags) == set(b.tags)
+        and a.properties == b.properties
+    )
+
+
+def _same_as_stored(e: Event, contact_id: int | None, row: Any) -> bool:
+    """Whether ``e`` (whose number is the contact ``contact_id``, None if it has none) says what
+    the stored event ``row`` says (:func:`same_content`)."""
+    return (
+        e.kind == row.kind
+        and contact_id == row.contact_id
+        and e.occurred_at == row.occurred_at
+        and e.order_id == row.order_id
+        and e.amount_fen == row.amount_fen
+        and e.coupon_code == row.coupon_code
+        and set(e.tags) == set(row.tags or ())
+        and e.properties == (row.properties or {})
+    )
 
 
 def _earliest(col: sa.Column[Any], new: Any) -> Any:
@@ -184,63 +257,144 @@ def _latest(col: sa.Column[Any], new: Any) -> Any:
     return sa.case((sa.or_(col.is_(None), sa.and_(new.is_not(None), new > col)), new), else_=col)
 
 
+class _Numbers:
+    """The contacts of a batch's numbers: those that exist, looked up at once (one query), and
+    those made for the events to be stored (:meth:`make`)."""
+
+    def __init__(
+        self, conn: Connection, keyring: KeyRing, clock: Clock, tenant_id: int, phones: set[str]
+    ) -> None:
+        ctx = phone_context(tenant_id)
+        self.index = {p: keyring.blind_index(p, ctx) for p in phones}
+        self.writer = importer._Writer(
+            conn,
+            keyring,
+            tenant_id,
+            clock.now(),
+            importer.ImportOptions(source="event"),
+            importer.segment_table(),
+            blocked=set(),  # an event makes a contact whether suppressed or not: no list to read
+        )
+        found = self.writer.ids(list(self.index.values()))
+        #: contact ids by E.164 number
+        self.ids = {p: found[k] for p, k in self.index.items() if k in found}
+
+    def make(self, phones: Iterable[str]) -> int:
+        """Make the contacts of these numbers that have none; returns how many were made."""
+        missing = sorted({(self.index[p], p) for p in phones if p not in self.ids})
+        if not missing:
+            return 0
+        made = _make_contacts(self.writer, missing)
+        found = self.writer.ids([k for k, _ in missing])
+        self.ids.update((p, found[k]) for k, p in missing if k in found)
+        return made
+
+
 def _contact_ids(
     conn: Connection, keyring: KeyRing, clock: Clock, tenant_id: int, phones: Iterable[str]
 ) -> tuple[dict[str, int], int]:
     """Contact ids by E.164 number, making the missing contacts; and how many were made."""
-    ctx = phone_context(tenant_id)
-    by_index = {keyring.blind_index(p, ctx): p for p in set(phones)}
-    writer = importer._Writer(
-        conn,
-        keyring,
-        tenant_id,
-        clock.now(),
-        importer.ImportOptions(source="event"),
-        importer.segment_table(),
-    )
-    found = writer.ids(list(by_index))
-    missing = [k for k in by_index if k not in found]
-    if missing:
-        writer.insert([writer.new_row(importer.Parsed(by_index[k], k)) for k in missing])
-        found.update(writer.ids(missing))
-    return {by_index[k]: cid for k, cid in found.items()}, len(missing)
+    numbers = _Numbers(conn, keyring, clock, tenant_id, set(phones))
+    made = numbers.make(numbers.index)
+    return numbers.ids, made
+
+
+def _make_contacts(writer: importer._Writer, numbers: list[tuple[bytes, str]]) -> int:
+    """Make contacts for these numbers (blind index, E.164; in blind-index order, the order in
+    which every batch takes their unique keys, so two batches never wait on each other in a
+    cycle); returns how many this call made.
+
+    The fast path bulk-inserts them (COPY on PostgreSQL) in a savepoint. Should another
+    transaction (an event request, a contacts import) have made one of them meanwhile, the
+    unique index refuses the batch, once that transaction commits; they are then inserted with
+    ``INSERT … ON CONFLICT DO NOTHING``, which leaves the other's contact as it is, and the
+    caller reads the ids again."""
+    conn = writer.conn
+    rows = [writer.new_row(importer.Parsed(e164, index)) for index, e164 in numbers]
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        with conn.begin_nested():
+            writer.insert(rows)
+        return len(rows)
+    except (sa.exc.IntegrityError, dbapi.IntegrityError):
+        stmt = (
+            writer.scope.dialect_insert(conn, contacts)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "phone_index"])
+            .returning(contacts.c.id)
+        )
+        fixed = {
+            "tenant_id": writer.tenant_id,
+            "attrs": {},  # an event's contact has none (new_row gives them as JSON text)
+            "source": writer.options.source,
+            "created_at": writer.now,
+            "updated_at": writer.now,
+        }
+        values = [{**dict(zip(importer.NEW_COLUMNS, row, strict=True)), **fixed} for row in rows]
+        return len(conn.execute(stmt, values).all())
 
 
 def ingest(
     conn: Connection, clock: Clock, keyring: KeyRing, tenant_id: int, events: Sequence[Event]
 ) -> IngestResult:
-    """Store new events and move the aggregates by exactly them (idempotent by event id)."""
+    """Store new events and move the aggregates by exactly them (idempotent by event id).
+
+    Each event is held against what its id already stands for: the stored event, else the
+    first of the batch with that id (which is stored). The same content is a ``duplicate``,
+    other content a ``conflict`` (:func:`same_content`); neither is stored nor makes a contact.
+    Two queries find what is known (the stored events of the batch's ids, the contacts of its
+    numbers), whatever the batch size. Should another request store one of the ids between that
+    lookup and the insert, the event is held against what that request stored, read then (by a
+    third query, only then); a contact made for its number meanwhile stays."""
     result = IngestResult(received=len(events))
     unique: dict[str, Event] = {}
+    repeats: list[Event] = []  # an id's later events in the batch
     for e in events:
-        unique.setdefault(e.event_id, e)
+        if unique.setdefault(e.event_id, e) is not e:
+            repeats.append(e)
     if not unique:
         return result
     scope = TenantScope(tenant_id)
-    ids, result.contacts_created = _contact_ids(
-        conn, keyring, clock, tenant_id, (e.phone for e in unique.values())
-    )
     now = clock.now()
-    rows = [
-        {
-            "tenant_id": tenant_id,
-            "event_id": e.event_id,
-            "contact_id": ids[e.phone],
-            "kind": e.kind,
-            "occurred_at": e.occurred_at,
-            "order_id": e.order_id,
-            "amount_fen": e.amount_fen,
-            "coupon_code": e.coupon_code,
-            "tags": list(e.tags),
-            "properties": dict(e.properties),
-            "received_at": now,
-        }
-        for e in unique.values()
-    ]
-    fresh = _store(conn, scope, rows)
-    result.accepted = len(fresh)
-    result.duplicates = len(events) - len(fresh)
-    new = [e for e in unique.values() if e.event_id in fresh]
+    numbers = _Numbers(conn, keyring, clock, tenant_id, {e.phone for e in unique.values()})
+    ids = numbers.ids  # by number; grows as contacts are made
+    stored = _stored(conn, scope, list(unique))
+    new = [e for e in unique.values() if e.event_id not in stored]
+    if new:
+        result.contacts_created = numbers.make(e.phone for e in new)
+        rows = [
+            {
+                "tenant_id": tenant_id,
+                "event_id": e.event_id,
+                "contact_id": ids[e.phone],
+                "kind": e.kind,
+                "occurred_at": e.occurred_at,
+                "order_id": e.order_id,
+                "amount_fen": e.amount_fen,
+                "coupon_code": e.coupon_code,
+                "tags": list(e.tags),
+                "properties": dict(e.properties),
+                "received_at": now,
+            }
+            for e in new
+        ]
+        fresh = _store(conn, scope, rows)
+        if len(fresh) < len(new):  # another request stored some meanwhile
+            stored.update(
+                _stored(conn, scope, [e.event_id for e in new if e.event_id not in fresh])
+            )
+            new = [e for e in new if e.event_id in fresh]
+    result.accepted = len(new)
+
+    def differs(e: Event) -> bool:
+        row = stored.get(e.event_id)
+        if row is None:  # stored by this batch: its first event
+            return not same_content(unique[e.event_id], e)
+        return not _same_as_stored(e, ids.get(e.phone), row)
+
+    for e in (*(e for e in unique.values() if e.event_id in stored), *repeats):
+        if differs(e):
+            result.conflict(e.event_id)
+    result.duplicates = result.received - result.accepted - result.conflicts
     if new:
         _aggregate(conn, scope, ids, new, now)
         # tracking (issue 8): the new orders' conversions, by coupon or last click
@@ -256,6 +410,20 @@ def ingest(
     return result
 
 
+def _stored(conn: Connection, scope: TenantScope, event_ids: list[str]) -> dict[str, Any]:
+    """The stored events of these ids (what :func:`_same_as_stored` compares), by id."""
+    if not event_ids:
+        return {}
+    ev = contact_events.c
+    rows = conn.execute(
+        scope.select(
+            contact_events, ev.event_id, ev.contact_id, ev.kind, ev.occurred_at, ev.order_id,
+            ev.amount_fen, ev.coupon_code, ev.tags, ev.properties,
+        ).where(ev.event_id.in_(event_ids))
+    ).all()  # fmt: skip
+    return {r.event_id: r for r in rows}
+
+
 _EVENT_COLUMNS = (
     "event_id", "contact_id", "kind", "occurred_at", "order_id", "amount_fen", "coupon_code",
     "tags", "properties",
@@ -263,22 +431,14 @@ _EVENT_COLUMNS = (
 
 
 def _store(conn: Connection, scope: TenantScope, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert the events not stored yet; returns their ids.
+    """Insert events whose ids were not stored when looked up; returns the ids it stored.
 
-    The fast path looks up which ids exist and bulk-inserts the others (COPY / executemany).
-    Should another request store one of them meanwhile, the unique index refuses the batch; it
-    is then stored with ``INSERT … ON CONFLICT DO NOTHING RETURNING``, which says exactly
-    which rows were new, so no event moves the aggregates twice."""
-    ids = [r["event_id"] for r in rows]
-    known = {
-        e
-        for e in conn.execute(
-            scope.select(contact_events, contact_events.c.event_id).where(
-                contact_events.c.event_id.in_(ids)
-            )
-        ).scalars()
-    }
-    new = [r for r in rows if r["event_id"] not in known]
+    The fast path bulk-inserts them (COPY / executemany). Should another request store one of
+    them meanwhile, the unique index refuses the batch; it is then stored with ``INSERT … ON
+    CONFLICT DO NOTHING RETURNING``, which says exactly which rows were new, so no event moves
+    the aggregates twice."""
+    # in event id order, so two batches of the same new events wait on each other in no cycle
+    new = sorted(rows, key=lambda r: r["event_id"])
     if not new:
         return set()
     dbapi = conn.dialect.loaded_dbapi
@@ -379,7 +539,10 @@ def _aggregate(
         set_[name] = _latest(c[name], x[name])
     conn.execute(
         ins.on_conflict_do_update(index_elements=["contact_id"], set_=set_),
-        [{**a, "tenant_id": scope.tenant_id} for a in activity.values()],
+        # in contact id order (and interests in contact id and tag order): two batches with
+        # the same contacts in other orders lock their rows in the same order, so neither can
+        # hold one the other waits for while waiting for one the other holds (a deadlock)
+        [{**activity[cid], "tenant_id": scope.tenant_id} for cid in sorted(activity)],
     )
     if interests:
         ci = contact_interests.c
@@ -395,22 +558,30 @@ def _aggregate(
                     "last_at": _latest(ci.last_at, y.last_at),
                 },
             ),
-            [{**i, "tenant_id": scope.tenant_id} for i in interests.values()],
+            [{**interests[key], "tenant_id": scope.tenant_id} for key in sorted(interests)],
         )
 
 
-def parse_batch(raw: Sequence[Mapping[str, Any]], tz: tzinfo) -> list[Event]:
-    """Every event of an API batch, or one error naming each bad event (nothing is stored)."""
+def parse_batch(raw: Sequence[Mapping[str, Any]], tz: tzinfo, *, now: datetime) -> list[Event]:
+    """Every event of an API batch, or one error naming each bad event (nothing is stored);
+    ``now`` as for :func:`parse_event`. An id given twice in the batch with other content
+    (:func:`same_content`) is the later one's ``event_id`` error; twice the same, a duplicate."""
     if len(raw) > MAX_BATCH:
         raise EventInvalid(
             f"At most {MAX_BATCH} events per request", f"每次请求最多 {MAX_BATCH} 个事件"
         )
-    out, problems = [], []
+    out: list[Event] = []
+    problems: list[dict[str, Any]] = []
+    first: dict[str, Event] = {}
     for i, item in enumerate(raw):
         try:
-            out.append(parse_event(item, tz))
+            e = parse_event(item, tz, now=now)
         except ValueError as exc:
             problems.append({"index": i, "field": str(exc.args[0]) if exc.args else "?"})
+            continue
+        if not same_content(first.setdefault(e.event_id, e), e):
+            problems.append({"index": i, "field": "event_id"})
+        out.append(e)
     if problems:
         raise EventInvalid(
             f"{len(problems)} event(s) are not valid; nothing was stored",
@@ -432,7 +603,8 @@ def import_file(
 ) -> dict[str, Any]:
     """Import an events CSV / XLSX (columns event_id, kind, phone, occurred_at, order_id, amount
     or amount_fen, coupon_code, tags). Each batch is its own transaction: events are idempotent,
-    so an import stopped half-way is resumed by running it again."""
+    so an import stopped half-way is resumed by running it again. Rows are checked against
+    ``runtime``'s clock (read again for each batch): an event too far ahead is invalid."""
     from zoneinfo import ZoneInfo
 
     from hongyan.contacts.sources import check_whole, open_table
@@ -461,23 +633,22 @@ def import_file(
         check_whole(stream, table)
         table = open_table(stream, size)
         batch: list[Event] = []
+        now = runtime.clock.now()
 
         def flush() -> None:
+            nonlocal now
             with runtime.engine.begin() as conn:
                 got = ingest(conn, runtime.clock, runtime.keyring, tenant_id, batch)
-            total.received += got.received
-            total.accepted += got.accepted
-            total.duplicates += got.duplicates
-            total.contacts_created += got.contacts_created
-            total.enrolled += got.enrolled
+            total.add(got)
             batch.clear()
+            now = runtime.clock.now()
             if progress:
                 progress(out["rows"], table.fraction())
 
         for line, cells in table.rows:
             out["rows"] += 1
             try:
-                batch.append(parse_event(dict(zip(header, cells, strict=False)), tz))
+                batch.append(parse_event(dict(zip(header, cells, strict=False)), tz, now=now))
             except ValueError as exc:
                 out["invalid"] += 1
                 if len(out["errors"]) < importer.SAMPLE_ERRORS:

@@ -538,23 +538,50 @@ class EventsIn(BaseModel):
     events: list[dict[str, Any]] = Field(
         description="Up to 1000: {event_id, kind (order, browse, favourite, add_to_cart, "
         "registration, order_signed), phone, occurred_at (ISO 8601; without an offset: the "
-        "tenant's time zone), amount (yuan) or amount_fen, order_id, coupon_code, tags, "
-        "properties}",
+        "tenant's time zone; at most a day after now), amount (yuan) or amount_fen, order_id, "
+        "coupon_code, tags, properties}",
     )
 
 
-@router.post("/events", summary="Post behaviour events (idempotent by event_id)")
+class EventsOut(BaseModel):
+    received: int = Field(description="Events in the batch")
+    accepted: int = Field(description="New events, stored: only they move the aggregates")
+    duplicates: int = Field(
+        description="Events whose id was stored before (or came earlier in the batch) with the "
+        "same content: replays, which change nothing"
+    )
+    conflicts: int = Field(
+        description="Events whose id was stored before with other content (kind, number, "
+        "occurred_at, order_id, amount, coupon_code, tags or properties): not stored, the "
+        "stored event stays as it was"
+    )
+    conflict_ids: list[str] = Field(
+        description=f"The ids of those conflicts, at most {events.MAX_CONFLICT_IDS}"
+    )
+    contacts_created: int = Field(description="Contacts made for the new events' numbers")
+    enrolled: int = Field(description="Journey enrolments the new events started")
+
+
+@router.post(
+    "/events",
+    summary="Post behaviour events (idempotent by event_id)",
+    response_model=EventsOut,
+)
 def post_events(
     body: EventsIn,
     who: Principal = Depends(get_principal),
     conn: Connection = CONN,
     runtime: Runtime = Depends(get_runtime),
-) -> dict[str, int]:
-    """A batch is all or nothing: one bad event and none is stored (422 lists them). An event id
-    sent before is counted under ``duplicates`` and changes nothing."""
+) -> dict[str, Any]:
+    """A batch is all or nothing: one bad event and none is stored (422 lists them). An event
+    more than a day after now is bad (``occurred_at``): it would stand as the contact's latest
+    order or interaction for good; so is an event id given twice in the batch with other
+    content (``event_id``). An event id stored before is counted under ``duplicates`` if its
+    content is the same, else under ``conflicts`` (and named in ``conflict_ids``); neither
+    changes anything."""
     who.require(Permission.MANAGE_CONTACTS)
     tenant = tenants.get_tenant_by_id(conn, who.tenant_id)
-    parsed = events.parse_batch(body.events, ZoneInfo(tenant.timezone))
+    parsed = events.parse_batch(body.events, ZoneInfo(tenant.timezone), now=runtime.clock.now())
     if not parsed:
         raise ValidationFailed("No events in the batch", "本批没有事件")
     return events.ingest(conn, runtime.clock, runtime.keyring, who.tenant_id, parsed).as_json()

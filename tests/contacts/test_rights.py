@@ -317,7 +317,7 @@ def test_the_export_holds_every_interest(runtime: Runtime, tenant_id: int) -> No
     with runtime.engine.begin() as conn:
         events.ingest(
             conn, runtime.clock, runtime.keyring, tenant_id,
-            events.parse_batch(raw, ZoneInfo("Asia/Shanghai")),
+            events.parse_batch(raw, ZoneInfo("Asia/Shanghai"), now=runtime.clock.now()),
         )  # fmt: skip
         cid = service.find_id(conn, runtime.keyring, tenant_id, NUMBER)
         assert cid is not None

@@ -147,7 +147,7 @@ def test_events_consent_export_forget_and_roles(client: TestClient, runtime: Run
     r = client.post("/api/v1/events", headers=auth(key), json=other)
     assert r.status_code == 200 and r.json() == {
         "received": 2, "accepted": 0, "duplicates": 1, "conflicts": 1, "conflict_ids": ["o1"],
-        "contacts_created": 0, "enrolled": 0,
+        "erased": 0, "contacts_created": 0, "enrolled": 0,
     }  # fmt: skip
     # an id twice in one batch with other content: the batch is refused, nothing stored (the
     # count of events forgotten below says so)

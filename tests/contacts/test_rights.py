@@ -170,6 +170,43 @@ def test_a_number_that_had_opted_out_is_known_as_erased_too(
     assert (entry["reason"], entry["source"], entry["detail"]) == ("opt_out", "erasure", None)
 
 
+def test_events_from_before_an_erasure_are_not_stored_again(
+    runtime: Runtime, tenant_id: int, clock: FixedClock
+) -> None:
+    """An order feed sent again after the person was forgotten brings nothing back; an event
+    after the erasure (the person came back) is stored and makes their contact anew, and an
+    old one is still left out then."""
+    from zoneinfo import ZoneInfo
+
+    def post(*raw: dict[str, Any]) -> events.IngestResult:
+        with runtime.engine.begin() as conn:
+            return events.ingest(
+                conn, runtime.clock, runtime.keyring, tenant_id,
+                events.parse_batch(list(raw), ZoneInfo("Asia/Shanghai"), now=clock.now()),
+            )  # fmt: skip
+
+    _seed(runtime, tenant_id)  # the order o1 of 2026-10-01
+    with runtime.engine.begin() as conn:
+        service.forget(conn, runtime.clock, runtime.keyring, tenant_id, NUMBER, "u")
+    old = {"event_id": "o1", "kind": "order", "phone": NUMBER, "amount": "88",
+           "occurred_at": "2026-10-01T10:00:00"}  # fmt: skip
+    replay = post(old, {**old, "event_id": "o0", "occurred_at": "2026-09-01T10:00:00"})
+    assert (replay.erased, replay.accepted, replay.duplicates, replay.contacts_created) == (
+        2, 0, 0, 0
+    )  # fmt: skip
+    with runtime.engine.connect() as conn:
+        assert service.find_id(conn, runtime.keyring, tenant_id, NUMBER) is None
+        assert conn.execute(TenantScope(tenant_id).select(contact_events)).first() is None
+    clock.advance(timedelta(days=2))
+    back = post({"event_id": "r1", "kind": "registration", "phone": NUMBER,
+                 "occurred_at": clock.now().isoformat()})  # fmt: skip
+    assert (back.accepted, back.contacts_created, back.erased) == (1, 1, 0)
+    assert post(old).erased == 1  # the history stays erased though the person is back
+    with runtime.engine.connect() as conn:
+        kept = conn.execute(TenantScope(tenant_id).select(contact_events)).mappings().all()
+    assert [e["event_id"] for e in kept] == ["r1"]
+
+
 def test_refused_import_rows_are_exported_and_forgotten_by_their_number(
     runtime: Runtime, tenant_id: int
 ) -> None:

@@ -421,6 +421,11 @@ def events_import(file: Path, tenant: TenantOpt, as_json: JsonOpt = False) -> No
         f"{out['invalid']} invalid, {out['contacts_created']} new contacts, "
         f"{out['enrolled']} journey enrolments"
     )
+    if out["erased"]:
+        text += (
+            f"\n[yellow]•[/yellow] {out['erased']} events of numbers erased at the person's "
+            "request happened before the erasure and were not stored again"
+        )
     if out["conflicts"]:
         shown = ", ".join(escape(i) for i in out["conflict_ids"])
         more = " …" if out["conflicts"] > len(out["conflict_ids"]) else ""

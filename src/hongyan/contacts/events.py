@@ -197,6 +197,7 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0  # an id stored before, or earlier in the batch, with the same content
     conflicts: int = 0  # an id stored before, or earlier in the batch, with other content
+    erased: int = 0  # of a number erased at the person's request, from before the erasure
     contacts_created: int = 0
     enrolled: int = 0  # journey enrolments the new events started
     conflict_ids: list[str] = field(default_factory=list)  # at most MAX_CONFLICT_IDS, distinct
@@ -208,7 +209,8 @@ class IngestResult:
 
     def add(self, other: IngestResult) -> None:
         """Count ``other`` (a later batch of the same import) in."""
-        for name in ("received", "accepted", "duplicates", "contacts_created", "enrolled"):
+        counters = ("received", "accepted", "duplicates", "erased", "contacts_created", "enrolled")
+        for name in counters:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.conflicts += other.conflicts
         for event_id in other.conflict_ids:
@@ -359,6 +361,11 @@ def ingest(
     ids = numbers.ids  # by number; grows as contacts are made
     stored = _stored(conn, scope, list(unique))
     new = [e for e in unique.values() if e.event_id not in stored]
+    if new:  # the erased history of a number is not stored again
+        erased = erasures(conn, scope, [numbers.index[e.phone] for e in new])
+        left = [e for e in new if e.occurred_at <= erased.get(numbers.index[e.phone], _NEVER)]
+        result.erased = len(left)
+        new = [e for e in new if e not in left] if left else new
     if new:
         result.contacts_created = numbers.make(e.phone for e in new)
         rows = [
@@ -394,7 +401,7 @@ def ingest(
     for e in (*(e for e in unique.values() if e.event_id in stored), *repeats):
         if differs(e):
             result.conflict(e.event_id)
-    result.duplicates = result.received - result.accepted - result.conflicts
+    result.duplicates = result.received - result.accepted - result.conflicts - result.erased
     if new:
         _aggregate(conn, scope, ids, new, now)
         # tracking (issue 8): the new orders' conversions, by coupon or last click
@@ -408,6 +415,33 @@ def ingest(
         moved = on_events(conn, clock, keyring, tenant_id, [(e.event_id, e.kind) for e in new])
         result.enrolled = moved.get("enrolled", 0)
     return result
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def erasures(conn: Connection, scope: TenantScope, keys: Sequence[bytes]) -> dict[bytes, datetime]:
+    """When each of these numbers (blind indexes) had its data erased at the person's request,
+    if it did: the opt-out ``forget`` leaves is dated the erasure. An event that happened by
+    then belongs to what was erased; one after it, to the person who came back."""
+    if not keys:
+        return {}
+    from hongyan.contacts.suppression import ERASURE
+    from hongyan.db.tables import suppressions
+
+    s = suppressions.c
+    unique = sorted(set(keys))
+    out: dict[bytes, datetime] = {}
+    for at in range(0, len(unique), 500):
+        rows = conn.execute(
+            scope.select(suppressions, s.phone_index, s.created_at).where(
+                s.phone_index.in_(unique[at : at + 500]),
+                s.reason == "opt_out",
+                s.source == ERASURE,
+            )
+        ).all()
+        out.update((bytes(r.phone_index), r.created_at) for r in rows)
+    return out
 
 
 def _stored(conn: Connection, scope: TenantScope, event_ids: list[str]) -> dict[str, Any]:

@@ -558,6 +558,10 @@ class EventsOut(BaseModel):
     conflict_ids: list[str] = Field(
         description=f"The ids of those conflicts, at most {events.MAX_CONFLICT_IDS}"
     )
+    erased: int = Field(
+        description="Events of a number whose data was erased at the person's request "
+        "(contacts/forget) that happened by the erasure: not stored again (one after it is)"
+    )
     contacts_created: int = Field(description="Contacts made for the new events' numbers")
     enrolled: int = Field(description="Journey enrolments the new events started")
 

@@ -120,6 +120,27 @@ def test_an_event_up_to_a_day_ahead_is_taken() -> None:
         events.parse_event(ahead, SH, now=NOW - timedelta(microseconds=1))
 
 
+def test_leading_zeros_of_amount_fen_are_no_error() -> None:
+    """Past some 4,300 digits int() refuses a number with its own message, leading zeros
+    counted: the field's error named no field."""
+    got = events.parse_event(
+        _ev("x", "order", "2026-01-01", amount_fen="0" * 5000 + "1"), SH, now=NOW
+    )
+    assert got.amount_fen == 1
+
+
+def test_an_event_at_the_first_instant_is_no_erasure(runtime: Runtime, tenant_id: int) -> None:
+    """The earliest time there is was the stand-in for "never erased": an event at it was left
+    out as erased for any number."""
+    first = _ev("x", "browse", "0001-01-01T00:00:00Z")
+    with runtime.engine.begin() as conn:
+        got = events.ingest(
+            conn, runtime.clock, runtime.keyring, tenant_id,
+            events.parse_batch([first], SH, now=NOW),
+        )  # fmt: skip
+    assert (got.accepted, got.erased) == (1, 0)
+
+
 def test_amounts_in_fen() -> None:
     assert events.parse_amount_fen("199.90") == 19990
     assert events.parse_amount_fen("¥1,299") == 129900

@@ -1029,3 +1029,59 @@ def test_an_import_whose_process_died_says_how_far_it_got(
     assert "nothing was imported" in nothing["error"]["message"]["en"]
     resumed = service.import_path(runtime, tenant_id, path, opts, resume=first.import_id)
     assert resumed.rows == 120 and len(_contacts(runtime, tenant_id)) == 120
+
+
+def test_erased_numbers_are_counted_across_a_resume(
+    runtime: Runtime, tenant_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Numbers erased at the person's request are left out and counted ``erased``; a resumed
+    import keeps the count of the part stored before, so its rows still add up."""
+    erased = [f"+86138{i:08d}" for i in range(0, 100, 10)]  # ten, all in the first two batches
+    with runtime.engine.begin() as conn:
+        for number in erased:
+            service.forget(conn, runtime.clock, runtime.keyring, tenant_id, number, "t")
+    real = _fail_insert(monkeypatch, at=3)
+    data = (HEADER + "".join(f"138{i:08d},名,,,,,\n" for i in range(200))).encode()
+    opts = importer.ImportOptions(batch_size=50)
+    with pytest.raises(RuntimeError, match="disk full"):
+        service.import_stream(runtime, tenant_id, io.BytesIO(data), "c.csv", opts)
+    with runtime.engine.connect() as conn:
+        job = importer.list_jobs(conn, tenant_id)[0]
+    assert job["state"] == "failed" and job["result"]["erased"] == 10
+    monkeypatch.setattr(importer._Writer, "insert", real)
+    done = service.import_stream(
+        runtime, tenant_id, io.BytesIO(data), "c.csv", opts, import_id=job["id"], resume=True
+    )
+    assert (done.rows, done.erased, done.imported) == (200, 10, 190)
+    assert done.rows == done.imported + done.updated + done.duplicates + done.invalid + done.erased
+    assert len(_contacts(runtime, tenant_id)) == 190
+
+
+def test_a_resume_waits_for_a_failed_run_to_put_its_file_back(
+    runtime: Runtime, tenant_id: int
+) -> None:
+    """A resumed run that failed says so a moment before its thread puts the file back; a
+    resume asked in that moment waits for the file instead of answering that it is gone."""
+    import threading
+    import time
+
+    data = (HEADER + "".join(f"138{i:08d},名,,,,,\n" for i in range(120))).encode()
+    path = service.save_upload(runtime, tenant_id, io.BytesIO(data), 1 << 20)
+    opts = importer.ImportOptions(batch_size=50)
+    with runtime.engine.begin() as conn:
+        import_id = service.create_import(conn, runtime.clock, tenant_id, path, "c.csv", opts)
+        conn.execute(  # as a run that failed after storing a batch leaves it
+            TenantScope(tenant_id)
+            .update(contact_imports)
+            .where(contact_imports.c.id == import_id)
+            .values(state="failed", result={"line": 52, "rows": 50})
+        )
+    kept = service.kept_upload(runtime, tenant_id, import_id)
+    taken = kept.with_name(f"{kept.name}.resuming")
+    path.replace(taken)  # the failed run's thread has not put it back yet
+    back = threading.Timer(0.3, lambda: taken.replace(kept))
+    back.start()
+    started = time.monotonic()
+    service.resume_in_background(runtime, tenant_id, import_id, "user:1")
+    assert time.monotonic() - started >= 0.25
+    assert _finished(runtime, tenant_id, import_id)["state"] == "done"

@@ -202,6 +202,9 @@ def test_events_from_before_an_erasure_are_not_stored_again(
                  "occurred_at": clock.now().isoformat()})  # fmt: skip
     assert (back.accepted, back.contacts_created, back.erased) == (1, 1, 0)
     assert post(old).erased == 1  # the history stays erased though the person is back
+    # an erased event sent twice in a file's batch is erased twice, not a duplicate
+    twice = post(old, old)
+    assert (twice.erased, twice.duplicates, twice.conflicts) == (2, 0, 0)
     with runtime.engine.connect() as conn:
         kept = conn.execute(TenantScope(tenant_id).select(contact_events)).mappings().all()
     assert [e["event_id"] for e in kept] == ["r1"]

@@ -444,3 +444,19 @@ def test_a_workbook_with_damaged_bytes_is_read_or_refused(
     """Bytes of the container itself cut or replaced: its directory, a member's header, its
     deflated data."""
     _read_or_refused(_edit(_xlsxwriter_book(_header_first(grid)), edits))
+
+
+def test_a_damaged_name_of_a_member_flagged_utf8_is_refused() -> None:
+    """Excel and Java write every member name flagged UTF-8; a damaged byte of such a name in a
+    member's own header made ``zipfile`` raise UnicodeDecodeError, which escaped the reader."""
+    data = bytearray(_openpyxl_book([["手机号"], ["13812345678"]]))
+    for signature, flags in ((b"PK\x03\x04", 7), (b"PK\x01\x02", 9)):  # local, central
+        at = data.find(signature)
+        while at >= 0:
+            data[at + flags] |= 0x08  # bit 11 of the flags: the name is UTF-8
+            at = data.find(signature, at + 4)
+    at = data.find(b"xl/workbook.xml")  # its local header comes first
+    data[at + 3] = 0xFF
+    with pytest.raises(ImportFileError) as caught:
+        ours(bytes(data))
+    assert caught.value.code == "import_file_type"

@@ -47,6 +47,13 @@ def test_lint_endpoint(client: TestClient, runtime: Runtime) -> None:
     assert clean["ok"] and clean["findings"] == []
 
 
+def test_lint_needs_a_role_that_reads_templates(client: TestClient, runtime: Runtime) -> None:
+    """The findings hold the tenant's own word lists, which an auditor may not read."""
+    _, key = _tenant_with_key(runtime, "tea", Role.AUDITOR)
+    r = client.post("/api/v1/lint", headers=auth(key), json={"text": "年中大促"})
+    assert r.status_code == 403, r.text
+
+
 def test_lint_bad_input(client: TestClient, runtime: Runtime) -> None:
     _, key = _tenant_with_key(runtime, "tea", Role.ANALYST)
     for text, code in (

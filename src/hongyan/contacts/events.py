@@ -155,7 +155,7 @@ def parse_event(raw: Mapping[str, Any], tz: tzinfo, *, now: datetime) -> Event:
         # thousands of digits (past 4,300 its own ValueError named no field)
         if isinstance(given, bool) or not value.isdecimal() or len(value.lstrip("0")) > 13:
             raise ValueError("amount_fen")
-        amount = int(value)
+        amount = int(value.lstrip("0") or "0")  # (leading zeros count against int()'s limit)
         if amount > MAX_AMOUNT_FEN:
             raise ValueError("amount_fen")
     elif raw.get("amount") not in (None, ""):
@@ -341,10 +341,12 @@ def ingest(
     """Store new events and move the aggregates by exactly them (idempotent by event id).
 
     Each event is held against what its id already stands for: the stored event, else the
-    first of the batch with that id (which is stored). The same content is a ``duplicate``,
-    other content a ``conflict`` (:func:`same_content`); neither is stored nor makes a contact.
-    Two queries find what is known (the stored events of the batch's ids, the contacts of its
-    numbers), whatever the batch size. Should another request store one of the ids between that
+    first of the batch with that id (stored, unless erased). The same content is a
+    ``duplicate``, other content a ``conflict`` (:func:`same_content`); neither is stored nor
+    makes a contact. An event of an erased number from before its erasure (:func:`erasures`)
+    is ``erased``, and so is a repeat of it. Three queries find what is known (the stored
+    events of the batch's ids, the contacts of its numbers, which of those numbers were
+    erased), whatever the batch size. Should another request store one of the ids between that
     lookup and the insert, the event is held against what that request stored, read then (by a
     third query, only then); a contact made for its number meanwhile stays."""
     result = IngestResult(received=len(events))
@@ -361,11 +363,15 @@ def ingest(
     ids = numbers.ids  # by number; grows as contacts are made
     stored = _stored(conn, scope, list(unique))
     new = [e for e in unique.values() if e.event_id not in stored]
-    if new:  # the erased history of a number is not stored again
+    left: set[str] = set()  # ids of the erased history of a number: not stored again
+    if new:
         erased = erasures(conn, scope, [numbers.index[e.phone] for e in new])
-        left = [e for e in new if e.occurred_at <= erased.get(numbers.index[e.phone], _NEVER)]
+        for e in new:
+            at = erased.get(numbers.index[e.phone])
+            if at is not None and e.occurred_at <= at:
+                left.add(e.event_id)
         result.erased = len(left)
-        new = [e for e in new if e not in left] if left else new
+        new = [e for e in new if e.event_id not in left] if left else new
     if new:
         result.contacts_created = numbers.make(e.phone for e in new)
         rows = [
@@ -399,7 +405,9 @@ def ingest(
         return not _same_as_stored(e, ids.get(e.phone), row)
 
     for e in (*(e for e in unique.values() if e.event_id in stored), *repeats):
-        if differs(e):
+        if e.event_id in left and same_content(unique[e.event_id], e):
+            result.erased += 1  # a repeat of an erased event: erased as its first
+        elif differs(e):
             result.conflict(e.event_id)
     result.duplicates = result.received - result.accepted - result.conflicts - result.erased
     if new:
@@ -415,9 +423,6 @@ def ingest(
         moved = on_events(conn, clock, keyring, tenant_id, [(e.event_id, e.kind) for e in new])
         result.enrolled = moved.get("enrolled", 0)
     return result
-
-
-_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def erasures(conn: Connection, scope: TenantScope, keys: Sequence[bytes]) -> dict[bytes, datetime]:

@@ -793,7 +793,6 @@ class _Writer(_Builder):
         self.conn = conn
         # The tenant's suppressed numbers (blind indexes), read once per import.
         self.blocked = blocked if blocked is not None else live_suppressions(conn, tenant_id, now)
-        self._erased: set[bytes] | None = None
         self.scope = TenantScope(tenant_id)
         self.now = now
         self.options = options
@@ -813,12 +812,10 @@ class _Writer(_Builder):
     def suppressed(self, keys: list[bytes]) -> set[bytes]:
         return {k for k in keys if k in self.blocked}
 
-    @property
-    def erased(self) -> set[bytes]:
-        """The tenant's numbers erased at the person's request (read on first use)."""
-        if self._erased is None:
-            self._erased = erased_numbers(self.conn, self.tenant_id)
-        return self._erased
+    def erased(self, keys: list[bytes]) -> set[bytes]:
+        """Those of these numbers whose data was erased at the person's request (a statement
+        per 500 numbers, by blind index: a tenant's opt-outs may be millions)."""
+        return erased_numbers(self.conn, self.tenant_id, keys)
 
     def update_row(
         self, cid: int, attrs: dict[str, Any], row: tuple[Any, ...], new_attrs: dict[str, Any],
@@ -981,16 +978,23 @@ class _Writer(_Builder):
         )
 
 
-def erased_numbers(conn: Connection, tenant_id: int) -> set[bytes]:
-    """Blind indexes of the tenant's numbers whose data was erased at the person's request
+def erased_numbers(conn: Connection, tenant_id: int, keys: Sequence[bytes]) -> set[bytes]:
+    """Those of these blind indexes whose number's data was erased at the person's request
     (``forget`` leaves an opt-out from the source ``erasure``; an opt-out never expires)."""
     s = suppressions.c
-    rows = conn.execute(
-        TenantScope(tenant_id)
-        .select(suppressions, s.phone_index)
-        .where(s.reason == "opt_out", s.source == ERASURE)
-    ).scalars()
-    return {bytes(r) for r in rows}
+    scope = TenantScope(tenant_id)
+    unique = sorted(set(keys))
+    out: set[bytes] = set()
+    for at in range(0, len(unique), 500):
+        rows = conn.execute(
+            scope.select(suppressions, s.phone_index).where(
+                s.phone_index.in_(unique[at : at + 500]),
+                s.reason == "opt_out",
+                s.source == ERASURE,
+            )
+        ).scalars()
+        out.update(bytes(r) for r in rows)
+    return out
 
 
 def live_suppressions(conn: Connection, tenant_id: int, now: datetime) -> set[bytes]:
@@ -1373,7 +1377,7 @@ def consume(
         [item[0] for item in batch.items if not item[1]] if absent else keys, attrs=not packed
     )
     blocked = w.suppressed(keys)
-    erased = w.erased
+    erased = w.erased([item[0] for item in batch.items if item[0] not in found])
     new_rows: list[tuple[bytes, tuple[Any, ...] | bytes]] = []
     updates, grant = [], []
     derived: list[bytes] = []
@@ -1521,7 +1525,7 @@ def run(
                 "只有中途失败、已保存部分数据的导入才能继续",
             )
         skip = int(done["line"])
-        for name in ("rows", "imported", "updated", "duplicates", "invalid", "suppressed"):
+        for name in _COUNTERS:
             setattr(result, name, int(done.get(name, 0)))
         result.errors = list(done.get("errors", []))
     with _live_lock:
@@ -1718,10 +1722,7 @@ def _run(
             actor=options.actor,
             action="contacts.import",
             target=f"import:{result.import_id}",
-            detail={
-                k: getattr(result, k)
-                for k in ("rows", "imported", "updated", "duplicates", "invalid", "suppressed")
-            },
+            detail={k: getattr(result, k) for k in _COUNTERS},
         )
 
 

@@ -1269,8 +1269,15 @@ def resume_in_background(runtime: Runtime, tenant_id: int, import_id: int, actor
             "Only an import that failed after storing some rows can be resumed",
             "只有中途失败、已保存部分数据的导入才能继续",
         )
+    import time
+
     kept = kept_upload(runtime, tenant_id, import_id)
     taken = kept.with_name(f"{kept.name}.resuming")
+    # A resumed run that failed says so a moment before its thread puts the file back: wait
+    # that moment rather than answer that the file is gone.
+    deadline = time.monotonic() + 5
+    while not kept.exists() and taken.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     try:
         kept.rename(taken)
     except FileNotFoundError:

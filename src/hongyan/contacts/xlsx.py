@@ -21,6 +21,7 @@ size is what ``zipfile`` inflates at most); a broken zip, XML or cell is a clear
 
 from __future__ import annotations
 
+import lzma
 import posixpath
 import re
 import zipfile
@@ -89,8 +90,13 @@ def _local(name: str) -> str:
     return name.rpartition(" ")[2]
 
 
-#: What ``zipfile`` raises for a damaged container or member (RuntimeError: an encrypted one).
-_BROKEN = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
+#: What ``zipfile`` raises for a damaged container or member (RuntimeError: an encrypted one;
+#: ValueError: a member name flagged UTF-8 that is not, among others; LZMAError: a member
+#: compressed with LZMA whose data is damaged).
+_BROKEN = (
+    zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, NotImplementedError,
+    RuntimeError, ValueError,
+)  # fmt: skip
 
 
 def _open_part(book: zipfile.ZipFile, name: str, limit: int) -> IO[bytes]:

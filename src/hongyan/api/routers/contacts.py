@@ -551,9 +551,9 @@ class EventsOut(BaseModel):
         "same content: replays, which change nothing"
     )
     conflicts: int = Field(
-        description="Events whose id was stored before with other content (kind, number, "
-        "occurred_at, order_id, amount, coupon_code, tags or properties): not stored, the "
-        "stored event stays as it was"
+        description="Events whose id was stored before (or, in a file import, came earlier in "
+        "the batch) with other content (kind, number, occurred_at, order_id, amount, "
+        "coupon_code, tags or properties): not stored, the stored event stays as it was"
     )
     conflict_ids: list[str] = Field(
         description=f"The ids of those conflicts, at most {events.MAX_CONFLICT_IDS}"

@@ -72,6 +72,8 @@ class LintOut(BaseModel):
 def lint_text(
     body: LintIn, who: Principal = Depends(get_principal), conn: Connection = CONN
 ) -> Any:
+    """Findings against the tenant's own word lists: a role that reads templates."""
+    who.require(Permission.READ_TEMPLATES)
     return service.run(conn, who.tenant_id, body.category, body.text, apply_fixes=body.fix)
 
 

@@ -1377,7 +1377,8 @@ def consume(
         [item[0] for item in batch.items if not item[1]] if absent else keys, attrs=not packed
     )
     blocked = w.suppressed(keys)
-    erased = w.erased([item[0] for item in batch.items if item[0] not in found])
+    # (an erased number is suppressed: only those are looked up, mostly none)
+    erased = w.erased([k for k in blocked if k not in found]) if blocked else set()
     new_rows: list[tuple[bytes, tuple[Any, ...] | bytes]] = []
     updates, grant = [], []
     derived: list[bytes] = []

@@ -71,6 +71,7 @@ def test_import_through_the_console(client: TestClient, runtime: Runtime) -> Non
         time.sleep(0.05)
     assert "已完成" in job and 'data-counter="imported">2<' in job
     assert 'data-counter="invalid">1<' in job and "手机号含非数字字符" in job
+    assert 'data-counter="erased"' not in job  # shown only when some number was
     errors = client.get(job_url + "/errors.csv")
     assert errors.status_code == 200 and "bad,坏" in errors.text
     listed = client.get("/console/contacts").text
@@ -80,6 +81,35 @@ def test_import_through_the_console(client: TestClient, runtime: Runtime) -> Non
     assert "139****1111" in filtered and "138****5678" not in filtered
     bad = client.get("/console/contacts?number=12345")
     assert bad.status_code == 422 and "中国大陆手机号应为 11 位" in bad.text
+
+
+def test_an_import_says_how_many_erased_numbers_it_left_out(
+    client: TestClient, runtime: Runtime
+) -> None:
+    from hongyan.contacts import service
+
+    make_tenant(runtime)
+    with runtime.engine.begin() as conn:
+        tenant_id = tenants.get_tenant(conn, "tea-house").id
+        service.forget(conn, runtime.clock, runtime.keyring, tenant_id, "+8613812345678", "t")
+    login(client)
+    page = _upload(client, CSV.encode())
+    token = re.search(r'name="token" value="([0-9a-f]{32})"', page)
+    assert token
+    fields = {f"col{i}": v for i, v in enumerate(("phone", "name", "ignore", "ignore"))}
+    start = client.post(
+        "/console/contacts/import/start",
+        data={"csrf_token": csrf_field(page), "token": token.group(1), "filename": "p.csv",
+              **fields},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert start.status_code == 303
+    deadline = time.monotonic() + 20
+    while "已完成" not in (job := client.get(start.headers["location"]).text):
+        assert time.monotonic() < deadline and "失败" not in job
+        time.sleep(0.05)
+    assert 'data-counter="erased">1<' in job and "已应本人要求删除（未再导入）" in job
+    assert 'data-counter="imported">1<' in job
 
 
 def test_bad_files_and_csrf(client: TestClient, runtime: Runtime) -> None:

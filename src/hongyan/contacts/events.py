@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection
 from hongyan.clock import Clock
 from hongyan.contacts import importer
 from hongyan.contacts.numbers import NumberProblem, normalise
-from hongyan.contacts.suppression import phone_context
+from hongyan.contacts.suppression import erasures, phone_context
 from hongyan.db.bulk import insert_rows
 from hongyan.db.scope import TenantScope
 from hongyan.db.tables import contact_activity, contact_events, contact_interests, contacts
@@ -204,18 +204,19 @@ class IngestResult:
 
     def conflict(self, event_id: str) -> None:
         self.conflicts += 1
+        self._name(event_id)
+
+    def _name(self, event_id: str) -> None:
         if len(self.conflict_ids) < MAX_CONFLICT_IDS and event_id not in self.conflict_ids:
             self.conflict_ids.append(event_id)
 
     def add(self, other: IngestResult) -> None:
         """Count ``other`` (a later batch of the same import) in."""
-        counters = ("received", "accepted", "duplicates", "erased", "contacts_created", "enrolled")
-        for name in counters:
+        for name in ("received", "accepted", "duplicates", "conflicts", "erased",
+                     "contacts_created", "enrolled"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.conflicts += other.conflicts
         for event_id in other.conflict_ids:
-            if len(self.conflict_ids) < MAX_CONFLICT_IDS and event_id not in self.conflict_ids:
-                self.conflict_ids.append(event_id)
+            self._name(event_id)
 
     def as_json(self) -> dict[str, Any]:
         return {**self.__dict__, "conflict_ids": list(self.conflict_ids)}
@@ -365,7 +366,7 @@ def ingest(
     new = [e for e in unique.values() if e.event_id not in stored]
     left: set[str] = set()  # ids of the erased history of a number: not stored again
     if new:
-        erased = erasures(conn, scope, [numbers.index[e.phone] for e in new])
+        erased = erasures(conn, tenant_id, [numbers.index[e.phone] for e in new])
         for e in new:
             at = erased.get(numbers.index[e.phone])
             if at is not None and e.occurred_at <= at:
@@ -423,30 +424,6 @@ def ingest(
         moved = on_events(conn, clock, keyring, tenant_id, [(e.event_id, e.kind) for e in new])
         result.enrolled = moved.get("enrolled", 0)
     return result
-
-
-def erasures(conn: Connection, scope: TenantScope, keys: Sequence[bytes]) -> dict[bytes, datetime]:
-    """When each of these numbers (blind indexes) had its data erased at the person's request,
-    if it did: the opt-out ``forget`` leaves is dated the erasure. An event that happened by
-    then belongs to what was erased; one after it, to the person who came back."""
-    if not keys:
-        return {}
-    from hongyan.contacts.suppression import ERASURE
-    from hongyan.db.tables import suppressions
-
-    s = suppressions.c
-    unique = sorted(set(keys))
-    out: dict[bytes, datetime] = {}
-    for at in range(0, len(unique), 500):
-        rows = conn.execute(
-            scope.select(suppressions, s.phone_index, s.created_at).where(
-                s.phone_index.in_(unique[at : at + 500]),
-                s.reason == "opt_out",
-                s.source == ERASURE,
-            )
-        ).all()
-        out.update((bytes(r.phone_index), r.created_at) for r in rows)
-    return out
 
 
 def _stored(conn: Connection, scope: TenantScope, event_ids: list[str]) -> dict[str, Any]:

@@ -81,7 +81,7 @@ from hongyan.contacts.numbers import (
 )
 from hongyan.contacts.numbers import normalise as normalise_number
 from hongyan.contacts.sources import ImportFileError, Table, csv_bytes, is_formula
-from hongyan.contacts.suppression import ERASURE, phone_context
+from hongyan.contacts.suppression import erasures, phone_context
 from hongyan.db.bulk import (
     NULL_FIELD,
     PackedRows,
@@ -812,11 +812,6 @@ class _Writer(_Builder):
     def suppressed(self, keys: list[bytes]) -> set[bytes]:
         return {k for k in keys if k in self.blocked}
 
-    def erased(self, keys: list[bytes]) -> set[bytes]:
-        """Those of these numbers whose data was erased at the person's request (a statement
-        per 500 numbers, by blind index: a tenant's opt-outs may be millions)."""
-        return erased_numbers(self.conn, self.tenant_id, keys)
-
     def update_row(
         self, cid: int, attrs: dict[str, Any], row: tuple[Any, ...], new_attrs: dict[str, Any],
         given_zone: str | None = None,
@@ -976,25 +971,6 @@ class _Writer(_Builder):
         insert_rows(
             self.conn, self.scope, consent_records, ("phone_index", "purpose"), pairs, constants
         )
-
-
-def erased_numbers(conn: Connection, tenant_id: int, keys: Sequence[bytes]) -> set[bytes]:
-    """Those of these blind indexes whose number's data was erased at the person's request
-    (``forget`` leaves an opt-out from the source ``erasure``; an opt-out never expires)."""
-    s = suppressions.c
-    scope = TenantScope(tenant_id)
-    unique = sorted(set(keys))
-    out: set[bytes] = set()
-    for at in range(0, len(unique), 500):
-        rows = conn.execute(
-            scope.select(suppressions, s.phone_index).where(
-                s.phone_index.in_(unique[at : at + 500]),
-                s.reason == "opt_out",
-                s.source == ERASURE,
-            )
-        ).scalars()
-        out.update(bytes(r) for r in rows)
-    return out
 
 
 def live_suppressions(conn: Connection, tenant_id: int, now: datetime) -> set[bytes]:
@@ -1378,7 +1354,7 @@ def consume(
     )
     blocked = w.suppressed(keys)
     # (an erased number is suppressed: only those are looked up, mostly none)
-    erased = w.erased([k for k in blocked if k not in found]) if blocked else set()
+    erased = erasures(w.conn, w.tenant_id, [k for k in blocked if k not in found])
     new_rows: list[tuple[bytes, tuple[Any, ...] | bytes]] = []
     updates, grant = [], []
     derived: list[bytes] = []

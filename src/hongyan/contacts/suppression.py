@@ -255,6 +255,27 @@ def block(
     return bool(added)
 
 
+def erasures(conn: Connection, tenant_id: int, keys: Sequence[bytes]) -> dict[bytes, datetime]:
+    """When each of these numbers (blind indexes) had its data erased at the person's request,
+    if it did: ``forget`` leaves an opt-out from the source :data:`ERASURE`, dated the erasure
+    (an opt-out never expires). A statement per 500 numbers: a tenant's opt-outs may be
+    millions, so only the numbers asked about are read."""
+    s = suppressions.c
+    scope = TenantScope(tenant_id)
+    unique = sorted(set(keys))
+    out: dict[bytes, datetime] = {}
+    for at in range(0, len(unique), 500):
+        rows = conn.execute(
+            scope.select(suppressions, s.phone_index, s.created_at).where(
+                s.phone_index.in_(unique[at : at + 500]),
+                s.reason == "opt_out",
+                s.source == ERASURE,
+            )
+        )
+        out.update((bytes(r.phone_index), r.created_at) for r in rows)
+    return out
+
+
 def remove_manual(conn: Connection, tenant_id: int, suppression_id: int) -> bool:
     """Lift a manual block (opt-outs and complaints are the recipient's to undo, not ours)."""
     result = conn.execute(

@@ -65,6 +65,16 @@ def _audits(runtime: Runtime, tenant_id: int) -> list[Any]:
         ).all()
 
 
+def _run(
+    runtime: Runtime, tenant_id: int, job_id: int, provider: Any
+) -> number_status.CheckSummary:
+    """Run check ``job_id`` as a user would start it, two numbers a batch."""
+    return number_status_jobs.run(
+        runtime.engine, runtime.clock, runtime.keyring, tenant_id, job_id, provider,
+        actor="user:1", batch=2,
+    )  # fmt: skip
+
+
 def test_a_job_reports_its_progress_batch_by_batch(runtime: Runtime, tenant_id: int) -> None:
     numbers = _numbers(5, start=500)
     _import(runtime, tenant_id, numbers)
@@ -123,10 +133,7 @@ def test_a_failed_check_says_why_and_keeps_what_it_found(runtime: Runtime, tenan
     provider.on_call[2] = explode
     job_id = _start(runtime, tenant_id)
     with pytest.raises(RuntimeError):
-        number_status_jobs.run(
-            runtime.engine, runtime.clock, runtime.keyring, tenant_id, job_id, provider,
-            actor="user:1", batch=2,
-        )  # fmt: skip
+        _run(runtime, tenant_id, job_id, provider)
     failed = _job(runtime, tenant_id, job_id)
     assert failed["state"] == "failed" and failed["finished_at"]
     assert failed["error"]["code"] == "number_check_failed"
@@ -247,10 +254,7 @@ def test_a_check_taken_for_dead_stops_at_its_next_batch(runtime: Runtime, tenant
     provider.on_call[1] = sweep
     job_id = _start(runtime, tenant_id)
     with pytest.raises(CheckAbandoned):
-        number_status_jobs.run(
-            runtime.engine, clock, runtime.keyring, tenant_id, job_id, provider,
-            actor="user:1", batch=2,
-        )  # fmt: skip
+        _run(runtime, tenant_id, job_id, provider)
     assert len(provider.batches) == 1
     job = _job(runtime, tenant_id, job_id)
     assert (job["state"], job["error"]["code"]) == ("failed", "number_check_abandoned")
@@ -290,10 +294,7 @@ def test_a_check_is_stopped_by_hand_after_the_batch_in_hand(
 
     provider.on_call[1] = stop
     with pytest.raises(number_status_jobs.CheckCancelled):
-        number_status_jobs.run(
-            runtime.engine, runtime.clock, runtime.keyring, tenant_id, job_id, provider,
-            actor="user:1", batch=2,
-        )  # fmt: skip
+        _run(runtime, tenant_id, job_id, provider)
     assert len(provider.batches) == 1
     job = _job(runtime, tenant_id, job_id)
     assert (job["state"], job["processed"], job["total"]) == ("failed", 2, 6)
@@ -363,10 +364,7 @@ def test_a_failed_check_is_resumed_where_it_stopped(runtime: Runtime, tenant_id:
     first.on_call[2] = down
     job_id = _start(runtime, tenant_id)
     with pytest.raises(RuntimeError):
-        number_status_jobs.run(
-            runtime.engine, clock, runtime.keyring, tenant_id, job_id, first,
-            actor="user:1", batch=2,
-        )  # fmt: skip
+        _run(runtime, tenant_id, job_id, first)
     failed = _job(runtime, tenant_id, job_id)
     assert (failed["state"], failed["processed"], failed["error"]["code"]) == (
         "failed", 2, "number_check_failed",
@@ -377,10 +375,7 @@ def test_a_failed_check_is_resumed_where_it_stopped(runtime: Runtime, tenant_id:
     pending = _job(runtime, tenant_id, job_id)
     assert (pending["state"], pending["error"], pending["finished_at"]) == ("pending", None, None)
     second = Scripted(runtime, empty=empty)
-    summary = number_status_jobs.run(
-        runtime.engine, clock, runtime.keyring, tenant_id, job_id, second,
-        actor="user:1", batch=2,
-    )  # fmt: skip
+    summary = _run(runtime, tenant_id, job_id, second)
     asked = [n for b in second.batches for n in b]
     assert sorted(asked) == sorted(set(numbers) - set(done_before))  # the failed batch again
     done = _job(runtime, tenant_id, job_id)
@@ -446,10 +441,7 @@ def test_a_run_taken_for_dead_and_resumed_stops_beside_its_successor(
 
     provider.on_call[1] = taken_over
     with pytest.raises(CheckAbandoned):
-        number_status_jobs.run(
-            runtime.engine, clock, runtime.keyring, tenant_id, job_id, provider,
-            actor="user:1", batch=2,
-        )  # fmt: skip
+        _run(runtime, tenant_id, job_id, provider)
     assert len(provider.batches) == 1
     job = _job(runtime, tenant_id, job_id)
     assert job["state"] == "running" and job["processed"] == 0  # the successor's, untouched
@@ -476,10 +468,7 @@ def test_a_check_whose_storing_failed_resumes_with_that_batch(
     first = Scripted(runtime, empty=numbers)
     job_id = _start(runtime, tenant_id)
     with pytest.raises(RuntimeError):
-        number_status_jobs.run(
-            runtime.engine, runtime.clock, runtime.keyring, tenant_id, job_id, first,
-            actor="user:1", batch=2,
-        )  # fmt: skip
+        _run(runtime, tenant_id, job_id, first)
     failed = _job(runtime, tenant_id, job_id)
     assert (failed["processed"], failed["result"]["empty"]) == (2, 2)
     monkeypatch.setattr(suppression, "add", real)
@@ -488,10 +477,7 @@ def test_a_check_whose_storing_failed_resumes_with_that_batch(
             conn, runtime.clock, runtime.settings, tenant_id, job_id, "user:2"
         )
     second = Scripted(runtime, empty=numbers)
-    summary = number_status_jobs.run(
-        runtime.engine, runtime.clock, runtime.keyring, tenant_id, job_id, second,
-        actor="user:1", batch=2,
-    )  # fmt: skip
+    summary = _run(runtime, tenant_id, job_id, second)
     assert sorted(n for b in second.batches for n in b) == sorted(
         set(numbers) - set(first.batches[0])
     )

@@ -255,19 +255,21 @@ def test_export_of_an_unknown_number(runtime: Runtime, tenant_id: int) -> None:
         service.export(conn, runtime.clock, runtime.keyring, tenant_id, NUMBER, "u")
 
 
+def _ledger(runtime: Runtime, tenant_id: int, phone: str, *records: tuple[str, str]) -> None:
+    """Append (purpose, action) records for ``phone``, in order, at the clock's time."""
+    with runtime.engine.begin() as conn:
+        for purpose, action in records:
+            service.record_consent(
+                conn, runtime.clock, runtime.keyring, tenant_id, phone=phone, purpose=purpose,
+                action=action, source="api", proof="p", actor="t",
+            )  # fmt: skip
+
+
 def test_consent_is_purged_three_years_after_revocation(
     runtime: Runtime, tenant_id: int, clock: FixedClock
 ) -> None:
-    with runtime.engine.begin() as conn:
-        for action in ("granted", "revoked"):
-            service.record_consent(
-                conn, clock, runtime.keyring, tenant_id, phone=NUMBER, purpose="marketing",
-                action=action, source="api", proof="p", actor="t",
-            )  # fmt: skip
-        service.record_consent(
-            conn, clock, runtime.keyring, tenant_id, phone="13900001111", purpose="marketing",
-            action="granted", source="api", proof="p", actor="t",
-        )  # fmt: skip
+    _ledger(runtime, tenant_id, NUMBER, ("marketing", "granted"), ("marketing", "revoked"))
+    _ledger(runtime, tenant_id, "13900001111", ("marketing", "granted"))
     clock.advance(timedelta(days=3 * 365 - 5))
     assert retention.run(runtime)["consent_records"] == 0
     clock.advance(timedelta(days=10))
@@ -286,15 +288,11 @@ def test_a_notification_revocation_outlives_the_purge(
     """No opt-out stands for a withdrawn notification consent: the purge deletes what came
     before the revocation and keeps the revocation, so an old file imported again later does
     not grant it anew. A marketing revocation whose opt-out was lifted stays too."""
+    _ledger(
+        runtime, tenant_id, NUMBER, ("notification", "granted"), ("notification", "revoked"),
+        ("marketing", "granted"), ("marketing", "revoked"),
+    )  # fmt: skip
     with runtime.engine.begin() as conn:
-        for purpose, action in (
-            ("notification", "granted"), ("notification", "revoked"),
-            ("marketing", "granted"), ("marketing", "revoked"),
-        ):  # fmt: skip
-            service.record_consent(
-                conn, clock, runtime.keyring, tenant_id, phone=NUMBER, purpose=purpose,
-                action=action, source="api", proof="p", actor="t",
-            )  # fmt: skip
         conn.execute(TenantScope(tenant_id).delete(suppressions))  # (as if lifted)
     clock.advance(timedelta(days=3 * 365 + 5))
     assert retention.run(runtime)["consent_records"] == 2  # the two grants
@@ -320,12 +318,7 @@ def test_the_purge_judges_the_latest_record_as_consent_does(
 ) -> None:
     """A revocation and a grant at the same instant: the one written last is the current
     consent (by id), so a grant written after the revocation keeps the whole ledger."""
-    with runtime.engine.begin() as conn:
-        for action in ("revoked", "granted"):
-            service.record_consent(
-                conn, clock, runtime.keyring, tenant_id, phone=NUMBER, purpose="notification",
-                action=action, source="api", proof="p", actor="t",
-            )  # fmt: skip
+    _ledger(runtime, tenant_id, NUMBER, ("notification", "revoked"), ("notification", "granted"))
     clock.advance(timedelta(days=4 * 365))
     assert retention.run(runtime)["consent_records"] == 0
 
